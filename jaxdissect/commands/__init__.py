@@ -1,0 +1,1 @@
+"""One module per ``jaxdissect`` sub-command (see ``jaxdissect.cli``)."""

@@ -1,0 +1,77 @@
+"""Interventions as data.
+
+An edit at a named layer replaces that layer's output ``x`` by
+
+    x * (1 - alpha) + value * alpha
+
+``alpha`` and ``value`` are ordinary arrays broadcastable to the layer's
+activation ``[batch, h, w, units]`` (NHWC): per unit ``[units]``, per position
+``[h, w, units]`` or per example ``[batch, h, w, units]``. Because an edit is a
+pytree argument of ``model.apply`` rather than a hook, ``jax.vmap`` over a stack
+of edits runs a whole sweep of interventions as one compiled program.
+
+``Edits`` is a plain ``dict`` from layer name (the research names the reference
+uses: ``conv5_3``, ``layer4`` ...) to ``Edit``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import flax.struct
+import jax.numpy as jnp
+
+
+@flax.struct.dataclass
+class Edit:
+    """``x * (1 - alpha) + value * alpha``; both broadcast to ``[batch, h, w, units]``."""
+
+    alpha: jnp.ndarray
+    value: jnp.ndarray
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return x * (1 - self.alpha) + self.value * self.alpha
+
+
+Edits = Mapping[str, Edit]
+
+
+def apply_edit(edits: Edits | None, name: str, x: jnp.ndarray) -> jnp.ndarray:
+    """Apply ``edits[name]`` to ``x`` if present; the identity otherwise."""
+    if edits is None or name not in edits:
+        return x
+    return edits[name](x)
+
+
+def check_edit_names(edits: Edits | None, known: tuple[str, ...]) -> None:
+    """Raise a clear error for an edit at a layer the model does not have."""
+    if not edits:
+        return
+    unknown = sorted(set(edits) - set(known))
+    if unknown:
+        raise KeyError(f"edits name unknown layers {unknown}; known layers: {list(known)}")
+
+
+def zero_units(units, n_units: int, dtype=jnp.float32) -> Edit:
+    """Edit that zeroes ``units`` (indices, or a boolean mask ``[n_units]``)."""
+    mask = jnp.zeros((n_units,), dtype)
+    units = jnp.asarray(units)
+    mask = jnp.where(units, 1.0, 0.0).astype(dtype) if units.dtype == bool else mask.at[units].set(1)
+    return Edit(alpha=mask, value=jnp.zeros((n_units,), dtype))
+
+
+def keep_only_units(units, n_units: int, dtype=jnp.float32) -> Edit:
+    """Edit that zeroes every unit except ``units``."""
+    z = zero_units(units, n_units, dtype)
+    return Edit(alpha=1 - z.alpha, value=z.value)
+
+
+def set_units(units, values, n_units: int, region=None, dtype=jnp.float32) -> Edit:
+    """Edit that sets ``units`` to ``values`` (``[len(units)]``), optionally only in
+    ``region`` (a ``[h, w]`` mask with values in [0, 1])."""
+    units = jnp.asarray(units)
+    alpha = jnp.zeros((n_units,), dtype).at[units].set(1)
+    value = jnp.zeros((n_units,), dtype).at[units].set(jnp.asarray(values, dtype))
+    if region is not None:
+        alpha = jnp.asarray(region, dtype)[..., None] * alpha
+    return Edit(alpha=alpha, value=value)
