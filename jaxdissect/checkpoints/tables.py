@@ -1,0 +1,101 @@
+"""Conversion tables and architecture inference for the reference's checkpoints.
+
+VGG-16 (reference ``oldvgg16``): ``features.conv1_1.weight`` ...,
+``classifier.fc6.weight``, ``classifier.fc7.*``, ``classifier.fc8a.*``.
+ProGAN (reference ``proggan``): ``layerN.conv.weight``, ``layerN.wscale.b``,
+``output_RxR.conv.weight``, ``output_RxR.wscale.b``; older files use
+``features.N.conv.weight`` ... and ``output.conv.weight``, which
+:func:`rename_old_proggan_keys` maps to the current names.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Mapping
+
+from jaxdissect.checkpoints.convert import CheckpointMismatch, Table
+from jaxdissect.models.proggan import progan_layer_names
+from jaxdissect.models.vgg16 import STAGE_DEPTHS, vgg_layer_names
+
+
+def vgg16_table(stage_depths=STAGE_DEPTHS, last_width: int = 512,
+                pool_hw: tuple[int, int] = (7, 7)) -> Table:
+    """Flax path -> (reference key, transform) for :class:`~jaxdissect.models.VGG16`."""
+    table: Table = {}
+    for name in vgg_layer_names(stage_depths):
+        if name.startswith("conv"):
+            table[f"{name}/kernel"] = (f"features.{name}.weight", "conv")
+            table[f"{name}/bias"] = (f"features.{name}.bias", "copy")
+        elif name.startswith("fc"):
+            tf = f"fc_nchw:{last_width},{pool_hw[0]},{pool_hw[1]}" if name == "fc6" else "linear"
+            table[f"{name}/kernel"] = (f"classifier.{name}.weight", tf)
+            table[f"{name}/bias"] = (f"classifier.{name}.bias", "copy")
+    return table
+
+
+def vgg16_config(state_dict: Mapping) -> dict:
+    """VGG16 constructor arguments read from a reference state dict."""
+    widths = []
+    for s, depth in enumerate(STAGE_DEPTHS, start=1):
+        key = f"features.conv{s}_{depth}.weight"
+        if key not in state_dict:
+            raise CheckpointMismatch(
+                f"not a VGG-16 checkpoint in the reference layout: no key {key!r} "
+                f"(found keys like {sorted(state_dict)[:4]})")
+        widths.append(int(state_dict[key].shape[0]))
+    for key in ("classifier.fc7.weight", "classifier.fc8a.weight"):
+        if key not in state_dict:
+            raise CheckpointMismatch(f"not a VGG-16 checkpoint: no key {key!r}")
+    return dict(widths=tuple(widths),
+                fc_width=int(state_dict["classifier.fc7.weight"].shape[0]),
+                num_classes=int(state_dict["classifier.fc8a.weight"].shape[0]))
+
+
+def rename_old_proggan_keys(state_dict: Mapping) -> dict:
+    """Map the older ProGAN naming (``features.N.*``, ``output.*``) to ``layerN+1.*``,
+    ``output_RxR.*``; other keys are kept (so the strict check reports them)."""
+    if "features.0.conv.weight" not in state_dict:
+        return dict(state_dict)
+    out = {}
+    n = 0
+    while f"features.{n}.conv.weight" in state_dict:
+        n += 1
+    r = 4 * 2 ** ((n - 1) // 2)
+    for key, v in state_dict.items():
+        m = re.fullmatch(r"features\.(\d+)\.(.*)", key)
+        if m:
+            out[f"layer{int(m.group(1)) + 1}.{m.group(2)}"] = v
+        elif key.startswith("output."):
+            out[f"output_{r}x{r}." + key[len("output."):]] = v
+        else:
+            out[key] = v
+    return out
+
+
+def proggan_sizes(state_dict: Mapping) -> tuple[int, ...]:
+    """``sizes`` ``[z_dim, d4, d8, ...]`` read from a (renamed) ProGAN state dict."""
+    sizes = []
+    for i in itertools.count():
+        w = state_dict.get(f"layer{i + 1}.conv.weight")
+        if w is None:
+            break
+        if i == 0:
+            sizes.append(int(w.shape[1]))
+        if i % 2 == 0:
+            sizes.append(int(w.shape[0]))
+    if len(sizes) < 2:
+        raise CheckpointMismatch(
+            "not a ProGAN generator checkpoint: no key 'layer1.conv.weight' "
+            f"(found keys like {sorted(state_dict)[:4]})")
+    return tuple(sizes)
+
+
+def proggan_table(sizes) -> Table:
+    """Flax path -> (reference key, transform) for
+    :class:`~jaxdissect.models.ProgressiveGenerator`."""
+    table: Table = {}
+    for name in progan_layer_names(sizes):
+        table[f"{name}/kernel"] = (f"{name}.conv.weight", "conv")
+        table[f"{name}/bias"] = (f"{name}.wscale.b", "copy")
+    return table

@@ -1,0 +1,137 @@
+"""Progressive GAN generator in Flax with the reference's layout.
+
+Layout (netdissect ``experiment/proggan.py``): ``sizes = [z_dim, d4, d8, d16, ...]``
+gives the channel depth at each resolution. ``layer1`` maps the z vector (as a
+1x1 map) to 4x4 by a 4x4 convolution with padding 3; ``layer2`` is a 3x3 conv;
+then each further resolution is a pair ``(upsample x2 nearest + 3x3 conv,
+3x3 conv)``; ``output_RxR`` is a 1x1 conv to RGB. Every block is
+pixel norm -> conv (no bias) -> equalised-learning-rate weight scale + bias ->
+LeakyReLU(0.2) (no activation on the output block). The weight scale
+``gain / sqrt(in_channels)`` is a constant of the architecture (gain ``sqrt(2)/k``
+for a ``k x k`` conv, 1 for the output), applied at run time as in the
+reference, so parameters are the raw stored weights.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdissect.edits import Edits
+from jaxdissect.models.sequence import run_chain
+
+# Published architectures by output resolution (as in the reference).
+SIZES_BY_RESOLUTION = {
+    8: (512, 512, 512),
+    16: (512, 512, 512, 512),
+    32: (512, 512, 512, 512, 256),
+    64: (512, 512, 512, 512, 256, 128),
+    128: (512, 512, 512, 512, 256, 128, 64),
+    256: (512, 512, 512, 512, 256, 128, 64, 32),
+    1024: (512, 512, 512, 512, 512, 256, 128, 64, 32, 16),
+}
+
+
+def pixel_norm(x: jnp.ndarray, eps: float = 1e-8) -> jnp.ndarray:
+    """Normalise each position's feature vector (last axis) to unit RMS."""
+    return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
+
+
+def upsample_nearest2(x: jnp.ndarray) -> jnp.ndarray:
+    """``[b, h, w, c] -> [b, 2h, 2w, c]`` by nearest-neighbour repetition."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def output_resolution(sizes: Sequence[int]) -> int:
+    """Output side length for ``sizes``: 4 at ``len(sizes) == 2``, doubling after."""
+    return 4 * 2 ** (len(sizes) - 2)
+
+
+def progan_layer_names(sizes: Sequence[int]) -> tuple[str, ...]:
+    """``layer1 ... layerN, output_RxR`` with ``N = 2 * (len(sizes) - 1)``."""
+    if len(sizes) < 2:
+        raise ValueError(f"sizes needs at least [z_dim, depth_4x4]; got {list(sizes)}")
+    r = output_resolution(sizes)
+    n = 2 * (len(sizes) - 1)
+    return tuple(f"layer{i}" for i in range(1, n + 1)) + (f"output_{r}x{r}",)
+
+
+class WScaleConv(nn.Module):
+    """Pixel norm, optional x2 upsampling, bias-free conv times ``gain/sqrt(fan_in)``,
+    plus bias; NHWC. Parameters ``kernel [k, k, in, out]`` and ``bias [out]``."""
+
+    features: int
+    kernel_size: int
+    padding: int
+    gain: float
+    upsample: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        k = self.kernel_size
+        kernel = self.param("kernel", nn.initializers.normal(1.0),
+                            (k, k, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        x = pixel_norm(x)
+        if self.upsample:
+            x = upsample_nearest2(x)
+        pad = ((self.padding, self.padding), (self.padding, self.padding))
+        y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), pad,
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y * (self.gain / math.sqrt(x.shape[-1])) + bias.reshape(1, 1, 1, -1)
+
+
+class ProgressiveGenerator(nn.Module):
+    """``model.apply({"params": p}, z, capture=(), edits=None, start=None, stop=None)``.
+
+    ``z``: ``[b, z_dim]`` with ``z_dim = sizes[0]`` (or, with ``start=L``, layer
+    L's output ``[b, h, w, c]``). Returns ``(image [b, R, R, 3], acts)``, the
+    image unclamped, roughly in [-1, 1]; with ``stop=L``, L's output instead.
+    """
+
+    sizes: Sequence[int] = SIZES_BY_RESOLUTION[256]
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return progan_layer_names(self.sizes)
+
+    @property
+    def z_dim(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def resolution(self) -> int:
+        return output_resolution(self.sizes)
+
+    @nn.compact
+    def __call__(self, z: jnp.ndarray, capture=(), edits: Edits | None = None,
+                 start: str | None = None, stop: str | None = None):
+        names = self.layer_names
+        sizes = tuple(self.sizes)
+        leaky = functools.partial(nn.leaky_relu, negative_slope=0.2)
+        blocks = [WScaleConv(sizes[1], 4, 3, math.sqrt(2) / 4, name="layer1"),
+                  WScaleConv(sizes[1], 3, 1, math.sqrt(2) / 3, name="layer2")]
+        for so in sizes[2:]:
+            blocks.append(WScaleConv(so, 3, 1, math.sqrt(2) / 3, upsample=True,
+                                     name=f"layer{len(blocks) + 1}"))
+            blocks.append(WScaleConv(so, 3, 1, math.sqrt(2) / 3, name=f"layer{len(blocks) + 1}"))
+        steps = [(name, lambda h, b=b: leaky(b(h))) for name, b in zip(names, blocks)]
+        steps.append((names[-1], WScaleConv(3, 1, 0, 1.0, name=names[-1])))
+        if start is None:
+            if z.ndim != 2 or z.shape[1] != self.z_dim:
+                raise ValueError(f"z must be [batch, {self.z_dim}]; got shape {z.shape}")
+            z = z.reshape(z.shape[0], 1, 1, z.shape[1])
+        return run_chain(steps, z, capture, edits, start, stop)
+
+
+def ProgressiveGeneratorFor(resolution: int):  # noqa: N802 - a class-like factory
+    """The published architecture for ``resolution`` (8 ... 256, or 1024)."""
+    if resolution not in SIZES_BY_RESOLUTION:
+        raise ValueError(f"no published ProGAN at resolution {resolution}; "
+                         f"known: {sorted(SIZES_BY_RESOLUTION)}")
+    return functools.partial(ProgressiveGenerator, sizes=SIZES_BY_RESOLUTION[resolution])
