@@ -1,0 +1,307 @@
+"""The role of units in a classifier: what turning units off does to each class.
+
+Follows the paper's classifier experiment (Bau et al. 2020, "Role of units in the
+classifier"; the reference's ``experiment/intervention_experiment.py``):
+
+* per-class precision, recall and balanced accuracy
+  ``(recall + true-negative rate) / 2`` of the unedited model;
+* single-unit ablation of every unit of one layer, measured on a train split, used
+  to rank the units of each class by the damage their removal does;
+* for every class, balanced accuracy on a val split with its k most important units
+  removed together, and with only those k kept (all others removed);
+* per unit, the number of classes it is important for: a unit is important for a
+  class when it is among the class's ``important_cutoff = 4`` most damaging single
+  units (the rule of the reference's notebook), set against the unit's IoU.
+
+Every ablation is an ``Edit`` with ``alpha`` 1 on the removed units and value 0. The
+layer's activations are computed once per batch (``head``); a stack of edits is then
+run through only the layers after it (``tail``, ``model.apply(..., start=layer)``),
+``jax.vmap``-ed over the stack, so a sweep over all units costs one head pass plus
+the tails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdissect.data.source import ImageSource
+from jaxdissect.edits import Edit
+from jaxdissect.resume import ResumableSum
+
+#: the k of the paper's "k most important units" sweep
+DEFAULT_KS = (1, 2, 3, 4, 5, 20, 64, 128, 256)
+#: a unit is "important" for a class when among its this many most damaging units
+IMPORTANT_CUTOFF = 4
+
+Head = Callable[[dict], jax.Array]          # batch dict -> acts [b, h, w, units]
+Tail = Callable[[jax.Array, Edit], jax.Array]  # acts, edit -> logits [b, classes]
+
+
+def split_classifier(model, params, layer: str, preprocess=None) -> tuple[Head, Tail]:
+    """``head(batch) -> acts [b,h,w,u]`` at ``layer`` and ``tail(acts, edit) -> logits``
+    running only the layers after ``layer`` (model call contract, ``start=layer``)."""
+    prep = preprocess or (lambda x: x)
+    variables = {"params": params}
+
+    def head(batch):
+        out, _ = model.apply(variables, prep(jnp.asarray(batch["image"])), stop=layer)
+        return out
+
+    def tail(acts, edit):
+        out, _ = model.apply(variables, acts, edits={layer: edit}, start=layer)
+        return out
+
+    return head, tail
+
+
+# ---------------------------------------------------------------- per-class metrics
+
+@dataclasses.dataclass(frozen=True)
+class ClassMetrics:
+    """Per-class binary-classification metrics; arrays ``[..., classes]``."""
+
+    precision: np.ndarray
+    recall: np.ndarray
+    accuracy: np.ndarray
+    true_negative_rate: np.ndarray
+    balanced_accuracy: np.ndarray
+
+    def to_json(self) -> dict:
+        return {k: _nan_to_none(v) for k, v in dataclasses.asdict(self).items()}
+
+    def row(self, i: int) -> "ClassMetrics":
+        """The metrics ``[C]`` of edit ``i`` of a stack."""
+        return ClassMetrics(**{k: v[i] for k, v in dataclasses.asdict(self).items()})
+
+
+def _nan_to_none(a):
+    a = np.asarray(a, np.float64)
+    return [None if math.isnan(v) else float(v) for v in a.ravel()] if a.ndim <= 1 else \
+        [_nan_to_none(r) for r in a]
+
+
+def metrics_from_counts(true_counts, pred_counts, correct_counts, total) -> ClassMetrics:
+    """Per-class metrics from integer counts (the reference's ``test_perclass_pra``).
+
+    ``true_counts [C]`` examples of each class, ``pred_counts [..., C]`` predictions of
+    each class, ``correct_counts [..., C]`` correct predictions of each class, ``total``
+    examples. Undefined ratios (no prediction / no example of a class) are NaN.
+    """
+    t = np.asarray(true_counts, np.float64)
+    p = np.asarray(pred_counts, np.float64)
+    k = np.asarray(correct_counts, np.float64)
+    n = float(total)
+    tn = (n - t) - (p - k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(p > 0, k / p, np.nan)
+        recall = np.where(t > 0, k / t, np.nan)
+        tnr = np.where(n - t > 0, tn / (n - t), np.nan)
+    return ClassMetrics(precision, recall, (k + tn) / n, tnr, (recall + tnr) / 2)
+
+
+def _class_counts(logits, labels, num_classes):
+    pred = jnp.argmax(logits, axis=-1)
+    onehot_pred = jax.nn.one_hot(pred, num_classes, dtype=jnp.int32)
+    hit = (pred == labels).astype(jnp.int32)
+    return onehot_pred.sum(0), (onehot_pred * hit[:, None]).sum(0)
+
+
+# ---------------------------------------------------------------- the sweep engine
+
+def ablation_masks_counts(head: Head, tail: Tail, source: ImageSource, masks: np.ndarray,
+                          num_classes: int, *, batch_size: int = 32, chunk: int = 64,
+                          cachefile: str | None = None, desc: str = "ablate",
+                          progress: bool = True) -> dict:
+    """Classification counts of the model with each row of ``masks`` ablated.
+
+    ``masks [E, units]`` in [0, 1]: the ``alpha`` of an edit with value 0 (1 = unit
+    removed). Activations are computed once per batch; the E edits run through the
+    tail ``chunk`` at a time, vmapped. Returns integer arrays ``true [C]``,
+    ``pred [E, C]``, ``correct [E, C]`` and ``total``. With ``cachefile`` the running
+    sums are saved after each batch, so a killed run resumes where it stopped.
+    """
+    masks = np.asarray(masks, np.float32)
+    if masks.ndim != 2:
+        raise ValueError(f"masks must be [edits, units], got shape {masks.shape}")
+    n_edits, n_units = masks.shape
+    chunk = max(1, min(chunk, n_edits))
+    pad = (-n_edits) % chunk
+    padded = np.concatenate([masks, np.zeros((pad, n_units), np.float32)]).reshape(
+        -1, chunk, n_units)
+
+    @jax.jit
+    def step(batch_images_acts, labels, mask_chunk):
+        acts = batch_images_acts
+        if acts.shape[-1] != n_units:
+            raise ValueError(f"layer has {acts.shape[-1]} units but masks have {n_units}")
+
+        def one(alpha):
+            a = alpha.reshape(1, 1, 1, -1)  # NHWC broadcast without rank promotion
+            return _class_counts(tail(acts, Edit(a, jnp.zeros_like(a))), labels, num_classes)
+
+        return jax.vmap(one)(mask_chunk)
+
+    head_j = jax.jit(head)
+    key = {"masks": masks, "num_classes": num_classes, "batch_size": batch_size,
+           "n": source.num_examples}
+    acc = ResumableSum(cachefile, key, {
+        "true": np.zeros((num_classes,), np.int64),
+        "pred": np.zeros((n_edits, num_classes), np.int64),
+        "correct": np.zeros((n_edits, num_classes), np.int64),
+        "total": np.zeros((), np.int64)})
+    for start, batch in acc.batches(source, batch_size, desc=desc, progress=progress):
+        labels = jnp.asarray(batch["label"], jnp.int32)
+        if int(np.max(batch["label"])) >= num_classes or int(np.min(batch["label"])) < 0:
+            raise ValueError(f"class labels must lie in [0, {num_classes})")
+        acts = head_j({k: v for k, v in batch.items() if k == "image"})
+        pred = np.zeros((n_edits + pad, num_classes), np.int64)
+        corr = np.zeros_like(pred)
+        for i, mc in enumerate(padded):
+            p, c = step(acts, labels, jnp.asarray(mc))
+            pred[i * chunk:(i + 1) * chunk] = np.asarray(p)
+            corr[i * chunk:(i + 1) * chunk] = np.asarray(c)
+        acc.add(start, batch_stop=start + len(batch["label"]), true=np.bincount(
+            batch["label"], minlength=num_classes), pred=pred[:n_edits],
+            correct=corr[:n_edits], total=len(batch["label"]))
+    return acc.result()
+
+
+def measure(head: Head, tail: Tail, source: ImageSource, masks: np.ndarray, num_classes: int,
+            **kw) -> ClassMetrics:
+    """Per-class metrics ``[E, C]`` with each row of ``masks`` ablated."""
+    c = ablation_masks_counts(head, tail, source, masks, num_classes, **kw)
+    return metrics_from_counts(c["true"], c["pred"], c["correct"], c["total"])
+
+
+# ---------------------------------------------------------------- rankings and sets
+
+def rank_units(single_ba: np.ndarray, baseline_ba: np.ndarray) -> np.ndarray:
+    """``[C, units]``: per class, units from most to least damaging when removed alone.
+
+    ``single_ba [units, C]`` balanced accuracy with each unit removed, ``baseline_ba
+    [C]``. Ties keep the lower unit index first (stable sort), NaN ranks last.
+    """
+    damage = np.nan_to_num(np.asarray(single_ba, np.float64) - baseline_ba[None, :], nan=np.inf)
+    return np.argsort(damage, axis=0, kind="stable").T
+
+
+def class_set_masks(ranking: np.ndarray, ks: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Masks ``[C, len(ks), units]`` removing each class's k most important units, and
+    masks removing all units but those k."""
+    n_classes, n_units = ranking.shape
+    rank_pos = np.empty_like(ranking)
+    rank_pos[np.arange(n_classes)[:, None], ranking] = np.arange(n_units)[None, :]
+    ks = np.asarray(ks)
+    remove = (rank_pos[:, None, :] < ks[None, :, None]).astype(np.float32)
+    return remove, 1.0 - remove
+
+
+def unit_importance_counts(ranking: np.ndarray, cutoff: int = IMPORTANT_CUTOFF) -> np.ndarray:
+    """``[units]``: for how many classes each unit is among the ``cutoff`` most damaging."""
+    return np.bincount(ranking[:, :cutoff].ravel(), minlength=ranking.shape[1])
+
+
+def importance_vs_iou(counts: np.ndarray, iou: np.ndarray, tail: int = 7) -> dict:
+    """Mean best IoU (and its standard error) of the units important for 0, 1, ...,
+    ``>= tail`` classes, as in the paper's figure."""
+    rows = []
+    for n in range(tail + 1):
+        sel = counts >= tail if n == tail else counts == n
+        v = np.asarray(iou, np.float64)[sel]
+        rows.append({"classes": n, "at_least": n == tail, "units": int(sel.sum()),
+                     "mean_iou": float(v.mean()) if v.size else None,
+                     "stderr": float(v.std() / math.sqrt(v.size)) if v.size > 1 else None})
+    return {"cutoff": IMPORTANT_CUTOFF, "rows": rows}
+
+
+# ---------------------------------------------------------------- the whole experiment
+
+def run_experiment(head: Head, tail: Tail, train: ImageSource, val: ImageSource,
+                   num_units: int, num_classes: int, *, ks: Sequence[int] = DEFAULT_KS,
+                   curve_classes: Sequence[int] = (), unit_iou: np.ndarray | None = None,
+                   batch_size: int = 32, chunk: int = 64, cache_dir: str | None = None,
+                   progress: bool = True) -> dict:
+    """The paper's classifier ablation experiment; returns a JSON-ready dict.
+
+    Ranks units per class on ``train`` by single-unit ablation, then measures on
+    ``val`` each class's balanced accuracy with its k most important units removed
+    and with only those kept, for ``ks`` (capped at ``num_units``), and for every k in
+    1..units-1 for ``curve_classes``. ``unit_iou [units]`` (best IoU of each unit from
+    dissection) adds the importance-versus-IoU table.
+    """
+    import os
+
+    def cache(name):
+        return None if cache_dir is None else os.path.join(cache_dir, name)
+
+    kw = dict(batch_size=batch_size, chunk=chunk, progress=progress)
+    none = np.zeros((1, num_units), np.float32)
+    base_train = measure(head, tail, train, none, num_classes, cachefile=cache(
+        "baseline_train.npz"), desc="baseline (train)", **kw).row(0)
+    base_val = measure(head, tail, val, none, num_classes, cachefile=cache(
+        "baseline_val.npz"), desc="baseline (val)", **kw).row(0)
+    single = measure(head, tail, train, np.eye(num_units, dtype=np.float32), num_classes,
+                     cachefile=cache("single_unit_train.npz"),
+                     desc="single-unit ablation (train)", **kw)
+    b_train = base_train.balanced_accuracy
+    ranking = rank_units(single.balanced_accuracy, b_train)
+    ks = sorted({min(int(k), num_units) for k in ks if k >= 1})
+    remove, keep = class_set_masks(ranking, ks)
+    # One stack: [C, ks, 2, units] -> rows; every row's counts cover all classes,
+    # but only the class the set was built for is read.
+    stack = np.stack([remove, keep], axis=2).reshape(-1, num_units)
+    sets = measure(head, tail, val, stack, num_classes, cachefile=cache("class_sets_val.npz"),
+                   desc="class unit sets (val)", **kw)
+    ba = sets.balanced_accuracy.reshape(num_classes, len(ks), 2, num_classes)
+    diag = ba[np.arange(num_classes), :, :, np.arange(num_classes)]  # [C, ks, 2]
+    result = {
+        "num_units": num_units, "num_classes": num_classes, "ks": ks,
+        "baseline_train": base_train.to_json(), "baseline_val": base_val.to_json(),
+        "single_unit_ba_train": _nan_to_none(single.balanced_accuracy),
+        "ranking": ranking.tolist(),
+        "removed_top_k_ba": _nan_to_none(diag[:, :, 0]),
+        "kept_top_k_ba": _nan_to_none(diag[:, :, 1]),
+    }
+    curves = {}
+    all_k = np.arange(1, num_units)
+    for c in curve_classes:
+        rm, kp = class_set_masks(ranking[c:c + 1], all_k)
+        cm = measure(head, tail, val, np.concatenate([rm[0], kp[0]]), num_classes,
+                     cachefile=cache(f"curve_class{c}_val.npz"), desc=f"curve class {c}", **kw)
+        b = cm.balanced_accuracy[:, c]
+        curves[str(c)] = {"k": all_k.tolist(), "removed": _nan_to_none(b[:len(all_k)]),
+                          "kept": _nan_to_none(b[len(all_k):])}
+    result["curves"] = curves
+    counts = unit_importance_counts(ranking)
+    result["importance_counts"] = counts.tolist()
+    if unit_iou is not None:
+        result["importance_vs_iou"] = importance_vs_iou(counts, unit_iou)
+    result["summary"] = summarize(result)
+    return result
+
+
+def summarize(result: dict, k: int = 20) -> dict:
+    """The paper's headline numbers for set size ``k`` (capped at the unit count)."""
+    ks = result["ks"]
+    k = min(k, result["num_units"])
+    if k not in ks:
+        k = max(x for x in ks if x <= k)
+    i = ks.index(k)
+    base = np.array(result["baseline_val"]["balanced_accuracy"], dtype=np.float64)
+    rm = np.array([r[i] for r in result["removed_top_k_ba"]], dtype=np.float64)
+    kp = np.array([r[i] for r in result["kept_top_k_ba"]], dtype=np.float64)
+    chance = 0.5
+    ok = ~np.isnan(base) & ~np.isnan(rm) & ~np.isnan(kp)
+    mb, mr, mk = base[ok].mean(), rm[ok].mean(), kp[ok].mean()
+    toward_chance = (mb - mr) / (mb - chance) if mb > chance else float("nan")
+    return {"k": k, "mean_baseline_ba": float(mb), "mean_removed_ba": float(mr),
+            "mean_kept_ba": float(mk), "fraction_of_way_to_chance": float(toward_chance),
+            "kept_fraction_of_baseline": float(mk / mb),
+            "removal_moves_halfway_to_chance": bool(toward_chance >= 0.5),
+            "keeping_retains_80pct": bool(mk / mb >= 0.8)}
