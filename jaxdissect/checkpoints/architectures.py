@@ -62,7 +62,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], arch: str,
     if arch == "vgg16":
         config = vgg16_config(state_dict)
         model = model_from_config(arch, config)
-        table = vgg16_table(last_width=config["widths"][-1], pool_hw=model.pool_hw)
+        table = vgg16_table()
     else:
         state_dict = rename_old_proggan_keys(state_dict)
         config = {"sizes": proggan_sizes(state_dict)}

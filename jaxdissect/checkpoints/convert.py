@@ -6,12 +6,10 @@ consumed, every target filled, every shape right; otherwise one error lists
 missing keys with ``-``, unexpected keys with ``+`` and mis-shaped ones with ``!``.
 
 Transforms (source arrays are in PyTorch layout):
-  ``conv``           OIHW -> HWIO
-  ``linear``         ``[out, in]`` -> ``[in, out]``
-  ``fc_nchw:C,H,W``  a linear layer whose input was an NCHW map ``[C, H, W]``
-                     flattened: its input axis is reordered to NHWC flattening,
-                     then transposed (VGG ``fc6``)
-  ``copy``           unchanged
+  ``conv``   OIHW -> HWIO (Flax convolution kernels)
+  ``copy``   unchanged: biases, and fully connected weights, which the models keep
+             ``[out, in]`` as PyTorch does (see ``jaxdissect.models.vgg16.LinearOI``)
+             so that large matrices convert without a copy
 """
 
 from __future__ import annotations
@@ -32,10 +30,6 @@ def source_shape(transform: str, target_shape: tuple) -> tuple:
     t = tuple(target_shape)
     if transform == "conv":
         return (t[3], t[2], t[0], t[1])
-    if transform == "linear":
-        return (t[1], t[0])
-    if transform.startswith("fc_nchw:"):
-        return (t[1], t[0])
     if transform == "copy":
         return t
     raise ValueError(f"unknown transform {transform!r}")
@@ -45,12 +39,6 @@ def apply_transform(transform: str, w: np.ndarray) -> np.ndarray:
     """Map source array ``w`` (PyTorch layout) to Flax layout."""
     if transform == "conv":
         return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
-    if transform == "linear":
-        return np.ascontiguousarray(w.T)
-    if transform.startswith("fc_nchw:"):
-        c, h, wd = (int(v) for v in transform.split(":", 1)[1].split(","))
-        w = w.reshape(w.shape[0], c, h, wd).transpose(2, 3, 1, 0)
-        return np.ascontiguousarray(w.reshape(h * wd * c, -1))
     if transform == "copy":
         return np.asarray(w)
     raise ValueError(f"unknown transform {transform!r}")

@@ -19,8 +19,7 @@ from jaxdissect.models.proggan import progan_layer_names
 from jaxdissect.models.vgg16 import STAGE_DEPTHS, vgg_layer_names
 
 
-def vgg16_table(stage_depths=STAGE_DEPTHS, last_width: int = 512,
-                pool_hw: tuple[int, int] = (7, 7)) -> Table:
+def vgg16_table(stage_depths=STAGE_DEPTHS) -> Table:
     """Flax path -> (reference key, transform) for :class:`~jaxdissect.models.VGG16`."""
     table: Table = {}
     for name in vgg_layer_names(stage_depths):
@@ -28,8 +27,7 @@ def vgg16_table(stage_depths=STAGE_DEPTHS, last_width: int = 512,
             table[f"{name}/kernel"] = (f"features.{name}.weight", "conv")
             table[f"{name}/bias"] = (f"features.{name}.bias", "copy")
         elif name.startswith("fc"):
-            tf = f"fc_nchw:{last_width},{pool_hw[0]},{pool_hw[1]}" if name == "fc6" else "linear"
-            table[f"{name}/kernel"] = (f"classifier.{name}.weight", tf)
+            table[f"{name}/weight"] = (f"classifier.{name}.weight", "copy")
             table[f"{name}/bias"] = (f"classifier.{name}.bias", "copy")
     return table
 

@@ -12,6 +12,9 @@ name the post-ReLU activations, which is exactly that value. An edit at
 ``conv5_3`` is applied to that rectified value (for zeroing, or any
 non-negative replacement, identical to editing before the ReLU). Dropout is the
 identity at evaluation and is not a layer here.
+
+Parameters: conv ``kernel`` HWIO and ``bias``; fc ``weight`` ``[out, in]`` (PyTorch
+order, input flattened channel-major) and ``bias`` -- see :class:`LinearOI`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import functools
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -65,6 +69,22 @@ def adaptive_avg_pool(x: jnp.ndarray, out_hw: tuple[int, int]) -> jnp.ndarray:
     if (h, w) == tuple(out_hw):
         return x
     return jnp.einsum("ph,qw,bhwc->bpqc", matrix(h, out_hw[0]), matrix(w, out_hw[1]), x)
+
+
+class LinearOI(nn.Module):
+    """Fully connected layer whose ``weight`` is stored ``[out, in]`` as PyTorch
+    stores it, so converting the 400 MB ``fc6`` of VGG-16 needs no transpose (the
+    matrix product contracts the right axis instead). ``[b, in] -> [b, out]``."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        w = self.param("weight", nn.initializers.lecun_normal(in_axis=1, out_axis=0),
+                       (self.features, x.shape[-1]))
+        b = self.param("bias", nn.initializers.zeros, (self.features,))
+        y = jax.lax.dot_general(x, w.astype(x.dtype), (((x.ndim - 1,), (1,)), ((), ())))
+        return y + b.reshape((1,) * (y.ndim - 1) + (-1,))
 
 
 class VGG16(nn.Module):
@@ -115,13 +135,15 @@ class VGG16(nn.Module):
 
         def fc6(h):
             h = adaptive_avg_pool(h, self.pool_hw)
-            # Flattened in NHWC order; the conversion table permutes the
-            # reference's NCHW-ordered fc6 weight to match.
-            return nn.relu(nn.Dense(self.fc_width, name="fc6")(h.reshape(h.shape[0], -1)))
+            # Flattened in channel-major (NCHW) order, as the reference's fc6
+            # weight expects; transposing this small map is cheaper than
+            # permuting the weight.
+            h = jnp.transpose(h, (0, 3, 1, 2)).reshape(h.shape[0], -1)
+            return nn.relu(LinearOI(self.fc_width, name="fc6")(h))
 
         steps.append(("fc6", fc6))
-        steps.append(("fc7", lambda h: nn.relu(nn.Dense(self.fc_width, name="fc7")(h))))
-        steps.append(("fc8a", lambda h: nn.Dense(self.num_classes, name="fc8a")(h)))
+        steps.append(("fc7", lambda h: nn.relu(LinearOI(self.fc_width, name="fc7")(h))))
+        steps.append(("fc8a", lambda h: LinearOI(self.num_classes, name="fc8a")(h)))
         return run_chain(steps, x, capture, edits, start, stop)
 
 

@@ -1,0 +1,60 @@
+"""``jaxdissect weights``: list, fetch and convert the reference's published checkpoints.
+
+    jaxdissect weights list
+    jaxdissect weights fetch vgg16_places365
+    jaxdissect weights convert proggan_churchoutdoor-7e701dd5.pth --arch proggan --out DIR
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from jaxdissect.checkpoints import ARCHITECTURES
+from jaxdissect.checkpoints.registry import cache_dir, convert_file, fetch, load_registry
+from jaxdissect.cli import UserError
+
+HELP = "list, fetch (download, verify, convert, cache) or convert published checkpoints"
+
+
+def add_arguments(parser):
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub.add_parser("list", help="list the registry and what is cached")
+    f = sub.add_parser("fetch", help="download NAME, verify its hash, convert and cache it")
+    f.add_argument("name", help="registry entry or group (see `jaxdissect weights list`)")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c = sub.add_parser("convert", help="convert a local .pth file to a jaxdissect checkpoint")
+    c.add_argument("file", help="PyTorch .pth file (zip or legacy format)")
+    c.add_argument("--arch", required=True, choices=ARCHITECTURES)
+    c.add_argument("--out", required=True, help="output directory (must be new or empty)")
+
+
+def run(args) -> int:
+    try:
+        return _run(args)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # network failures, existing output directories
+        raise UserError(str(e)) from None
+
+
+def _run(args) -> int:
+    if args.action == "list":
+        reg = load_registry()
+        cache = cache_dir()
+        print(f"cache: {cache}")
+        for name, e in reg["checkpoints"].items():
+            done = (cache / "converted" / name / "model.json").is_file() or (
+                not e.get("arch") and (cache / "downloads" / e["file"]).is_file())
+            arch = e.get("arch") or "-"
+            print(f"{'*' if done else ' '} {name:26s} {arch:8s} {e['what']}")
+        print("(* = cached)")
+        return 0
+    if args.action == "fetch":
+        for path in fetch(args.name, progress=not args.no_progress,
+                          log=lambda m: print(m, file=sys.stderr)):
+            print(path)
+        return 0
+    out = convert_file(Path(args.file), args.arch, Path(args.out))
+    print(out)
+    return 0
