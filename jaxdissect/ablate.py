@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,25 +39,32 @@ DEFAULT_KS = (1, 2, 3, 4, 5, 20, 64, 128, 256)
 #: a unit is "important" for a class when among its this many most damaging units
 IMPORTANT_CUTOFF = 4
 
-Head = Callable[[dict], jax.Array]          # batch dict -> acts [b, h, w, units]
-Tail = Callable[[jax.Array, Edit], jax.Array]  # acts, edit -> logits [b, classes]
+class Split(NamedTuple):
+    """A model cut at one layer. ``head(params, batch) -> acts [b, h, w, units]``;
+    ``tail(params, acts, edit) -> output``, running only the layers after the cut.
+    ``params`` are passed to the compiled steps as arguments (not baked in as
+    constants, which would make XLA fold the weights at compile time)."""
+
+    head: Callable
+    tail: Callable
+    params: object
 
 
-def split_classifier(model, params, layer: str, preprocess=None) -> tuple[Head, Tail]:
-    """``head(batch) -> acts [b,h,w,u]`` at ``layer`` and ``tail(acts, edit) -> logits``
-    running only the layers after ``layer`` (model call contract, ``start=layer``)."""
+def split_classifier(model, params, layer: str, preprocess=None) -> Split:
+    """Cut a classifier at ``layer`` under the model call contract: the head stops at
+    ``layer`` (``stop=layer``), the tail starts after it (``start=layer``) with the edit
+    applied to ``layer``'s output."""
     prep = preprocess or (lambda x: x)
-    variables = {"params": params}
 
-    def head(batch):
-        out, _ = model.apply(variables, prep(jnp.asarray(batch["image"])), stop=layer)
+    def head(p, batch):
+        out, _ = model.apply({"params": p}, prep(jnp.asarray(batch["image"])), stop=layer)
         return out
 
-    def tail(acts, edit):
-        out, _ = model.apply(variables, acts, edits={layer: edit}, start=layer)
+    def tail(p, acts, edit):
+        out, _ = model.apply({"params": p}, acts, edits={layer: edit}, start=layer)
         return out
 
-    return head, tail
+    return Split(head, tail, params)
 
 
 # ---------------------------------------------------------------- per-class metrics
@@ -114,7 +121,7 @@ def _class_counts(logits, labels, num_classes):
 
 # ---------------------------------------------------------------- the sweep engine
 
-def ablation_masks_counts(head: Head, tail: Tail, source: ImageSource, masks: np.ndarray,
+def ablation_masks_counts(split: Split, source: ImageSource, masks: np.ndarray,
                           num_classes: int, *, batch_size: int = 32, chunk: int = 64,
                           cachefile: str | None = None, desc: str = "ablate",
                           progress: bool = True) -> dict:
@@ -136,18 +143,18 @@ def ablation_masks_counts(head: Head, tail: Tail, source: ImageSource, masks: np
         -1, chunk, n_units)
 
     @jax.jit
-    def step(batch_images_acts, labels, mask_chunk):
-        acts = batch_images_acts
+    def step(params, acts, labels, mask_chunk):
         if acts.shape[-1] != n_units:
             raise ValueError(f"layer has {acts.shape[-1]} units but masks have {n_units}")
 
         def one(alpha):
             a = alpha.reshape(1, 1, 1, -1)  # NHWC broadcast without rank promotion
-            return _class_counts(tail(acts, Edit(a, jnp.zeros_like(a))), labels, num_classes)
+            out = split.tail(params, acts, Edit(a, jnp.zeros_like(a)))
+            return _class_counts(out, labels, num_classes)
 
         return jax.vmap(one)(mask_chunk)
 
-    head_j = jax.jit(head)
+    head_j = jax.jit(split.head)
     key = {"masks": masks, "num_classes": num_classes, "batch_size": batch_size,
            "n": source.num_examples}
     acc = ResumableSum(cachefile, key, {
@@ -159,11 +166,11 @@ def ablation_masks_counts(head: Head, tail: Tail, source: ImageSource, masks: np
         labels = jnp.asarray(batch["label"], jnp.int32)
         if int(np.max(batch["label"])) >= num_classes or int(np.min(batch["label"])) < 0:
             raise ValueError(f"class labels must lie in [0, {num_classes})")
-        acts = head_j({k: v for k, v in batch.items() if k == "image"})
+        acts = head_j(split.params, {k: v for k, v in batch.items() if k == "image"})
         pred = np.zeros((n_edits + pad, num_classes), np.int64)
         corr = np.zeros_like(pred)
         for i, mc in enumerate(padded):
-            p, c = step(acts, labels, jnp.asarray(mc))
+            p, c = step(split.params, acts, labels, jnp.asarray(mc))
             pred[i * chunk:(i + 1) * chunk] = np.asarray(p)
             corr[i * chunk:(i + 1) * chunk] = np.asarray(c)
         acc.add(start, batch_stop=start + len(batch["label"]), true=np.bincount(
@@ -172,10 +179,10 @@ def ablation_masks_counts(head: Head, tail: Tail, source: ImageSource, masks: np
     return acc.result()
 
 
-def measure(head: Head, tail: Tail, source: ImageSource, masks: np.ndarray, num_classes: int,
+def measure(split: Split, source: ImageSource, masks: np.ndarray, num_classes: int,
             **kw) -> ClassMetrics:
     """Per-class metrics ``[E, C]`` with each row of ``masks`` ablated."""
-    c = ablation_masks_counts(head, tail, source, masks, num_classes, **kw)
+    c = ablation_masks_counts(split, source, masks, num_classes, **kw)
     return metrics_from_counts(c["true"], c["pred"], c["correct"], c["total"])
 
 
@@ -222,7 +229,7 @@ def importance_vs_iou(counts: np.ndarray, iou: np.ndarray, tail: int = 7) -> dic
 
 # ---------------------------------------------------------------- the whole experiment
 
-def run_experiment(head: Head, tail: Tail, train: ImageSource, val: ImageSource,
+def run_experiment(split: Split, train: ImageSource, val: ImageSource,
                    num_units: int, num_classes: int, *, ks: Sequence[int] = DEFAULT_KS,
                    curve_classes: Sequence[int] = (), unit_iou: np.ndarray | None = None,
                    batch_size: int = 32, chunk: int = 64, cache_dir: str | None = None,
@@ -242,11 +249,11 @@ def run_experiment(head: Head, tail: Tail, train: ImageSource, val: ImageSource,
 
     kw = dict(batch_size=batch_size, chunk=chunk, progress=progress)
     none = np.zeros((1, num_units), np.float32)
-    base_train = measure(head, tail, train, none, num_classes, cachefile=cache(
+    base_train = measure(split, train, none, num_classes, cachefile=cache(
         "baseline_train.npz"), desc="baseline (train)", **kw).row(0)
-    base_val = measure(head, tail, val, none, num_classes, cachefile=cache(
+    base_val = measure(split, val, none, num_classes, cachefile=cache(
         "baseline_val.npz"), desc="baseline (val)", **kw).row(0)
-    single = measure(head, tail, train, np.eye(num_units, dtype=np.float32), num_classes,
+    single = measure(split, train, np.eye(num_units, dtype=np.float32), num_classes,
                      cachefile=cache("single_unit_train.npz"),
                      desc="single-unit ablation (train)", **kw)
     b_train = base_train.balanced_accuracy
@@ -256,7 +263,7 @@ def run_experiment(head: Head, tail: Tail, train: ImageSource, val: ImageSource,
     # One stack: [C, ks, 2, units] -> rows; every row's counts cover all classes,
     # but only the class the set was built for is read.
     stack = np.stack([remove, keep], axis=2).reshape(-1, num_units)
-    sets = measure(head, tail, val, stack, num_classes, cachefile=cache("class_sets_val.npz"),
+    sets = measure(split, val, stack, num_classes, cachefile=cache("class_sets_val.npz"),
                    desc="class unit sets (val)", **kw)
     ba = sets.balanced_accuracy.reshape(num_classes, len(ks), 2, num_classes)
     diag = ba[np.arange(num_classes), :, :, np.arange(num_classes)]  # [C, ks, 2]
@@ -272,7 +279,7 @@ def run_experiment(head: Head, tail: Tail, train: ImageSource, val: ImageSource,
     all_k = np.arange(1, num_units)
     for c in curve_classes:
         rm, kp = class_set_masks(ranking[c:c + 1], all_k)
-        cm = measure(head, tail, val, np.concatenate([rm[0], kp[0]]), num_classes,
+        cm = measure(split, val, np.concatenate([rm[0], kp[0]]), num_classes,
                      cachefile=cache(f"curve_class{c}_val.npz"), desc=f"curve class {c}", **kw)
         b = cm.balanced_accuracy[:, c]
         curves[str(c)] = {"k": all_k.tolist(), "removed": _nan_to_none(b[:len(all_k)]),

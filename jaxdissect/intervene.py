@@ -29,33 +29,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdissect.ablate import Split
 from jaxdissect.data.source import ImageSource
 from jaxdissect.edits import Edit
 from jaxdissect.resume import ResumableSum
 
-Head = Callable[[dict], jax.Array]             # batch -> acts [b, h, w, units]
-Tail = Callable[[jax.Array, Edit], jax.Array]  # acts, edit -> images [b, H, W, 3] in [0, 1]
 Segment = Callable[[jax.Array], jax.Array]     # images -> seg [b, K, Hs, Ws] int
 
 Z99 = 2.58  # two-sided 99% normal quantile, as the reference's notebook uses
 
 
-def split_generator(model, params, layer: str, to_images=None) -> tuple[Head, Tail]:
-    """``head(batch) -> acts`` at ``layer`` from ``batch["z"]``; ``tail(acts, edit) ->``
-    images in [0, 1] (``to_images`` maps the generator's output range, e.g.
-    ``lambda x: (x + 1) / 2`` for ProGAN's [-1, 1])."""
+def split_generator(model, params, layer: str, to_images=None) -> Split:
+    """Cut a generator at ``layer``: ``head(params, batch) -> acts`` from ``batch["z"]``;
+    ``tail(params, acts, edit) ->`` images in [0, 1] (``to_images`` maps the generator's
+    output range, e.g. ``lambda x: (x + 1) / 2`` for ProGAN's [-1, 1])."""
     post = to_images or (lambda x: x)
-    variables = {"params": params}
 
-    def head(batch):
-        out, _ = model.apply(variables, jnp.asarray(batch["z"]), stop=layer)
+    def head(p, batch):
+        out, _ = model.apply({"params": p}, jnp.asarray(batch["z"]), stop=layer)
         return out
 
-    def tail(acts, edit):
-        out, _ = model.apply(variables, acts, edits={layer: edit}, start=layer)
+    def tail(p, acts, edit):
+        out, _ = model.apply({"params": p}, acts, edits={layer: edit}, start=layer)
         return jnp.clip(post(out), 0.0, 1.0)
 
-    return head, tail
+    return Split(head, tail, params)
 
 
 def label_presence(seg: jax.Array, num_labels: int) -> jax.Array:
@@ -79,7 +77,7 @@ def _unit_edit(alpha, value):
 
 # ---------------------------------------------------------------- ablation sweeps
 
-def ablation_share_deltas(head: Head, tail: Tail, segment: Segment, source: ImageSource,
+def ablation_share_deltas(split: Split, segment: Segment, source: ImageSource,
                           masks: np.ndarray, num_labels: int, *, batch_size: int = 16,
                           chunk: int = 16, cachefile: str | None = None,
                           desc: str = "ablate", progress: bool = True) -> dict:
@@ -98,21 +96,23 @@ def ablation_share_deltas(head: Head, tail: Tail, segment: Segment, source: Imag
     padded = np.concatenate([masks, np.zeros((pad, n_units), np.float32)]).reshape(
         -1, chunk, n_units)
 
-    def shares(acts, alpha):
-        return pixel_shares(segment(tail(acts, _unit_edit(alpha, jnp.zeros(())))), num_labels)
+    def shares(params, acts, alpha):
+        images = split.tail(params, acts, _unit_edit(alpha, jnp.zeros(())))
+        return pixel_shares(segment(images), num_labels)
 
     @jax.jit
-    def base_step(acts):
+    def base_step(params, acts):
         if acts.shape[-1] != n_units:
             raise ValueError(f"layer has {acts.shape[-1]} units but masks have {n_units}")
-        return shares(acts, jnp.zeros((n_units,)))
+        return shares(params, acts, jnp.zeros((n_units,)))
 
     @jax.jit
-    def step(acts, base, mask_chunk):
-        d = jax.vmap(lambda a: shares(acts, a) - base)(mask_chunk)  # [E, b, L]
+    def step(params, acts, base, mask_chunk):
+        d = jax.vmap(lambda a: shares(params, acts, a) - base)(mask_chunk)  # [E, b, L]
         return d.sum(1), (d * d).sum(1)
 
-    head_j = jax.jit(head)
+    head_j = jax.jit(split.head)
+    params = split.params
     key = {"masks": masks, "L": num_labels, "bs": batch_size, "n": source.num_examples,
            "kind": "share_deltas"}
     acc = ResumableSum(cachefile, key, {
@@ -120,12 +120,12 @@ def ablation_share_deltas(head: Head, tail: Tail, segment: Segment, source: Imag
         "delta": np.zeros((n_edits, num_labels)), "delta_sq": np.zeros((n_edits, num_labels)),
         "n": np.zeros((), np.int64)})
     for start, batch in acc.batches(source, batch_size, desc=desc, progress=progress):
-        acts = head_j(batch)
-        base = base_step(acts)
+        acts = head_j(params, batch)
+        base = base_step(params, acts)
         d = np.zeros((n_edits + pad, num_labels))
         d2 = np.zeros_like(d)
         for i, mc in enumerate(padded):
-            s, s2 = step(acts, base, jnp.asarray(mc))
+            s, s2 = step(params, acts, base, jnp.asarray(mc))
             d[i * chunk:(i + 1) * chunk], d2[i * chunk:(i + 1) * chunk] = s, s2
         b = np.asarray(base, np.float64)
         acc.add(start, start + b.shape[0], base=b.sum(0), base_sq=(b * b).sum(0),
@@ -162,7 +162,7 @@ def removal_curve(deltas: dict, concept: int, ns: Sequence[int]) -> dict:
 
 # ---------------------------------------------------------------- insertion
 
-def insertion_by_context(head: Head, tail: Tail, segment: Segment, source: ImageSource,
+def insertion_by_context(split: Split, segment: Segment, source: ImageSource,
                          units: np.ndarray, values: np.ndarray, concept: int,
                          num_labels: int, *, batch_size: int = 16, chunk: int = 16,
                          cachefile: str | None = None, desc: str = "insert",
@@ -180,8 +180,9 @@ def insertion_by_context(head: Head, tail: Tail, segment: Segment, source: Image
     values = np.asarray(values, np.float32)
     if units.shape != values.shape:
         raise ValueError(f"units {units.shape} and values {values.shape} differ in shape")
-    head_j = jax.jit(head)
-    first = head_j(source.batch(0, 1))
+    head_j = jax.jit(split.head)
+    params = split.params
+    first = head_j(params, source.batch(0, 1))
     _, h, w, n_units = first.shape
     if units.size and (units.min() < 0 or units.max() >= n_units):
         raise ValueError(f"units must lie in [0, {n_units})")
@@ -202,17 +203,17 @@ def insertion_by_context(head: Head, tail: Tail, segment: Segment, source: Image
             axis=(1, 2), dtype=jnp.float32)
 
     @jax.jit
-    def base_step(acts):
-        seg = segment(tail(acts, _unit_edit(jnp.zeros((n_units,)), value_j)))
+    def base_step(params, acts):
+        seg = segment(split.tail(params, acts, _unit_edit(jnp.zeros((n_units,)), value_j)))
         return seg, label_presence(seg, num_labels)[..., concept].mean(
             axis=(1, 2), dtype=jnp.float32)
 
     @jax.jit
-    def step(acts, base_seg, base_share, alpha_chunk, cy, cx):
+    def step(params, acts, base_seg, base_share, alpha_chunk, cy, cx):
         hs, ws = base_seg.shape[2] // h, base_seg.shape[3] // w
 
         def one(alpha, y, x):
-            d = concept_share(tail(acts, _unit_edit(alpha, value_j))) - base_share  # [b]
+            d = concept_share(split.tail(params, acts, _unit_edit(alpha, value_j))) - base_share
             centre = jax.lax.dynamic_slice_in_dim(jax.lax.dynamic_slice_in_dim(
                 base_seg, y * hs + hs // 2, 1, axis=2), x * ws + ws // 2, 1, axis=3)[:, :, 0, 0]
             ctx = (centre[..., None] == jnp.arange(num_labels).reshape(1, 1, -1)).any(1)
@@ -229,8 +230,8 @@ def insertion_by_context(head: Head, tail: Tail, segment: Segment, source: Image
         "ctx_n": np.zeros((n_edits, num_labels), np.int64), "loc_sum": np.zeros((n_edits,)),
         "loc_sq": np.zeros((n_edits,)), "n": np.zeros((), np.int64)})
     for start, batch in acc.batches(source, batch_size, desc=desc, progress=progress):
-        acts = head_j(batch)
-        base_seg, base_share = base_step(acts)
+        acts = head_j(params, batch)
+        base_seg, base_share = base_step(params, acts)
         if base_seg.shape[2] % h or base_seg.shape[3] % w:
             raise ValueError(f"segmentation {base_seg.shape[2:]} is not a multiple of the "
                              f"layer grid {(h, w)}")
@@ -238,7 +239,7 @@ def insertion_by_context(head: Head, tail: Tail, segment: Segment, source: Image
                  np.zeros((n_edits + pad, num_labels)), np.zeros(n_edits + pad),
                  np.zeros(n_edits + pad)]
         for i in range(0, n_edits + pad, chunk):
-            out = step(acts, base_seg, base_share, jnp.asarray(alphas[i:i + chunk]),
+            out = step(params, acts, base_seg, base_share, jnp.asarray(alphas[i:i + chunk]),
                        jnp.asarray(ys[i:i + chunk]), jnp.asarray(xs[i:i + chunk]))
             for p, o in zip(parts, out):
                 p[i:i + chunk] = np.asarray(o)
@@ -281,7 +282,7 @@ def summarize_insertion(sums: dict, labels, min_count: int = 20) -> dict:
 
 # ---------------------------------------------------------------- the whole experiment
 
-def run_experiment(head: Head, tail: Tail, segment: Segment, source: ImageSource,
+def run_experiment(split: Split, segment: Segment, source: ImageSource,
                    iou: np.ndarray, labels, high_values: np.ndarray, *,
                    remove_concepts: Sequence[int] = (), insert_concepts: Sequence[int] = (),
                    max_remove: int = 30, insert_units: int = 20, sweep_samples: int | None = None,
@@ -300,7 +301,7 @@ def run_experiment(head: Head, tail: Tail, segment: Segment, source: ImageSource
     n_units, n_labels = iou.shape
     kw = dict(batch_size=batch_size, chunk=chunk, progress=progress)
     sweep_src = source if sweep_samples is None else _Prefix(source, sweep_samples)
-    per_unit = ablation_share_deltas(head, tail, segment, sweep_src, np.eye(n_units),
+    per_unit = ablation_share_deltas(split, segment, sweep_src, np.eye(n_units),
                                      n_labels, cachefile=cache("unit_ablation.npz"),
                                      desc="per-unit ablation", **kw)
     n = int(per_unit["n"])
@@ -315,7 +316,7 @@ def run_experiment(head: Head, tail: Tail, segment: Segment, source: ImageSource
         masks = np.zeros((len(ns), n_units), np.float32)
         for i, k in enumerate(ns):
             masks[i, order[:k]] = 1
-        d = ablation_share_deltas(head, tail, segment, source, masks, n_labels,
+        d = ablation_share_deltas(split, segment, source, masks, n_labels,
                                   cachefile=cache(f"removal_{labels.names[c]}.npz"),
                                   desc=f"remove {labels.names[c]} units", **kw)
         curve = removal_curve(d, c, ns)
@@ -323,7 +324,7 @@ def run_experiment(head: Head, tail: Tail, segment: Segment, source: ImageSource
         result["removal"][labels.names[c]] = curve
     for c in insert_concepts:
         units = best_iou_units(iou, c, min(insert_units, n_units))
-        sums = insertion_by_context(head, tail, segment, source, units,
+        sums = insertion_by_context(split, segment, source, units,
                                     np.asarray(high_values)[units], c, n_labels,
                                     cachefile=cache(f"insertion_{labels.names[c]}.npz"),
                                     desc=f"insert {labels.names[c]} units", **kw)

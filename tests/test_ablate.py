@@ -48,9 +48,9 @@ def torch_pra(params, source, ablated):
 
 def test_metrics_and_single_unit_sweep_match_torch(setup):
     model, params, train, _ = setup
-    head, tail = ablate.split_classifier(model, params, "conv5_3")
+    split = ablate.split_classifier(model, params, "conv5_3")
     masks = np.concatenate([np.zeros((1, UNITS)), np.eye(UNITS), [[1, 0, 1, 0, 0, 1]]])
-    m = ablate.measure(head, tail, train, masks, CLASSES, batch_size=7, chunk=3,
+    m = ablate.measure(split, train, masks, CLASSES, batch_size=7, chunk=3,
                        progress=False)
     sets = [[]] + [[u] for u in range(UNITS)] + [[0, 2, 5]]
     for i, s in enumerate(sets):
@@ -62,10 +62,10 @@ def test_metrics_and_single_unit_sweep_match_torch(setup):
 
 def test_whole_experiment_matches_torch_loop(setup, tmp_path):
     model, params, train, val = setup
-    head, tail = ablate.split_classifier(model, params, "conv5_3")
+    split = ablate.split_classifier(model, params, "conv5_3")
     ks = (1, 2, 4, 20)
     iou = np.linspace(0, 0.3, UNITS)
-    res = ablate.run_experiment(head, tail, train, val, UNITS, CLASSES, ks=ks,
+    res = ablate.run_experiment(split, train, val, UNITS, CLASSES, ks=ks,
                                 curve_classes=(1,), unit_iou=iou, batch_size=16, chunk=5,
                                 cache_dir=str(tmp_path), progress=False)
     # oracle: the reference's procedure, one full torch forward per ablated set
@@ -95,7 +95,7 @@ def test_whole_experiment_matches_torch_loop(setup, tmp_path):
         if sel.any():
             assert r["mean_iou"] == pytest.approx(iou[sel].mean())
     # re-running reuses the caches and gives the same answer
-    again = ablate.run_experiment(head, tail, train, val, UNITS, CLASSES, ks=ks,
+    again = ablate.run_experiment(split, train, val, UNITS, CLASSES, ks=ks,
                                   curve_classes=(1,), unit_iou=iou, batch_size=16, chunk=5,
                                   cache_dir=str(tmp_path), progress=False)
     assert again == res
@@ -114,23 +114,23 @@ class _Dies(ArraySource):
 
 def test_killed_sweep_resumes_to_same_counts(setup, tmp_path):
     model, params, train, _ = setup
-    head, tail = ablate.split_classifier(model, params, "conv5_3")
+    split = ablate.split_classifier(model, params, "conv5_3")
     masks = np.eye(UNITS)
     cache = str(tmp_path / "c.npz")
-    fresh = ablate.ablation_masks_counts(head, tail, train, masks, CLASSES, batch_size=8,
+    fresh = ablate.ablation_masks_counts(split, train, masks, CLASSES, batch_size=8,
                                          progress=False)
     with pytest.raises(KeyboardInterrupt):
         import jaxdissect.resume as r
         old = r.ResumableSum.__init__.__defaults__
         r.ResumableSum.__init__.__defaults__ = (0.0,)  # save after every batch
         try:
-            ablate.ablation_masks_counts(head, tail, _Dies(train, 24), masks, CLASSES,
+            ablate.ablation_masks_counts(split, _Dies(train, 24), masks, CLASSES,
                                          batch_size=8, cachefile=cache, progress=False)
         finally:
             r.ResumableSum.__init__.__defaults__ = old
     with np.load(cache) as f:
         assert int(f["_next"]) == 24 and not bool(f["_done"])
-    resumed = ablate.ablation_masks_counts(head, tail, train, masks, CLASSES, batch_size=8,
+    resumed = ablate.ablation_masks_counts(split, train, masks, CLASSES, batch_size=8,
                                            cachefile=cache, progress=False)
     for k in fresh:
         np.testing.assert_array_equal(fresh[k], resumed[k])
@@ -138,8 +138,8 @@ def test_killed_sweep_resumes_to_same_counts(setup, tmp_path):
 
 def test_bad_input_is_named(setup):
     model, params, train, _ = setup
-    head, tail = ablate.split_classifier(model, params, "conv5_3")
+    split = ablate.split_classifier(model, params, "conv5_3")
     with pytest.raises(ValueError, match="units"):
-        ablate.measure(head, tail, train, np.zeros((2, UNITS + 1)), CLASSES, progress=False)
+        ablate.measure(split, train, np.zeros((2, UNITS + 1)), CLASSES, progress=False)
     with pytest.raises(ValueError, match="class labels"):
-        ablate.measure(head, tail, train, np.zeros((1, UNITS)), 2, progress=False)
+        ablate.measure(split, train, np.zeros((1, UNITS)), 2, progress=False)

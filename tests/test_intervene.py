@@ -29,8 +29,8 @@ def setup():
     model = TinyGenerator(units=UNITS)
     params = model.init(jax.random.PRNGKey(3), jnp.zeros((1, 6)))["params"]
     z = np.random.default_rng(5).standard_normal((N, 6)).astype(np.float32)
-    head, tail = intervene.split_generator(model, params, "layer2")
-    return params, ArraySource(z=z), head, tail
+    split = intervene.split_generator(model, params, "layer2")
+    return params, ArraySource(z=z), split
 
 
 def torch_shares(imgs):
@@ -40,7 +40,7 @@ def torch_shares(imgs):
 
 
 def test_per_unit_and_removal_match_torch(setup):
-    params, src, head, tail = setup
+    params, src, split = setup
     g = torch_generator(params)
     z = src.arrays["z"]
     with torch.no_grad():
@@ -54,7 +54,7 @@ def test_per_unit_and_removal_match_torch(setup):
             return torch_shares(g(z, f)) - base
 
         iou = np.random.default_rng(0).random((UNITS, L))
-        res = intervene.run_experiment(head, tail, TinySegmenter(), src, iou, SEG_LABELS,
+        res = intervene.run_experiment(split, TinySegmenter(), src, iou, SEG_LABELS,
                                        np.ones(UNITS), remove_concepts=(2,), max_remove=5,
                                        batch_size=5, chunk=3, progress=False)
         np.testing.assert_allclose(res["baseline_share"], base.mean(0), atol=PIX)
@@ -75,11 +75,11 @@ def test_per_unit_and_removal_match_torch(setup):
 
 
 def test_insertion_by_context_matches_torch_loop(setup):
-    params, src, head, tail = setup
+    params, src, split = setup
     g = torch_generator(params)
     z = src.arrays["z"]
     units, values, concept = np.array([1, 4, 6]), np.array([3.0, 2.5, 4.0]), 3
-    sums = intervene.insertion_by_context(head, tail, TinySegmenter(), src, units, values,
+    sums = intervene.insertion_by_context(split, TinySegmenter(), src, units, values,
                                           concept, L, batch_size=5, chunk=7, progress=False)
     # the reference's generator-context loop
     ctx_sum, ctx_n = np.zeros(L), np.zeros(L)
@@ -120,10 +120,10 @@ def test_pixel_shares_numpy():
 
 
 def test_bad_input_is_named(setup):
-    _, src, head, tail = setup
+    _, src, split = setup
     with pytest.raises(ValueError, match="units"):
-        intervene.insertion_by_context(head, tail, TinySegmenter(), src, np.array([99]),
+        intervene.insertion_by_context(split, TinySegmenter(), src, np.array([99]),
                                        np.array([1.0]), 1, L, progress=False)
     with pytest.raises(ValueError, match="masks"):
-        intervene.ablation_share_deltas(head, tail, TinySegmenter(), src, np.zeros(3), L,
+        intervene.ablation_share_deltas(split, TinySegmenter(), src, np.zeros(3), L,
                                         progress=False)
