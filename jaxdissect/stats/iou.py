@@ -1,0 +1,146 @@
+"""Exact IoU tallies between thresholded units and multi-label segmentations.
+
+For unit ``u`` with threshold ``t_u`` and concept ``c``, over all images and
+positions of the segmentation grid:
+
+    A_u = acts_up > t_u,   S_c = any of the K labels of the pixel equals c,
+    IoU(u, c) = |A_u ∧ S_c| / (|A_u| + |S_c| - |A_u ∧ S_c|)   (0 if the union is empty).
+
+One compiled step per batch: the indicator ``[pixels, units]`` times the label
+one-hot ``[pixels, labels]`` as a float32 matrix product — exact because each
+device's batch has fewer than 2**24 pixels (checked) — then converted to int32 and
+added to ``Wide`` counters, exact to 2**61 without jax x64. Label 0 ("none") is
+tallied like any label, but ``iou`` reports 0 for it so it is never a unit's best.
+Label values outside ``[0, num_labels)`` are ignored.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxdissect.stats.wide import Wide
+
+_EXACT_F32 = 1 << 24
+
+
+def label_indicator(seg: jnp.ndarray, num_labels: int) -> jnp.ndarray:
+    """``seg`` ``[batch, K, H, W]`` int -> ``[batch, H, W, num_labels]`` bool: whether
+    any of the K labels at the pixel is that label (a pixel counts once)."""
+    onehot = jax.nn.one_hot(seg, num_labels, axis=-1, dtype=jnp.bool_)  # [b,K,H,W,L]
+    return jnp.any(onehot, axis=1)
+
+
+@struct.dataclass
+class IoUTally:
+    """``inter`` ``[units, labels]`` = |A_u ∧ S_c|; ``unit_area`` ``[units]`` = |A_u|;
+    ``label_area`` ``[labels]`` = |S_c|; ``pixels`` the number of pixels seen."""
+
+    inter: Wide
+    unit_area: Wide
+    label_area: Wide
+    pixels: Wide
+
+    @classmethod
+    def empty(cls, units: int, num_labels: int) -> "IoUTally":
+        if units <= 0 or num_labels <= 0:
+            raise ValueError(f"IoUTally needs positive units and labels, got {units}, "
+                             f"{num_labels}")
+        return cls(Wide.zeros((units, num_labels)), Wide.zeros((units,)),
+                   Wide.zeros((num_labels,)), Wide.zeros(()))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.inter.hi.shape
+
+    def update(self, acts: jnp.ndarray, thresholds: jnp.ndarray, seg: jnp.ndarray,
+               valid: jnp.ndarray | None = None) -> "IoUTally":
+        """``acts`` ``[batch, H, W, units]`` on the segmentation grid, ``thresholds``
+        ``[units]``, ``seg`` ``[batch, K, H, W]`` int, ``valid`` ``[batch]`` bool."""
+        units, num_labels = self.shape
+        b, h, w, u = acts.shape
+        if u != units or thresholds.shape != (units,):
+            raise ValueError(f"acts have {u} units and thresholds {thresholds.shape}; "
+                             f"statistic has {units} units")
+        if seg.ndim != 4 or seg.shape[0] != b or seg.shape[2:] != (h, w):
+            raise ValueError(f"seg must be [{b}, K, {h}, {w}] to match acts {acts.shape}, "
+                             f"got {seg.shape}")
+        n = b * h * w
+        if n >= _EXACT_F32:
+            raise ValueError(f"{n} pixels per step; keep each device's batch below 2**24 "
+                             "pixels so float32 counts stay exact")
+        active = acts > thresholds[None, None, None, :]  # [b,h,w,u]
+        labels = label_indicator(seg, num_labels)  # [b,h,w,L]
+        if valid is not None:
+            active = active & valid[:, None, None, None]
+            labels = labels & valid[:, None, None, None]
+        a = active.reshape(n, u)
+        s = labels.reshape(n, num_labels)
+        inter = jnp.einsum("nu,nl->ul", a.astype(jnp.float32), s.astype(jnp.float32))
+        valid_pixels = n if valid is None else jnp.sum(valid.astype(jnp.int32)) * (h * w)
+        return IoUTally(
+            self.inter.add(inter.astype(jnp.int32)),
+            self.unit_area.add(jnp.sum(a, axis=0, dtype=jnp.int32)),
+            self.label_area.add(jnp.sum(s, axis=0, dtype=jnp.int32)),
+            self.pixels.add(jnp.asarray(valid_pixels, jnp.int32)))
+
+    def merge(self, other: "IoUTally") -> "IoUTally":
+        return IoUTally(self.inter.merge(other.inter), self.unit_area.merge(other.unit_area),
+                        self.label_area.merge(other.label_area),
+                        self.pixels.merge(other.pixels))
+
+    def counts(self) -> dict[str, np.ndarray]:
+        """The exact int64 counts: ``inter``, ``unit_area``, ``label_area``, ``pixels``."""
+        return {"inter": self.inter.to_numpy(), "unit_area": self.unit_area.to_numpy(),
+                "label_area": self.label_area.to_numpy(), "pixels": self.pixels.to_numpy()}
+
+    def compute(self) -> np.ndarray:
+        """IoU ``[units, labels]`` float64 (column 0, "none", is 0)."""
+        c = self.counts()
+        return iou_from_counts(c["inter"], c["unit_area"], c["label_area"])
+
+
+def iou_from_counts(inter: np.ndarray, unit_area: np.ndarray,
+                    label_area: np.ndarray) -> np.ndarray:
+    """``inter / (unit_area + label_area - inter)``, 0 where the union is empty and
+    in column 0. Shapes ``[u, L]``, ``[u]``, ``[L]`` -> ``[u, L]``."""
+    inter = np.asarray(inter, np.int64)
+    union = np.asarray(unit_area, np.int64)[:, None] + np.asarray(label_area, np.int64)[None] \
+        - inter
+    iou = np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
+    iou[:, 0] = 0.0
+    return iou
+
+
+def best_labels(iou: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's best concept ``[u]`` (label >= 1; the lowest label on ties) and
+    its IoU ``[u]``."""
+    best = 1 + np.argmax(iou[:, 1:], axis=1)
+    return best, iou[np.arange(iou.shape[0]), best]
+
+
+def pairs_above(iou: np.ndarray, miniou: float) -> list[tuple[int, int, float]]:
+    """Every ``(unit, label, iou)`` with ``iou > miniou``, sorted by unit then IoU
+    descending."""
+    units, labels = np.nonzero(iou > miniou)
+    rows = [(int(u), int(c), float(iou[u, c])) for u, c in zip(units, labels) if c > 0]
+    return sorted(rows, key=lambda r: (r[0], -r[2], r[1]))
+
+
+def best_by_category(iou: np.ndarray, categories) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """For each category name, each unit's best label of that category and its IoU
+    (``categories[i]`` is label i's category; label 0 is skipped)."""
+    categories = list(categories)
+    if len(categories) != iou.shape[1]:
+        raise ValueError(f"{len(categories)} categories for {iou.shape[1]} labels")
+    out = {}
+    for cat in dict.fromkeys(categories[1:]):
+        cols = np.array([i for i, c in enumerate(categories) if c == cat and i > 0])
+        sub = iou[:, cols]
+        j = np.argmax(sub, axis=1)
+        out[cat] = (cols[j], sub[np.arange(iou.shape[0]), j])
+    return out
+
+

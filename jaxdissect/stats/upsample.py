@@ -1,0 +1,163 @@
+"""Bilinear upsampling of activation maps onto the segmentation grid, keeping
+receptive-field centres aligned (the reference's ``upsample.py`` semantics).
+
+Per axis, a layer stack of ``(kernel, stride, padding[, dilation])`` maps a
+feature pixel ``o`` back to input pixel ``o * scale + offset`` with
+``scale = prod(stride)`` and ``offset`` accumulating ``(kernel - 1) * dilation / 2
+- padding`` (``sequence_scale_offset``). With an ``image_size``, that map is
+rescaled to the target grid by ``(target - 1) / (image - 1)``. Without a layer
+stack (generators, or classifiers whose padding keeps centres aligned), target
+pixel ``t`` samples source coordinate ``(t + 0.5) * data / target - 0.5``.
+
+Sampling is bilinear with zero padding outside the source (as ``grid_sample``
+with ``align_corners=True, padding_mode="zeros"`` on the reference's grid).
+Bilinear sampling on a separable grid is two small matrices, so ``Upsampler`` is
+two einsums: ``out[b, y, x, u] = sum_ij Wy[y, i] Wx[x, j] acts[b, i, j, u]``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+Pair = tuple[float, float]
+
+
+def _per_axis(v) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"expected an int or a (y, x) pair, got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def _layer_configs(layers) -> list[tuple[tuple[int, int], ...]]:
+    """Each layer as ((ky, kx), (sy, sx), (py, px), (dy, dx))."""
+    out = []
+    for layer in layers:
+        if len(layer) not in (3, 4):
+            raise ValueError(f"layer geometry must be (kernel, stride, padding[, dilation]), "
+                             f"got {layer!r}")
+        k, s, p = (_per_axis(v) for v in layer[:3])
+        d = _per_axis(layer[3]) if len(layer) == 4 else (1, 1)
+        if min(k + s + d) < 1 or min(p) < 0:
+            raise ValueError(f"invalid layer geometry {layer!r}")
+        out.append((k, s, p, d))
+    return out
+
+
+def sequence_scale_offset(layers: Sequence) -> tuple[Pair, Pair]:
+    """``((yscale, yoffset), (xscale, xoffset))``: input = output * scale + offset,
+    with pixel centres at integer coordinates, for layers listed input first."""
+    result = []
+    for axis in range(2):
+        scale, offset = 1.0, 0.0
+        for k, s, p, d in reversed(_layer_configs(layers)):
+            scale, offset = scale * s[axis], offset * s[axis] + (k[axis] - 1) * d[axis] / 2 \
+                - p[axis]
+        result.append((scale, offset))
+    return tuple(result)
+
+
+def sequence_data_size(layers: Sequence, input_size: tuple[int, int]) -> tuple[int, int]:
+    """Output ``(h, w)`` of the layer stack applied to an ``input_size`` image."""
+    size = list(input_size)
+    for k, s, p, d in _layer_configs(layers):
+        for a in range(2):
+            size[a] = 1 + (size[a] + 2 * p[a] - d[a] * (k[a] - 1) - 1) // s[a]
+    if min(size) < 1:
+        raise ValueError(f"layers reduce {input_size} to nothing ({size})")
+    return tuple(size)
+
+
+def source_coordinates(data_size: int, target_size: int, image_size: int | None = None,
+                       scale_offset: Pair | None = None) -> np.ndarray:
+    """For one axis, the source coordinate (pixel centres at 0, 1, ...) sampled by
+    each of the ``target_size`` output pixels, ``[target_size]`` float64."""
+    if scale_offset is None:
+        scale = target_size / data_size
+        offset = 0.5 * scale - 0.5
+    else:
+        scale, offset = scale_offset
+        if image_size is not None:
+            if image_size < 2:
+                raise ValueError("image_size must be at least 2 to rescale the grid")
+            scale = scale * (target_size - 1) / (image_size - 1)
+            offset = offset * (target_size - 1) / (image_size - 1)
+    t = np.arange(target_size, dtype=np.float64)
+    if data_size == 1:
+        return np.zeros(target_size)  # align_corners: a one-pixel source is one point
+    return (t - offset) / scale
+
+
+def interpolation_matrix(coords: np.ndarray, size: int) -> np.ndarray:
+    """``[len(coords), size]`` bilinear weights with zero padding outside ``[0, size)``."""
+    lo = np.floor(coords).astype(np.int64)
+    frac = coords - lo
+    w = np.zeros((len(coords), size), np.float64)
+    rows = np.arange(len(coords))
+    for idx, weight in ((lo, 1.0 - frac), (lo + 1, frac)):
+        inside = (idx >= 0) & (idx < size)
+        np.add.at(w, (rows[inside], idx[inside]), weight[inside])
+    return w
+
+
+@struct.dataclass
+class Upsampler:
+    """``acts`` ``[batch, h, w, units]`` -> ``[batch, H, W, units]``. ``wy`` ``[H, h]``,
+    ``wx`` ``[W, w]`` float32 interpolation matrices."""
+
+    wy: jnp.ndarray
+    wx: jnp.ndarray
+
+    @classmethod
+    def create(cls, data_shape: tuple[int, int], target_shape: tuple[int, int],
+               image_size: tuple[int, int] | None = None,
+               scale_offset: tuple[Pair, Pair] | None = None) -> "Upsampler":
+        """The reference's grid: plain when ``scale_offset`` is None, else the
+        receptive-field map rescaled from ``image_size`` to ``target_shape``."""
+        if len(data_shape) != 2 or len(target_shape) != 2 or min(*data_shape,
+                                                                  *target_shape) < 1:
+            raise ValueError(f"need positive (h, w) shapes, got data {data_shape}, "
+                             f"target {target_shape}")
+        mats = []
+        for a in range(2):
+            coords = source_coordinates(
+                data_shape[a], target_shape[a],
+                None if image_size is None else image_size[a],
+                None if scale_offset is None else scale_offset[a])
+            mats.append(jnp.asarray(interpolation_matrix(coords, data_shape[a]), jnp.float32))
+        return cls(*mats)
+
+    @classmethod
+    def plain(cls, data_shape, target_shape) -> "Upsampler":
+        """Stretch ``data_shape`` over ``target_shape`` (the reference's generator case)."""
+        return cls.create(tuple(data_shape), tuple(target_shape))
+
+    @classmethod
+    def for_layers(cls, layers: Sequence, image_size: tuple[int, int],
+                   target_shape: tuple[int, int],
+                   data_shape: tuple[int, int] | None = None) -> "Upsampler":
+        """Receptive-field aligned, from a model's ``layer_geometry(layer)`` list."""
+        if data_shape is None:
+            data_shape = sequence_data_size(layers, image_size)
+        return cls.create(tuple(data_shape), tuple(target_shape), tuple(image_size),
+                          sequence_scale_offset(layers))
+
+    @property
+    def data_shape(self) -> tuple[int, int]:
+        return self.wy.shape[1], self.wx.shape[1]
+
+    @property
+    def target_shape(self) -> tuple[int, int]:
+        return self.wy.shape[0], self.wx.shape[0]
+
+    def __call__(self, acts: jnp.ndarray) -> jnp.ndarray:
+        if acts.ndim != 4 or tuple(acts.shape[1:3]) != self.data_shape:
+            raise ValueError(f"expected acts [batch, {self.data_shape[0]}, "
+                             f"{self.data_shape[1]}, units], got {acts.shape}")
+        x = jnp.einsum("xj,bijc->bixc", self.wx, acts.astype(jnp.float32))
+        return jnp.einsum("yi,bixc->byxc", self.wy, x)
