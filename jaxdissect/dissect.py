@@ -1,0 +1,316 @@
+"""Network dissection of one layer: thresholds, top images and unit-concept IoU.
+
+``dissect(compute, source, labels, ...)`` composes, per batch of ``source``:
+
+    compute(batch) -> acts [b, h, w, units], seg [b, K, Hs, Ws]
+    upsample(acts) -> [b, Hs, Ws, units]              (receptive-field aligned)
+    pass "quantile": Quantile (exact top-q thresholds) + TopK (top images by the
+                     maximum of the raw activation map, as the reference ranks them)
+    (passes "radix1".."radix3" instead of Quantile when ceil(q * n) > budget)
+    pass "iou":      IoUTally of (acts_up > t_u) against the segmentation
+
+``compute`` is traced inside one jitted, device-parallel step
+(``jaxdissect.parallel``), so it must be a JAX function of the batch dict (the
+``ImageSource`` keys plus ``"index"`` int32 global image indices). Pass 1 never
+uses ``seg``, so XLA drops the segmenter from that step. With ``cache_dir``, each
+pass checkpoints its statistic and batch offset every ``checkpoint_every``
+batches; a killed run resumes where it stopped and gives identical results.
+
+Example (a classifier, the reference's conv5_3 setting)::
+
+    up = Upsampler.plain((14, 14), (56, 56))
+    def compute(batch):
+        _, acts = model.apply({"params": params}, preprocess(batch["image"]),
+                              capture=("conv5_3",))
+        return acts["conv5_3"], segmenter(batch["image"])
+    result = dissect(compute, source, segmenter.labels, upsample=up,
+                     cache_dir="results/vgg16-conv5_3", cache_key={"model": "vgg16"})
+    result.best_label, result.best_iou, result.to_json()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxdissect import cache, parallel
+from jaxdissect.data.source import ImageSource
+from jaxdissect.labels import LabelSet
+from jaxdissect.stats.iou import IoUTally, best_by_category, best_labels, pairs_above
+from jaxdissect.stats.quantile import (
+    RADIX_SCHEDULE,
+    Quantile,
+    RadixHistogram,
+    as_levels,
+    key_to_float,
+    radix_refine,
+    rank_for_level,
+)
+from jaxdissect.stats.topk import TopK, image_max
+from jaxdissect.stats.upsample import Upsampler
+
+Compute = Callable[[dict[str, jax.Array]], tuple[jax.Array, jax.Array]]
+
+
+@dataclasses.dataclass
+class DissectResult:
+    """Everything one dissection measured. ``u`` units, ``L`` labels (0 = none).
+
+    thresholds ``[u]`` float32: the exact level ``quantile`` of each unit's
+        upsampled activations (the ``ceil(q n)``-th largest value);
+    levels: ``{q: [u]}`` thresholds at every requested level (including ``quantile``);
+    iou ``[u, L]`` float64, column 0 is 0; best_label / best_iou ``[u]``;
+    intersections ``[u, L]``, unit_area ``[u]``, label_area ``[L]`` int64 exact
+        pixel counts, pixels the number of pixels tallied;
+    topk_values / topk_images ``[u, k]``: each unit's top images by maximum
+        activation, descending (image -1 if fewer than k images).
+    """
+
+    labels: LabelSet
+    quantile: float
+    miniou: float
+    thresholds: np.ndarray
+    levels: dict[float, np.ndarray]
+    iou: np.ndarray
+    best_label: np.ndarray
+    best_iou: np.ndarray
+    intersections: np.ndarray
+    unit_area: np.ndarray
+    label_area: np.ndarray
+    pixels: int
+    topk_values: np.ndarray
+    topk_images: np.ndarray
+    num_examples: int
+
+    @property
+    def num_units(self) -> int:
+        return len(self.thresholds)
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """``[u]`` bool: the unit's best IoU exceeds ``miniou``."""
+        return self.best_iou > self.miniou
+
+    def unit_label(self, unit: int) -> str | None:
+        """The unit's concept name if labelled, else None."""
+        return self.labels.names[self.best_label[unit]] if self.labelled[unit] else None
+
+    def pairs(self) -> list[tuple[int, int, float]]:
+        """Every ``(unit, label, iou)`` with IoU above ``miniou``."""
+        return pairs_above(self.iou, self.miniou)
+
+    def best_by_category(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{category: (label [u], iou [u])}``: each unit's best label per category."""
+        return best_by_category(self.iou, self.labels.categories)
+
+    def units(self) -> list[dict]:
+        """One record per unit: unit, label, category, iou, labelled, threshold,
+        top images."""
+        return [{"unit": u, "label": self.labels.names[self.best_label[u]],
+                 "category": self.labels.categories[self.best_label[u]],
+                 "iou": float(self.best_iou[u]), "labelled": bool(self.labelled[u]),
+                 "threshold": float(self.thresholds[u]),
+                 "top_images": [int(i) for i in self.topk_images[u] if i >= 0]}
+                for u in range(self.num_units)]
+
+    def to_json(self) -> dict:
+        """A JSON-able summary (per-unit records, label set, settings, per-category
+        best labels, every labelled pair)."""
+        return {
+            "quantile": self.quantile, "miniou": self.miniou,
+            "num_examples": self.num_examples, "num_units": self.num_units,
+            "labels": self.labels.to_json(), "units": self.units(),
+            "levels": {repr(q): [float(v) for v in t] for q, t in self.levels.items()},
+            "best_by_category": {c: {"label": [int(x) for x in lab],
+                                     "iou": [float(x) for x in iou]}
+                                 for c, (lab, iou) in self.best_by_category().items()},
+            "pairs": [{"unit": u, "label": c, "iou": i} for u, c, i in self.pairs()],
+        }
+
+    def save(self, path: str) -> None:
+        """Writes all arrays and settings to ``path`` (.npz), atomically."""
+        arrays = {f: getattr(self, f) for f in (
+            "thresholds", "iou", "best_label", "best_iou", "intersections", "unit_area",
+            "label_area", "topk_values", "topk_images")}
+        meta = {"labels": self.labels.to_json(), "quantile": self.quantile,
+                "miniou": self.miniou, "pixels": int(self.pixels),
+                "num_examples": self.num_examples,
+                "levels": {repr(q): [float(v) for v in t] for q, t in self.levels.items()}}
+        cache.save_tree(path, arrays, **meta)
+
+    @classmethod
+    def load(cls, path: str) -> "DissectResult":
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            # save_tree stores a dict's leaves in sorted key order
+            names = sorted(("thresholds", "iou", "best_label", "best_iou", "intersections",
+                            "unit_area", "label_area", "topk_values", "topk_images"))
+            arrays = {n: data[f"leaf{i}"] for i, n in enumerate(names)}
+        return cls(labels=LabelSet.from_json(meta["labels"]), quantile=meta["quantile"],
+                   miniou=meta["miniou"], pixels=meta["pixels"],
+                   num_examples=meta["num_examples"],
+                   levels={float(q): np.asarray(v, np.float32)
+                           for q, v in meta["levels"].items()}, **arrays)
+
+
+class _Runner:
+    """Runs passes over a source with padding, sharding, progress and checkpoints."""
+
+    def __init__(self, source, batch_size, devices, cache_dir, key, every, progress):
+        self.source, self.devices = source, parallel.local_devices(devices)
+        self.batch_size = batch_size
+        self.padded = parallel.padded_size(batch_size, len(self.devices))
+        self.cache_dir, self.key, self.every, self.progress = cache_dir, key, every, progress
+
+    def batch(self, start: int) -> tuple[dict[str, np.ndarray], int]:
+        stop = min(start + self.batch_size, self.source.num_examples)
+        data = dict(self.source.batch(start, stop))
+        data["index"] = np.arange(start, stop, dtype=np.int32)
+        padded, valid = parallel.pad_batch(data, self.padded)
+        padded["valid"] = valid
+        return padded, stop
+
+    def path(self, name: str) -> str | None:
+        if self.cache_dir is None:
+            return None
+        return os.path.join(self.cache_dir, f"{name}-{self.key}.npz")
+
+    def run(self, name: str, partial, state, *replicated):
+        path, offset, total = self.path(name), 0, self.source.num_examples
+        if path is not None:
+            loaded = cache.load_tree(path, state)
+            if loaded is not None:
+                state, meta = loaded
+                offset = int(meta["offset"])
+        if offset < total:
+            step = parallel.sharded_tally(partial, self.devices)
+            bar = tqdm(total=total, initial=offset, desc=name, unit="img",
+                       disable=not self.progress)
+            count = 0
+            while offset < total:
+                batch, stop = self.batch(offset)
+                state = step(state, batch, *replicated)
+                bar.update(stop - offset)
+                offset = stop
+                count += 1
+                if path is not None and (count % self.every == 0 or offset == total):
+                    cache.save_tree(path, state, offset=offset)
+            bar.close()
+        return state
+
+
+def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
+            upsample: Callable[[jax.Array], jax.Array] | None = None,
+            quantile: float = 0.01, levels: Sequence[float] = (), miniou: float = 0.04,
+            batch_size: int = 32, topk: int = 20, budget: int = 4096,
+            cache_dir: str | None = None, cache_key: Any = None,
+            checkpoint_every: int = 20, progress: bool = True,
+            devices: Sequence[jax.Device] | None = None) -> DissectResult:
+    """Dissects one layer; see the module docstring.
+
+    ``compute(batch) -> (acts [b,h,w,u], seg [b,K,Hs,Ws] int)``, traced in jit.
+    ``upsample``: ``acts -> [b,Hs,Ws,u]``; default stretches ``(h, w)`` over
+    ``(Hs, Ws)`` (``Upsampler.plain``), or nothing if they agree. ``quantile``: the
+    threshold level q; ``levels``: more levels to report (e.g. 0.005 for
+    insertion values). ``budget``: values kept per unit by the one-pass exact
+    quantile; when ``ceil(q * n)`` exceeds it, three exact radix passes are used
+    instead. ``cache_key``: anything JSON-able naming the model, layer and data
+    (the other arguments are added to it).
+    """
+    if not isinstance(labels, LabelSet):
+        raise TypeError(f"labels must be a LabelSet, got {type(labels).__name__}")
+    if not 0 < miniou < 1:
+        raise ValueError(f"miniou must be in (0, 1), got {miniou}")
+    if topk <= 0 or budget <= 0 or checkpoint_every <= 0:
+        raise ValueError("topk, budget and checkpoint_every must be positive")
+    all_levels = tuple(dict.fromkeys(as_levels(quantile)[0] + tuple(levels)))
+    for q in all_levels:
+        rank_for_level(q, 1)  # validates q
+    if source.num_examples <= 0:
+        raise ValueError("the source has no examples")
+
+    runner = _Runner(source, batch_size, devices, cache_dir, None, checkpoint_every, progress)
+    example, _ = runner.batch(0)
+    acts_shape, seg_shape = jax.eval_shape(
+        compute, {k: v for k, v in example.items() if k != "valid"})
+    if len(acts_shape.shape) != 4 or len(seg_shape.shape) != 4:
+        raise ValueError(f"compute must return acts [b,h,w,u] and seg [b,K,H,W]; got "
+                         f"{acts_shape.shape} and {seg_shape.shape}")
+    units, grid = acts_shape.shape[-1], tuple(seg_shape.shape[2:])
+    if upsample is None:
+        data_hw = tuple(acts_shape.shape[1:3])
+        upsample = (lambda a: a) if data_hw == grid else Upsampler.plain(data_hw, grid)
+    up_shape = jax.eval_shape(upsample, acts_shape).shape
+    if tuple(up_shape[1:3]) != grid or up_shape[-1] != units:
+        raise ValueError(f"upsample gives {up_shape}, expected [b, {grid[0]}, {grid[1]}, "
+                         f"{units}] to match the segmentation")
+    runner.key = cache.args_key(cache_key, all_levels, budget, topk, len(labels),
+                                source.num_examples, units, grid, int(seg_shape.shape[1]))
+
+    def model(batch):
+        batch = dict(batch)
+        valid = batch.pop("valid")
+        acts, seg = compute(batch)
+        return acts, seg, valid, batch["index"]
+
+    n_values = source.num_examples * grid[0] * grid[1]
+    use_radix = max(rank_for_level(q, n_values) for q in all_levels) > budget
+
+    # Pass 1: top images, and thresholds by the one-pass buffer or radix digit 1.
+    def first_quantile():
+        if use_radix:
+            return RadixHistogram.empty(units, len(all_levels), *RADIX_SCHEDULE[0])
+        return Quantile.empty(units, budget)
+
+    def pass1(batch):
+        acts, _, valid, index = model(batch)
+        q = first_quantile().update(upsample(acts), valid)
+        t = TopK.empty(units, topk).update(image_max(acts), index, valid)
+        return parallel.Joint((q, t))
+
+    state = runner.run("quantile", pass1, parallel.Joint(
+        (first_quantile(), TopK.empty(units, topk))))
+    qstat, topstat = state.parts
+    if not use_radix:
+        thresholds = qstat.compute(all_levels)
+    else:
+        n = int(qstat.count.to_numpy())
+        ranks = np.tile([rank_for_level(q, n) for q in all_levels], (units, 1))
+        prefix, ranks = radix_refine(qstat, ranks)
+        for i, (known, bits) in enumerate(RADIX_SCHEDULE[1:], start=2):
+            def radix_pass(batch, prefix, known=known, bits=bits):
+                acts, _, valid, _ = model(batch)
+                hist = RadixHistogram.empty(units, len(all_levels), known, bits)
+                return hist.replace(prefix=prefix).update(upsample(acts), valid)
+            hist = runner.run(f"radix{i}", radix_pass,
+                              RadixHistogram.empty(units, len(all_levels), known, bits, prefix),
+                              jnp.asarray(prefix))
+            prefix, ranks = radix_refine(hist, ranks)
+        thresholds = key_to_float(prefix).T
+    by_level = {q: np.asarray(t, np.float32) for q, t in zip(all_levels, thresholds)}
+    t_main = by_level[all_levels[0]]
+
+    # Pass 2: exact IoU counts at the main threshold.
+    def pass2(batch, t):
+        acts, seg, valid, _ = model(batch)
+        return IoUTally.empty(units, len(labels)).update(upsample(acts), t, seg, valid)
+
+    runner.key = cache.args_key(runner.key, t_main)
+    tally = runner.run("iou", pass2, IoUTally.empty(units, len(labels)), jnp.asarray(t_main))
+    counts = tally.counts()
+    iou = tally.compute()
+    best, best_iou = best_labels(iou)
+    values, images = topstat.compute()
+    return DissectResult(
+        labels=labels, quantile=all_levels[0], miniou=miniou, thresholds=t_main,
+        levels=by_level, iou=iou, best_label=best, best_iou=best_iou,
+        intersections=counts["inter"], unit_area=counts["unit_area"],
+        label_area=counts["label_area"], pixels=int(counts["pixels"]),
+        topk_values=values, topk_images=images, num_examples=source.num_examples)
