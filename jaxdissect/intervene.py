@@ -286,8 +286,8 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
                    iou: np.ndarray, labels, high_values: np.ndarray, *,
                    remove_concepts: Sequence[int] = (), insert_concepts: Sequence[int] = (),
                    max_remove: int = 30, insert_units: int = 20, sweep_samples: int | None = None,
-                   batch_size: int = 16, chunk: int = 16, cache_dir: str | None = None,
-                   progress: bool = True) -> dict:
+                   removal_samples: int | None = None, batch_size: int = 16, chunk: int = 16,
+                   cache_dir: str | None = None, progress: bool = True) -> dict:
     """The paper's generator experiments; returns a JSON-ready dict.
 
     ``iou [units, L]`` from dissection; ``high_values [units]`` each unit's 99.5%
@@ -316,7 +316,8 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
         masks = np.zeros((len(ns), n_units), np.float32)
         for i, k in enumerate(ns):
             masks[i, order[:k]] = 1
-        d = ablation_share_deltas(split, segment, source, masks, n_labels,
+        removal_src = source if removal_samples is None else _Prefix(source, removal_samples)
+        d = ablation_share_deltas(split, segment, removal_src, masks, n_labels,
                                   cachefile=cache(f"removal_{labels.names[c]}.npz"),
                                   desc=f"remove {labels.names[c]} units", **kw)
         curve = removal_curve(d, c, ns)

@@ -1,0 +1,64 @@
+"""``jaxdissect dissect``: label every unit of a layer with the concept it detects.
+
+Writes ``OUT/report.html`` (unit cards with top images, sortable and filterable),
+``OUT/concepts.svg``, ``OUT/report.json``, ``OUT/iou.npy`` and ``OUT/cache/`` (the
+passes it resumes from; re-running with the same arguments reuses them).
+"""
+
+from __future__ import annotations
+
+import os
+
+from jaxdissect.commands import _common as C
+
+HELP = "dissect one layer of a classifier or generator: unit labels, IoU, HTML report"
+
+
+def add_arguments(p):
+    C.add_common(p)
+    p.add_argument("--data", default=None,
+                   help="world | image folder (Places layout) | tfds:places365_small | z "
+                        "(default: world for classifiers, z for generators)")
+    p.add_argument("--num-images", type=int, default=None,
+                   help="images / z samples (default: 2000 world images, all folder images, "
+                        "10000 z samples)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="world seed or z seed (default: 4 for world images, 1 for z)")
+    p.add_argument("--topk", type=int, default=5, help="top images per unit card")
+
+
+def resolve(args):
+    """Model, layer, source, segmenter and results folder from the arguments."""
+    C.check_positive(num_images=args.num_images, batch_size=args.batch_size, topk=args.topk)
+    if not 0 < args.quantile < 1:
+        raise C.UserError(f"--quantile must be in (0, 1), got {args.quantile}")
+    if not 0 < args.miniou < 1:
+        raise C.UserError(f"--miniou must be in (0, 1), got {args.miniou}")
+    loaded = C.load_model(args.model)
+    layer = args.layer or loaded.default_layer
+    data = args.data or ("z" if loaded.kind == "generator" else "world")
+    args.data = data
+    seed = args.seed if args.seed is not None else (
+        1 if loaded.kind == "generator" else C.WORLD_VAL_SEED)
+    source = C.load_data(data, loaded, args.num_images, seed)
+    seg_name = C.default_segmenter(args, loaded)
+    segmenter = C.load_segmenter(seg_name, source, loaded)
+    out = args.out or os.path.join("results", "-".join(
+        s.replace("/", "_").replace(":", "_") for s in (
+            os.path.basename(loaded.name.rstrip("/")), layer, os.path.basename(
+                data.rstrip("/")), seg_name)))
+    return loaded, layer, source, segmenter, seg_name, f"{data}@{seed}", out
+
+
+def run(args) -> int:
+    loaded, layer, source, segmenter, seg_name, data_name, out = resolve(args)
+    res, path = C.run_dissection(
+        loaded, source, segmenter, layer, out, quantile=args.quantile, miniou=args.miniou,
+        batch_size=args.batch_size, topk=args.topk, progress=not args.no_progress,
+        data_name=data_name, seg_name=seg_name)
+    n = int(res.labelled.sum())
+    concepts = len({res.best_label[u] for u in range(res.num_units) if res.labelled[u]})
+    print(f"{loaded.name} {layer}: {n}/{res.num_units} units labelled (IoU > {args.miniou}), "
+          f"{concepts} distinct concepts")
+    print(os.path.abspath(path))
+    return 0

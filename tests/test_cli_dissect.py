@@ -1,0 +1,99 @@
+"""``jaxdissect dissect`` on a tiny VGG-16 .pth and world images, checked against
+PyTorch activations with NumPy thresholds and IoU computed on all data at once."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from jaxdissect import cli
+from jaxdissect.stats.upsample import Upsampler
+from jaxdissect.world import WorldSource
+from tests.cli_helpers import tiny_vgg_pth, vgg_forward
+
+N = 24
+
+
+def numpy_iou(acts_up, seg, num_labels, q=0.01):
+    """acts_up [n,H,W,u], seg [n,K,H,W] -> thresholds [u], iou [u,L]."""
+    n, h, w, u = acts_up.shape
+    flat = acts_up.reshape(-1, u)
+    k = max(1, math.ceil(q * flat.shape[0]))
+    t = -np.sort(-flat, axis=0)[k - 1]
+    a = (acts_up > t).reshape(-1, u)
+    iou = np.zeros((u, num_labels))
+    for c in range(1, num_labels):
+        s = (seg == c).any(1).reshape(-1)
+        inter = (a & s[:, None]).sum(0)
+        union = (a | s[:, None]).sum(0)
+        iou[:, c] = np.where(union > 0, inter / np.maximum(union, 1), 0)
+    return t, iou
+
+
+@pytest.fixture(scope="module")
+def run_dissect(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dissect")
+    torch_model = tiny_vgg_pth(str(d / "tiny_vgg.pth"))
+    out = d / "res"
+    argv = ["dissect", "--model", str(d / "tiny_vgg.pth"), "--data", "world", "--num-images",
+            str(N), "--segmenter", "truth", "--batch-size", "8", "--out", str(out),
+            "--no-progress"]
+    assert cli.main(argv) == 0
+    return torch_model, out, argv
+
+
+def test_iou_matches_torch_numpy(run_dissect):
+    torch_model, out, _ = run_dissect
+    src = WorldSource(N, seed=4, size=128)  # the command's val seed and size for a .pth VGG
+    batch = src.batch(0, N)
+    acts = vgg_forward(torch_model, batch["image"], stop="conv5_3")  # [n, 8, 8, 8]
+    layers = [(3, 1, 1)] * 2 + [(2, 2, 0)] + [(3, 1, 1)] * 2 + [(2, 2, 0)] + \
+        [(3, 1, 1)] * 3 + [(2, 2, 0)] + [(3, 1, 1)] * 3 + [(2, 2, 0)] + [(3, 1, 1)] * 3
+    up = Upsampler.for_layers(layers, (128, 128), (128, 128), data_shape=acts.shape[1:3])
+    acts_up = np.einsum("yi,xj,bijc->byxc", np.asarray(up.wy, np.float64),
+                        np.asarray(up.wx, np.float64), acts.astype(np.float64))
+    t, iou = numpy_iou(acts_up, batch["seg"], len(src.seg_labels))
+    got = np.load(out / "iou.npy")
+    assert got.shape == iou.shape
+    # float32 upsampling vs float64: a pixel at a threshold may flip; allow that
+    np.testing.assert_allclose(got, iou, atol=2e-3)
+    rep = json.load(open(out / "report.json"))
+    best = iou.argmax(1)
+    for u, unit in enumerate(rep["units"]):
+        assert unit["iou"] == pytest.approx(iou[u].max(), abs=2e-3)
+        if iou[u].max() - np.sort(iou[u])[-2] > 5e-3:
+            assert unit["label"] == src.seg_labels.names[best[u]]
+        np.testing.assert_allclose(unit["threshold"], t[u], rtol=1e-4, atol=1e-5)
+
+
+def test_report_files_and_resume(run_dissect, capsys):
+    _, out, argv = run_dissect
+    for f in ("report.html", "concepts.svg", "report.json"):
+        assert (out / f).is_file()
+    rep = json.load(open(out / "report.json"))
+    for unit in rep["units"]:
+        if unit["image"]:
+            assert (out / unit["image"]).is_file()
+    caches = sorted((out / "cache").iterdir())
+    assert caches
+    mtimes = [os.path.getmtime(c) for c in caches]
+    assert cli.main(argv) == 0  # re-run: the passes come from the cache
+    assert [os.path.getmtime(c) for c in sorted((out / "cache").iterdir())] == mtimes
+    assert np.array_equal(np.load(out / "iou.npy"), np.load(out / "iou.npy"))
+    assert str(out / "report.html") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--model", "/nonexistent/m.pth"], "does not exist"),
+    (["--quantile", "2"], "--quantile"),
+    (["--model", "nosuchmodel"], "unknown model"),
+    (["--data", "z", "--model", "PTH"], "--data z is for generators"),
+])
+def test_bad_input_exits_2(run_dissect, extra, msg, capsys, tmp_path):
+    pth = str(run_dissect[1].parent / "tiny_vgg.pth")
+    extra = [pth if e == "PTH" else e for e in extra]
+    argv = ["dissect", "--model", pth, "--num-images", "4", "--out", str(tmp_path)] + extra
+    assert cli.main(argv) == 2
+    assert msg in capsys.readouterr().err
