@@ -286,7 +286,8 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
                    iou: np.ndarray, labels, high_values: np.ndarray, *,
                    remove_concepts: Sequence[int] = (), insert_concepts: Sequence[int] = (),
                    max_remove: int = 30, insert_units: int = 20, sweep_samples: int | None = None,
-                   removal_samples: int | None = None, batch_size: int = 16, chunk: int = 16,
+                   removal_samples: int | None = None, insertion_samples: int | None = None,
+                   batch_size: int = 16, chunk: int = 16,
                    cache_dir: str | None = None, progress: bool = True) -> dict:
     """The paper's generator experiments; returns a JSON-ready dict.
 
@@ -325,7 +326,8 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
         result["removal"][labels.names[c]] = curve
     for c in insert_concepts:
         units = best_iou_units(iou, c, min(insert_units, n_units))
-        sums = insertion_by_context(split, segment, source, units,
+        ins_src = source if insertion_samples is None else _Prefix(source, insertion_samples)
+        sums = insertion_by_context(split, segment, ins_src, units,
                                     np.asarray(high_values)[units], c, n_labels,
                                     cachefile=cache(f"insertion_{labels.names[c]}.npz"),
                                     desc=f"insert {labels.names[c]} units", **kw)

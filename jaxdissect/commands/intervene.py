@@ -28,6 +28,8 @@ def add_arguments(p):
                    help="z samples for the per-unit ablation sweep (default: all)")
     p.add_argument("--removal-samples", type=int, default=None,
                    help="z samples for the removal curves (default: all)")
+    p.add_argument("--insertion-samples", type=int, default=None,
+                   help="z samples for the insertion experiment (default: all)")
     p.add_argument("--seed", type=int, default=1, help="z seed (paper: 1)")
     p.add_argument("--remove", action="append", default=None,
                    help="concept whose best-IoU units are removed (repeatable; default: "
@@ -60,7 +62,8 @@ def default_concepts(dres, remove, insert):
 
 def experiment(loaded, layer, source, segmenter, seg_name, out, *, remove, insert,
                quantile, miniou, batch_size, chunk, sweep_samples, removal_samples,
-               max_remove, insert_units, progress, data_name, index_link=None):
+               insertion_samples=None, max_remove, insert_units, progress, data_name,
+               index_link=None):
     from jaxdissect import intervene, report
     dres, dpath = C.run_dissection(
         loaded, source, segmenter, layer, os.path.join(out, "dissect"), quantile=quantile,
@@ -76,7 +79,7 @@ def experiment(loaded, layer, source, segmenter, seg_name, out, *, remove, inser
         split, segmenter, source, dres.iou, dres.labels, high, remove_concepts=rm,
         insert_concepts=ins, max_remove=max_remove, insert_units=insert_units,
         sweep_samples=sweep_samples, removal_samples=removal_samples,
-        batch_size=batch_size, chunk=chunk,
+        insertion_samples=insertion_samples, batch_size=batch_size, chunk=chunk,
         cache_dir=os.path.join(out, "intervene", "cache"), progress=progress)
     result["layer"] = layer
     page = report.write_intervention(os.path.join(out, "intervene"), result,
@@ -87,7 +90,8 @@ def experiment(loaded, layer, source, segmenter, seg_name, out, *, remove, inser
 def run(args) -> int:
     from jaxdissect import report
     C.check_positive(num_samples=args.num_samples, sweep_samples=args.sweep_samples,
-                     removal_samples=args.removal_samples, batch_size=args.batch_size,
+                     removal_samples=args.removal_samples,
+                     insertion_samples=args.insertion_samples, batch_size=args.batch_size,
                      chunk=args.chunk, insert_units=args.insert_units)
     if args.max_remove < 0:
         raise C.UserError("--max-remove must be >= 0")
@@ -105,7 +109,8 @@ def run(args) -> int:
         loaded, layer, source, segmenter, seg_name, out, remove=args.remove,
         insert=args.insert, quantile=args.quantile, miniou=args.miniou,
         batch_size=args.batch_size, chunk=args.chunk, sweep_samples=args.sweep_samples,
-        removal_samples=args.removal_samples, max_remove=args.max_remove,
+        removal_samples=args.removal_samples, insertion_samples=args.insertion_samples,
+        max_remove=args.max_remove,
         insert_units=args.insert_units, progress=not args.no_progress,
         data_name=f"z@{args.seed}", index_link="index.html")
     findings = report.intervention_findings(result)
