@@ -183,3 +183,25 @@ def test_conversion_is_strict(colour):
     bad["layer2.0.bn1.running_var"] = bad["layer2.0.bn1.running_var"][:3]
     with pytest.raises(CheckpointMismatch, match="layer2.0.bn1.running_var"):
         colour_params(model, bad, dsd)
+
+
+def test_colour_net_capture_and_edits(colour):
+    _, dec, data, params = colour
+    from jaxdissect.edits import Edit
+
+    model = DilatedPPMNet(len(data.labels))
+    x = np.random.RandomState(8).randn(1, 32, 32, 3).astype(np.float32)
+    unit = (1, 1, 1, 512)  # per unit, in full rank (the tests forbid rank promotion)
+    zero = Edit(alpha=np.ones(unit, np.float32), value=np.zeros(unit, np.float32))
+    out, acts = model.apply({"params": params}, x, capture=("ppm_last", "layer3"),
+                            edits={"ppm_last": zero})
+    assert acts["layer3"].shape == (1, 4, 4, 256)
+    assert np.all(np.asarray(acts["ppm_last"]) == 0)  # captured after the edit
+    bias = dec.state_dict()["conv_last.4.bias"].numpy()
+    np.testing.assert_allclose(np.asarray(out), np.broadcast_to(bias, out.shape), rtol=1e-6)
+    with pytest.raises(KeyError, match="unknown layers"):
+        model.apply({"params": params}, x, capture=("conv5_3",))
+    with pytest.raises(KeyError, match="unknown layers"):
+        model.apply({"params": params}, x, edits={"layer9": zero})
+    with pytest.raises(ValueError, match="start/stop"):
+        model.apply({"params": params}, x, stop="layer2")
