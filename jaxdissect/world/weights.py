@@ -1,0 +1,47 @@
+"""Shipped world weights: a directory with ``config.json`` and an orbax ``params/``.
+
+``config.json`` records the architecture arguments, the training run (seeds,
+steps, optimiser) and the accuracy measured at the end of training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights" / "world"
+
+
+def save_checkpoint(directory, params, config: dict) -> Path:
+    """Write ``params`` (orbax) and ``config`` (json) into ``directory``, replacing
+    what was there."""
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    params = jax.tree.map(np.asarray, params)
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(directory / "params", params, force=True)
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def read_config(directory) -> dict:
+    directory = Path(directory).resolve()
+    path = directory / "config.json"
+    if not path.is_file() or not (directory / "params").is_dir():
+        raise FileNotFoundError(f"no world checkpoint in {directory} (needs config.json and "
+                                f"params/); train one with the scripts in scripts/")
+    return json.loads(path.read_text())
+
+
+def load_params(directory, abstract):
+    """Restore the params saved in ``directory`` with the structure of ``abstract``
+    (a pytree of ``jax.ShapeDtypeStruct``); shapes must match."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as ckpt:
+        return ckpt.restore(Path(directory).resolve() / "params", abstract)

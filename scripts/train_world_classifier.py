@@ -1,0 +1,53 @@
+"""Train the world classifier (narrow VGG-16) and ship it in weights/world/classifier.
+
+    python scripts/train_world_classifier.py            # the shipped run
+    python scripts/train_world_classifier.py --steps 50 --out /tmp/cls   # a smoke run
+"""
+
+import argparse
+import json
+import time
+
+from jaxdissect.world.classifier import CLASSIFIER_ARGS, DEFAULT_DIR, WorldVGG16
+from jaxdissect.world.source import WorldSource
+from jaxdissect.world.training import classifier_accuracy, train_classifier
+from jaxdissect.world.weights import save_checkpoint
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0, help="parameter init seed")
+    p.add_argument("--data-seed", type=int, default=1, help="world seed of training images")
+    p.add_argument("--eval-seed", type=int, default=2, help="world seed of held-out images")
+    p.add_argument("--eval-n", type=int, default=1000)
+    p.add_argument("--max-minutes", type=float, default=24.0)
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--out", default=str(DEFAULT_DIR))
+    a = p.parse_args()
+    model = WorldVGG16()
+    t0 = time.time()
+    params, info = train_classifier(
+        model, seed=a.seed, data_seed=a.data_seed, steps=a.steps, batch=a.batch, lr=a.lr,
+        warmup=a.warmup, weight_decay=a.weight_decay, max_seconds=a.max_minutes * 60,
+        log_every=a.log_every)
+    acc, _ = classifier_accuracy(model, params, WorldSource(a.eval_n, seed=a.eval_seed), a.eval_n)
+    config = {"arch": dict(CLASSIFIER_ARGS), "image_size": 64, "input": "preprocess(images01)",
+              "seed": a.seed, "data_seed": a.data_seed, "steps": a.steps, "batch": a.batch,
+              "optimizer": {"name": "adam + decoupled weight decay", "lr": a.lr, "warmup": a.warmup,
+                            "schedule": "warmup, cosine to lr/50 over max(step/steps, time/budget)",
+                            "max_minutes": a.max_minutes, "weight_decay": a.weight_decay,
+                            "clip_global_norm": 1.0},
+              "augmentation": "horizontal flip", **info,
+              "heldout": {"world_seed": a.eval_seed, "images": a.eval_n, "accuracy": acc},
+              "total_seconds": round(time.time() - t0, 1)}
+    save_checkpoint(a.out, params, config)
+    print(json.dumps(config, indent=1))
+
+
+if __name__ == "__main__":
+    main()

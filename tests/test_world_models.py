@@ -1,0 +1,152 @@
+"""World models: the SegNet call contract, the segmenter wrapper, and the shipped
+weights (load, run, and reduced versions of the accuracy figures on fresh seeds)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdissect.edits import Edit
+from jaxdissect.models.segnet import SegNet
+from jaxdissect.segmenter import Segmenter
+from jaxdissect.world import LABELS, WorldSource
+from jaxdissect.world.classifier import DEFAULT_DIR as CLS_DIR
+from jaxdissect.world.classifier import classify, load_classifier
+from jaxdissect.world.segmenter import DEFAULT_DIR as SEG_DIR
+from jaxdissect.world.segmenter import (
+    WorldSegmenter,
+    color_labels,
+    head_to_label,
+    label_to_head,
+    load_segmenter,
+)
+from jaxdissect.world.training import segmenter_accuracy
+from jaxdissect.world.vocab import layer_ids
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    net = SegNet(widths=(4, 6, 8), head_sizes=(3, 2))
+    x = jnp.asarray(np.random.default_rng(0).random((2, 16, 16, 3)), jnp.float32)
+    return net, net.init(jax.random.key(0), x)["params"], x
+
+
+def _conv3x3_relu(x, kernel, bias):
+    """NumPy oracle: 'same' 3x3 convolution + ReLU on NHWC."""
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, w = x.shape[1:3]
+    out = sum(np.einsum("bhwi,io->bhwo", p[:, dy:dy + h, dx:dx + w], kernel[dy, dx])
+              for dy in range(3) for dx in range(3)) + bias
+    return np.maximum(out, 0)
+
+
+def test_segnet_shapes_capture_and_oracle(tiny):
+    net, params, x = tiny
+    out, acts = net.apply({"params": params}, x, capture=("enc1", "enc3", "dec1"))
+    assert out.shape == (2, 16, 16, 5)
+    assert acts["enc1"].shape == (2, 16, 16, 4) and acts["enc3"].shape == (2, 4, 4, 8)
+    assert set(acts) == {"enc1", "enc3", "dec1"}
+    p = jax.tree.map(np.asarray, params)
+    want = _conv3x3_relu(_conv3x3_relu(np.asarray(x) * 2 - 1, p["enc1_a"]["kernel"],
+                                       p["enc1_a"]["bias"]),
+                         p["enc1_b"]["kernel"], p["enc1_b"]["bias"])
+    np.testing.assert_allclose(acts["enc1"], want, rtol=1e-4, atol=1e-5)
+    # the head is a 1x1 conv of dec1
+    head = p["head"]
+    np.testing.assert_allclose(
+        out, np.einsum("bhwi,io->bhwo", np.asarray(acts["dec1"]), head["kernel"][0, 0])
+        + head["bias"], rtol=1e-4, atol=1e-5)
+    assert [h.shape[-1] for h in net.split_heads(out)] == [3, 2]
+    assert net.layer_names == ("enc1", "enc2", "enc3", "dec2", "dec1", "logits")
+
+
+def test_segnet_edits_and_stop(tiny):
+    net, params, x = tiny
+    stopped, _ = net.apply({"params": params}, x, stop="enc2")
+    _, acts = net.apply({"params": params}, x, capture=("enc2",))
+    np.testing.assert_allclose(stopped, acts["enc2"])
+    # zeroing every unit of dec1 leaves only the head's bias
+    edit = {"dec1": Edit(alpha=jnp.ones(4), value=jnp.zeros(4))}
+    out, acts = net.apply({"params": params}, x, capture=("dec1",), edits=edit)
+    assert float(jnp.abs(acts["dec1"]).max()) == 0.0
+    np.testing.assert_allclose(out, np.broadcast_to(params["head"]["bias"], out.shape),
+                               atol=1e-6)
+    # an edit on one encoder unit changes the output
+    e = {"enc2": Edit(alpha=jnp.eye(6)[0], value=jnp.full(6, 5.0))}
+    assert not np.allclose(net.apply({"params": params}, x, edits=e)[0],
+                           net.apply({"params": params}, x)[0])
+    with pytest.raises(ValueError, match="start"):
+        net.apply({"params": params}, x, start="enc2")
+    with pytest.raises(KeyError):
+        net.apply({"params": params}, x, capture=("conv5_3",))
+    with pytest.raises(ValueError, match="divisible"):
+        net.apply({"params": params}, x[:, :15])
+
+
+def test_head_label_mapping_round_trips():
+    for layer in ("object", "part", "material"):
+        ids = head_to_label(layer)
+        assert ids[0] == 0 and list(ids[1:]) == list(layer_ids(layer))
+        assert np.array_equal(label_to_head(layer)[ids], np.arange(ids.size))
+
+
+def test_colour_labels_match_renderer():
+    b = WorldSource(8, seed=99).batch(0, 8)
+    got = np.asarray(color_labels(jnp.asarray(b["image"])))
+    assert np.array_equal(got, b["seg"][:, 3])
+
+
+def test_world_segmenter_protocol_and_resize(tiny):
+    net = SegNet(widths=(4, 6, 8), head_sizes=(22, 12, 11))
+    params = net.init(jax.random.key(1), jnp.zeros((1, 16, 16, 3)))["params"]
+    seg = WorldSegmenter(net, params, size=16)
+    assert isinstance(seg, Segmenter) and seg.num_layers == 4 and seg.labels is LABELS
+    out = np.asarray(seg(np.random.default_rng(0).random((3, 8, 8, 3))))
+    assert out.shape == (3, 4, 16, 16) and out.dtype == np.int32
+    for k, layer in enumerate(("object", "part", "material", "color")):
+        assert set(np.unique(out[:, k]).tolist()) <= set(layer_ids(layer).tolist()) | {0}
+    with pytest.raises(ValueError, match="images"):
+        seg(np.zeros((3, 8, 8)))
+
+
+# ---- shipped weights ------------------------------------------------------------
+
+needs_weights = pytest.mark.skipif(
+    not ((CLS_DIR / "config.json").is_file() and (SEG_DIR / "config.json").is_file()),
+    reason="shipped world weights are missing")
+
+
+@needs_weights
+def test_shipped_weights_size_and_config():
+    total = sum(f.stat().st_size for f in CLS_DIR.parent.rglob("*") if f.is_file())
+    assert total <= 25 * 2**20, f"weights/world holds {total / 2**20:.1f} MB"
+    for d in (CLS_DIR, SEG_DIR):
+        cfg = json.loads((d / "config.json").read_text())
+        for key in ("arch", "seed", "data_seed", "steps", "heldout"):
+            assert key in cfg, (d, key)
+
+
+@needs_weights
+def test_shipped_classifier_heldout_accuracy():
+    """Reduced version of the >= 90% figure: 220 images of a fresh world seed."""
+    model, params = load_classifier()
+    b = WorldSource(220, seed=31337).batch(0, 220)
+    logits = classify(model, params, b["image"])
+    assert logits.shape == (220, 11)
+    acc = float((np.argmax(np.asarray(logits), axis=1) == b["label"]).mean())
+    assert acc >= 0.85, acc
+    _, acts = model.apply({"params": params}, jnp.zeros((1, 64, 64, 3)), capture=("conv5_3",))
+    assert acts["conv5_3"].shape == (1, 4, 4, 128)
+
+
+@needs_weights
+def test_shipped_segmenter_heldout_accuracy():
+    """Reduced version of the >= 90% / 80% figures: 100 images of a fresh seed."""
+    seg = load_segmenter()
+    acc = segmenter_accuracy(seg, WorldSource(100, seed=31338), 100)
+    assert acc["object_pixel_accuracy"] >= 0.87, acc
+    assert acc["part_pixel_accuracy"] >= 0.75, acc
+    assert acc["material_pixel_accuracy"] >= 0.75, acc
+    assert acc["color_pixel_accuracy"] == 1.0, acc
