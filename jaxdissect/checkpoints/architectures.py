@@ -16,10 +16,12 @@ import numpy as np
 
 from jaxdissect.checkpoints.convert import convert, flatten_params
 from jaxdissect.checkpoints.tables import (
+    proggan_shapes,
     proggan_sizes,
     proggan_table,
     rename_old_proggan_keys,
     vgg16_config,
+    vgg16_shapes,
     vgg16_table,
 )
 from jaxdissect.models.proggan import ProgressiveGenerator
@@ -37,8 +39,9 @@ def model_from_config(arch: str, config: Mapping):
     raise ValueError(f"unknown architecture {arch!r}; known: {list(ARCHITECTURES)}")
 
 
-def param_shapes(arch: str, model) -> dict:
-    """Flat ``{"path": shape}`` of the params ``model`` expects (computed abstractly)."""
+def traced_param_shapes(arch: str, model) -> dict:
+    """Flat ``{"path": shape}`` of the params ``model`` creates, by abstract tracing
+    (the oracle the tables' own shape functions are tested against)."""
     x = (jnp.zeros((1, 32, 32, 3)) if arch == "vgg16"
          else jnp.zeros((1, model.sizes[0])))
     shapes = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
@@ -61,12 +64,10 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], arch: str,
     what = f"{what} (as {arch})"
     if arch == "vgg16":
         config = vgg16_config(state_dict)
-        model = model_from_config(arch, config)
-        table = vgg16_table()
+        table, shapes = vgg16_table(), vgg16_shapes(config)
     else:
         state_dict = rename_old_proggan_keys(state_dict)
         config = {"sizes": proggan_sizes(state_dict)}
-        model = model_from_config(arch, config)
-        table = proggan_table(config["sizes"])
-    params = convert(state_dict, table, param_shapes(arch, model), what=what)
+        table, shapes = proggan_table(config["sizes"]), proggan_shapes(config["sizes"])
+    params = convert(state_dict, table, shapes, what=what)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}, params

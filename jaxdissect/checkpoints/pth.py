@@ -19,13 +19,14 @@ Safety: the unpickler resolves only the globals a state dict needs
 (:data:`ALLOWED_GLOBALS`), each to an inert stand-in of ours; any other global
 (``os.system``, ``builtins.eval``, a module class ...) raises
 :class:`UnsafeCheckpointError` *before* anything is called, so nothing from the
-file is executed. Tensors become NumPy views into one buffer holding the file
-(no per-tensor copies; non-contiguous tensors are copied).
+file is executed. Each storage is read once, straight from the file into its own
+array; tensors are views of it (non-contiguous ones are copied).
 """
 
 from __future__ import annotations
 
 import collections
+import io
 import os
 import pickle
 import struct
@@ -123,29 +124,6 @@ class _StateDictUnpickler(pickle.Unpickler):
         return _StorageRef(str(key), stype.dtype, int(numel), tuple(view) if view else None)
 
 
-class _ViewReader:
-    """Minimal file object over a memoryview, for pickle (no copy of the buffer)."""
-
-    def __init__(self, view: memoryview, pos: int = 0):
-        self.view, self.pos = view, pos
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self.view) if n is None or n < 0 else min(self.pos + n, len(self.view))
-        out = self.view[self.pos:end].tobytes()
-        self.pos = end
-        return out
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def readline(self) -> bytes:
-        rest = self.view[self.pos:]
-        i = bytes(rest[: 1 << 16]).find(b"\n")
-        return self.read(len(rest) if i < 0 else i + 1)
-
-
 def _unpickle(fileobj, what: str):
     try:
         return _StateDictUnpickler(fileobj).load()
@@ -157,28 +135,24 @@ def _unpickle(fileobj, what: str):
             f"{what}: corrupt or truncated pickle ({type(e).__name__}: {e})") from None
 
 
-def _read_file(path) -> bytearray:
-    size = os.path.getsize(path)
-    buf = bytearray(size)
-    with open(path, "rb") as f:
-        got = f.readinto(buf)
-    if got != size:
-        raise CheckpointError(f"{path}: read {got} of {size} bytes")
-    return buf
-
-
 _KNOWN_DTYPES = {np.dtype(d) for d in STORAGE_DTYPES.values()}
 
 
-def _array(buf, offset: int, dtype, numel: int, what: str) -> np.ndarray:
+def _read_array(f, offset: int, dtype, numel: int, file_size: int, what: str) -> np.ndarray:
+    """Read ``numel`` items of ``dtype`` at byte ``offset`` of ``f`` into a new array."""
     dtype = np.dtype(dtype)
     if dtype.newbyteorder("=") not in _KNOWN_DTYPES:
         raise CheckpointError(f"{what}: storage of unsupported dtype {dtype}")
     end = offset + numel * dtype.itemsize
-    if offset < 0 or end > len(buf):
-        raise CheckpointError(f"{what}: data ends at byte {end} but the file has {len(buf)} "
+    if offset < 0 or numel < 0 or end > file_size:
+        raise CheckpointError(f"{what}: data ends at byte {end} but the file has {file_size} "
                               f"bytes (truncated?)")
-    return np.frombuffer(buf, dtype=dtype, count=numel, offset=offset)
+    out = np.empty(numel, dtype)
+    f.seek(offset)
+    got = f.readinto(out.view(np.uint8)) if numel else 0
+    if got != numel * dtype.itemsize:
+        raise CheckpointError(f"{what}: storage at byte {offset} is truncated")
+    return out
 
 
 def _materialise(obj, storages: dict, what: str):
@@ -232,58 +206,58 @@ def _byte_order(dtype, big_endian: bool):
     return dtype.newbyteorder(">") if big_endian and dtype.itemsize > 1 else dtype
 
 
-def _load_zip(path, buf: bytearray, what: str):
+def _load_zip(f, file_size: int, what: str):
     try:
-        zf = zipfile.ZipFile(path)
+        zf = zipfile.ZipFile(f)
     except zipfile.BadZipFile as e:
         raise CheckpointError(f"{what}: corrupt or truncated zip checkpoint ({e})") from None
-    with zf:
-        infos = {i.filename: i for i in zf.infolist()}
-        pkl = [n for n in infos if n.endswith("data.pkl") and n.count("/") == 1]
-        if not pkl:
-            raise CheckpointError(f"{what}: zip file without <name>/data.pkl; "
-                                  f"not a torch.save file")
-        prefix = pkl[0][: -len("data.pkl")]
-        try:
-            obj = _unpickle(_ViewReader(memoryview(zf.read(pkl[0]))), what)
-            byteorder = (zf.read(prefix + "byteorder").decode().strip()
-                         if prefix + "byteorder" in infos else "little")
-        except (zipfile.BadZipFile, OSError) as e:
-            raise CheckpointError(f"{what}: corrupt zip checkpoint ({e})") from None
-        storages = {}
-        for key, ref in _collect_refs(obj, {}).items():
-            info = infos.get(f"{prefix}data/{key}")
-            if info is None:
-                raise CheckpointError(f"{what}: storage {key!r} is missing from the archive")
-            dtype = _byte_order(ref.dtype, byteorder == "big")
-            if info.compress_type != zipfile.ZIP_STORED:
-                storages[key] = np.frombuffer(zf.read(info.filename), dtype)
-                continue
-            # Local header: 30 fixed bytes, then name and extra field, then data.
-            head = bytes(buf[info.header_offset: info.header_offset + 30])
-            if len(head) < 30 or head[:4] != b"PK\x03\x04":
-                raise CheckpointError(f"{what}: corrupt zip entry for storage {key!r}")
-            n_name, n_extra = struct.unpack("<HH", head[26:30])
-            start = info.header_offset + 30 + n_name + n_extra
-            if info.file_size < ref.numel * dtype.itemsize:
-                raise CheckpointError(f"{what}: storage {key!r} has {info.file_size} bytes, "
-                                      f"needs {ref.numel * dtype.itemsize}")
-            storages[key] = _array(buf, start, dtype, ref.numel, what)
+    infos = {i.filename: i for i in zf.infolist()}
+    pkl = [n for n in infos if n.endswith("data.pkl") and n.count("/") == 1]
+    if not pkl:
+        raise CheckpointError(f"{what}: zip file without <name>/data.pkl; "
+                              f"not a torch.save file")
+    prefix = pkl[0][: -len("data.pkl")]
+    try:
+        obj = _unpickle(io.BytesIO(zf.read(pkl[0])), what)
+        byteorder = (zf.read(prefix + "byteorder").decode().strip()
+                     if prefix + "byteorder" in infos else "little")
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{what}: corrupt zip checkpoint ({e})") from None
+    storages = {}
+    for key, ref in _collect_refs(obj, {}).items():
+        info = infos.get(f"{prefix}data/{key}")
+        if info is None:
+            raise CheckpointError(f"{what}: storage {key!r} is missing from the archive")
+        dtype = _byte_order(ref.dtype, byteorder == "big")
+        if info.file_size < ref.numel * dtype.itemsize:
+            raise CheckpointError(f"{what}: storage {key!r} has {info.file_size} bytes, "
+                                  f"needs {ref.numel * dtype.itemsize}")
+        if info.compress_type != zipfile.ZIP_STORED:
+            storages[key] = np.frombuffer(zf.read(info.filename), dtype, ref.numel).copy()
+            continue
+        # torch stores entries uncompressed: read them in place. Local header: 30
+        # fixed bytes, then file name and extra field, then the data.
+        f.seek(info.header_offset)
+        head = f.read(30)
+        if len(head) < 30 or head[:4] != b"PK\x03\x04":
+            raise CheckpointError(f"{what}: corrupt zip entry for storage {key!r}")
+        n_name, n_extra = struct.unpack("<HH", head[26:30])
+        start = info.header_offset + 30 + n_name + n_extra
+        storages[key] = _read_array(f, start, dtype, ref.numel, file_size, what)
     return _materialise(obj, storages, what)
 
 
-def _load_legacy(buf: bytearray, what: str):
-    reader = _ViewReader(memoryview(buf))
-    magic = _unpickle(reader, what)
+def _load_legacy(f, file_size: int, what: str):
+    magic = _unpickle(f, what)
     if magic != LEGACY_MAGIC:
         raise CheckpointError(f"{what}: not a PyTorch checkpoint (bad magic number)")
-    protocol = _unpickle(reader, what)
+    protocol = _unpickle(f, what)
     if protocol != LEGACY_PROTOCOL:
         raise CheckpointError(f"{what}: unsupported legacy protocol version {protocol!r}")
-    sys_info = _unpickle(reader, what)
+    sys_info = _unpickle(f, what)
     big_endian = isinstance(sys_info, dict) and sys_info.get("little_endian") is False
-    obj = _unpickle(reader, what)
-    keys = _unpickle(reader, what)
+    obj = _unpickle(f, what)
+    keys = _unpickle(f, what)
     if not isinstance(keys, list):
         raise CheckpointError(f"{what}: corrupt storage key list")
     refs = _collect_refs(obj, {})
@@ -293,15 +267,17 @@ def _load_legacy(buf: bytearray, what: str):
             refs.setdefault(str(ref.view[0]), _StorageRef(str(ref.view[0]), ref.dtype,
                                                          ref.numel, None))
     storages = {}
-    pos = reader.pos
+    pos = f.tell()
     for key in keys:
         key = str(key)
-        if pos + 8 > len(buf):
+        f.seek(pos)
+        head = f.read(8)
+        if len(head) < 8:
             raise CheckpointError(f"{what}: truncated before storage {key!r}")
-        (numel,) = struct.unpack("<q", bytes(buf[pos: pos + 8]))
+        (numel,) = struct.unpack("<q", head)
         ref = refs.get(key)
         dtype = _byte_order(ref.dtype if ref else np.uint8, big_endian)
-        storages[key] = _array(buf, pos + 8, dtype, numel, what)
+        storages[key] = _read_array(f, pos + 8, dtype, numel, file_size, what)
         pos += 8 + numel * dtype.itemsize
     for ref in refs.values():
         if ref.view is None and ref.key not in storages:
@@ -323,13 +299,16 @@ def load_pth(path) -> Any:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such checkpoint file: {path}")
     what = os.path.basename(path)
-    buf = _read_file(path)
-    if buf[:4] == b"PK\x03\x04":
-        return _load_zip(path, buf, what)
-    if buf[:1] == b"\x80":
-        return _load_legacy(buf, what)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        f.seek(0)
+        if head[:4] == b"PK\x03\x04":
+            return _load_zip(f, size, what)
+        if head[:1] == b"\x80":
+            return _load_legacy(f, size, what)
     raise CheckpointError(f"{what}: neither a zip nor a legacy PyTorch checkpoint "
-                          f"(starts with {bytes(buf[:8])!r})")
+                          f"(starts with {head!r})")
 
 
 def load_state_dict(path) -> dict:

@@ -32,6 +32,25 @@ def vgg16_table(stage_depths=STAGE_DEPTHS) -> Table:
     return table
 
 
+def vgg16_shapes(config: Mapping) -> dict:
+    """Flat ``{"conv1_1/kernel": shape}`` of :class:`~jaxdissect.models.VGG16` params for
+    ``config`` (``widths``, ``fc_width``, ``num_classes``; standard 7x7 pooled input to
+    fc6), computed without tracing the model."""
+    shapes, cin = {}, 3
+    for s, (depth, width) in enumerate(zip(STAGE_DEPTHS, config["widths"]), start=1):
+        for j in range(1, depth + 1):
+            shapes[f"conv{s}_{j}/kernel"] = (3, 3, cin, width)
+            shapes[f"conv{s}_{j}/bias"] = (width,)
+            cin = width
+    fc_in = cin * 7 * 7
+    for name, n_out in (("fc6", config["fc_width"]), ("fc7", config["fc_width"]),
+                        ("fc8a", config["num_classes"])):
+        shapes[f"{name}/weight"] = (n_out, fc_in)
+        shapes[f"{name}/bias"] = (n_out,)
+        fc_in = n_out
+    return shapes
+
+
 def vgg16_config(state_dict: Mapping) -> dict:
     """VGG16 constructor arguments read from a reference state dict."""
     widths = []
@@ -87,6 +106,22 @@ def proggan_sizes(state_dict: Mapping) -> tuple[int, ...]:
             "not a ProGAN generator checkpoint: no key 'layer1.conv.weight' "
             f"(found keys like {sorted(state_dict)[:4]})")
     return tuple(sizes)
+
+
+def proggan_shapes(sizes) -> dict:
+    """Flat ``{"layer1/kernel": shape}`` of
+    :class:`~jaxdissect.models.ProgressiveGenerator` params, without tracing."""
+    names = progan_layer_names(sizes)
+    chans = [sizes[1], sizes[1]] + [c for c in sizes[2:] for _ in (0, 1)]
+    shapes, cin = {}, sizes[0]
+    for i, (name, cout) in enumerate(zip(names[:-1], chans)):
+        k = 4 if i == 0 else 3
+        shapes[f"{name}/kernel"] = (k, k, cin, cout)
+        shapes[f"{name}/bias"] = (cout,)
+        cin = cout
+    shapes[f"{names[-1]}/kernel"] = (1, 1, cin, 3)
+    shapes[f"{names[-1]}/bias"] = (3,)
+    return shapes
 
 
 def proggan_table(sizes) -> Table:
