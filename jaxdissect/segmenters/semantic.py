@@ -34,7 +34,8 @@ class SemanticSegmenter:
         if downsample < 1:
             raise ValueError(f"downsample must be >= 1, not {downsample}")
         self.data = data
-        self.params = params
+        # on the device once, not copied from host memory at every call
+        self.params = jax.device_put(params)
         self.downsample = int(downsample)
         self.segsizes = tuple(segsizes) if segsizes is not None else data.segsizes
         self.plan = semantic_plan(data)

@@ -57,7 +57,8 @@ class UnifiedParsingSegmenter:
         if downsample < 1:
             raise ValueError(f"downsample must be >= 1, not {downsample}")
         self.data = data
-        self.params = params
+        # on the device once, not copied from host memory at every call
+        self.params = jax.device_put(params)
         self.segsizes = tuple(int(s) for s in segsizes)
         self.downsample = int(downsample)
         self.plan = unified_plan(data, all_parts=all_parts, quad=quad)
