@@ -52,9 +52,10 @@ def test_netpqc_from_cache(cache):
         1 for k in dec if not k.endswith("num_batches_tracked") and "scene_head" not in k)
 
 
-def test_net_without_colour_or_parts(cache):
+def test_net_without_colour_or_parts(cache, monkeypatch):
     root, _ = cache
-    seg = load_segmenter("net", cache_dir=root, downsample=1)
+    monkeypatch.setenv("JAXDISSECT_CACHE", str(root))  # where `weights fetch` puts files
+    seg = load_segmenter("net", downsample=1)
     assert isinstance(seg, UnifiedParsingSegmenter) and seg.num_layers == 3
     assert [seg.data.object[g.object_label] for g in seg.plan.part_groups] == [
         "sky", "building", "person"]
