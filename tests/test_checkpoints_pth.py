@@ -154,3 +154,33 @@ def test_garbage_and_missing_files(tmp_path):
     (tmp_path / "list.pth").write_bytes(buf.getvalue())
     with pytest.raises(CheckpointError, match="not a state dict"):
         load_state_dict(tmp_path / "list.pth")
+
+
+@pytest.mark.parametrize("size, stride", [((4, 4), (4, 1)), ((2, 3), (1, -1)), ((-2,), (1,))])
+def test_tensor_overrunning_its_storage_is_refused(tmp_path, size, stride):
+    """A hand-made pickle whose tensor reaches past its 6-element storage."""
+    good = tmp_path / "good.pth"
+    torch.save({"w": torch.arange(6, dtype=torch.float32)}, good)
+    with zipfile.ZipFile(good) as z:
+        names = z.namelist()
+        prefix = names[0].split("/")[0]
+        entries = {n: z.read(n) for n in names}
+    pkl = entries[f"{prefix}/data.pkl"]
+    assert pkl.count(b"K\x06\x85") == 1  # size tuple (6,) as pickled by torch
+
+    def tuple_ops(t):  # opcodes building tuple t, without PROTO, memo put and STOP
+        ops = pickle.dumps(tuple(t), protocol=2)
+        assert ops.endswith(b"q\x00.")
+        return ops[2:-3]
+
+    new_size, new_stride = tuple_ops(size), tuple_ops(stride)
+    i = pkl.index(b"K\x06\x85")
+    j = pkl.index(b"K\x01\x85", i)
+    patched = pkl[:i] + new_size + pkl[i + 3:j] + new_stride + pkl[j + 3:]
+    entries[f"{prefix}/data.pkl"] = patched
+    bad = tmp_path / "bad.pth"
+    with zipfile.ZipFile(bad, "w", zipfile.ZIP_STORED) as z:
+        for n, data in entries.items():
+            z.writestr(n, data)
+    with pytest.raises(CheckpointError, match="bad.pth.*(overruns|invalid size)"):
+        load_pth(bad)

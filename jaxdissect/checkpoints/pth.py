@@ -163,6 +163,8 @@ def _materialise(obj, storages: dict, what: str):
         if ref.view is not None:
             _, v_off, v_len = ref.view
             flat = flat[int(v_off): int(v_off) + int(v_len)]
+        if any(not isinstance(v, int) or v < 0 for v in size + stride):
+            raise CheckpointError(f"{what}: tensor with invalid size {size} or stride {stride}")
         n = int(np.prod(size, dtype=np.int64))
         if n == 0:
             return np.zeros(size, flat.dtype)
@@ -303,10 +305,17 @@ def load_pth(path) -> Any:
     with open(path, "rb") as f:
         head = f.read(8)
         f.seek(0)
-        if head[:4] == b"PK\x03\x04":
-            return _load_zip(f, size, what)
-        if head[:1] == b"\x80":
-            return _load_legacy(f, size, what)
+        load = (_load_zip if head[:4] == b"PK\x03\x04"
+                else _load_legacy if head[:1] == b"\x80" else None)
+        if load is not None:
+            try:
+                return load(f, size, what)
+            except CheckpointError:
+                raise
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError,
+                    OverflowError, struct.error) as e:  # malformed records
+                raise CheckpointError(
+                    f"{what}: corrupt checkpoint ({type(e).__name__}: {e})") from None
     raise CheckpointError(f"{what}: neither a zip nor a legacy PyTorch checkpoint "
                           f"(starts with {head!r})")
 
