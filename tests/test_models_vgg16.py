@@ -2,6 +2,7 @@
 fast; the full-size 224x224 / 365-class check through .pth files is in
 test_checkpoints_models.py)."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,6 +85,19 @@ def test_vmap_over_edits_equals_separate_calls(small):
     batched = jax.vmap(run)(stack)
     for u in range(6):
         np.testing.assert_allclose(batched[u], run(zero_units([u], 16)), rtol=1e-5, atol=1e-6)
+
+
+def test_new_edit_values_do_not_recompile(small):
+    _, model, params = small
+    x = np.random.default_rng(5).normal(size=(1, 32, 32, 3)).astype(np.float32)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def run(p, e):
+        return model.apply({"params": p}, x, edits={"conv5_3": e})[0]
+
+    outs = [run(params, zero_units([u], 16)) for u in range(3)]
+    assert not np.allclose(outs[0], outs[1])
 
 
 def test_layer_geometry_gives_conv5_3_scale():

@@ -59,7 +59,7 @@ def files_under(path):
 
 
 def test_fetch_downloads_verifies_converts_and_caches(server, env, capsys):
-    assert main(["weights", "fetch", "tiny", "--no-progress"]) == 0
+    assert main(["weights", "fetch", "tiny"]) == 0  # with the progress bar
     out, err = capsys.readouterr()
     converted = env / "cache" / "converted" / "tiny"
     assert out.strip() == str(converted)

@@ -90,7 +90,7 @@ def download(url: str, dest: Path, sha256_prefix: str | None, progress: bool = T
     """Stream ``url`` to ``dest``, checking the SHA-256 prefix; ``dest`` exists only on
     success. Raises :class:`HashMismatch` or ``OSError`` (network)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    part = dest.with_name(f"{dest.name}.{os.getpid()}.part")  # one per process
     h = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
@@ -126,7 +126,7 @@ def convert_file(pth_path, arch: str, out_dir, source: dict | None = None) -> Pa
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another --out")
     state = load_state_dict(pth_path)
     config, params = convert_state_dict(state, arch, what=Path(pth_path).name)
-    tmp = out_dir.with_name(out_dir.name + ".converting")
+    tmp = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.converting")
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
