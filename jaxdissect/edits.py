@@ -30,7 +30,11 @@ class Edit:
     value: jnp.ndarray
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return x * (1 - self.alpha) + self.value * self.alpha
+        # Broadcast explicitly: per-unit or per-position edits have lower rank
+        # than the activation, which strict rank promotion would refuse.
+        alpha = jnp.broadcast_to(self.alpha, x.shape).astype(x.dtype)
+        value = jnp.broadcast_to(self.value, x.shape).astype(x.dtype)
+        return x * (1 - alpha) + value * alpha
 
 
 Edits = Mapping[str, Edit]
@@ -54,9 +58,11 @@ def check_edit_names(edits: Edits | None, known: tuple[str, ...]) -> None:
 
 def zero_units(units, n_units: int, dtype=jnp.float32) -> Edit:
     """Edit that zeroes ``units`` (indices, or a boolean mask ``[n_units]``)."""
-    mask = jnp.zeros((n_units,), dtype)
     units = jnp.asarray(units)
-    mask = jnp.where(units, 1.0, 0.0).astype(dtype) if units.dtype == bool else mask.at[units].set(1)
+    if units.dtype == bool:
+        mask = jnp.where(units, 1.0, 0.0).astype(dtype)
+    else:
+        mask = jnp.zeros((n_units,), dtype).at[units].set(1)
     return Edit(alpha=mask, value=jnp.zeros((n_units,), dtype))
 
 
@@ -73,5 +79,5 @@ def set_units(units, values, n_units: int, region=None, dtype=jnp.float32) -> Ed
     alpha = jnp.zeros((n_units,), dtype).at[units].set(1)
     value = jnp.zeros((n_units,), dtype).at[units].set(jnp.asarray(values, dtype))
     if region is not None:
-        alpha = jnp.asarray(region, dtype)[..., None] * alpha
+        alpha = jnp.asarray(region, dtype)[..., None] * alpha[None, None, :]
     return Edit(alpha=alpha, value=value)
