@@ -270,8 +270,12 @@ def summarize_insertion(sums: dict, labels, min_count: int = 20) -> dict:
     loc_mean, _ = mean_and_stderr(sums["loc_sum"], sums["loc_sq"], total)
     out = {"contexts": rows, "grid": [h, w], "samples": total,
            "per_location_mean_added": loc_mean.reshape(h, w).tolist()}
-    if len(rows) >= 2:
-        hi, lo = rows[0], rows[-1]
+    # the paper's contrast is between objects at the edit (windows, buildings vs sky,
+    # trees): compare the highest and lowest object contexts (all contexts if fewer)
+    objs = [r for r in rows if r["category"] == "object"]
+    pool = objs if len(objs) >= 2 else rows
+    if len(pool) >= 2:
+        hi, lo = pool[0], pool[-1]
         gap = hi["mean_added"] - lo["mean_added"]
         se = math.sqrt(hi["stderr"] ** 2 + lo["stderr"] ** 2)
         out["differs_by_context"] = {"highest": hi["name"], "lowest": lo["name"],

@@ -179,7 +179,8 @@ def test_experiment_pages_and_index(tmp_path):
                   "stderr": 0.002},
                  {"name": "sky", "category": "object", "count": 40, "mean_added": 0.001,
                   "stderr": 0.001}], "grid": [2, 2], "per_location_mean_added": [[0, 1], [1, 0]],
-                 "differs_by_context": {"z": 9.4, "significant_99": True}}}}
+                 "differs_by_context": {"z": 9.4, "significant_99": True, "highest": "tree",
+                                        "lowest": "sky"}}}}
     p = report.write_intervention(str(tmp_path / "intervene"), inter)
     text = open(p).read()
     assert "removes 60%" in text and "removal_tree.png" in text

@@ -204,8 +204,10 @@ def _upsampler(loaded: Loaded, layer: str, act_hw, seg_hw, image_hw=None):
     return Upsampler.plain(tuple(act_hw), tuple(seg_hw))
 
 
-def make_compute(loaded: Loaded, layer: str, segmenter):
-    """``compute(batch) -> (acts [b,h,w,u], seg [b,K,H,W])`` and ``images(batch)``."""
+def make_compute(loaded: Loaded, layer: str, segmenter, seg_downsample: int = 1):
+    """``compute(batch) -> (acts [b,h,w,u], seg [b,K,H,W])`` and ``forward(batch) ->
+    (acts, images)``. ``seg_downsample`` d keeps the centre pixel of each d x d block of
+    the segmentation (the reference dissects at a quarter of the image size)."""
     model, params = loaded.model, loaded.params
     truth = isinstance(segmenter, TruthSegmenter)
 
@@ -223,6 +225,9 @@ def make_compute(loaded: Loaded, layer: str, segmenter):
     def compute(batch):
         acts, images = forward(batch)
         seg = jnp.asarray(batch["seg"]) if truth else segmenter(images)
+        if seg_downsample > 1:
+            o = seg_downsample // 2
+            seg = seg[:, :, o::seg_downsample, o::seg_downsample]
         return acts, seg.astype(jnp.int32)
 
     return compute, forward
@@ -230,15 +235,17 @@ def make_compute(loaded: Loaded, layer: str, segmenter):
 
 def run_dissection(loaded: Loaded, source, segmenter, layer: str, outdir: str, *,
                    quantile=0.01, miniou=0.04, batch_size=32, topk=5, progress=True,
-                   data_name="", seg_name="", index_link=None):
+                   data_name="", seg_name="", index_link=None, seg_downsample=1):
     """Dissect ``layer`` (cached in ``outdir/cache``), write the report with thumbnails.
     Returns ``(DissectResult, report path)``."""
     from jaxdissect import report
     from jaxdissect.dissect import dissect
+    if seg_downsample < 1:
+        raise UserError(f"--seg-downsample must be >= 1, got {seg_downsample}")
     if layer not in loaded.model.layer_names:
         raise UserError(f"layer {layer!r} not in {loaded.name}; layers: "
                         f"{list(loaded.model.layer_names)}")
-    compute, forward = make_compute(loaded, layer, segmenter)
+    compute, forward = make_compute(loaded, layer, segmenter, seg_downsample)
     example = {k: v for k, v in source.batch(0, 1).items()}
     acts_s, seg_s = jax.eval_shape(compute, example)
     if len(acts_s.shape) != 4:
@@ -250,7 +257,8 @@ def run_dissection(loaded: Loaded, source, segmenter, layer: str, outdir: str, *
                   levels=levels, miniou=miniou, batch_size=batch_size, topk=topk,
                   cache_dir=os.path.join(outdir, "cache"),
                   cache_key={"model": loaded.name, "layer": layer, "data": data_name,
-                             "segmenter": seg_name, "n": source.num_examples},
+                             "segmenter": seg_name, "n": source.num_examples,
+                             "seg_downsample": seg_downsample},
                   progress=progress)
     strips = unit_thumbnails(forward, up, source, res, topk)
     paths = report.write_unit_thumbnails(outdir, strips)
@@ -260,6 +268,7 @@ def run_dissection(loaded: Loaded, source, segmenter, layer: str, outdir: str, *
         units.append(rec)
     summary = {"model": loaded.name, "layer": layer, "quantile": quantile, "miniou": miniou,
                "num_images": source.num_examples, "segmenter": seg_name, "data": data_name,
+               "seg_grid": list(seg_s.shape[2:]),
                "units": units, "dissection": res.to_json(),
                "iou_shape": list(res.iou.shape)}
     np.save(os.path.join(outdir, "iou.npy"), res.iou)
@@ -309,6 +318,9 @@ def add_common(p, kind_default_model="world"):
                         "world images, world for the world generator, netpqc otherwise")
     p.add_argument("--quantile", type=float, default=0.01, help="top quantile for thresholds")
     p.add_argument("--miniou", type=float, default=0.04, help="IoU needed to label a unit")
+    p.add_argument("--seg-downsample", type=int, default=1,
+                   help="dissect on every d-th segmentation pixel (block centres), e.g. 4 "
+                        "for the reference's quarter-size grid on full-size ground truth")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default=None, help="results folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -34,13 +34,15 @@ def add_arguments(p):
 
 
 def experiment(loaded, layer, train, val, segmenter, seg_name, out, *, ks, curve_classes,
-               quantile, miniou, batch_size, chunk, progress, data_name, index_link=None):
+               quantile, miniou, batch_size, chunk, progress, data_name, index_link=None,
+               seg_downsample=1):
     """Dissect, then ablate; returns ``(result, dissect report, ablation page)``."""
     from jaxdissect import ablate, report
     dres, dpath = C.run_dissection(
         loaded, val, segmenter, layer, os.path.join(out, "dissect"), quantile=quantile,
         miniou=miniou, batch_size=batch_size, progress=progress, data_name=data_name,
-        seg_name=seg_name, index_link=index_link and os.path.join("..", index_link))
+        seg_name=seg_name, index_link=index_link and os.path.join("..", index_link),
+        seg_downsample=seg_downsample)
     num_classes = int(getattr(loaded.model, "num_classes", 0)) or None
     names = val.class_names or loaded.class_names
     if num_classes is None:
@@ -103,7 +105,7 @@ def run(args) -> int:
         loaded, layer, train, val, segmenter, seg_name, out, ks=ks, curve_classes=curve,
         quantile=args.quantile, miniou=args.miniou, batch_size=args.batch_size,
         chunk=args.chunk, progress=not args.no_progress, data_name=args.data,
-        index_link="index.html")
+        index_link="index.html", seg_downsample=args.seg_downsample)
     findings = report.ablation_findings(result)
     index = report.write_index(out, [
         {"title": "Dissection", "href": "dissect/report.html",

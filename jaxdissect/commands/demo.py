@@ -7,7 +7,9 @@
 4. intervene in the generator: per-unit ablation, removal of an object's best-IoU
    units, insertion of units by context.
 
-Ends by printing the path of ``OUT/index.html``, which links every part and states
+Both dissections use a quarter-size segmentation grid (every 4th pixel of the 64x64
+ground truth / world segmentation), as the reference dissects at a quarter of the
+image size. Ends by printing the path of ``OUT/index.html``, which links every part and states
 the paper's findings as measured here. Every step is cached under OUT; re-running
 reuses the caches and a killed run resumes.
 """
@@ -28,11 +30,11 @@ def add_arguments(p):
                    help="world images for dissection and for each ablation split")
     p.add_argument("--samples", type=int, default=1000,
                    help="z samples for the generator dissection")
-    p.add_argument("--sweep-samples", type=int, default=48,
+    p.add_argument("--sweep-samples", type=int, default=32,
                    help="z samples for the per-unit generator sweep")
-    p.add_argument("--removal-samples", type=int, default=200,
+    p.add_argument("--removal-samples", type=int, default=128,
                    help="z samples for the removal curves")
-    p.add_argument("--insertion-samples", type=int, default=96,
+    p.add_argument("--insertion-samples", type=int, default=64,
                    help="z samples for the insertion experiment")
     p.add_argument("--remove", default=None, help="generator concept to remove "
                    "(default: the object with the most labelled units)")
@@ -66,7 +68,7 @@ def run(args) -> int:
         clf, "conv5_3", train, val, truth, "truth", os.path.join(out, "classifier"),
         ks=[1, 2, 3, 4, 5, 20, 64, 128, 256], curve_classes=["0"], quantile=0.01,
         miniou=0.04, batch_size=args.batch_size, chunk=64, progress=progress,
-        data_name=f"world@{C.WORLD_VAL_SEED}", index_link="../index.html")
+        data_name=f"world@{C.WORLD_VAL_SEED}", index_link="../index.html", seg_downsample=4)
     s = ares["summary"]
     step(f"classifier: mean balanced accuracy {s['mean_baseline_ba']:.3f}; top-{s['k']} "
          f"removed {s['mean_removed_ba']:.3f}; only top-{s['k']} kept {s['mean_kept_ba']:.3f}")
@@ -81,7 +83,7 @@ def run(args) -> int:
         batch_size=args.batch_size, chunk=16, sweep_samples=args.sweep_samples,
         removal_samples=args.removal_samples, insertion_samples=args.insertion_samples,
         max_remove=30, insert_units=20, progress=progress, data_name="z@1",
-        index_link="../index.html")
+        index_link="../index.html", seg_downsample=4)
 
     findings = report.ablation_findings(ares) + report.intervention_findings(ires)
 

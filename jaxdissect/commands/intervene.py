@@ -63,12 +63,13 @@ def default_concepts(dres, remove, insert):
 def experiment(loaded, layer, source, segmenter, seg_name, out, *, remove, insert,
                quantile, miniou, batch_size, chunk, sweep_samples, removal_samples,
                insertion_samples=None, max_remove, insert_units, progress, data_name,
-               index_link=None):
+               index_link=None, seg_downsample=1):
     from jaxdissect import intervene, report
     dres, dpath = C.run_dissection(
         loaded, source, segmenter, layer, os.path.join(out, "dissect"), quantile=quantile,
         miniou=miniou, batch_size=batch_size, progress=progress, data_name=data_name,
-        seg_name=seg_name, index_link=index_link and os.path.join("..", index_link))
+        seg_name=seg_name, index_link=index_link and os.path.join("..", index_link),
+        seg_downsample=seg_downsample)
     rm, ins = default_concepts(dres, remove, insert)
     high = dres.levels.get(0.005)
     if high is None:
@@ -112,7 +113,8 @@ def run(args) -> int:
         removal_samples=args.removal_samples, insertion_samples=args.insertion_samples,
         max_remove=args.max_remove,
         insert_units=args.insert_units, progress=not args.no_progress,
-        data_name=f"z@{args.seed}", index_link="index.html")
+        data_name=f"z@{args.seed}", index_link="index.html",
+        seg_downsample=args.seg_downsample)
     findings = report.intervention_findings(result)
     index = report.write_index(out, [
         {"title": "Dissection", "href": "dissect/report.html",

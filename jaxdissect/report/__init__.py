@@ -155,8 +155,8 @@ def intervention_findings(result: dict, min_removed: float = 0.5) -> list[tuple[
         d = ins.get("differs_by_context")
         if not d:
             continue
-        hi = ins["contexts"][0]
-        lo = ins["contexts"][-1]
+        by_name = {r["name"]: r for r in ins["contexts"]}
+        hi, lo = by_name[d["highest"]], by_name[d["lowest"]]
         out.append((f"Inserting <b>{concept}</b> units at one location adds "
                     f"{hi['mean_added']:.2%} of the image as {concept} where the context is "
                     f"{hi['name']} but {lo['mean_added']:.2%} where it is {lo['name']} "

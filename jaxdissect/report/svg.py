@@ -44,8 +44,9 @@ def concept_bargraph(labelled: Sequence[tuple[str, str]], bar_height: int = 100,
     bars, cats = concept_counts(labelled)
     gap = bar_width / 4
     text_h = bar_height  # room for 45-degree labels
-    left, right, top = 40, 10, 24 if title else 8
-    width = left + right + max(1, len(bars)) * (bar_width + gap)
+    left, top, legend_w = 40, 28 if title else 8, 120
+    bars_w = max(1, len(bars)) * (bar_width + gap)
+    width = max(left + bars_w + legend_w, 7 * len(title or "") + left)
     height = top + bar_height + text_h
     svg = ET.Element("svg", xmlns="http://www.w3.org/2000/svg", version="1.1",
                      width=f"{width:.0f}", height=f"{height:.0f}",
@@ -53,7 +54,7 @@ def concept_bargraph(labelled: Sequence[tuple[str, str]], bar_height: int = 100,
     svg.set("class", "concept-bargraph")
     font = "font-family:sans-serif;font-size:%dpx"
     if title:
-        t = ET.SubElement(svg, "text", x=str(left), y="16", style=font % 13)
+        t = ET.SubElement(svg, "text", x=str(left), y="14", style=font % 13)
         t.text = title
     top_count = max((n for _, _, n in bars), default=1)
     unit_h = bar_height / top_count
@@ -74,9 +75,12 @@ def concept_bargraph(labelled: Sequence[tuple[str, str]], bar_height: int = 100,
         w = (bar_width + gap) * n - gap
         ET.SubElement(svg, "rect", x=f"{x:.1f}", y=f"{top:.1f}", width=f"{w:.1f}",
                       height=f"{bar_height:.1f}", fill=colour[cat][1])
-        label = ET.SubElement(svg, "text", x=f"{x + w - 2:.1f}", y=f"{top + 2:.1f}",
-                              style=font % 10 + ";text-anchor:end;dominant-baseline:hanging",
-                              transform=f"rotate(-90 {x + w - 2:.1f} {top + 2:.1f})")
+        # legend to the right of the bars: one swatch and count per category
+        ly = top + 4 + 16 * i
+        ET.SubElement(svg, "rect", x=f"{left + bars_w + 10:.1f}", y=f"{ly:.1f}", width="10",
+                      height="10", fill=colour[cat][0])
+        label = ET.SubElement(svg, "text", x=f"{left + bars_w + 24:.1f}", y=f"{ly + 9:.1f}",
+                              style=font % 11)
         label.text = f"{n} {cat}{'s' if n != 1 else ''}"
         x += (bar_width + gap) * n
     x = float(left)
