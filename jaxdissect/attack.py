@@ -1,0 +1,262 @@
+"""Adversarial attacks seen through units (the paper's "Applications": a
+Carlini–Wagner attack turns a ski-resort image into a "bedroom", and the units it
+moves most are the class-important ones: snow and mountain down, bed up).
+
+The attack is Carlini & Wagner's targeted L2 attack (IEEE S&P 2017) with a fixed
+trade-off constant ``c`` (no binary search over ``c``): the adversarial image is
+``x' = (tanh(w) + 1) / 2`` (so it always lies in [0, 1]), and ``w`` minimises
+
+    ||x' - x||_2^2 + c * max(max_{i != t} Z_i(x') - Z_t(x'), -kappa)
+
+with ``Z`` the logits and ``t`` the target class, by ``steps`` steps of Adam
+(optax), starting from ``w = arctanh(2x - 1)`` (the clean image). Per image, the
+returned image is the successful iterate (target class predicted) of least L2
+distance, or the last iterate if none succeeded. The whole optimisation is one
+``lax.scan`` under ``jax.jit``; the gradient is ``jax.grad`` of the summed loss
+(every image's loss depends only on its own ``w``).
+
+Units moved by the attack: the mean activation of each unit of a layer over the
+clean images and over their adversarial versions (mean over images and
+positions), their difference, the units moved most up and down, and how those
+relate to a per-class importance ranking of units (``jaxdissect.ablate``'s
+single-unit ablation ranking).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+#: ``apply_fn(params, images01 [b, H, W, 3]) -> logits [b, classes]``
+ApplyFn = Callable[[object, jax.Array], jax.Array]
+
+#: keeps ``arctanh(2x - 1)`` finite for pixels at exactly 0 or 1
+_TANH_EPS = 1e-6
+
+
+def to_tanh_space(images01: jax.Array) -> jax.Array:
+    """``[..]`` images in [0, 1] -> ``w`` with ``(tanh(w) + 1) / 2 ~= images``."""
+    x = jnp.clip(2.0 * images01 - 1.0, -1.0 + _TANH_EPS, 1.0 - _TANH_EPS)
+    return jnp.arctanh(x)
+
+
+def from_tanh_space(w: jax.Array) -> jax.Array:
+    """``w`` -> images ``(tanh(w) + 1) / 2`` in [0, 1]."""
+    return (jnp.tanh(w) + 1.0) * 0.5
+
+
+def margin(logits: jax.Array, target: jax.Array, kappa: float) -> jax.Array:
+    """CW's ``f``: ``max(max_{i != t} Z_i - Z_t, -kappa)``; ``logits [b, C]``,
+    ``target [b]`` -> ``[b]``. Negative once the target leads by ``kappa``."""
+    num_classes = logits.shape[-1]
+    is_target = jax.nn.one_hot(target, num_classes, dtype=bool)
+    target_logit = jnp.sum(jnp.where(is_target, logits, 0.0), axis=-1)
+    other = jnp.max(jnp.where(is_target, -jnp.inf, logits), axis=-1)
+    return jnp.maximum(other - target_logit, -kappa)
+
+
+def cw_losses(apply_fn: ApplyFn, params, w: jax.Array, images01: jax.Array,
+              target: jax.Array, c, kappa: float) -> jax.Array:
+    """Per-image CW loss ``[b]``: ``||x' - x||^2 + c * margin``, ``x' = from_tanh_space(w)``.
+    ``w``, ``images01`` ``[b, H, W, 3]``; ``target [b]`` int; ``c`` scalar or ``[b]``."""
+    adv = from_tanh_space(w)
+    l2sq = jnp.sum(jnp.square(adv - images01), axis=(1, 2, 3))
+    return l2sq + c * margin(apply_fn(params, adv), target, kappa)
+
+
+def cw_loss(apply_fn: ApplyFn, params, w, images01, target, c, kappa) -> jax.Array:
+    """The summed loss whose gradient the attack follows (scalar)."""
+    return jnp.sum(cw_losses(apply_fn, params, w, images01, target, c, kappa))
+
+
+@flax.struct.dataclass
+class AttackResult:
+    """``adversarial [b, H, W, 3]`` in [0, 1]; ``success [b]`` (target predicted);
+    ``l2 [b]`` (``||x' - x||_2`` in [0, 1] pixel units); ``logits [b, C]`` of the
+    adversarial images; ``first_success [b]`` the step at which the target was
+    first predicted (-1 if never)."""
+
+    adversarial: jax.Array
+    success: jax.Array
+    l2: jax.Array
+    logits: jax.Array
+    first_success: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "steps", "learning_rate", "kappa"))
+def _attack(apply_fn, params, images01, target, c, *, steps, learning_rate, kappa):
+    opt = optax.adam(learning_rate)
+    w0 = to_tanh_space(images01)
+    b = images01.shape[0]
+    grad = jax.grad(cw_loss, argnums=2)
+
+    def step(carry, i):
+        w, opt_state, best, best_l2, first = carry
+        # score the current iterate, then move: keeps the best successful iterate
+        adv = from_tanh_space(w)
+        hit = jnp.argmax(apply_fn(params, adv), axis=-1) == target
+        l2 = jnp.sqrt(jnp.sum(jnp.square(adv - images01), axis=(1, 2, 3)))
+        better = hit & (l2 < best_l2)
+        best = jnp.where(better[:, None, None, None], adv, best)
+        best_l2 = jnp.where(better, l2, best_l2)
+        first = jnp.where(hit & (first < 0), i, first)
+        g = grad(apply_fn, params, w, images01, target, c, kappa)
+        updates, opt_state = opt.update(g, opt_state, w)
+        return (optax.apply_updates(w, updates), opt_state, best, best_l2, first), None
+
+    init = (w0, opt.init(w0), images01, jnp.full((b,), jnp.inf, images01.dtype),
+            jnp.full((b,), -1, jnp.int32))
+    (w, _, best, best_l2, first), _ = jax.lax.scan(step, init, jnp.arange(steps))
+    # the final iterate too
+    adv = from_tanh_space(w)
+    hit = jnp.argmax(apply_fn(params, adv), axis=-1) == target
+    l2 = jnp.sqrt(jnp.sum(jnp.square(adv - images01), axis=(1, 2, 3)))
+    better = hit & (l2 < best_l2)
+    first = jnp.where(hit & (first < 0), steps, first)
+    best = jnp.where(better[:, None, None, None], adv, best)
+    found = jnp.isfinite(best_l2) | better
+    best = jnp.where(found[:, None, None, None], best, adv)
+    logits = apply_fn(params, best)
+    success = jnp.argmax(logits, axis=-1) == target
+    l2_best = jnp.sqrt(jnp.sum(jnp.square(best - images01), axis=(1, 2, 3)))
+    return AttackResult(best, success, l2_best, logits, first)
+
+
+def cw_attack(apply_fn: ApplyFn, params, images01, target, *, steps: int = 200,
+              learning_rate: float = 0.01, c=1.0, kappa: float = 0.0) -> AttackResult:
+    """Targeted CW-L2 attack on a batch (see the module docstring).
+
+    ``apply_fn(params, images01) -> logits`` must be a hashable function (a module-level
+    function or a ``functools.partial`` of one; it is a static argument of the compiled
+    program, so reuse the same object to avoid recompiling). ``images01 [b, H, W, 3]`` in
+    [0, 1]; ``target [b]`` (or a scalar for all) class indices; ``c`` scalar or ``[b]``.
+    """
+    images01 = jnp.asarray(images01, jnp.float32)
+    if images01.ndim != 4 or images01.shape[-1] != 3:
+        raise ValueError(f"images must be [batch, H, W, 3], got shape {images01.shape}")
+    if float(jnp.min(images01)) < 0 or float(jnp.max(images01)) > 1:
+        raise ValueError("images must lie in [0, 1]")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    b = images01.shape[0]
+    target = jnp.broadcast_to(jnp.asarray(target, jnp.int32), (b,))
+    num_classes = jax.eval_shape(lambda x: apply_fn(params, x), images01[:1]).shape[-1]
+    t = np.asarray(target)
+    if t.min() < 0 or t.max() >= num_classes:
+        raise ValueError(f"target class must lie in [0, {num_classes}), got {sorted(set(t))}")
+    c = jnp.broadcast_to(jnp.asarray(c, jnp.float32), (b,))
+    return _attack(apply_fn, params, images01, target, c, steps=int(steps),
+                   learning_rate=float(learning_rate), kappa=float(kappa))
+
+
+# ---------------------------------------------------------------- units it moves
+
+@dataclasses.dataclass(frozen=True)
+class UnitShift:
+    """Per unit of one layer: ``clean [u]`` and ``adversarial [u]`` mean activation
+    (over images and positions), ``delta = adversarial - clean [u]``."""
+
+    clean: np.ndarray
+    adversarial: np.ndarray
+
+    @property
+    def delta(self) -> np.ndarray:
+        return self.adversarial - self.clean
+
+    def most_moved(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(up [k], down [k])``: the units with the largest increase and the largest
+        decrease, most moved first (ties: lower unit first)."""
+        d = self.delta
+        k = min(k, d.size)
+        up = np.argsort(-d, kind="stable")[:k]
+        down = np.argsort(d, kind="stable")[:k]
+        return up, down
+
+
+def unit_shift(layer_fn: Callable, params, clean, adversarial, batch_size: int = 64
+               ) -> UnitShift:
+    """Mean activations of the layer ``layer_fn(params, images01) -> [b, h, w, u]`` on
+    the clean and the adversarial images (``[n, H, W, 3]`` each), in batches."""
+    clean, adversarial = np.asarray(clean), np.asarray(adversarial)
+    if clean.shape != adversarial.shape:
+        raise ValueError(f"clean {clean.shape} and adversarial {adversarial.shape} "
+                         f"images differ in shape")
+    f = jax.jit(lambda p, x: jnp.sum(layer_fn(p, x), axis=(0, 1, 2), dtype=jnp.float32))
+    sums, count = [], 0
+    for images in (clean, adversarial):
+        total = None
+        for s in range(0, len(images), batch_size):
+            part = np.asarray(f(params, jnp.asarray(images[s:s + batch_size], jnp.float32)),
+                              np.float64)
+            total = part if total is None else total + part
+        sums.append(total)
+    acts = jax.eval_shape(lambda x: layer_fn(params, x), jnp.asarray(clean[:1], jnp.float32))
+    count = len(clean) * acts.shape[1] * acts.shape[2]
+    return UnitShift(sums[0] / count, sums[1] / count)
+
+
+def relate_to_importance(shift: UnitShift, ranking: np.ndarray, source: int, target: int,
+                         k: int = 20) -> dict:
+    """How the units the attack moves relate to the classes' important units.
+
+    ``ranking [C, u]``: per class, units from most to least important (as
+    ``ablate.rank_units`` gives). Returns, for the source class's ``k`` most
+    important units, their mean activation change and how many of them are among
+    the ``k`` units moved most down; the same for the target class and the units
+    moved most up; the number expected by chance (``k * k / u``); and the rank
+    correlation (Spearman) between each unit's change and its importance rank for
+    the source class (negative: the more important for the source, the more the
+    attack lowers it) and for the target class.
+    """
+    ranking = np.asarray(ranking)
+    n_classes, n_units = ranking.shape
+    for name, c in (("source", source), ("target", target)):
+        if not 0 <= c < n_classes:
+            raise ValueError(f"{name} class {c} not in [0, {n_classes})")
+    d = shift.delta
+    if d.size != n_units:
+        raise ValueError(f"ranking covers {n_units} units but the layer has {d.size}")
+    k = min(k, n_units)
+    up, down = shift.most_moved(k)
+    src_top, tgt_top = ranking[source, :k], ranking[target, :k]
+
+    def spearman(cls):
+        pos = np.empty(n_units)
+        pos[ranking[cls]] = np.arange(n_units)      # 0 = most important
+        importance = -pos
+        rd = _ranks(d)
+        ri = _ranks(importance)
+        return float(np.corrcoef(rd, ri)[0, 1])
+
+    return {
+        "k": k, "num_units": n_units, "chance_overlap": k * k / n_units,
+        "source_top_units": src_top.tolist(), "target_top_units": tgt_top.tolist(),
+        "moved_up": up.tolist(), "moved_down": down.tolist(),
+        "source_top_mean_delta": float(d[src_top].mean()),
+        "target_top_mean_delta": float(d[tgt_top].mean()),
+        "all_units_mean_delta": float(d.mean()),
+        "source_top_in_moved_down": int(np.intersect1d(src_top, down).size),
+        "target_top_in_moved_up": int(np.intersect1d(tgt_top, up).size),
+        "spearman_delta_vs_source_importance": spearman(source),
+        "spearman_delta_vs_target_importance": spearman(target),
+    }
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share the mean rank), 0-based."""
+    x = np.asarray(x, np.float64)
+    order = np.argsort(x, kind="stable")
+    r = np.empty(x.size)
+    r[order] = np.arange(x.size)
+    uniq, inv = np.unique(x, return_inverse=True)
+    if uniq.size < x.size:
+        sums = np.bincount(inv, weights=r)
+        r = (sums / np.bincount(inv))[inv]
+    return r

@@ -1,0 +1,168 @@
+"""Painting with units: GANPaint-style semantic editing of generated images.
+
+The paper's second application (Bau et al. 2020, "Applications"; GANPaint, Bau et
+al. SIGGRAPH 2019): a concept's units, found by dissecting a generator layer (the
+units labelled with the concept, ranked by IoU), are turned **on** — set to a high
+level, by default each unit's 99.5% quantile from the dissection — or **off** —
+set to 0 — inside a region of the image; the generator then draws the rest of the
+image from the edited layer, adding or removing the object there.
+
+A region is a mask in image coordinates ``[H, W]`` (or ``[b, H, W]``, one per
+image) with values in [0, 1]. It is brought to the layer's ``[h, w]`` grid by area
+averaging (each feature cell gets the fraction of its ``H/h x W/w`` block that
+the region covers), and becomes the ``alpha`` of an ``Edit``
+(``jaxdissect.edits``): ``x * (1 - alpha) + value * alpha`` on the chosen units.
+
+``paint`` runs a stack of ``E`` edits on a batch of ``b`` latents as one compiled
+program: the layer is computed once (``stop=layer``), and the rest of the
+generator (``start=layer``) is ``jax.vmap``-ed over the stack of edits.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdissect.edits import Edit, set_units
+
+MODES = ("on", "off")
+
+
+def region_to_grid(mask, grid_hw: tuple[int, int]) -> jax.Array:
+    """``[..., H, W]`` mask in [0, 1] -> ``[..., h, w]``: the mean of each
+    ``H/h x W/w`` block (the fraction of the feature cell the region covers).
+    ``H`` and ``W`` must be multiples of ``h`` and ``w``."""
+    mask = jnp.asarray(mask, jnp.float32)
+    if mask.ndim < 2:
+        raise ValueError(f"region mask must be [H, W] or [b, H, W], got shape {mask.shape}")
+    h, w = grid_hw
+    big_h, big_w = mask.shape[-2:]
+    if big_h % h or big_w % w:
+        raise ValueError(f"region mask {big_h}x{big_w} does not tile the layer's {h}x{w} grid "
+                         f"(the mask must have the image's size, a multiple of the grid)")
+    blocks = mask.reshape(mask.shape[:-2] + (h, big_h // h, w, big_w // w))
+    return blocks.mean(axis=(-3, -1))
+
+
+def box_mask(image_hw: tuple[int, int], box: Sequence[float]) -> np.ndarray:
+    """``[H, W]`` float32 mask that is 1 inside ``box = (y0, x0, y1, x1)`` given as
+    fractions of the image (0..1); ``y1``/``x1`` exclusive, rounded to pixels."""
+    big_h, big_w = image_hw
+    y0, x0, y1, x1 = (float(v) for v in box)
+    if not (0 <= y0 < y1 <= 1 and 0 <= x0 < x1 <= 1):
+        raise ValueError(f"box (y0, x0, y1, x1) must satisfy 0 <= y0 < y1 <= 1 and "
+                         f"0 <= x0 < x1 <= 1, got {tuple(box)}")
+    m = np.zeros((big_h, big_w), np.float32)
+    m[round(y0 * big_h):round(y1 * big_h), round(x0 * big_w):round(x1 * big_w)] = 1
+    return m
+
+
+def concept_units(iou: np.ndarray, label_names: Sequence[str], concept: str | int,
+                  n: int = 20) -> np.ndarray:
+    """The ``n`` units with the highest IoU for ``concept`` (a label name or id),
+    best first; ``iou [units, labels]`` from a dissection."""
+    iou = np.asarray(iou)
+    names = list(label_names)
+    if isinstance(concept, str):
+        if concept not in names[1:]:
+            raise KeyError(f"unknown concept {concept!r}; labels are {names[1:]}")
+        concept = names.index(concept)
+    if not 1 <= int(concept) < iou.shape[1]:
+        raise KeyError(f"concept id {concept} not in [1, {iou.shape[1]})")
+    if n < 1:
+        raise ValueError(f"need at least one unit, got n={n}")
+    return np.argsort(-iou[:, int(concept)], kind="stable")[:min(n, iou.shape[0])]
+
+
+def paint_edit(units, n_units: int, region_grid, mode: str, high=None) -> Edit:
+    """The ``Edit`` that turns ``units`` on or off inside ``region_grid``.
+
+    ``region_grid [h, w]`` or ``[b, h, w]`` (from ``region_to_grid``); ``mode`` "on"
+    sets the units to ``high`` (``[n_units]`` per-unit levels, e.g. the dissection's
+    99.5% quantiles, or ``[len(units)]``), "off" sets them to 0. The edit's arrays
+    have rank 4: ``alpha [1 or b, h, w, n_units]``, ``value [1, 1, 1, n_units]``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    units = np.asarray(units, np.int64)
+    if units.ndim != 1 or units.size == 0:
+        raise ValueError("units must be a non-empty list of unit indices")
+    if units.min() < 0 or units.max() >= n_units:
+        raise ValueError(f"units must lie in [0, {n_units}), got {units.tolist()}")
+    region_grid = jnp.asarray(region_grid, jnp.float32)
+    if region_grid.ndim not in (2, 3):
+        raise ValueError(f"region grid must be [h, w] or [b, h, w], got {region_grid.shape}")
+    if mode == "on":
+        if high is None:
+            raise ValueError("mode 'on' needs the units' high levels (e.g. 99.5% quantiles)")
+        high = np.asarray(high, np.float32)
+        values = high[units] if high.shape == (n_units,) else high
+        if values.shape != units.shape:
+            raise ValueError(f"high levels must be [{n_units}] or [{units.size}], got "
+                             f"{high.shape}")
+    else:
+        values = np.zeros(units.shape, np.float32)
+    e = set_units(units, values, n_units)       # per-unit alpha [u] and value [u]
+    grid = region_grid if region_grid.ndim == 3 else region_grid[None]
+    alpha = grid[..., None] * e.alpha.reshape(1, 1, 1, n_units)
+    return Edit(alpha, e.value.reshape(1, 1, 1, n_units))
+
+
+def stack_edits(edits: Sequence[Edit]) -> Edit:
+    """Edits of rank 4 -> one ``Edit`` with a leading stack axis ``[E, ...]`` (a
+    per-image region and a shared one broadcast to the batch of the larger)."""
+    if not edits:
+        raise ValueError("no edits to stack")
+    n = max(e.alpha.shape[0] for e in edits)
+    alphas = [jnp.broadcast_to(e.alpha, (n,) + e.alpha.shape[1:]) for e in edits]
+    return Edit(jnp.stack(alphas), jnp.stack([e.value for e in edits]))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _paint(model, params, layer, z, alpha, value):
+    acts, _ = model.apply({"params": params}, z, stop=layer)
+
+    def one(a, v):
+        out, _ = model.apply({"params": params}, acts, edits={layer: Edit(a, v)}, start=layer)
+        return out
+
+    return acts, jax.vmap(one)(alpha, value)
+
+
+def paint(model, params, z, layer: str, edits: Edit) -> tuple[jax.Array, jax.Array]:
+    """Generator outputs for every edit of a stack on every latent.
+
+    ``z [b, z_dim]``; ``edits`` a stacked ``Edit`` (``stack_edits``) with ``alpha
+    [E, 1 or b, h, w, u]`` and ``value [E, 1, 1, 1, u]``. Returns ``(acts [b, h, w, u]``
+    the unedited layer, ``out [E, b, ...]`` the generator's raw outputs, e.g. ProGAN's
+    images in [-1, 1]). Model and layer are static: one compile per (model, layer,
+    shapes).
+    """
+    if layer not in model.layer_names:
+        raise KeyError(f"layer {layer!r} not in the model; layers: {list(model.layer_names)}")
+    z = jnp.asarray(z, jnp.float32)
+    acts_shape = jax.eval_shape(
+        lambda p, zz: model.apply({"params": p}, zz, stop=layer)[0], params, z).shape
+    a = edits.alpha
+    if a.ndim != 5 or a.shape[2:] != acts_shape[1:] or a.shape[1] not in (1, acts_shape[0]):
+        raise ValueError(f"edit alpha must be [E, 1 or {acts_shape[0]}, {acts_shape[1]}, "
+                         f"{acts_shape[2]}, {acts_shape[3]}] for layer {layer!r}, got "
+                         f"{tuple(a.shape)}")
+    if edits.value.shape != (a.shape[0], 1, 1, 1, acts_shape[3]):
+        raise ValueError(f"edit value must be [E, 1, 1, 1, {acts_shape[3]}], got "
+                         f"{tuple(edits.value.shape)}")
+    return _paint(model, params, layer, z, edits.alpha, edits.value)
+
+
+def region_pixels(seg: jax.Array, label: int, region) -> jax.Array:
+    """``[b]``: pixels of ``region`` (``[Hs, Ws]`` mask > 0.5 at the segmentation's
+    size) having ``label`` in any layer of ``seg [b, K, Hs, Ws]``."""
+    region = jnp.asarray(region) > 0.5
+    if region.shape != seg.shape[2:]:
+        raise ValueError(f"region {region.shape} and segmentation {seg.shape[2:]} differ")
+    has = jnp.any(seg == label, axis=1)
+    return jnp.sum(has & region[None], axis=(1, 2))

@@ -1,0 +1,146 @@
+"""CW attack and unit shifts vs a PyTorch loss, NumPy and scipy oracles."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from jaxdissect import attack
+from tests.tiny_nets import TinyClassifier
+
+MODEL = TinyClassifier()
+
+
+def apply_logits(params, x):
+    return MODEL.apply({"params": params}, x)[0]
+
+
+def conv5_3(params, x):
+    return MODEL.apply({"params": params}, x, stop="conv5_3")[0]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    params = MODEL.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+    images = np.random.default_rng(0).uniform(0.05, 0.95, (6, 8, 8, 3)).astype(np.float32)
+    pred = np.asarray(jnp.argmax(apply_logits(params, images), -1))
+    return params, images, pred
+
+
+def torch_loss(params, w, images, target, c, kappa):
+    """The CW loss written independently in torch: sum of l2^2 + c * margin."""
+    t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float64)
+
+    def conv(x, p):
+        return torch.nn.functional.conv2d(x, t(p["kernel"]).permute(3, 2, 0, 1), t(p["bias"]),
+                                          padding=1)
+
+    adv = (torch.tanh(w) + 1) / 2
+    x = adv.permute(0, 3, 1, 2)
+    x = torch.relu(conv(torch.relu(conv(x, params["c1"])), params["c2"]))
+    x = torch.nn.functional.max_pool2d(x, 2)
+    logits = x.flatten(1) @ t(params["fc"]["kernel"]) + t(params["fc"]["bias"])
+    tl = logits[torch.arange(len(target)), torch.tensor(target)]
+    masked = logits.clone()
+    masked[torch.arange(len(target)), torch.tensor(target)] = -float("inf")
+    f = torch.clamp(masked.max(1).values - tl, min=-kappa)
+    l2 = ((adv - t(images)) ** 2).sum((1, 2, 3))
+    return (l2 + torch.tensor(c, dtype=torch.float64) * f).sum()
+
+
+def test_gradient_matches_torch(setup):
+    params, images, pred = setup
+    target = (pred + 1) % 5
+    w = np.asarray(attack.to_tanh_space(images)) + np.random.default_rng(1).normal(
+        0, 0.3, images.shape).astype(np.float32)
+    c = np.array([0.5, 1, 2, 3, 4, 5], np.float32)
+    g = jax.grad(attack.cw_loss, argnums=2)(apply_logits, params, jnp.asarray(w),
+                                             jnp.asarray(images), jnp.asarray(target),
+                                             jnp.asarray(c), 0.3)
+    wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    loss = torch_loss(params, wt, images, target, c, 0.3)
+    loss.backward()
+    np.testing.assert_allclose(np.asarray(g), wt.grad.numpy(), rtol=2e-4, atol=2e-5)
+    v = attack.cw_loss(apply_logits, params, jnp.asarray(w), jnp.asarray(images),
+                       jnp.asarray(target), jnp.asarray(c), 0.3)
+    np.testing.assert_allclose(float(v), loss.item(), rtol=1e-5)
+
+
+def test_margin_vs_numpy():
+    logits = np.random.default_rng(2).normal(size=(7, 4)).astype(np.float32)
+    target = np.array([0, 1, 2, 3, 0, 1, 2])
+    got = np.asarray(attack.margin(jnp.asarray(logits), jnp.asarray(target), 0.5))
+    want = [max(max(np.delete(r, t)) - r[t], -0.5) for r, t in zip(logits, target)]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_attack_reaches_target(setup):
+    params, images, pred = setup
+    target = (pred + 2) % 5
+    res = attack.cw_attack(apply_logits, params, images, target, steps=60,
+                           learning_rate=0.05, c=20.0, kappa=0.1)
+    adv = np.asarray(res.adversarial)
+    assert np.asarray(res.success).all()
+    assert adv.min() >= 0 and adv.max() <= 1
+    logits = np.asarray(apply_logits(params, adv))
+    np.testing.assert_array_equal(logits.argmax(-1), target)
+    np.testing.assert_allclose(np.asarray(res.l2),
+                               np.sqrt(((adv - images) ** 2).sum((1, 2, 3))), rtol=1e-5)
+    first = np.asarray(res.first_success)
+    assert (first >= 0).all() and (first <= 60).all()
+    # the perturbation stays small compared with the image
+    assert np.asarray(res.l2).max() < 0.5 * np.sqrt((images ** 2).sum((1, 2, 3))).min()
+
+
+def test_attack_bad_input(setup):
+    params, images, pred = setup
+    with pytest.raises(ValueError, match="target class"):
+        attack.cw_attack(apply_logits, params, images, 7, steps=1)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        attack.cw_attack(apply_logits, params, images * 3, 0, steps=1)
+    with pytest.raises(ValueError, match="batch, H, W, 3"):
+        attack.cw_attack(apply_logits, params, images[0], 0, steps=1)
+
+
+def test_unit_shift_vs_numpy(setup):
+    params, images, _ = setup
+    adv = np.clip(images + np.random.default_rng(3).normal(0, 0.2, images.shape), 0, 1)
+    shift = attack.unit_shift(conv5_3, params, images, adv, batch_size=4)
+    a_clean = np.asarray(MODEL.apply({"params": params}, images, capture=("conv5_3",))[1][
+        "conv5_3"], np.float64)
+    a_adv = np.asarray(MODEL.apply({"params": params}, jnp.asarray(adv, jnp.float32),
+                                   capture=("conv5_3",))[1]["conv5_3"], np.float64)
+    np.testing.assert_allclose(shift.clean, a_clean.mean((0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(shift.delta, a_adv.mean((0, 1, 2)) - a_clean.mean((0, 1, 2)),
+                               rtol=1e-4, atol=1e-6)
+    up, down = shift.most_moved(2)
+    d = shift.delta
+    assert list(up) == sorted(range(d.size), key=lambda u: -d[u])[:2]
+    assert list(down) == sorted(range(d.size), key=lambda u: d[u])[:2]
+    with pytest.raises(ValueError, match="differ in shape"):
+        attack.unit_shift(conv5_3, params, images, adv[:2])
+
+
+def test_relate_to_importance_vs_oracles():
+    rng = np.random.default_rng(4)
+    units, classes, k = 30, 4, 5
+    ranking = np.stack([rng.permutation(units) for _ in range(classes)])
+    delta = np.round(rng.normal(size=units), 1)     # ties exercise average ranks
+    shift = attack.UnitShift(np.zeros(units), delta)
+    r = attack.relate_to_importance(shift, ranking, source=1, target=3, k=k)
+    down = sorted(range(units), key=lambda u: (delta[u], u))[:k]
+    up = sorted(range(units), key=lambda u: (-delta[u], u))[:k]
+    assert r["moved_down"] == down and r["moved_up"] == up
+    assert r["source_top_in_moved_down"] == len(set(ranking[1, :k]) & set(down))
+    assert r["target_top_in_moved_up"] == len(set(ranking[3, :k]) & set(up))
+    assert r["source_top_mean_delta"] == pytest.approx(delta[ranking[1, :k]].mean())
+    pos = np.argsort(ranking[1])                    # position of each unit in the ranking
+    rho = scipy.stats.spearmanr(delta, -pos).statistic
+    assert r["spearman_delta_vs_source_importance"] == pytest.approx(rho, abs=1e-12)
+    assert r["chance_overlap"] == pytest.approx(k * k / units)
+    with pytest.raises(ValueError, match="source class"):
+        attack.relate_to_importance(shift, ranking, source=9, target=0)
+    with pytest.raises(ValueError, match="units"):
+        attack.relate_to_importance(attack.UnitShift(np.zeros(3), np.zeros(3)), ranking, 0, 1)
