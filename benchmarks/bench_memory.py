@@ -9,7 +9,11 @@ buffer; top-k images; ``[units, labels]`` counts), so the peak should not grow
 with the number of images.
 
     python benchmarks/bench_memory.py                 # 48 vs 480 images, 256 units
-    python benchmarks/bench_memory.py --images 16 --units 64
+    python benchmarks/bench_memory.py --budget 512     # radix select at both sizes
+    python benchmarks/bench_memory.py --budget 16384   # one-pass buffer at both sizes
+
+With the default budget the two sizes take different quantile paths (one-pass buffer
+at N, radix select at 10N), so that comparison includes the switch.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import sys
 import time
 
 
-def child(images: int, units: int, batch: int) -> None:
+def child(images: int, units: int, batch: int, budget: int) -> None:
     import numpy as np
 
     from jaxdissect.dissect import dissect
@@ -48,7 +52,7 @@ def child(images: int, units: int, batch: int) -> None:
     start = time.perf_counter()
     result = dissect(lambda b: (b["acts"], b["seg"]), Synthetic(), labels,
                      upsample=Upsampler.plain((14, 14), (56, 56)), batch_size=batch,
-                     progress=False)
+                     budget=budget, progress=False)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"images": images, "peak_mib": peak_kib / 1024,
                       "seconds": time.perf_counter() - start,
@@ -56,23 +60,31 @@ def child(images: int, units: int, batch: int) -> None:
 
 
 def main() -> None:
+    from jaxdissect.stats import rank_for_level
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--units", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--budget", type=int, default=4096,
+                        help="values kept per unit by the one-pass quantile; beyond "
+                             "ceil(q n) > budget the radix passes run instead")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        child(args.child, args.units, args.batch)
+        child(args.child, args.units, args.batch, args.budget)
         return
     rows = []
     for images in (args.images, 10 * args.images):
         out = subprocess.run([sys.executable, __file__, "--child", str(images), "--units",
-                              str(args.units), "--batch", str(args.batch)],
+                              str(args.units), "--batch", str(args.batch),
+                              "--budget", str(args.budget)],
                              check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
+        n = rows[-1]["images"] * 56 * 56
+        path = "top-B buffer" if rank_for_level(0.01, n) <= args.budget else "radix select"
         print(f"{rows[-1]['images']:6d} images: peak RSS {rows[-1]['peak_mib']:8.1f} MiB "
-              f"({rows[-1]['seconds']:.1f}s)")
+              f"({rows[-1]['seconds']:.1f}s, quantile by {path}, budget {args.budget})")
     growth = rows[1]["peak_mib"] / rows[0]["peak_mib"] - 1
     print(f"peak memory growth for 10x images: {100 * growth:+.1f}% (target within 10%)")
 

@@ -160,6 +160,26 @@ class DissectResult:
                            for q, v in meta["levels"].items()}, **arrays)
 
 
+def layer_compute(apply: Callable, params: Any, layer: str,
+                  segment: Callable[[dict, jax.Array], jax.Array], *,
+                  input_key: str = "image",
+                  preprocess: Callable[[jax.Array], jax.Array] | None = None) -> Compute:
+    """A ``compute`` for ``dissect`` from a model following the call contract
+    (``apply({"params": p}, x, capture=(layer,)) -> (out, acts)``).
+
+    ``segment(batch, out) -> [b, K, Hs, Ws]``: e.g. ``lambda b, out:
+    segmenter(b["image"])`` for a classifier, ``lambda b, out:
+    segmenter(to_images(out))`` for a generator.
+    """
+    def compute(batch):
+        x = batch[input_key]
+        out, acts = apply({"params": params}, x if preprocess is None else preprocess(x),
+                          capture=(layer,))
+        return acts[layer], segment(batch, out)
+
+    return compute
+
+
 class _Runner:
     """Runs passes over a source with padding, sharding, progress and checkpoints."""
 
@@ -193,10 +213,15 @@ class _Runner:
             step = parallel.sharded_tally(partial, self.devices)
             bar = tqdm(total=total, initial=offset, desc=name, unit="img",
                        disable=not self.progress)
-            count = 0
+            count, previous = 0, None
             while offset < total:
                 batch, stop = self.batch(offset)
                 state = step(state, batch, *replicated)
+                # At most two steps in flight: without this, asynchronous dispatch
+                # lets batches queue up in memory when the source outpaces the step.
+                if previous is not None:
+                    jax.block_until_ready(previous)
+                previous = state
                 bar.update(stop - offset)
                 offset = stop
                 count += 1

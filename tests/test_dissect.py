@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdissect.dissect import DissectResult, dissect
+from jaxdissect.dissect import DissectResult, dissect, layer_compute
 from jaxdissect.labels import LabelSet
 from jaxdissect.stats import Upsampler
 
@@ -135,11 +135,13 @@ def test_killed_run_resumes_with_identical_results(tmp_path):
 
 
 class Planted(nn.Module):
-    """Unit 0 fires on red pixels, unit 1 on green; unit 2 follows the blue noise."""
+    """Unit 0 fires on red pixels, unit 1 on green; unit 2 follows the blue noise.
+    Follows the model call contract: ``(out, acts)`` with the captured layers."""
 
     @nn.compact
-    def __call__(self, x):
-        return nn.relu(nn.Conv(3, (1, 1), name="conv")(x))
+    def __call__(self, x, capture=()):
+        h = nn.relu(nn.Conv(3, (1, 1), name="conv")(x))
+        return h.mean(axis=(1, 2)), {k: h for k in capture if k == "conv"}
 
 
 def planted_world(n=12, size=16, seed=0):
@@ -161,11 +163,8 @@ def test_planted_units_are_labelled_with_their_concepts():
     kernel = np.zeros((1, 1, 3, 3), np.float32)
     kernel[0, 0, 0, 0] = kernel[0, 0, 1, 1] = kernel[0, 0, 2, 2] = 1.0
     params = {"conv": {"kernel": jnp.asarray(kernel), "bias": jnp.array([-0.5, -0.5, 0.0])}}
-    model = Planted()
-
-    def planted_compute(batch):
-        return model.apply({"params": params}, batch["image"]), batch["seg"]
-
+    planted_compute = layer_compute(Planted().apply, params, "conv",
+                                    lambda batch, out: batch["seg"])
     source = planted_world()
     result = dissect(planted_compute, source, LABELS, quantile=0.12, batch_size=5,
                      progress=False, topk=2)
