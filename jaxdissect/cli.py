@@ -17,6 +17,8 @@ COMMANDS = {
     "ablate": "jaxdissect.commands.ablate",
     "intervene": "jaxdissect.commands.intervene",
     "weights": "jaxdissect.commands.weights",
+    "attack": "jaxdissect.commands.attack",
+    "paint": "jaxdissect.commands.paint",
 }
 
 

@@ -1,0 +1,198 @@
+"""``jaxdissect attack``: a targeted Carlini–Wagner attack on a classifier, seen
+through the units of one layer (the paper's "Applications": ski resort -> bedroom).
+
+Attacks the images of class ``--source`` that the model classifies correctly
+(``jaxdissect.attack.cw_attack``), measures each unit's mean activation on the
+clean and the adversarial images, and relates the units moved most to the
+classes' important units: a per-class ranking by single-unit ablation, read from
+an ``ablation.json`` of ``jaxdissect ablate`` (``--ranking``) or computed here on
+the train split (``jaxdissect.ablate``). Units are named by a cached dissection
+(``--dissect-images``; 0 skips it). Writes ``OUT/attack.html``, ``attack.json``,
+``examples.png``, ``adversarial.npy`` (the adversarial images), plots, and
+``OUT/dissect/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdissect.commands import _common as C
+
+HELP = "adversarial attack (Carlini-Wagner L2) and the units it moves"
+
+
+def add_arguments(p):
+    C.add_common(p, kind_default_model="world")
+    p.add_argument("--data", default="world", help="world | image folder | tfds:NAME")
+    p.add_argument("--source", default="ski_resort", help="class of the attacked images")
+    p.add_argument("--target", default="bedroom", help="class the attack aims for")
+    p.add_argument("--num-images", type=int, default=16, help="images to attack")
+    p.add_argument("--search-images", type=int, default=2000,
+                   help="images searched for correctly classified source-class images")
+    p.add_argument("--steps", type=int, default=200, help="Adam steps")
+    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (tanh space)")
+    p.add_argument("--c", type=float, default=1.0, help="weight of the margin loss")
+    p.add_argument("--kappa", type=float, default=0.0, help="confidence margin")
+    p.add_argument("--top", type=int, default=20, help="k of the most moved / important units")
+    p.add_argument("--ranking", default=None,
+                   help="ablation.json from jaxdissect ablate with the per-class ranking "
+                        "(default: rank here by single-unit ablation)")
+    p.add_argument("--rank-images", type=int, default=500,
+                   help="train-split images for the single-unit ablation ranking")
+    p.add_argument("--dissect-images", type=int, default=1000,
+                   help="images dissected to name units (0: do not dissect)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="data seed of the attacked images (world default: the val seed)")
+
+
+def _logits(model, params, images01):
+    from jaxdissect.models.vgg16 import preprocess
+    return model.apply({"params": params}, preprocess(images01))[0]
+
+
+def _layer(model, layer, params, images01):
+    from jaxdissect.models.vgg16 import preprocess
+    return model.apply({"params": params}, preprocess(images01), stop=layer)[0]
+
+
+def class_index(name: str, class_names) -> int:
+    names = list(class_names or ())
+    if name in names:
+        return names.index(name)
+    if name.isdigit() and (not names or int(name) < len(names)):
+        return int(name)
+    raise C.UserError(f"unknown class {name!r}; classes are {names}")
+
+
+def find_images(source, label: int, predict, want: int, batch_size: int):
+    """The first ``want`` images of class ``label`` that ``predict`` gets right;
+    returns ``(indices, images, looked_at)`` with ``looked_at`` images of the class seen."""
+    idx, imgs, seen = [], [], 0
+    for start in range(0, source.num_examples, batch_size):
+        b = source.batch(start, min(start + batch_size, source.num_examples))
+        hit = np.flatnonzero(b["label"] == label)
+        if hit.size == 0:
+            continue
+        seen += hit.size
+        pred = np.asarray(predict(jnp.asarray(b["image"][hit], jnp.float32)))
+        for j in hit[pred == label]:
+            idx.append(start + int(j))
+            imgs.append(b["image"][j])
+            if len(idx) == want:
+                return idx, np.stack(imgs), seen
+    return idx, (np.stack(imgs) if imgs else None), seen
+
+
+def class_ranking(loaded, layer, args, num_units, num_classes, out):
+    """``[C, units]`` ranking: from ``--ranking`` or by single-unit ablation here."""
+    if args.ranking:
+        if not os.path.isfile(args.ranking):
+            raise FileNotFoundError(f"--ranking file {args.ranking!r} does not exist")
+        ranking = np.asarray(json.load(open(args.ranking)).get("ranking"))
+        if ranking.shape != (num_classes, num_units):
+            raise C.UserError(f"--ranking {args.ranking}: ranking has shape {ranking.shape}, "
+                              f"expected [{num_classes}, {num_units}] for this model and layer")
+        return ranking, f"from {args.ranking}"
+    from jaxdissect import ablate
+    train = C.load_data(args.data, loaded, args.rank_images, C.WORLD_TRAIN_SEED, split="train")
+    split = ablate.split_classifier(loaded.model, loaded.params, layer, loaded.preprocess)
+    masks = np.concatenate([np.zeros((1, num_units), np.float32),
+                            np.eye(num_units, dtype=np.float32)])
+    m = ablate.measure(split, train, masks, num_classes, batch_size=args.batch_size,
+                       cachefile=os.path.join(out, "cache", f"single_unit_{layer}.npz"),
+                       desc="single-unit ablation (train)", progress=not args.no_progress)
+    ranking = ablate.rank_units(m.balanced_accuracy[1:], m.balanced_accuracy[0])
+    return ranking, f"single-unit ablation on {train.num_examples} train-split images"
+
+
+def run(args) -> int:
+    from jaxdissect import attack
+    from jaxdissect.report import applications as A
+    C.check_positive(num_images=args.num_images, search_images=args.search_images,
+                     steps=args.steps, lr=args.lr, top=args.top, rank_images=args.rank_images,
+                     batch_size=args.batch_size)
+    if args.c <= 0 or args.kappa < 0:
+        raise C.UserError("--c must be positive and --kappa >= 0")
+    loaded = C.load_model(args.model)
+    if loaded.kind != "classifier":
+        raise C.UserError(f"{args.model!r} is a generator; the attack needs a classifier")
+    layer = args.layer or loaded.default_layer
+    if layer not in loaded.model.layer_names:
+        raise C.UserError(f"layer {layer!r} not in {loaded.name}; layers: "
+                          f"{list(loaded.model.layer_names)}")
+    seed = C.WORLD_VAL_SEED if args.seed is None else args.seed
+    source = C.load_data(args.data, loaded, args.search_images, seed, split="val")
+    class_names = loaded.class_names or getattr(source, "class_names", None)
+    src, tgt = class_index(args.source, class_names), class_index(args.target, class_names)
+    if src == tgt:
+        raise C.UserError("--source and --target are the same class")
+    names = list(class_names) if class_names else [str(i) for i in range(max(src, tgt) + 1)]
+    out = args.out or os.path.join("results", f"attack-{os.path.basename(loaded.name)}-"
+                                   f"{names[src]}-{names[tgt]}")
+    apply_fn = functools.partial(_logits, loaded.model)
+    predict = lambda x: jnp.argmax(apply_fn(loaded.params, x), -1)  # noqa: E731
+    num_classes = int(apply_fn(loaded.params, jnp.asarray(
+        source.batch(0, 1)["image"], jnp.float32)).shape[-1])
+    if max(src, tgt) >= num_classes:
+        raise C.UserError(f"class index out of range: the model has {num_classes} classes")
+    idx, images, seen = find_images(source, src, predict, args.num_images, args.batch_size)
+    if not idx:
+        raise C.UserError(f"no correctly classified {names[src]!r} image among the first "
+                          f"{source.num_examples} ({seen} of that class); raise "
+                          f"--search-images")
+    res = attack.cw_attack(apply_fn, loaded.params, images, tgt, steps=args.steps,
+                           learning_rate=args.lr, c=args.c, kappa=args.kappa)
+    adv = np.asarray(res.adversarial)
+    shift = attack.unit_shift(functools.partial(_layer, loaded.model, layer), loaded.params,
+                              images, adv, batch_size=args.batch_size)
+    num_units = shift.delta.size
+    ranking, ranking_from = class_ranking(loaded, layer, args, num_units, num_classes, out)
+    rel = attack.relate_to_importance(shift, ranking, src, tgt, k=args.top)
+    unit_labels, dissect_link = None, None
+    if args.dissect_images > 0:
+        dsrc = C.load_data(args.data, loaded, args.dissect_images, C.WORLD_TRAIN_SEED,
+                           split="train")
+        seg_name = C.default_segmenter(args, loaded)
+        segmenter = C.load_segmenter(seg_name, dsrc, loaded)
+        dres, _ = C.run_dissection(
+            loaded, dsrc, segmenter, layer, os.path.join(out, "dissect"),
+            quantile=args.quantile, miniou=args.miniou, batch_size=args.batch_size,
+            progress=not args.no_progress, data_name=f"{args.data}@train",
+            seg_name=seg_name, seg_downsample=args.seg_downsample,
+            index_link=os.path.join("..", "attack.html"))
+        unit_labels = [dres.unit_label(u) for u in range(num_units)]
+        dissect_link = "dissect/report.html"
+    pred = np.asarray(res.logits).argmax(-1)
+    l2 = np.asarray(res.l2)
+    result = {
+        "model": loaded.name, "layer": layer, "source_class": names[src],
+        "target_class": names[tgt], "source_index": src, "target_index": tgt,
+        "steps": args.steps, "learning_rate": args.lr, "c": args.c, "kappa": args.kappa,
+        "num_images": len(idx), "success_count": int(np.asarray(res.success).sum()),
+        "mean_l2": float(l2.mean()), "images": [
+            {"index": i, "success": bool(s), "l2": float(d), "adversarial_class": names[p]
+             if p < len(names) else int(p), "first_success_step": int(f)}
+            for i, s, d, p, f in zip(idx, np.asarray(res.success), l2, pred,
+                                     np.asarray(res.first_success))],
+        "unit_shift": {"clean": shift.clean, "adversarial": shift.adversarial,
+                       "delta": shift.delta},
+        "relation": rel, "ranking": ranking, "ranking_from": ranking_from,
+        "unit_labels": unit_labels,
+    }
+    os.makedirs(out, exist_ok=True)
+    np.save(os.path.join(out, "adversarial.npy"), adv)
+    show = min(len(idx), 8)
+    pert = np.clip(0.5 + 10 * (adv[:show] - images[:show]), 0, 1)
+    examples = A.image_grid([list(images[:show]), list(adv[:show]), list(pert)],
+                            os.path.join(out, "examples.png"))
+    page = A.write_attack(out, result, examples, unit_labels, dissect_link=dissect_link)
+    for text, ok in A.attack_findings(result):
+        print(("[holds] " if ok else "[does not hold] ") +
+              text.replace("<b>", "").replace("</b>", ""))
+    print(os.path.abspath(page))
+    return 0

@@ -1,0 +1,178 @@
+"""Pages, figures and image grids of the paper's applications: the adversarial
+attack seen through units (``attack.html``) and painting with units
+(``paint.html``)."""
+
+from __future__ import annotations
+
+import html
+import os
+
+import numpy as np
+from PIL import Image
+
+from jaxdissect.report import dump_json, plots
+from jaxdissect.report.html import finding_html, page, table_html, write_text
+
+
+def to_u8(images01) -> np.ndarray:
+    return (np.clip(np.asarray(images01, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def image_grid(rows, path: str, size: int = 96, gap: int = 2, boxes=None) -> str:
+    """Save ``rows [r][c]`` of ``[H, W, 3]`` images in [0, 1] as one PNG grid; ``boxes``
+    (same nesting, or None) draws a yellow ``(y0, x0, y1, x1)`` fraction box on a tile.
+    Returns the file name."""
+    n_r, n_c = len(rows), max(len(r) for r in rows)
+    grid = Image.new("RGB", (n_c * (size + gap) - gap, n_r * (size + gap) - gap),
+                     (255, 255, 255))
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            img = np.asarray(img)
+            tile = Image.fromarray(to_u8(img)).resize(
+                (size, size), Image.NEAREST if img.shape[0] < size else Image.BILINEAR)
+            box = boxes[i][j] if boxes is not None else None
+            if box is not None:
+                from PIL import ImageDraw
+                y0, x0, y1, x1 = box
+                ImageDraw.Draw(tile).rectangle(
+                    [x0 * size, y0 * size, x1 * size - 1, y1 * size - 1],
+                    outline=(255, 230, 0))
+            grid.paste(tile, (j * (size + gap), i * (size + gap)))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    grid.save(path)
+    return os.path.basename(path)
+
+
+def _unit_name(u: int, labels) -> str:
+    lab = labels[u] if labels is not None else None
+    return f"{u} {lab}" if lab else str(u)
+
+
+def unit_shift_plot(path: str, delta, moved_up, moved_down, labels=None) -> str:
+    """Every unit's change in mean activation, sorted, with the most moved named."""
+    plt = plots._plt()
+    d = np.asarray(delta, float)
+    order = np.argsort(d)
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    colors = np.where(d[order] < 0, plots.BLUE, plots.ORANGE)
+    ax.bar(np.arange(d.size), d[order], color=colors, width=1.0)
+    pos = {int(u): i for i, u in enumerate(order)}
+    for u in list(moved_down[:5]) + list(moved_up[:5]):
+        ax.annotate(_unit_name(int(u), labels), (pos[int(u)], d[u]), fontsize=7,
+                    rotation=90, ha="center", va="bottom" if d[u] > 0 else "top")
+    ax.axhline(0, color="#888", lw=0.8)
+    ax.set_xlabel("units, sorted by change")
+    ax.set_ylabel("mean activation change\n(adversarial - clean)")
+    return plots._save(fig, path)
+
+
+def importance_scatter(path: str, delta, ranking_row, class_name: str) -> str:
+    """Each unit's activation change against its importance rank for one class."""
+    plt = plots._plt()
+    d = np.asarray(delta, float)
+    pos = np.empty(d.size, int)
+    pos[np.asarray(ranking_row)] = np.arange(d.size)
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.scatter(pos, d[np.arange(d.size)], s=10, c=plots.BLUE)
+    ax.axhline(0, color="#888", lw=0.8)
+    ax.set_xlabel(f"importance rank for {class_name} (0 = most important)")
+    ax.set_ylabel("mean activation change")
+    return plots._save(fig, path)
+
+
+def attack_findings(result: dict) -> list[tuple[str, bool]]:
+    rel, s, t = result["relation"], result["source_class"], result["target_class"]
+    k, chance = rel["k"], rel["chance_overlap"]
+    return [
+        (f"The attack turns {result['success_count']} of {result['num_images']} "
+         f"<b>{s}</b> images into <b>{t}</b> (mean L2 {result['mean_l2']:.3f}, "
+         f"pixel values in [0, 1]).", result["success_count"] > 0),
+        (f"Of the {k} units it lowers most, {rel['source_top_in_moved_down']} are among "
+         f"{s}'s {k} most important units (chance {chance:.1f}); their mean change is "
+         f"{rel['source_top_mean_delta']:+.4f} vs {rel['all_units_mean_delta']:+.4f} for all "
+         f"units.", rel["source_top_in_moved_down"] > chance
+         and rel["source_top_mean_delta"] < rel["all_units_mean_delta"]),
+        (f"Of the {k} units it raises most, {rel['target_top_in_moved_up']} are among "
+         f"{t}'s {k} most important units (chance {chance:.1f}); their mean change is "
+         f"{rel['target_top_mean_delta']:+.4f}.", rel["target_top_in_moved_up"] > chance
+         and rel["target_top_mean_delta"] > rel["all_units_mean_delta"]),
+    ]
+
+
+def write_attack(outdir: str, result: dict, examples: str, unit_labels=None,
+                 index_link: str | None = None, dissect_link: str | None = None) -> str:
+    """``attack.html`` + ``attack.json`` + plots from a ``jaxdissect attack`` result."""
+    os.makedirs(outdir, exist_ok=True)
+    dump_json(os.path.join(outdir, "attack.json"), result)
+    rel = result["relation"]
+    delta = np.asarray(result["unit_shift"]["delta"])
+    figs = [unit_shift_plot(os.path.join(outdir, "unit_shift.png"), delta, rel["moved_up"],
+                            rel["moved_down"], unit_labels)]
+    ranking = result.get("ranking")
+    if ranking is not None:
+        for key in ("source", "target"):
+            c = result[f"{key}_index"]
+            figs.append(importance_scatter(os.path.join(outdir, f"importance_{key}.png"),
+                                           delta, ranking[c], result[f"{key}_class"]))
+    s, t = html.escape(result["source_class"]), html.escape(result["target_class"])
+    body = [f"<h1>Adversarial attack {s} &rarr; {t}, seen through {result['layer']}</h1>"]
+    if index_link:
+        body.append(f"<p><a href=\"{index_link}\">&larr; all results</a></p>")
+    body.append(f"<p>Carlini&ndash;Wagner L2, {result['steps']} Adam steps, learning rate "
+                f"{result['learning_rate']}, c = {result['c']}, kappa = {result['kappa']}. "
+                f"Class importance: {html.escape(str(result.get('ranking_from', '')))}.</p>")
+    if dissect_link:
+        body.append(f"<p>Unit labels: <a href=\"{dissect_link}\">dissection of "
+                    f"{result['layer']}</a>.</p>")
+    body.append("<h2>Findings</h2>")
+    body += [finding_html(x, ok) for x, ok in attack_findings(result)]
+    body.append("<h2>Images</h2><p>Rows: clean, adversarial, perturbation "
+                "(x10, grey = 0).</p>")
+    body.append(f"<p><img src=\"{examples}\" alt=\"examples\"></p>")
+    body.append("<h2>Units</h2>")
+    body += [f"<p><img class=\"plot\" src=\"{f}\" alt=\"{f}\"></p>" for f in figs]
+    rank_pos = {}
+    if ranking is not None:
+        for key in ("source", "target"):
+            row = np.asarray(ranking[result[f"{key}_index"]])
+            p = np.empty(row.size, int)
+            p[row] = np.arange(row.size)
+            rank_pos[key] = p
+    rows = []
+    for direction, units in (("down", rel["moved_down"]), ("up", rel["moved_up"])):
+        for u in units:
+            rows.append([direction, u, (unit_labels[u] or "") if unit_labels else "",
+                         f"{delta[u]:+.4f}",
+                         rank_pos["source"][u] if rank_pos else "",
+                         rank_pos["target"][u] if rank_pos else ""])
+    body.append(table_html(["moved", "unit", "label", "change",
+                            f"rank for {result['source_class']}",
+                            f"rank for {result['target_class']}"], rows))
+    return write_text(os.path.join(outdir, "attack.html"), page("attack", "\n".join(body)))
+
+
+def write_paint(outdir: str, result: dict, grid: str, index_link: str | None = None) -> str:
+    """``paint.html`` + ``paint.json`` from a ``jaxdissect paint`` result."""
+    os.makedirs(outdir, exist_ok=True)
+    dump_json(os.path.join(outdir, "paint.json"), result)
+    body = [f"<h1>Painting with units of {html.escape(result['model'])} "
+            f"{html.escape(result['layer'])}</h1>"]
+    if index_link:
+        body.append(f"<p><a href=\"{index_link}\">&larr; all results</a></p>")
+    body.append("<p>Columns: the unedited image, then one per edit (region outlined). "
+                "Rows: latents.</p>")
+    body.append(f"<p><img src=\"{grid}\" alt=\"painted images\"></p>")
+    rows = []
+    for e in result["edits"]:
+        m = e.get("measured")
+        rows.append([e["concept"], e["mode"], ", ".join(f"{v:g}" for v in e["box"]),
+                     len(e["units"]), " ".join(map(str, e["units"][:8])) +
+                     (" ..." if len(e["units"]) > 8 else ""),
+                     f"{m['before_mean']:.1f}" if m else "", f"{m['after_mean']:.1f}" if m
+                     else "", f"{m['relative_change']:+.1%}" if m and
+                     m["relative_change"] is not None else ""])
+    body.append("<h2>Edits</h2>")
+    body.append(table_html(["concept", "mode", "box (y0, x0, y1, x1)", "units",
+                            "best units", "concept pixels in box before", "after",
+                            "change"], rows))
+    return write_text(os.path.join(outdir, "paint.html"), page("paint", "\n".join(body)))
