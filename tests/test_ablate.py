@@ -143,3 +143,27 @@ def test_bad_input_is_named(setup):
         ablate.measure(split, train, np.zeros((2, UNITS + 1)), CLASSES, progress=False)
     with pytest.raises(ValueError, match="class labels"):
         ablate.measure(split, train, np.zeros((1, UNITS)), 2, progress=False)
+
+
+def test_vgg_single_unit_shortcut_equals_edited_tail():
+    from jaxdissect.edits import zero_units
+    from jaxdissect.models.vgg16 import VGG16, preprocess
+    model = VGG16(widths=(4, 4, 8, 8, 12), fc_width=16, num_classes=7, pool_hw=(3, 3))
+    x = np.random.default_rng(0).random((6, 32, 32, 3), dtype=np.float32)
+    params = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)))["params"]
+    split = ablate.split_classifier(model, params, "conv5_3", preprocess)
+    assert split.single_unit is not None
+    assert ablate.split_classifier(model, params, "conv5_2").single_unit is None
+    acts = split.head(params, {"image": x})
+    fast = split.single_unit(params, acts)
+    slow = jnp.stack([split.tail(params, acts, jax.tree_util.tree_map(
+        lambda a: a.reshape(1, 1, 1, -1), zero_units([u], 12))) for u in range(12)])
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5 * float(jnp.abs(slow).max()))
+    labels = np.random.default_rng(1).integers(0, 7, 6).astype(np.int32)
+    src = ArraySource(image=x, label=labels)
+    a = ablate.ablation_masks_counts(split, src, np.eye(12), 7, batch_size=4, chunk=5,
+                                     progress=False)
+    b = ablate.ablation_masks_counts(split._replace(single_unit=None), src, np.eye(12), 7,
+                                     batch_size=4, chunk=5, progress=False)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])

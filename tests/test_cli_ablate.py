@@ -16,7 +16,17 @@ N = 20
 CLASSES = 11
 
 
+_memo = {}
+
+
 def torch_ba(model, batch, zero):
+    key = (id(model), id(batch), tuple(sorted(int(u) for u in zero)))
+    if key not in _memo:
+        _memo[key] = _torch_ba(model, batch, zero)
+    return _memo[key]
+
+
+def _torch_ba(model, batch, zero):
     y = batch["label"]
     pred = vgg_forward(model, batch["image"], zero=zero).argmax(1)
     out = np.zeros(CLASSES)

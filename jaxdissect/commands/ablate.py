@@ -38,11 +38,6 @@ def experiment(loaded, layer, train, val, segmenter, seg_name, out, *, ks, curve
                seg_downsample=1):
     """Dissect, then ablate; returns ``(result, dissect report, ablation page)``."""
     from jaxdissect import ablate, report
-    dres, dpath = C.run_dissection(
-        loaded, val, segmenter, layer, os.path.join(out, "dissect"), quantile=quantile,
-        miniou=miniou, batch_size=batch_size, progress=progress, data_name=data_name,
-        seg_name=seg_name, index_link=index_link and os.path.join("..", index_link),
-        seg_downsample=seg_downsample)
     num_classes = int(getattr(loaded.model, "num_classes", 0)) or None
     names = val.class_names or loaded.class_names
     if num_classes is None:
@@ -59,6 +54,11 @@ def experiment(loaded, layer, train, val, segmenter, seg_name, out, *, ks, curve
             raise C.UserError(f"--curve-classes: unknown class {c!r}")
         if curve[-1] >= num_classes:
             raise C.UserError(f"--curve-classes: class index {c} >= {num_classes}")
+    dres, dpath = C.run_dissection(
+        loaded, val, segmenter, layer, os.path.join(out, "dissect"), quantile=quantile,
+        miniou=miniou, batch_size=batch_size, progress=progress, data_name=data_name,
+        seg_name=seg_name, index_link=index_link and os.path.join("..", index_link),
+        seg_downsample=seg_downsample)
     split = ablate.split_classifier(loaded.model, loaded.params, layer, loaded.preprocess)
     result = ablate.run_experiment(
         split, train, val, dres.num_units, num_classes, ks=ks, curve_classes=curve,
