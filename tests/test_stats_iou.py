@@ -113,3 +113,11 @@ def test_too_many_pixels_per_step_is_refused():
     with pytest.raises(ValueError, match="seg must be"):
         IoUTally.empty(2, 3).update(jnp.zeros((1, 4, 4, 2)), jnp.zeros(2),
                                     jnp.zeros((1, 1, 8, 8), jnp.int32))
+
+
+def test_out_of_range_labels_are_ignored():
+    acts = jnp.ones((1, 2, 2, 1))
+    seg = jnp.array([[[[1, 99], [-1, 2]], [[1, 1], [-5, 7]]]], jnp.int32)  # [1, K=2, 2, 2]
+    c = IoUTally.empty(1, 3).update(acts, jnp.zeros(1), seg).counts()
+    np.testing.assert_array_equal(c["label_area"], [0, 2, 1])
+    np.testing.assert_array_equal(c["inter"], [[0, 2, 1]])

@@ -210,10 +210,9 @@ def radix_refine(hist: RadixHistogram, ranks: np.ndarray) -> tuple[np.ndarray, n
     if np.any(at_or_above[..., 0] < ranks):
         raise ValueError("radix select: fewer matching values than the sought rank "
                          "(was the data different between passes?)")
-    digit = (at_or_above >= ranks[..., None]).sum(-1) - 1
-    above = np.where(digit + 1 < counts.shape[-1],
-                     np.take_along_axis(np.pad(at_or_above, [(0, 0), (0, 0), (0, 1)]),
-                                        (digit + 1)[..., None], -1)[..., 0], 0)
+    digit = (at_or_above >= ranks[..., None]).sum(-1) - 1  # at_or_above is non-increasing
+    strictly_above = np.pad(at_or_above, [(0, 0), (0, 0), (0, 1)])[..., 1:]
+    above = np.take_along_axis(strictly_above, digit[..., None], -1)[..., 0]
     prefix = (np.asarray(hist.prefix, np.uint64) << np.uint64(hist.bits)) | digit.astype(
         np.uint64)
     return prefix.astype(np.uint32), ranks - above
