@@ -150,3 +150,14 @@ def test_shipped_segmenter_heldout_accuracy():
     assert acc["part_pixel_accuracy"] >= 0.75, acc
     assert acc["material_pixel_accuracy"] >= 0.75, acc
     assert acc["color_pixel_accuracy"] == 1.0, acc
+
+
+def test_learning_rate_schedule():
+    from jaxdissect.world.training import learning_rate
+    assert learning_rate(1.0, 0, 100, 10, 0.0, 60.0) == pytest.approx(0.1)
+    assert learning_rate(1.0, 9, 100, 10, 0.0, 60.0) == pytest.approx(1.0)
+    # half way by steps, or by time, is the cosine's midpoint
+    mid = 0.02 + 0.98 * 0.5
+    assert learning_rate(1.0, 50, 100, 10, 1.0, 60.0) == pytest.approx(mid)
+    assert learning_rate(1.0, 20, 100, 10, 30.0, 60.0) == pytest.approx(mid)
+    assert learning_rate(1.0, 20, 100, 10, 90.0, 60.0) == pytest.approx(0.02)
