@@ -90,8 +90,10 @@ def test_attack_ranking_file_and_errors(run_attack, tmp_path, capsys):
     pth = str(out.parent / "tiny_vgg.pth")
     rank = np.asarray(res["ranking"])[:, ::-1]
     (tmp_path / "ablation.json").write_text(json.dumps({"ranking": rank.tolist()}))
+    # same attack settings as the fixture: the compiled attack is reused
     base = ["attack", "--model", pth, "--data", "world", "--search-images", str(N),
-            "--steps", "2", "--dissect-images", "0", "--no-progress", "--num-images", "1",
+            "--steps", "40", "--lr", "0.05", "--c", "50", "--top", "3", "--batch-size", "8",
+            "--dissect-images", "0", "--no-progress", "--num-images", "3",
             "--out", str(tmp_path / "r")]
     assert cli.main(base + ["--source", str(source), "--target", str(target), "--ranking",
                             str(tmp_path / "ablation.json")]) == 0

@@ -18,6 +18,7 @@ import functools
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -53,6 +54,19 @@ def add_arguments(p):
 def _logits(model, params, images01):
     from jaxdissect.models.vgg16 import preprocess
     return model.apply({"params": params}, preprocess(images01))[0]
+
+
+_APPLY_FNS: dict = {}
+
+
+def apply_fns(model, layer):
+    """``(logits_fn, layer_fn)`` partials, one pair per (model, layer), so that the
+    jitted attack (which takes them as static arguments) compiles once per process."""
+    key = (model, layer)
+    if key not in _APPLY_FNS:
+        _APPLY_FNS[key] = (functools.partial(_logits, model),
+                           functools.partial(_layer, model, layer))
+    return _APPLY_FNS[key]
 
 
 def _layer(model, layer, params, images01):
@@ -134,12 +148,16 @@ def run(args) -> int:
     names = list(class_names) if class_names else [str(i) for i in range(max(src, tgt) + 1)]
     out = args.out or os.path.join("results", f"attack-{os.path.basename(loaded.name)}-"
                                    f"{names[src]}-{names[tgt]}")
-    apply_fn = functools.partial(_logits, loaded.model)
+    apply_fn, layer_fn = apply_fns(loaded.model, layer)
     predict = lambda x: jnp.argmax(apply_fn(loaded.params, x), -1)  # noqa: E731
     num_classes = int(apply_fn(loaded.params, jnp.asarray(
         source.batch(0, 1)["image"], jnp.float32)).shape[-1])
     if max(src, tgt) >= num_classes:
         raise C.UserError(f"class index out of range: the model has {num_classes} classes")
+    example = jnp.asarray(source.batch(0, 1)["image"], jnp.float32)
+    num_units = int(jax.eval_shape(lambda x: layer_fn(loaded.params, x), example).shape[-1])
+    if args.ranking:     # check the file before the attack runs
+        class_ranking(loaded, layer, args, num_units, num_classes, out)
     idx, images, seen = find_images(source, src, predict, args.num_images, args.batch_size)
     if not idx:
         raise C.UserError(f"no correctly classified {names[src]!r} image among the first "
@@ -148,9 +166,8 @@ def run(args) -> int:
     res = attack.cw_attack(apply_fn, loaded.params, images, tgt, steps=args.steps,
                            learning_rate=args.lr, c=args.c, kappa=args.kappa)
     adv = np.asarray(res.adversarial)
-    shift = attack.unit_shift(functools.partial(_layer, loaded.model, layer), loaded.params,
-                              images, adv, batch_size=args.batch_size)
-    num_units = shift.delta.size
+    shift = attack.unit_shift(layer_fn, loaded.params, images, adv,
+                              batch_size=args.batch_size)
     ranking, ranking_from = class_ranking(loaded, layer, args, num_units, num_classes, out)
     rel = attack.relate_to_importance(shift, ranking, src, tgt, k=args.top)
     unit_labels, dissect_link = None, None
