@@ -187,3 +187,16 @@ def test_result_round_trips_and_bad_arguments(tmp_path):
         run(source, upsample=Upsampler.plain((6, 6), (10, 10)))
     with pytest.raises(TypeError, match="LabelSet"):
         dissect(compute, source, ["a"], progress=False)
+
+
+def test_each_pass_traces_compute_once():
+    traces = []
+
+    def counting(batch):
+        traces.append(batch["acts"].shape)
+        return compute(batch)
+
+    source = random_source(n=23, seed=4)  # 5 batches of 5, the last one short (padded)
+    dissect(counting, source, LABELS, upsample=UP, batch_size=5, progress=False,
+            devices=jax.local_devices()[:1])
+    assert len(traces) == 3  # shape probe, quantile pass, IoU pass
