@@ -161,3 +161,30 @@ def test_learning_rate_schedule():
     assert learning_rate(1.0, 50, 100, 10, 1.0, 60.0) == pytest.approx(mid)
     assert learning_rate(1.0, 20, 100, 10, 30.0, 60.0) == pytest.approx(mid)
     assert learning_rate(1.0, 20, 100, 10, 90.0, 60.0) == pytest.approx(0.02)
+
+
+@pytest.mark.slow
+@needs_weights
+def test_shipped_classifier_dissection_against_truth_and_segmenter():
+    """Reduced version of the dissection figures (200 fresh images): >= 40% of conv5_3
+    units labelled with IoU > 0.04 covering >= 8 concepts, and the trained segmenter's
+    output labels those units as the ground truth does."""
+    from jaxdissect.world.measure import (
+        agreement,
+        dissect_classifier,
+        dissection_summary,
+        side_by_side,
+    )
+    model, params = load_classifier()
+    src = WorldSource(200, seed=31339)
+    truth = dissect_classifier(model, params, src)
+    s = dissection_summary(truth)
+    assert s["labelled_fraction"] >= 0.4 and s["num_concepts"] >= 8, s
+    # the IoU of a unit's label recomputed in NumPy from the exact counts
+    u = int(np.argmax(truth.best_iou))
+    lab = truth.best_label[u]
+    inter = truth.intersections[u, lab]
+    np.testing.assert_allclose(
+        truth.best_iou[u], inter / (truth.unit_area[u] + truth.label_area[lab] - inter))
+    segd = dissect_classifier(model, params, src, load_segmenter())
+    assert agreement(side_by_side(truth, segd)) >= 0.8
