@@ -171,9 +171,9 @@ def torch_reference(acts_nchw: torch.Tensor, seg: torch.Tensor, q: float, r: int
 
 def jax_dissect(acts, seg, q, labels, batch, budget):
     units = acts.shape[-1]
-    qstep = parallel.sharded_tally(lambda b: Quantile.empty(units, budget).update(b["a"]))
-    istep = parallel.sharded_tally(
-        lambda b, t: IoUTally.empty(units, labels).update(b["a"], t, b["s"]))
+    qstep = parallel.sharded_tally(lambda q, b: q.update(b["a"]), Quantile.empty(units, budget))
+    istep = parallel.sharded_tally(lambda s, b, t: s.update(b["a"], t, b["s"]),
+                                   IoUTally.empty(units, labels))
 
     def batches():
         for i in range(0, len(acts), batch):

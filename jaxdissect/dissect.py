@@ -202,15 +202,16 @@ class _Runner:
             return None
         return os.path.join(self.cache_dir, f"{name}-{self.key}.npz")
 
-    def run(self, name: str, partial, state, *replicated):
+    def run(self, name: str, update, empty, *replicated):
         path, offset, total = self.path(name), 0, self.source.num_examples
+        state = empty
         if path is not None:
             loaded = cache.load_tree(path, state)
             if loaded is not None:
                 state, meta = loaded
                 offset = int(meta["offset"])
         if offset < total:
-            step = parallel.sharded_tally(partial, self.devices)
+            step = parallel.sharded_tally(update, empty, self.devices)
             bar = tqdm(total=total, initial=offset, desc=name, unit="img",
                        disable=not self.progress)
             count, previous = 0, None
@@ -294,11 +295,11 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
             return RadixHistogram.empty(units, len(all_levels), *RADIX_SCHEDULE[0])
         return Quantile.empty(units, budget)
 
-    def pass1(batch):
+    def pass1(stat, batch):
         acts, _, valid, index = model(batch)
-        q = first_quantile().update(upsample(acts), valid)
-        t = TopK.empty(units, topk).update(image_max(acts), index, valid)
-        return parallel.Joint((q, t))
+        q, t = stat.parts
+        return parallel.Joint((q.update(upsample(acts), valid),
+                               t.update(image_max(acts), index, valid)))
 
     state = runner.run("quantile", pass1, parallel.Joint(
         (first_quantile(), TopK.empty(units, topk))))
@@ -310,22 +311,20 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         ranks = np.tile([rank_for_level(q, n) for q in all_levels], (units, 1))
         prefix, ranks = radix_refine(qstat, ranks)
         for i, (known, bits) in enumerate(RADIX_SCHEDULE[1:], start=2):
-            def radix_pass(batch, prefix, known=known, bits=bits):
+            def radix_pass(hist, batch):
                 acts, _, valid, _ = model(batch)
-                hist = RadixHistogram.empty(units, len(all_levels), known, bits)
-                return hist.replace(prefix=prefix).update(upsample(acts), valid)
+                return hist.update(upsample(acts), valid)
             hist = runner.run(f"radix{i}", radix_pass,
-                              RadixHistogram.empty(units, len(all_levels), known, bits, prefix),
-                              jnp.asarray(prefix))
+                              RadixHistogram.empty(units, len(all_levels), known, bits, prefix))
             prefix, ranks = radix_refine(hist, ranks)
         thresholds = key_to_float(prefix).T
     by_level = {q: np.asarray(t, np.float32) for q, t in zip(all_levels, thresholds)}
     t_main = by_level[all_levels[0]]
 
     # Pass 2: exact IoU counts at the main threshold.
-    def pass2(batch, t):
+    def pass2(tally, batch, t):
         acts, seg, valid, _ = model(batch)
-        return IoUTally.empty(units, len(labels)).update(upsample(acts), t, seg, valid)
+        return tally.update(upsample(acts), t, seg, valid)
 
     runner.key = cache.args_key(runner.key, t_main)
     tally = runner.run("iou", pass2, IoUTally.empty(units, len(labels)), jnp.asarray(t_main))

@@ -1,13 +1,13 @@
 """Data-parallel tallies: the one place that shards a step over local devices.
 
-A tally step is written for one shard: ``partial(batch, *replicated) -> stat``
-computes a statistic from that shard's examples alone. ``sharded_tally`` runs it
-under ``jax.shard_map`` with the batch split along axis 0 over
-``jax.local_devices()``, all-gathers the per-device statistics and folds them
-with their associative ``merge`` in device order (device i holds the i-th slice
-of the batch), then merges the result into the running state. Because every
-statistic here is exact and its merge associative, the result is identical for
-any device count.
+A tally step is written for one shard: ``update(stat, batch, *replicated) -> stat``
+adds that shard's examples to a statistic. ``sharded_tally`` runs it under
+``jax.shard_map`` with the batch split along axis 0 over ``jax.local_devices()``:
+device 0 adds its slice to the running state, every other device to an empty
+statistic; the per-device results are all-gathered and folded with their
+associative ``merge`` in device order (device i holds the i-th slice of the batch).
+Because every statistic here is exact and its merge associative, the result is
+identical for any device count, and on one device a step is just ``update``.
 
 Batches are padded to a fixed size (``pad_batch``) with a ``valid`` mask, so a
 run compiles each step once whatever the last batch's size.
@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import struct
 from jax.sharding import Mesh, NamedSharding
@@ -65,32 +66,34 @@ def pad_batch(batch: dict[str, np.ndarray], size: int) -> tuple[dict[str, np.nda
     return out, np.arange(size) < b
 
 
-def sharded_tally(partial: Callable[..., Any],
+def sharded_tally(update: Callable[..., Any], empty: Any,
                   devices: Sequence[jax.Device] | None = None) -> Callable[..., Any]:
-    """Returns jitted ``step(state, batch, *replicated) -> state``.
+    """Returns ``step(state, batch, *replicated) -> state``, compiled once per shape.
 
+    ``update(stat, batch, *replicated)`` adds a batch to a statistic; ``empty`` is
+    the statistic with nothing added (same structure and shapes as ``state``).
     ``batch`` is a pytree of arrays whose leading axis (divisible by the device
     count) is split over devices; ``replicated`` arguments (thresholds, prefixes)
-    are given whole to every device. ``partial`` returns a statistic with
-    ``merge``; the fold is in device order, so it equals one device's result.
+    are given whole to every device.
     """
     devices = local_devices(devices)
     mesh = Mesh(np.array(devices), (AXIS,))
     count = len(devices)
 
-    def local(batch, replicated):
-        part = partial(batch, *replicated)
+    def local(state, batch, replicated):
         if count == 1:
-            return part
-        gathered = jax.lax.all_gather(part, AXIS)
+            return update(state, batch, *replicated)
+        first = jax.lax.axis_index(AXIS) == 0
+        start = jax.tree_util.tree_map(lambda s, e: jnp.where(first, s, e), state, empty)
+        gathered = jax.lax.all_gather(update(start, batch, *replicated), AXIS)
         total = jax.tree_util.tree_map(lambda x: x[0], gathered)
         for i in range(1, count):
             total = total.merge(jax.tree_util.tree_map(lambda x, i=i: x[i], gathered))
         return total
 
-    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(AXIS), P()), out_specs=P(),
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=P(),
                             check_vma=False)
-    compiled = jax.jit(lambda state, batch, replicated: state.merge(sharded(batch, replicated)))
+    compiled = jax.jit(sharded)
     split, whole = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
 
     def step(state, batch, *replicated):

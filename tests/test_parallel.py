@@ -18,15 +18,17 @@ def tally(devices, batch_size, acts, seg, t):
     chex.clear_trace_counter()
 
     @chex.assert_max_traces(n=1)
-    def partial(batch, thresholds):
+    def update(stat, batch, thresholds):
         a, v = batch["acts"], batch["valid"]
+        q, top, iou = stat.parts
         return parallel.Joint((
-            Quantile.empty(3, 64).update(a, v),
-            TopK.empty(3, 4).update(image_max(a), batch["index"], v),
-            IoUTally.empty(3, 5).update(a, thresholds, batch["seg"], v)))
+            q.update(a, v),
+            top.update(image_max(a), batch["index"], v),
+            iou.update(a, thresholds, batch["seg"], v)))
 
-    step = parallel.sharded_tally(partial, devices)
-    state = parallel.Joint((Quantile.empty(3, 64), TopK.empty(3, 4), IoUTally.empty(3, 5)))
+    empty = parallel.Joint((Quantile.empty(3, 64), TopK.empty(3, 4), IoUTally.empty(3, 5)))
+    step = parallel.sharded_tally(update, empty, devices)
+    state = empty
     size = parallel.padded_size(batch_size, len(devices))
     for i in range(0, len(acts), batch_size):
         batch = {"acts": acts[i:i + batch_size], "seg": seg[i:i + batch_size],
