@@ -6,7 +6,8 @@ classifier"; the reference's ``experiment/intervention_experiment.py``):
 * per-class precision, recall and balanced accuracy
   ``(recall + true-negative rate) / 2`` of the unedited model;
 * single-unit ablation of every unit of one layer, measured on a train split, used
-  to rank the units of each class by the damage their removal does;
+  to rank the units of each class by the damage their removal does (balanced
+  accuracy, ties broken by the class's mean log-probability: see ``rank_units``);
 * for every class, balanced accuracy on a val split with its k most important units
   removed together, and with only those k kept (all others removed);
 * per unit, the number of classes it is important for: a unit is important for a
@@ -152,10 +153,15 @@ def metrics_from_counts(true_counts, pred_counts, correct_counts, total) -> Clas
 
 
 def _class_counts(logits, labels, num_classes):
+    """Predictions per class, correct predictions per class, and per true class the
+    sum of the log-probability given to it (``[C]`` each)."""
     pred = jnp.argmax(logits, axis=-1)
     onehot_pred = jax.nn.one_hot(pred, num_classes, dtype=jnp.int32)
     hit = (pred == labels).astype(jnp.int32)
-    return onehot_pred.sum(0), (onehot_pred * hit[:, None]).sum(0)
+    onehot_true = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+    logp = jnp.sum(jax.nn.log_softmax(logits.astype(jnp.float32), -1) * onehot_true, -1)
+    return onehot_pred.sum(0), (onehot_pred * hit[:, None]).sum(0), \
+        (onehot_true * logp[:, None]).sum(0)
 
 
 # ---------------------------------------------------------------- the sweep engine
@@ -212,6 +218,7 @@ def ablation_masks_counts(split: Split, source: ImageSource, masks: np.ndarray,
         "true": np.zeros((num_classes,), np.int64),
         "pred": np.zeros((n_edits, num_classes), np.int64),
         "correct": np.zeros((n_edits, num_classes), np.int64),
+        "logp": np.zeros((n_edits, num_classes)),
         "total": np.zeros((), np.int64)})
     for start, batch in acc.batches(source, batch_size, desc=desc, progress=progress):
         labels = jnp.asarray(batch["label"], jnp.int32)
@@ -220,17 +227,18 @@ def ablation_masks_counts(split: Split, source: ImageSource, masks: np.ndarray,
         acts = head_j(split.params, {k: v for k, v in batch.items() if k == "image"})
         pred = np.zeros((n_edits + pad, num_classes), np.int64)
         corr = np.zeros_like(pred)
+        logp = np.zeros((n_edits + pad, num_classes))
         if onehot:
-            p, c = fast_step(split.params, acts, labels)
-            pred[:n_edits], corr[:n_edits] = np.asarray(p), np.asarray(c)
+            p, c, lp = fast_step(split.params, acts, labels)
+            pred[:n_edits], corr[:n_edits], logp[:n_edits] = p, c, lp
         else:
             for i, mc in enumerate(padded):
-                p, c = step(split.params, acts, labels, jnp.asarray(mc))
-                pred[i * chunk:(i + 1) * chunk] = np.asarray(p)
-                corr[i * chunk:(i + 1) * chunk] = np.asarray(c)
+                sl = slice(i * chunk, (i + 1) * chunk)
+                pred[sl], corr[sl], logp[sl] = step(split.params, acts, labels,
+                                                    jnp.asarray(mc))
         acc.add(start, batch_stop=start + len(batch["label"]), true=np.bincount(
             batch["label"], minlength=num_classes), pred=pred[:n_edits],
-            correct=corr[:n_edits], total=len(batch["label"]))
+            correct=corr[:n_edits], logp=logp[:n_edits], total=len(batch["label"]))
     return acc.result()
 
 
@@ -243,14 +251,24 @@ def measure(split: Split, source: ImageSource, masks: np.ndarray, num_classes: i
 
 # ---------------------------------------------------------------- rankings and sets
 
-def rank_units(single_ba: np.ndarray, baseline_ba: np.ndarray) -> np.ndarray:
+def rank_units(single_ba: np.ndarray, baseline_ba: np.ndarray,
+               single_logp: np.ndarray | None = None) -> np.ndarray:
     """``[C, units]``: per class, units from most to least damaging when removed alone.
 
     ``single_ba [units, C]`` balanced accuracy with each unit removed, ``baseline_ba
-    [C]``. Ties keep the lower unit index first (stable sort), NaN ranks last.
+    [C]``: the reference ranks by the change in balanced accuracy alone. A redundant
+    network can leave every single-unit change at zero (the world classifier does), so
+    ties are broken by ``single_logp [units, C]``, the class's mean log-probability
+    on its own examples with the unit removed (lower = more damaging); remaining ties
+    keep the lower unit index first. NaN ranks last.
     """
     damage = np.nan_to_num(np.asarray(single_ba, np.float64) - baseline_ba[None, :], nan=np.inf)
-    return np.argsort(damage, axis=0, kind="stable").T
+    if single_logp is None:
+        return np.argsort(damage, axis=0, kind="stable").T
+    lp = np.nan_to_num(np.asarray(single_logp, np.float64), nan=np.inf)
+    units = np.arange(damage.shape[0])
+    return np.stack([np.lexsort((units, lp[:, c], damage[:, c]))
+                     for c in range(damage.shape[1])])
 
 
 def class_set_masks(ranking: np.ndarray, ks: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -308,11 +326,14 @@ def run_experiment(split: Split, train: ImageSource, val: ImageSource,
         "baseline_train.npz"), desc="baseline (train)", **kw).row(0)
     base_val = measure(split, val, none, num_classes, cachefile=cache(
         "baseline_val.npz"), desc="baseline (val)", **kw).row(0)
-    single = measure(split, train, np.eye(num_units, dtype=np.float32), num_classes,
-                     cachefile=cache("single_unit_train.npz"),
-                     desc="single-unit ablation (train)", **kw)
+    sc = ablation_masks_counts(split, train, np.eye(num_units, dtype=np.float32), num_classes,
+                               cachefile=cache("single_unit_train.npz"),
+                               desc="single-unit ablation (train)", **kw)
+    single = metrics_from_counts(sc["true"], sc["pred"], sc["correct"], sc["total"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        single_logp = sc["logp"] / sc["true"][None, :].astype(np.float64)
     b_train = base_train.balanced_accuracy
-    ranking = rank_units(single.balanced_accuracy, b_train)
+    ranking = rank_units(single.balanced_accuracy, b_train, single_logp)
     ks = sorted({min(int(k), num_units) for k in ks if k >= 1})
     remove, keep = class_set_masks(ranking, ks)
     # One stack: [C, ks, 2, units] -> rows; every row's counts cover all classes,
@@ -326,6 +347,9 @@ def run_experiment(split: Split, train: ImageSource, val: ImageSource,
         "num_units": num_units, "num_classes": num_classes, "ks": ks,
         "baseline_train": base_train.to_json(), "baseline_val": base_val.to_json(),
         "single_unit_ba_train": _nan_to_none(single.balanced_accuracy),
+        "single_unit_logp_train": _nan_to_none(single_logp),
+        "rank_by": "change in balanced accuracy (train), ties broken by the class's mean "
+                   "log-probability on its own examples",
         "ranking": ranking.tolist(),
         "removed_top_k_ba": _nan_to_none(diag[:, :, 0]),
         "kept_top_k_ba": _nan_to_none(diag[:, :, 1]),

@@ -42,8 +42,10 @@ def torch_pra(params, source, ablated):
     corr = y.bincount((pred == y).double(), minlength=CLASSES).double()
     tn = (n - true) - (predc - corr)
     recall, tnr = corr / true, tn / (n - true)
+    logp = torch.log_softmax(torch_classifier(params, ablate=ablated)(x).double(), 1)
+    lp = torch.zeros(CLASSES, dtype=torch.float64).index_add_(0, y, logp[torch.arange(n), y])
     return {"precision": (corr / predc).numpy(), "recall": recall.numpy(),
-            "ba": ((recall + tnr) / 2).numpy()}
+            "ba": ((recall + tnr) / 2).numpy(), "logp": (lp / true).numpy()}
 
 
 def test_metrics_and_single_unit_sweep_match_torch(setup):
@@ -71,7 +73,11 @@ def test_whole_experiment_matches_torch_loop(setup, tmp_path):
     # oracle: the reference's procedure, one full torch forward per ablated set
     base_train = torch_pra(params, train, [])["ba"]
     single = np.stack([torch_pra(params, train, [u])["ba"] for u in range(UNITS)])
-    ranking = np.argsort(single - base_train[None], axis=0, kind="stable").T
+    single_lp = np.stack([torch_pra(params, train, [u])["logp"] for u in range(UNITS)])
+    # balanced-accuracy damage first, ties by the class's mean log-probability
+    ranking = np.stack([sorted(range(UNITS), key=lambda u: (
+        single[u, c] - base_train[c], single_lp[u, c], u)) for c in range(CLASSES)])
+    np.testing.assert_allclose(res["single_unit_logp_train"], single_lp, rtol=1e-4)
     assert res["ranking"] == ranking.tolist()
     assert res["ks"] == [1, 2, 4, UNITS]
     for c in range(CLASSES):
@@ -165,5 +171,6 @@ def test_vgg_single_unit_shortcut_equals_edited_tail():
                                      progress=False)
     b = ablate.ablation_masks_counts(split._replace(single_unit=None), src, np.eye(12), 7,
                                      batch_size=4, chunk=5, progress=False)
-    for k in a:
+    for k in ("true", "pred", "correct", "total"):
         np.testing.assert_array_equal(a[k], b[k])
+    np.testing.assert_allclose(a["logp"], b["logp"], rtol=1e-5)

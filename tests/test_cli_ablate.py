@@ -27,15 +27,20 @@ def torch_ba(model, batch, zero):
 
 
 def _torch_ba(model, batch, zero):
+    """Balanced accuracy [C] and mean log-probability of each class on its examples."""
     y = batch["label"]
-    pred = vgg_forward(model, batch["image"], zero=zero).argmax(1)
-    out = np.zeros(CLASSES)
+    logits = vgg_forward(model, batch["image"], zero=zero).astype(np.float64)
+    pred = logits.argmax(1)
+    logp = logits - logits.max(1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))
+    out, lp = np.zeros(CLASSES), np.zeros(CLASSES)
     for c in range(CLASSES):
         t, p = y == c, pred == c
         recall = (t & p).sum() / t.sum() if t.sum() else np.nan
         tnr = (~t & ~p).sum() / (~t).sum()
         out[c] = (recall + tnr) / 2
-    return out
+        lp[c] = logp[t, c].mean() if t.sum() else np.nan
+    return out, lp
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +61,21 @@ def test_ablation_matches_torch_loop(run_ablate):
     train = WorldSource(N, seed=3, size=128).batch(0, N)
     val = WorldSource(N, seed=4, size=128).batch(0, N)
     units = 8
-    base = torch_ba(model, train, [])
-    single = np.stack([torch_ba(model, train, [u]) for u in range(units)])
+    base = torch_ba(model, train, [])[0]
+    single = np.stack([torch_ba(model, train, [u])[0] for u in range(units)])
+    single_lp = np.stack([torch_ba(model, train, [u])[1] for u in range(units)])
     got_single = np.array(res["single_unit_ba_train"], dtype=float)
     np.testing.assert_allclose(got_single, single, atol=1e-12)
-    ranking = np.argsort(np.nan_to_num(single - base[None], nan=np.inf), axis=0,
-                         kind="stable").T
+    dmg = np.nan_to_num(single - base[None], nan=np.inf)
+    lpn = np.nan_to_num(single_lp, nan=np.inf)
+    ranking = np.stack([sorted(range(units), key=lambda u: (dmg[u, c], lpn[u, c], u))
+                        for c in range(CLASSES)])
     assert res["ranking"] == ranking.tolist()
     assert res["ks"] == [1, 2, units]
     for c in range(CLASSES):
         for i, k in enumerate(res["ks"]):
-            rm = torch_ba(model, val, ranking[c, :k])[c]
-            kp = torch_ba(model, val, ranking[c, k:])[c]
+            rm = torch_ba(model, val, ranking[c, :k])[0][c]
+            kp = torch_ba(model, val, ranking[c, k:])[0][c]
             for got, want in ((res["removed_top_k_ba"][c][i], rm),
                               (res["kept_top_k_ba"][c][i], kp)):
                 if np.isnan(want):
