@@ -144,3 +144,34 @@ def test_relate_to_importance_vs_oracles():
         attack.relate_to_importance(shift, ranking, source=9, target=0)
     with pytest.raises(ValueError, match="units"):
         attack.relate_to_importance(attack.UnitShift(np.zeros(3), np.zeros(3)), ranking, 0, 1)
+
+
+def test_class_logit_drop_vs_torch_loop(setup):
+    from jaxdissect.ablate import split_classifier
+    from tests.tiny_nets import ArraySource, torch_classifier
+
+    params, images, _ = setup
+    rng = np.random.default_rng(6)
+    imgs = rng.uniform(size=(10, 8, 8, 3)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 4, 0, 1, 2, 0, 0], np.int32)
+    src = ArraySource(image=imgs, label=labels)
+    split = split_classifier(MODEL, params, "conv5_3")
+    drop, count = attack.class_logit_drop(split, src, 6, 5, batch_size=4, chunk=4)
+    np.testing.assert_array_equal(count, np.bincount(labels, minlength=5))
+    base = torch_classifier(params)(imgs).numpy().astype(np.float64)
+    want = np.zeros((5, 6))
+    for u in range(6):
+        out = torch_classifier(params, ablate=[u])(imgs).numpy().astype(np.float64)
+        d = base[np.arange(10), labels] - out[np.arange(10), labels]
+        want[:, u] = np.bincount(labels, weights=d, minlength=5) / np.bincount(labels)
+    np.testing.assert_allclose(drop, want, rtol=1e-4, atol=1e-5)
+
+
+def test_rank_with_tiebreak():
+    damage = np.array([[0.0, -0.1, 0.0, 0.0, np.nan], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    drop = np.array([[0.5, 0.0, 0.9, 0.5, 9.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    got = attack.rank_with_tiebreak(damage, drop)
+    want = [sorted(range(5), key=lambda u: (np.nan_to_num(damage[c, u], nan=np.inf),
+                                            -drop[c, u], u)) for c in range(2)]
+    np.testing.assert_array_equal(got, want)
+    assert got[0].tolist() == [1, 2, 0, 3, 4]

@@ -6,7 +6,8 @@ Attacks the images of class ``--source`` that the model classifies correctly
 clean and the adversarial images, and relates the units moved most to the
 classes' important units: a per-class ranking by single-unit ablation, read from
 an ``ablation.json`` of ``jaxdissect ablate`` (``--ranking``) or computed here on
-the train split (``jaxdissect.ablate``). Units are named by a cached dissection
+the train split (``jaxdissect.ablate``: balanced-accuracy damage, ties broken by
+the drop of the class's logit, ``attack.class_logit_drop``). Units are named by a cached dissection
 (``--dissect-images``; 0 skips it). Writes ``OUT/attack.html``, ``attack.json``,
 ``examples.png``, ``adversarial.npy`` (the adversarial images), plots, and
 ``OUT/dissect/``.
@@ -37,7 +38,7 @@ def add_arguments(p):
                    help="images searched for correctly classified source-class images")
     p.add_argument("--steps", type=int, default=200, help="Adam steps")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (tanh space)")
-    p.add_argument("--c", type=float, default=1.0, help="weight of the margin loss")
+    p.add_argument("--c", type=float, default=10.0, help="weight of the margin loss")
     p.add_argument("--kappa", type=float, default=0.0, help="confidence margin")
     p.add_argument("--top", type=int, default=20, help="k of the most moved / important units")
     p.add_argument("--ranking", default=None,
@@ -120,8 +121,13 @@ def class_ranking(loaded, layer, args, num_units, num_classes, out):
     m = ablate.measure(split, train, masks, num_classes, batch_size=args.batch_size,
                        cachefile=os.path.join(out, "cache", f"single_unit_{layer}.npz"),
                        desc="single-unit ablation (train)", progress=not args.no_progress)
-    ranking = ablate.rank_units(m.balanced_accuracy[1:], m.balanced_accuracy[0])
-    return ranking, f"single-unit ablation on {train.num_examples} train-split images"
+    from jaxdissect import attack
+    drop, _ = attack.class_logit_drop(split, train, num_units, num_classes,
+                                      batch_size=args.batch_size)
+    damage = (m.balanced_accuracy[1:] - m.balanced_accuracy[0][None, :]).T    # [C, u]
+    ranking = attack.rank_with_tiebreak(damage, drop)
+    return ranking, (f"single-unit ablation on {train.num_examples} train-split images "
+                     f"(balanced-accuracy damage, ties broken by the class logit's drop)")
 
 
 def run(args) -> int:
