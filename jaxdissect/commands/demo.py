@@ -47,7 +47,6 @@ def add_arguments(p):
 def run(args) -> int:
     from jaxdissect import report
     from jaxdissect.commands import ablate as ablate_cmd
-    from jaxdissect.commands import intervene as intervene_cmd
     C.check_positive(images=args.images, samples=args.samples, batch_size=args.batch_size,
                      sweep_samples=args.sweep_samples, removal_samples=args.removal_samples,
                      insertion_samples=args.insertion_samples)
@@ -58,7 +57,11 @@ def run(args) -> int:
 
     step("loading the world classifier, generator and segmenter (weights/world)")
     clf = C.load_model("world-classifier")
-    gen = C.load_model("world-generator")
+    try:
+        gen = C.load_model("world-generator")
+    except FileNotFoundError as e:
+        gen = None
+        print(f"warning: the generator half of the demo is skipped: {e}", flush=True)
     val = C.load_data("world", clf, args.images, C.WORLD_VAL_SEED)
     train = C.load_data("world", clf, args.images, C.WORLD_TRAIN_SEED)
     truth = C.load_segmenter("truth", val, clf)
@@ -73,6 +76,46 @@ def run(args) -> int:
     step(f"classifier: mean balanced accuracy {s['mean_baseline_ba']:.3f}; top-{s['k']} "
          f"removed {s['mean_removed_ba']:.3f}; only top-{s['k']} kept {s['mean_kept_ba']:.3f}")
 
+    findings = report.ablation_findings(ares)
+    parts = [
+        {"title": "Classifier dissection (world VGG-16, conv5_3)",
+         "href": "classifier/dissect/report.html",
+         "text": f"{int(cdres.labelled.sum())}/{cdres.num_units} units labelled, "
+                 f"{_n_concepts(cdres)} concepts; unit cards with top images"},
+        {"title": "Classifier unit ablation", "href": "classifier/ablate/ablation.html",
+         "text": "per-class importance, sets of units removed / kept, importance vs IoU"},
+        {"title": "Concept chart (classifier)", "href": "classifier/dissect/concepts.svg",
+         "text": "labelled units per concept"}]
+    if gen is not None:
+        ifind, iparts = _generator_half(args, gen, out, progress, step)
+        findings += ifind
+        parts += iparts
+    notes = ("The synthetic world's scenes, the classifier, the generator and the segmenter "
+             "ship with jaxdissect (weights/world). Sample sizes here: "
+             f"{args.images} images per split, {args.samples} z samples for dissection, "
+             f"{args.sweep_samples}/{args.removal_samples}/{args.insertion_samples} for the "
+             "generator sweep/removal/insertion. Checks marked &#10008; did not hold on "
+             "this run." + ("" if gen is not None else
+                            " The world generator's weights were not found, so its "
+                            "experiments were skipped."))
+    index = report.write_index(out, parts, title="jaxdissect demo: the synthetic world",
+                               findings=findings, notes=notes)
+    for text, ok in findings:
+        clean = text.replace("<b>", "").replace("</b>", "")
+        print(("  [holds] " if ok else "  [does not hold] ") + clean)
+    step("done")
+    print(os.path.abspath(index))
+    return 0
+
+
+def _n_concepts(d):
+    return len({int(d.best_label[u]) for u in range(d.num_units) if d.labelled[u]})
+
+
+def _generator_half(args, gen, out, progress, step):
+    """Dissect and intervene in the world generator; ``(findings, index parts)``."""
+    from jaxdissect import report
+    from jaxdissect.commands import intervene as intervene_cmd
     zsrc = C.load_data("z", gen, args.samples, 1)
     wseg = C.load_segmenter("world", zsrc, gen)
     step(f"generator: dissecting layer4 over {args.samples} z samples, then intervening")
@@ -85,40 +128,13 @@ def run(args) -> int:
         max_remove=30, insert_units=20, progress=progress, data_name="z@1",
         index_link="../index.html", seg_downsample=4)
 
-    findings = report.ablation_findings(ares) + report.intervention_findings(ires)
-
-    def n_concepts(d):
-        return len({int(d.best_label[u]) for u in range(d.num_units) if d.labelled[u]})
-
     parts = [
-        {"title": "Classifier dissection (world VGG-16, conv5_3)",
-         "href": "classifier/dissect/report.html",
-         "text": f"{int(cdres.labelled.sum())}/{cdres.num_units} units labelled, "
-                 f"{n_concepts(cdres)} concepts; unit cards with top images"},
-        {"title": "Classifier unit ablation", "href": "classifier/ablate/ablation.html",
-         "text": "per-class importance, sets of units removed / kept, importance vs IoU"},
         {"title": "Generator dissection (world ProGAN, layer4)",
          "href": "generator/dissect/report.html",
          "text": f"{int(gdres.labelled.sum())}/{gdres.num_units} units labelled, "
-                 f"{n_concepts(gdres)} concepts"},
+                 f"{_n_concepts(gdres)} concepts"},
         {"title": "Generator interventions", "href": "generator/intervene/intervention.html",
          "text": "per-unit ablation, concept removal, insertion by context"},
-        {"title": "Concept chart (classifier)", "href": "classifier/dissect/concepts.svg",
-         "text": "labelled units per concept"},
         {"title": "Concept chart (generator)", "href": "generator/dissect/concepts.svg",
-         "text": "labelled units per concept"},
-    ]
-    notes = ("The synthetic world's scenes, the classifier, the generator and the segmenter "
-             "ship with jaxdissect (weights/world). Sample sizes here: "
-             f"{args.images} images per split, {args.samples} z samples for dissection, "
-             f"{args.sweep_samples}/{args.removal_samples}/{args.insertion_samples} for the "
-             "generator sweep/removal/insertion. Checks marked &#10008; did not hold on "
-             "this run.")
-    index = report.write_index(out, parts, title="jaxdissect demo: the synthetic world",
-                               findings=findings, notes=notes)
-    for text, ok in findings:
-        clean = text.replace("<b>", "").replace("</b>", "")
-        print(("  [holds] " if ok else "  [does not hold] ") + clean)
-    step("done")
-    print(os.path.abspath(index))
-    return 0
+         "text": "labelled units per concept"}]
+    return report.intervention_findings(ires), parts
