@@ -386,7 +386,15 @@ def summarize(result: dict, k: int = 20) -> dict:
     ok = ~np.isnan(base) & ~np.isnan(rm) & ~np.isnan(kp)
     mb, mr, mk = base[ok].mean(), rm[ok].mean(), kp[ok].mean()
     toward_chance = (mb - mr) / (mb - chance) if mb > chance else float("nan")
-    return {"k": k, "mean_baseline_ba": float(mb), "mean_removed_ba": float(mr),
+    # the smallest set size whose removal moves the mean halfway to chance
+    k_half = None
+    for j, kk in enumerate(ks):
+        col = np.array([r[j] for r in result["removed_top_k_ba"]], dtype=np.float64)
+        if mb > chance and (mb - col[ok].mean()) / (mb - chance) >= 0.5:
+            k_half = kk
+            break
+    return {"k": k, "k_halfway_to_chance": k_half, "mean_baseline_ba": float(mb),
+            "mean_removed_ba": float(mr),
             "mean_kept_ba": float(mk), "fraction_of_way_to_chance": float(toward_chance),
             "kept_fraction_of_baseline": float(mk / mb),
             "removal_moves_halfway_to_chance": bool(toward_chance >= 0.5),

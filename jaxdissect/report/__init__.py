@@ -86,7 +86,10 @@ def ablation_findings(result: dict) -> list[tuple[str, bool]]:
          f"balanced accuracy on val from {_pct(s['mean_baseline_ba'])} to "
          f"{_pct(s['mean_removed_ba'])}: {s['fraction_of_way_to_chance']:.0%} of the way to "
          f"chance (50%). Paper: 76.6% to 53.0% for VGG-16 on Places365; criterion: at least "
-         f"halfway.", s["removal_moves_halfway_to_chance"]),
+         f"halfway. " + (f"The smallest set size measured that gets halfway is k = "
+                         f"{s['k_halfway_to_chance']}." if s.get("k_halfway_to_chance")
+                         else "No measured set size gets halfway."),
+         s["removal_moves_halfway_to_chance"]),
         (f"Keeping only those {k} units (all {result['num_units'] - k} others removed) gives "
          f"{_pct(s['mean_kept_ba'])}, {s['kept_fraction_of_baseline']:.0%} of the baseline. "
          f"Paper: 73.0%; criterion: at least 80% of baseline.", s["keeping_retains_80pct"]),
