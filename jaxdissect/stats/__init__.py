@@ -10,7 +10,6 @@ from jaxdissect.stats.iou import (  # noqa: F401
     best_by_category,
     best_labels,
     iou_from_counts,
-    label_indicator,
     pairs_above,
 )
 from jaxdissect.stats.quantile import (  # noqa: F401

@@ -6,12 +6,13 @@ positions of the segmentation grid:
     A_u = acts_up > t_u,   S_c = any of the K labels of the pixel equals c,
     IoU(u, c) = |A_u ∧ S_c| / (|A_u| + |S_c| - |A_u ∧ S_c|)   (0 if the union is empty).
 
-One compiled step per batch: the indicator ``[pixels, units]`` times the label
-one-hot ``[pixels, labels]`` as a float32 matrix product — exact because each
-device's batch has fewer than 2**24 pixels (checked) — then converted to int32 and
-added to ``Wide`` counters, exact to 2**61 without jax x64. Label 0 ("none") is
-tallied like any label, but ``iou`` reports 0 for it so it is never a unit's best.
-Label values outside ``[0, num_labels)`` are ignored.
+One compiled step per batch: the indicator ``[pixels, units]`` (int32) is summed
+into label rows with ``segment_sum`` once per segmentation layer, a pixel's label in
+layer k dropped when an earlier layer already gave it the same label (so it counts
+once). Per-step counts are int32 (a step must have fewer than 2**30 pixels per
+device, checked) and are added to ``Wide`` counters, exact to 2**61 without jax
+x64. Label 0 ("none") is tallied like any label, but ``iou`` reports 0 for it so it
+is never a unit's best. Label values outside ``[0, num_labels)`` are ignored.
 """
 
 from __future__ import annotations
@@ -23,14 +24,7 @@ from flax import struct
 
 from jaxdissect.stats.wide import Wide
 
-_EXACT_F32 = 1 << 24
-
-
-def label_indicator(seg: jnp.ndarray, num_labels: int) -> jnp.ndarray:
-    """``seg`` ``[batch, K, H, W]`` int -> ``[batch, H, W, num_labels]`` bool: whether
-    any of the K labels at the pixel is that label (a pixel counts once)."""
-    onehot = jax.nn.one_hot(seg, num_labels, axis=-1, dtype=jnp.bool_)  # [b,K,H,W,L]
-    return jnp.any(onehot, axis=1)
+_MAX_PIXELS = 1 << 30  # Wide.add takes increments below 2**30
 
 
 @struct.dataclass
@@ -68,22 +62,31 @@ class IoUTally:
             raise ValueError(f"seg must be [{b}, K, {h}, {w}] to match acts {acts.shape}, "
                              f"got {seg.shape}")
         n = b * h * w
-        if n >= _EXACT_F32:
-            raise ValueError(f"{n} pixels per step; keep each device's batch below 2**24 "
-                             "pixels so float32 counts stay exact")
+        if n >= _MAX_PIXELS:
+            raise ValueError(f"{n} pixels per step; keep each device's batch below 2**30 "
+                             "pixels so int32 counts stay exact")
         active = acts > thresholds[None, None, None, :]  # [b,h,w,u]
-        labels = label_indicator(seg, num_labels)  # [b,h,w,L]
+        ids = jnp.moveaxis(seg.astype(jnp.int32), 1, -1)  # [b,h,w,K]
         if valid is not None:
             active = active & valid[:, None, None, None]
-            labels = labels & valid[:, None, None, None]
-        a = active.reshape(n, u)
-        s = labels.reshape(n, num_labels)
-        inter = jnp.einsum("nu,nl->ul", a.astype(jnp.float32), s.astype(jnp.float32))
+            ids = jnp.where(valid[:, None, None, None], ids, -1)
+        a = active.reshape(n, u).astype(jnp.int32)
+        ids = ids.reshape(n, seg.shape[1])
+        inter = jnp.zeros((num_labels + 1, u), jnp.int32)  # last row: dropped labels
+        label_area = jnp.zeros((num_labels + 1,), jnp.int32)
+        for k in range(seg.shape[1]):
+            idk = ids[:, k]
+            drop = (idk < 0) | (idk >= num_labels)
+            for j in range(k):
+                drop = drop | (ids[:, j] == idk)
+            idk = jnp.where(drop, num_labels, idk)
+            inter = inter + jax.ops.segment_sum(a, idk, num_segments=num_labels + 1)
+            label_area = label_area + jnp.bincount(idk, length=num_labels + 1)
         valid_pixels = n if valid is None else jnp.sum(valid.astype(jnp.int32)) * (h * w)
         return IoUTally(
-            self.inter.add(inter.astype(jnp.int32)),
-            self.unit_area.add(jnp.sum(a, axis=0, dtype=jnp.int32)),
-            self.label_area.add(jnp.sum(s, axis=0, dtype=jnp.int32)),
+            self.inter.add(inter[:num_labels].T),
+            self.unit_area.add(jnp.sum(a, axis=0)),
+            self.label_area.add(label_area[:num_labels].astype(jnp.int32)),
             self.pixels.add(jnp.asarray(valid_pixels, jnp.int32)))
 
     def merge(self, other: "IoUTally") -> "IoUTally":
