@@ -184,6 +184,7 @@ def test_experiment_pages_and_index(tmp_path):
     p = report.write_intervention(str(tmp_path / "intervene"), inter)
     text = open(p).read()
     assert "removes 60%" in text and "removal_tree.png" in text
+    assert "the most removed is 60% (99% CI 50% to 70%) with its 2 best units" in text
     parts = [{"title": "ablation", "href": "ablate/ablation.html"},
              {"title": "gen", "href": "intervene/intervention.html"}]
     idx = report.write_index(str(tmp_path), parts)

@@ -40,6 +40,8 @@ def add_arguments(p):
                    "(default: the object with the most labelled units)")
     p.add_argument("--insert", default=None, help="generator concept to insert "
                    "(default: door if labelled)")
+    p.add_argument("--generator", default="world-generator",
+                   help="generator checkpoint (default: the shipped world generator)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-progress", action="store_true")
 
@@ -58,7 +60,7 @@ def run(args) -> int:
     step("loading the world classifier, generator and segmenter (weights/world)")
     clf = C.load_model("world-classifier")
     try:
-        gen = C.load_model("world-generator")
+        gen = C.load_model(args.generator)
     except FileNotFoundError as e:
         gen = None
         print(f"warning: the generator half of the demo is skipped: {e}", flush=True)
