@@ -94,6 +94,13 @@ def test_segnet_edits_and_stop(tiny):
         net.apply({"params": params}, x[:, :15])
 
 
+def test_package_exports_loaders():
+    import jaxdissect.world as world
+    assert world.load_classifier is load_classifier and world.load_segmenter is load_segmenter
+    with pytest.raises(AttributeError):
+        _ = world.no_such_name
+
+
 def test_head_label_mapping_round_trips():
     for layer in ("object", "part", "material"):
         ids = head_to_label(layer)

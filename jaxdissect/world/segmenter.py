@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxdissect.labels import LabelSet
 from jaxdissect.models.segnet import SegNet
-from jaxdissect.world.vocab import _COLOR_LUT, LABELS, LAYERS, layer_ids
+from jaxdissect.world.vocab import COLOR_LUT, LABELS, LAYERS, layer_ids
 from jaxdissect.world.weights import WEIGHTS_DIR, load_params, read_config
 
 #: the layers the network predicts (colour is computed from the pixels)
@@ -45,7 +45,7 @@ def color_labels(images01: jax.Array) -> jax.Array:
     colour rule on the pixel rounded to 8 bits, exactly as the renderer labels it)."""
     q = jnp.clip(jnp.round(images01 * 255.0), 0, 255).astype(jnp.int32) >> 3
     idx = (q[..., 0] << 10) | (q[..., 1] << 5) | q[..., 2]
-    return jnp.asarray(_COLOR_LUT, jnp.int32)[idx]
+    return jnp.asarray(COLOR_LUT, jnp.int32)[idx]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))

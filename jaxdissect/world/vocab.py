@@ -79,7 +79,7 @@ def _color_lut() -> np.ndarray:
     return (name_colors(grid).astype(np.int64) + first).astype(np.uint8)
 
 
-_COLOR_LUT = _color_lut()
+COLOR_LUT = _color_lut()
 
 
 def color_layer(image_u8: np.ndarray) -> np.ndarray:
@@ -90,4 +90,4 @@ def color_layer(image_u8: np.ndarray) -> np.ndarray:
                          f"{image_u8.shape}")
     q = image_u8 >> 3
     idx = (q[..., 0].astype(np.int32) << 10) | (q[..., 1].astype(np.int32) << 5) | q[..., 2]
-    return _COLOR_LUT[idx]
+    return COLOR_LUT[idx]
