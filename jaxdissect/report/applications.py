@@ -48,21 +48,27 @@ def _unit_name(u: int, labels) -> str:
     return f"{u} {lab}" if lab else str(u)
 
 
-def unit_shift_plot(path: str, delta, moved_up, moved_down, labels=None) -> str:
-    """Every unit's change in mean activation, sorted, with the most moved named."""
+def unit_shift_plot(path: str, delta, moved_up, moved_down, labels=None, top: int = 10) -> str:
+    """Left: every unit's change in mean activation, sorted. Right: the ``top`` units
+    lowered most and raised most, named (unit number and dissection label)."""
     plt = plots._plt()
     d = np.asarray(delta, float)
     order = np.argsort(d)
-    fig, ax = plt.subplots(figsize=(8, 3.4))
-    colors = np.where(d[order] < 0, plots.BLUE, plots.ORANGE)
-    ax.bar(np.arange(d.size), d[order], color=colors, width=1.0)
-    pos = {int(u): i for i, u in enumerate(order)}
-    for u in list(moved_down[:5]) + list(moved_up[:5]):
-        ax.annotate(_unit_name(int(u), labels), (pos[int(u)], d[u]), fontsize=7,
-                    rotation=90, ha="center", va="bottom" if d[u] > 0 else "top")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    ax.bar(np.arange(d.size), d[order], color=np.where(d[order] < 0, plots.BLUE, plots.ORANGE),
+           width=1.0)
     ax.axhline(0, color="#888", lw=0.8)
     ax.set_xlabel("units, sorted by change")
     ax.set_ylabel("mean activation change\n(adversarial - clean)")
+    named = [int(u) for u in moved_down[:top]] + [int(u) for u in moved_up[:top]][::-1]
+    y = np.arange(len(named))
+    bx.barh(y, d[named], color=[plots.BLUE if d[u] < 0 else plots.ORANGE for u in named])
+    bx.set_yticks(y, [_unit_name(u, labels) for u in named], fontsize=7)
+    bx.invert_yaxis()
+    bx.axvline(0, color="#888", lw=0.8)
+    bx.set_xlabel("change")
+    bx.set_title(f"{top} lowered most / {top} raised most", fontsize=9)
+    fig.tight_layout()
     return plots._save(fig, path)
 
 
