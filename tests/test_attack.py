@@ -175,3 +175,11 @@ def test_rank_with_tiebreak():
                                             -drop[c, u], u)) for c in range(2)]
     np.testing.assert_array_equal(got, want)
     assert got[0].tolist() == [1, 2, 0, 3, 4]
+
+
+def test_attack_compiles_once(setup):
+    params, images, pred = setup
+    before = attack._attack._cache_size()
+    for target, c in ((0, 1.0), (3, np.arange(6, dtype=np.float32))):
+        attack.cw_attack(apply_logits, params, images, target, steps=3, c=c)
+    assert attack._attack._cache_size() == before + 1
