@@ -85,3 +85,17 @@ def test_paint_errors(run_paint, capsys):
                       ("green", "expected CONCEPT")):
         assert cli.main(base + ["--edit", edit]) == 2
         assert msg in capsys.readouterr().err
+
+
+def test_default_edits_pick_the_object_with_most_labelled_units():
+    from types import SimpleNamespace
+
+    from jaxdissect.commands.paint import default_edits
+    from jaxdissect.labels import LabelSet
+
+    labels = LabelSet.from_pairs([("tree", "object"), ("red", "color"), ("door", "object")])
+    iou = np.zeros((5, 4))
+    best = np.array([1, 3, 3, 2, 2])
+    iou[np.arange(5), best] = [0.2, 0.1, 0.1, 0.3, 0.3]
+    dres = SimpleNamespace(labels=labels, best_label=best, labelled=iou.max(1) > 0.04, iou=iou)
+    assert default_edits(dres) == ["door:off:0,0,1,0.5", "door:on:0,0.5,1,1"]
