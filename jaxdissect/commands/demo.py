@@ -97,7 +97,7 @@ def run(args) -> int:
              f"{args.images} images per split, {args.samples} z samples for dissection, "
              f"{args.sweep_samples}/{args.removal_samples}/{args.insertion_samples} for the "
              "generator sweep/removal/insertion. Checks marked &#10008; did not hold on "
-             "this run." + ("" if gen is not None else
+             "this run." + (f" Generator: {gen.name}." if gen is not None else
                             " The world generator's weights were not found, so its "
                             "experiments were skipped."))
     index = report.write_index(out, parts, title="jaxdissect demo: the synthetic world",
