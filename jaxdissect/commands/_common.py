@@ -135,8 +135,11 @@ def load_data(spec: str, loaded: Loaded, num: int | None, seed: int, split: str 
         return WorldSource(num or 2000, seed=seed, size=size)
     if spec.startswith("tfds:"):
         from jaxdissect.data.tfds_source import TFDSSource
-        return TFDSSource(spec[5:], split="train" if split == "train" else "validation",
-                          num_examples=num, crop=loaded.image_size or 224)
+        try:
+            return TFDSSource(spec[5:], split="train" if split == "train" else "validation",
+                              num_examples=num, crop=loaded.image_size or 224)
+        except ImportError as e:
+            raise UserError(str(e)) from None
     root = spec
     if os.path.isdir(os.path.join(spec, split)):
         root = os.path.join(spec, split)
