@@ -38,8 +38,8 @@ def run_dissect(tmp_path_factory):
     torch_model = tiny_vgg_pth(str(d / "tiny_vgg.pth"))
     out = d / "res"
     argv = ["dissect", "--model", str(d / "tiny_vgg.pth"), "--data", "world", "--num-images",
-            str(N), "--segmenter", "truth", "--batch-size", "8", "--out", str(out),
-            "--no-progress"]
+            str(N), "--segmenter", "truth", "--seg-downsample", "1", "--batch-size", "8",
+            "--out", str(out), "--no-progress"]
     assert cli.main(argv) == 0
     return torch_model, out, argv
 

@@ -243,6 +243,7 @@ def run_dissection(loaded: Loaded, source, segmenter, layer: str, outdir: str, *
     Returns ``(DissectResult, report path)``."""
     from jaxdissect import report
     from jaxdissect.dissect import dissect
+    seg_downsample = 1 if seg_downsample is None else seg_downsample
     if seg_downsample < 1:
         raise UserError(f"--seg-downsample must be >= 1, got {seg_downsample}")
     if layer not in loaded.model.layer_names:
@@ -321,12 +322,20 @@ def add_common(p, kind_default_model="world"):
                         "world images, world for the world generator, netpqc otherwise")
     p.add_argument("--quantile", type=float, default=0.01, help="top quantile for thresholds")
     p.add_argument("--miniou", type=float, default=0.04, help="IoU needed to label a unit")
-    p.add_argument("--seg-downsample", type=int, default=1,
-                   help="dissect on every d-th segmentation pixel (block centres), e.g. 4 "
-                        "for the reference's quarter-size grid on full-size ground truth")
+    p.add_argument("--seg-downsample", type=int, default=None,
+                   help="dissect on every d-th segmentation pixel (block centres); default 4 "
+                        "for the world's full-size ground truth and world segmenter (the "
+                        "reference dissects on a quarter-size grid), else 1")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default=None, help="results folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def seg_downsample(args, seg_name: str) -> int:
+    """``--seg-downsample``, or 4 for the world's full-size segmentations, else 1."""
+    if args.seg_downsample is not None:
+        return args.seg_downsample
+    return 4 if seg_name in ("truth", "world") else 1
 
 
 def default_segmenter(args, loaded: Loaded) -> str:

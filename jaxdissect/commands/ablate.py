@@ -105,7 +105,7 @@ def run(args) -> int:
         loaded, layer, train, val, segmenter, seg_name, out, ks=ks, curve_classes=curve,
         quantile=args.quantile, miniou=args.miniou, batch_size=args.batch_size,
         chunk=args.chunk, progress=not args.no_progress, data_name=args.data,
-        index_link="index.html", seg_downsample=args.seg_downsample)
+        index_link="index.html", seg_downsample=C.seg_downsample(args, seg_name))
     findings = report.ablation_findings(result)
     index = report.write_index(out, [
         {"title": "Dissection", "href": "dissect/report.html",

@@ -55,7 +55,7 @@ def run(args) -> int:
     res, path = C.run_dissection(
         loaded, source, segmenter, layer, out, quantile=args.quantile, miniou=args.miniou,
         batch_size=args.batch_size, topk=args.topk, progress=not args.no_progress,
-        data_name=data_name, seg_name=seg_name, seg_downsample=args.seg_downsample)
+        data_name=data_name, seg_name=seg_name, seg_downsample=C.seg_downsample(args, seg_name))
     n = int(res.labelled.sum())
     concepts = len({res.best_label[u] for u in range(res.num_units) if res.labelled[u]})
     print(f"{loaded.name} {layer}: {n}/{res.num_units} units labelled (IoU > {args.miniou}), "

@@ -114,7 +114,7 @@ def run(args) -> int:
         max_remove=args.max_remove,
         insert_units=args.insert_units, progress=not args.no_progress,
         data_name=f"z@{args.seed}", index_link="index.html",
-        seg_downsample=args.seg_downsample)
+        seg_downsample=C.seg_downsample(args, seg_name))
     findings = report.intervention_findings(result)
     index = report.write_index(out, [
         {"title": "Dissection", "href": "dissect/report.html",
