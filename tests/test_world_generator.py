@@ -1,0 +1,178 @@
+"""The world generator: discriminator, GAN step, share figures, and the shipped weights."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdissect.models.discriminator import Discriminator, minibatch_stddev
+from jaxdissect.models.proggan import ProgressiveGenerator
+from jaxdissect.world import gan_training as gt
+from jaxdissect.world.generator import generate, load_generator, sample_z
+from jaxdissect.world.generator_quality import compare_shares, label_counts
+from jaxdissect.world.vocab import LABELS
+
+TINY_G = ProgressiveGenerator(sizes=(8, 8, 8, 4))       # 16x16 output
+TINY_D = Discriminator(widths=(4, 8, 8))                # 16x16 input
+
+
+# ---------------------------------------------------------------- discriminator
+
+def test_minibatch_stddev_matches_numpy():
+    x = np.random.default_rng(0).normal(size=(8, 3, 3, 5)).astype(np.float32)
+    got = np.asarray(minibatch_stddev(jnp.asarray(x), group_size=4))
+    assert got.shape == (8, 3, 3, 6)
+    np.testing.assert_array_equal(got[..., :5], x)
+    for i in range(8):  # example i is grouped with the examples j == i (mod 2)
+        group = x[i % 2::2]
+        want = np.mean(np.sqrt(group.var(axis=0) + 1e-8))
+        np.testing.assert_allclose(got[i, :, :, 5], want, rtol=1e-5)
+
+
+def test_discriminator_shapes_and_errors():
+    params = jax.jit(TINY_D.init)(jax.random.key(0), jnp.zeros((4, 16, 16, 3)))["params"]
+    logits = jax.jit(TINY_D.apply)({"params": params}, jnp.zeros((8, 16, 16, 3)))
+    assert logits.shape == (8,)
+    with pytest.raises(ValueError, match=r"expects \[b, 16, 16, 3\]"):
+        TINY_D.apply({"params": params}, jnp.zeros((4, 32, 32, 3)))
+    with pytest.raises(ValueError, match="not divisible"):
+        minibatch_stddev(jnp.zeros((6, 2, 2, 1)), group_size=4)
+
+
+# ---------------------------------------------------------------- GAN step
+
+# Without minibatch stddev each logit depends on its own image only (used by the R1
+# oracle below); one step function for all tests so its two programs compile once.
+NOSTD_D = Discriminator(widths=(4, 8, 8), mbstd_group=1)
+HYPER = gt.GanHyper(z_dim=8, r1_gamma=1.0, r1_every=2)
+
+
+@pytest.fixture(scope="module")
+def gan_step():
+    return gt.make_step(TINY_G, NOSTD_D, HYPER)
+
+
+def _fresh():
+    state = gt.init_state(TINY_G, NOSTD_D, HYPER, jax.random.key(0), (16, 16, 3))
+    reals = jax.random.uniform(jax.random.key(1), (4, 16, 16, 3), minval=-1, maxval=1)
+    return state, reals
+
+
+def test_gan_step_losses_and_ema_match_oracle(gan_step):
+    state, reals = _fresh()
+    old_g = jax.tree.map(np.array, state.g_params)
+    old_d = jax.tree.map(np.array, state.d_params)
+    key = jax.random.key(2)
+    new, m = gan_step(state, reals, key)
+
+    # Oracle: the discriminator loss from the pre-step parameters and the same z.
+    k1, _ = jax.random.split(key)
+    z1 = jax.random.normal(k1, (4, 8))
+    fakes = jax.jit(TINY_G.apply)({"params": old_g}, z1)[0]
+    d_apply = jax.jit(NOSTD_D.apply)
+    real_l = np.asarray(d_apply({"params": old_d}, reals), np.float64)
+    fake_l = np.asarray(d_apply({"params": old_d}, fakes), np.float64)
+    softplus = lambda v: np.log1p(np.exp(v))
+    want = softplus(fake_l).mean() + softplus(-real_l).mean()
+    np.testing.assert_allclose(float(m["d_loss"]), want, rtol=1e-5)
+    # EMA at step 0: beta = min(ema_decay, 1 / 10) = 0.1 of the old weights.
+    for e, o, p in zip(jax.tree.leaves(new.g_ema), jax.tree.leaves(old_g),
+                       jax.tree.leaves(new.g_params)):
+        np.testing.assert_allclose(np.asarray(e), 0.1 * o + 0.9 * np.asarray(p),
+                                   rtol=1e-5, atol=1e-6)
+    assert int(new.step) == 1
+    assert any(not np.allclose(a, b) for a, b in
+               zip(jax.tree.leaves(old_d), jax.tree.leaves(new.d_params)))
+
+
+def test_r1_penalty_matches_finite_differences(gan_step):
+    state, reals = _fresh()
+    d = jax.tree.map(np.array, state.d_params)
+    _, m = gan_step(state, reals, jax.random.key(2))      # step 0 carries the R1 term
+    with jax.enable_x64(True):
+        d64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), d)
+        x = jnp.asarray(np.asarray(reals), jnp.float64)
+        eps = 1e-5
+        # moving one pixel coordinate in every image at once: each logit sees its own
+        basis = jnp.eye(16 * 16 * 3, dtype=jnp.float64).reshape(-1, 1, 16, 16, 3) * eps
+        f = jax.jit(jax.vmap(lambda dx: NOSTD_D.apply({"params": d64}, x + dx)))
+        g = np.asarray(f(basis) - f(-basis)) / (2 * eps)     # [pixels, batch]
+    want = (g ** 2).sum(axis=0).mean()
+    np.testing.assert_allclose(float(m["r1"]), want, rtol=1e-3)
+    assert float(m["r1"]) > 0
+
+
+def test_gan_step_compiles_once(gan_step):
+    state, _ = _fresh()
+    for i in range(4):
+        reals = jax.random.uniform(jax.random.key(i), (4, 16, 16, 3), minval=-1, maxval=1)
+        state, m = gan_step(state, reals, jax.random.key(i))
+        assert (float(m["r1"]) > 0) == (i % 2 == 0)         # lazy R1 every 2nd step
+    assert gan_step.plain._cache_size() == 1 and gan_step.with_r1._cache_size() == 1
+
+
+# ---------------------------------------------------------------- share figures
+
+def test_label_counts_and_compare_shares():
+    labels = np.random.default_rng(0).integers(0, 5, (3, 7, 7))
+    np.testing.assert_array_equal(label_counts(labels, 5),
+                                  [(labels == i).sum() for i in range(5)])
+    with pytest.raises(ValueError, match="labels must lie"):
+        label_counts(np.array([5]), 5)
+    sky, grass, sun = LABELS.index("sky"), LABELS.index("grass"), LABELS.index("sun")
+    real = np.zeros(len(LABELS), np.int64)
+    real[[sky, grass, sun]] = [500, 490, 10]           # sun is 1% of real pixels
+    gen = np.zeros(len(LABELS), np.int64)
+    gen[[0, sky, grass]] = [100, 600, 300]             # 10% background
+    out = compare_shares(gen, real)
+    assert out["nonbackground"] == pytest.approx(0.9)
+    assert set(out["objects"]) == {"sky", "grass"}     # sun below 2% is not held
+    assert out["objects"]["sky"]["ratio"] == pytest.approx(0.6 / 0.5, rel=1e-3)
+    assert out["worst_ratio"] == pytest.approx(0.49 / 0.3, rel=1e-3)
+    assert out["ok"]
+    gen[grass] = 200                                   # grass 0.2 vs 0.49: off by > 2
+    assert not compare_shares(gen, real)["ok"]
+
+
+# ---------------------------------------------------------------- shipped weights
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_generator()
+
+
+def test_shipped_generator_loads_runs_and_is_deterministic(shipped):
+    model, params = shipped
+    assert model.resolution in (32, 64)
+    z = sample_z(model, 4, seed=1)
+    np.testing.assert_array_equal(z, sample_z(model, 4, seed=1))
+    out, acts = model.apply({"params": params}, jnp.asarray(z), capture=("layer4",))
+    assert acts["layer4"].shape[:3] == (4, 8, 8) and acts["layer4"].shape[3] >= 64
+    assert out.shape == (4, model.resolution, model.resolution, 3)
+    a = np.asarray(generate(model, params, z))
+    b = np.asarray(generate(model, params, z))
+    np.testing.assert_array_equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1 and a.std() > 0.05
+    # different latents give different images (no collapse to one picture)
+    assert np.abs(a[0] - a[1]).mean() > 0.02
+
+
+def test_shipped_generator_reduced_measurement(shipped):
+    """A reduced version of issue #4's figures on 64 samples (can fail)."""
+    from jaxdissect.world.generator_quality import generated_object_counts
+    from jaxdissect.world.segmenter import load_segmenter
+    from jaxdissect.world.source import WorldSource
+
+    model, params = shipped
+    seg = load_segmenter()
+    gen = generated_object_counts(model, params, seg, 64, z_seed=1, batch=64)
+    truth = label_counts(WorldSource(256, seed=1004, size=64).render_u8(0, 256)["seg"][:, 0])
+    figures = compare_shares(gen, truth)
+    assert figures["nonbackground"] >= 0.7, figures
+    # the two largest real objects (sky, grass) are generated within a factor of 3
+    for name in ("sky", "grass"):
+        ratio = figures["objects"][name]["ratio"]
+        assert 1 / 3 <= ratio <= 3, (name, figures)
+    # samples are varied scenes: at least 8 objects each cover >= 1% of generated pixels
+    share = gen / gen.sum()
+    assert (share[1:] >= 0.01).sum() >= 8, figures
