@@ -160,18 +160,19 @@ class DissectResult:
                            for q, v in meta["levels"].items()}, **arrays)
 
 
-def layer_compute(apply: Callable, params: Any, layer: str,
+def layer_compute(apply: Callable, layer: str,
                   segment: Callable[[dict, jax.Array], jax.Array], *,
                   input_key: str = "image",
                   preprocess: Callable[[jax.Array], jax.Array] | None = None) -> Compute:
-    """A ``compute`` for ``dissect`` from a model following the call contract
-    (``apply({"params": p}, x, capture=(layer,)) -> (out, acts)``).
+    """A ``compute(batch, params)`` for ``dissect(..., params=params)`` from a model
+    following the call contract (``apply({"params": p}, x, capture=(layer,)) ->
+    (out, acts)``).
 
     ``segment(batch, out) -> [b, K, Hs, Ws]``: e.g. ``lambda b, out:
     segmenter(b["image"])`` for a classifier, ``lambda b, out:
     segmenter(to_images(out))`` for a generator.
     """
-    def compute(batch):
+    def compute(batch, params):
         x = batch[input_key]
         out, acts = apply({"params": params}, x if preprocess is None else preprocess(x),
                           capture=(layer,))
@@ -238,7 +239,7 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
             batch_size: int = 32, topk: int = 20, budget: int = 4096,
             cache_dir: str | None = None, cache_key: Any = None,
             checkpoint_every: int = 20, progress: bool = True,
-            devices: Sequence[jax.Device] | None = None) -> DissectResult:
+            devices: Sequence[jax.Device] | None = None, params: Any = None) -> DissectResult:
     """Dissects one layer; see the module docstring.
 
     ``compute(batch) -> (acts [b,h,w,u], seg [b,K,Hs,Ws] int)``, traced in jit.
@@ -248,7 +249,11 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
     insertion values). ``budget``: values kept per unit by the one-pass exact
     quantile; when ``ceil(q * n)`` exceeds it, three exact radix passes are used
     instead. ``cache_key``: anything JSON-able naming the model, layer and data
-    (the other arguments are added to it).
+    (the other arguments are added to it). ``params``: if given, ``compute`` is
+    called as ``compute(batch, params)`` and ``params`` (model weights, any pytree)
+    is an argument of the compiled step, replicated over devices, instead of a
+    constant folded into it: closing over a large model's weights would embed
+    them in the program (slow to compile, copied per executable).
     """
     if not isinstance(labels, LabelSet):
         raise TypeError(f"labels must be a LabelSet, got {type(labels).__name__}")
@@ -264,8 +269,12 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
 
     runner = _Runner(source, batch_size, devices, cache_dir, None, checkpoint_every, progress)
     example, _ = runner.batch(0)
+
+    def call(batch, p):
+        return compute(batch) if params is None else compute(batch, p)
+
     acts_shape, seg_shape = jax.eval_shape(
-        compute, {k: v for k, v in example.items() if k != "valid"})
+        call, {k: v for k, v in example.items() if k != "valid"}, params)
     if len(acts_shape.shape) != 4 or len(seg_shape.shape) != 4:
         raise ValueError(f"compute must return acts [b,h,w,u] and seg [b,K,H,W]; got "
                          f"{acts_shape.shape} and {seg_shape.shape}")
@@ -280,10 +289,10 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
     runner.key = cache.args_key(cache_key, all_levels, budget, topk, len(labels),
                                 source.num_examples, units, grid, int(seg_shape.shape[1]))
 
-    def model(batch):
+    def model(batch, p):
         batch = dict(batch)
         valid = batch.pop("valid")
-        acts, seg = compute(batch)
+        acts, seg = call(batch, p)
         return acts, seg, valid, batch["index"]
 
     n_values = source.num_examples * grid[0] * grid[1]
@@ -295,14 +304,14 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
             return RadixHistogram.empty(units, len(all_levels), *RADIX_SCHEDULE[0])
         return Quantile.empty(units, budget)
 
-    def pass1(stat, batch):
-        acts, _, valid, index = model(batch)
+    def pass1(stat, batch, p):
+        acts, _, valid, index = model(batch, p)
         q, t = stat.parts
         return parallel.Joint((q.update(upsample(acts), valid),
                                t.update(image_max(acts), index, valid)))
 
     state = runner.run("quantile", pass1, parallel.Joint(
-        (first_quantile(), TopK.empty(units, topk))))
+        (first_quantile(), TopK.empty(units, topk))), params)
     qstat, topstat = state.parts
     if not use_radix:
         thresholds = qstat.compute(all_levels)
@@ -311,23 +320,25 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         ranks = np.tile([rank_for_level(q, n) for q in all_levels], (units, 1))
         prefix, ranks = radix_refine(qstat, ranks)
         for i, (known, bits) in enumerate(RADIX_SCHEDULE[1:], start=2):
-            def radix_pass(hist, batch):
-                acts, _, valid, _ = model(batch)
+            def radix_pass(hist, batch, p):
+                acts, _, valid, _ = model(batch, p)
                 return hist.update(upsample(acts), valid)
             hist = runner.run(f"radix{i}", radix_pass,
-                              RadixHistogram.empty(units, len(all_levels), known, bits, prefix))
+                              RadixHistogram.empty(units, len(all_levels), known, bits, prefix),
+                              params)
             prefix, ranks = radix_refine(hist, ranks)
         thresholds = key_to_float(prefix).T
     by_level = {q: np.asarray(t, np.float32) for q, t in zip(all_levels, thresholds)}
     t_main = by_level[all_levels[0]]
 
     # Pass 2: exact IoU counts at the main threshold.
-    def pass2(tally, batch, t):
-        acts, seg, valid, _ = model(batch)
+    def pass2(tally, batch, t, p):
+        acts, seg, valid, _ = model(batch, p)
         return tally.update(upsample(acts), t, seg, valid)
 
     runner.key = cache.args_key(runner.key, t_main)
-    tally = runner.run("iou", pass2, IoUTally.empty(units, len(labels)), jnp.asarray(t_main))
+    tally = runner.run("iou", pass2, IoUTally.empty(units, len(labels)), jnp.asarray(t_main),
+                       params)
     counts = tally.counts()
     iou = tally.compute()
     best, best_iou = best_labels(iou)

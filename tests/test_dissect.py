@@ -163,11 +163,10 @@ def test_planted_units_are_labelled_with_their_concepts():
     kernel = np.zeros((1, 1, 3, 3), np.float32)
     kernel[0, 0, 0, 0] = kernel[0, 0, 1, 1] = kernel[0, 0, 2, 2] = 1.0
     params = {"conv": {"kernel": jnp.asarray(kernel), "bias": jnp.array([-0.5, -0.5, 0.0])}}
-    planted_compute = layer_compute(Planted().apply, params, "conv",
-                                    lambda batch, out: batch["seg"])
+    planted_compute = layer_compute(Planted().apply, "conv", lambda batch, out: batch["seg"])
     source = planted_world()
     result = dissect(planted_compute, source, LABELS, quantile=0.12, batch_size=5,
-                     progress=False, topk=2)
+                     progress=False, topk=2, params=params)
     assert result.best_label[0] == LABELS.index("door") and result.best_iou[0] >= 0.99
     assert result.best_label[1] == LABELS.index("tree") and result.best_iou[1] >= 0.99
     assert result.unit_label(0) == "door" and result.labelled[:2].all()
@@ -200,3 +199,26 @@ def test_each_pass_traces_compute_once():
     dissect(counting, source, LABELS, upsample=UP, batch_size=5, progress=False,
             devices=jax.local_devices()[:1])
     assert len(traces) == 3  # shape probe, quantile pass, IoU pass
+
+
+def test_params_are_step_arguments_not_constants():
+    """Weights passed as ``params`` reach the compiled step as an argument, so the
+    same results come without folding them into the program."""
+    kernel = np.zeros((1, 1, 3, 3), np.float32)
+    kernel[0, 0, 0, 0] = kernel[0, 0, 1, 1] = kernel[0, 0, 2, 2] = 1.0
+    params = {"conv": {"kernel": jnp.asarray(kernel), "bias": jnp.array([-0.5, -0.5, 0.0])}}
+    compute = layer_compute(Planted().apply, "conv", lambda batch, out: batch["seg"])
+    source = planted_world()
+    seen = []
+
+    def traced(batch, p):
+        seen.append(type(p["conv"]["kernel"]))
+        return compute(batch, p)
+
+    with_arg = dissect(traced, source, LABELS, quantile=0.12, batch_size=5,
+                       progress=False, topk=2, params=params)
+    closed = dissect(lambda batch: compute(batch, params), source, LABELS, quantile=0.12,
+                     batch_size=5, progress=False, topk=2)
+    assert all(issubclass(t, jax.core.Tracer) for t in seen)
+    np.testing.assert_array_equal(with_arg.iou, closed.iou)
+    np.testing.assert_array_equal(with_arg.thresholds, closed.thresholds)

@@ -65,7 +65,8 @@ def test_world_paint_tree_units():
     source = C.load_data("z", loaded, 1000, seed=1)
     compute, _ = C.make_compute(loaded, "layer4", seg)
     res = dissect(compute, source, seg.labels, upsample=Upsampler.plain((8, 8), (64, 64)),
-                  quantile=0.01, levels=(0.005,), batch_size=50, progress=False)
+                  quantile=0.01, levels=(0.005,), batch_size=50, progress=False,
+                  params=loaded.params)
     tree = seg.labels.index("tree")
     units = paint.concept_units(res.iou, seg.labels.names, "tree", 20)
     z = ZSource(16, loaded.z_dim, 2).batch(0, 16)["z"]

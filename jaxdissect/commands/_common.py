@@ -208,30 +208,36 @@ def _upsampler(loaded: Loaded, layer: str, act_hw, seg_hw, image_hw=None):
 
 
 def make_compute(loaded: Loaded, layer: str, segmenter, seg_downsample: int = 1):
-    """``compute(batch) -> (acts [b,h,w,u], seg [b,K,H,W])`` and ``forward(batch) ->
-    (acts, images)``. ``seg_downsample`` d keeps the centre pixel of each d x d block of
-    the segmentation (the reference dissects at a quarter of the image size)."""
-    model, params = loaded.model, loaded.params
+    """``compute(batch, params) -> (acts [b,h,w,u], seg [b,K,H,W])``, for
+    ``dissect(..., params=loaded.params)`` (the weights are then an argument of the
+    compiled step, not constants folded into it), and ``forward(batch) -> (acts,
+    images)`` with ``loaded.params``. ``seg_downsample`` d keeps the centre pixel of each
+    d x d block of the segmentation (the reference dissects at a quarter of the image
+    size)."""
+    model = loaded.model
     truth = isinstance(segmenter, TruthSegmenter)
 
     if loaded.kind == "classifier":
-        def forward(batch):
+        def forward_with(batch, params):
             x = jnp.asarray(batch["image"])
             acts, _ = model.apply({"params": params}, loaded.preprocess(x), stop=layer)
             return acts, x
     else:
-        def forward(batch):
+        def forward_with(batch, params):
             out, acts = model.apply({"params": params}, jnp.asarray(batch["z"]),
                                     capture=(layer,))
             return acts[layer], loaded.to_images(out)
 
-    def compute(batch):
-        acts, images = forward(batch)
+    def compute(batch, params):
+        acts, images = forward_with(batch, params)
         seg = jnp.asarray(batch["seg"]) if truth else segmenter(images)
         if seg_downsample > 1:
             o = seg_downsample // 2
             seg = seg[:, :, o::seg_downsample, o::seg_downsample]
         return acts, seg.astype(jnp.int32)
+
+    def forward(batch):
+        return forward_with(batch, loaded.params)
 
     return compute, forward
 
@@ -251,7 +257,7 @@ def run_dissection(loaded: Loaded, source, segmenter, layer: str, outdir: str, *
                         f"{list(loaded.model.layer_names)}")
     compute, forward = make_compute(loaded, layer, segmenter, seg_downsample)
     example = {k: v for k, v in source.batch(0, 1).items()}
-    acts_s, seg_s = jax.eval_shape(compute, example)
+    acts_s, seg_s = jax.eval_shape(compute, example, loaded.params)
     if len(acts_s.shape) != 4:
         raise UserError(f"layer {layer!r} is not a convolutional layer [b,h,w,units]")
     image_hw = example["image"].shape[1:3] if "image" in example else None
@@ -263,7 +269,7 @@ def run_dissection(loaded: Loaded, source, segmenter, layer: str, outdir: str, *
                   cache_key={"model": loaded.name, "layer": layer, "data": data_name,
                              "segmenter": seg_name, "n": source.num_examples,
                              "seg_downsample": seg_downsample},
-                  progress=progress)
+                  progress=progress, params=loaded.params)
     strips = unit_thumbnails(forward, up, source, res, topk)
     paths = report.write_unit_thumbnails(outdir, strips)
     units = []

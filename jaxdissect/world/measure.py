@@ -21,7 +21,7 @@ def dissect_classifier(model, params, source: WorldSource, segmenter=None, layer
     size = source.size
     geometry = model.layer_geometry(layer)
 
-    def compute(batch):
+    def compute(batch, params):
         x = jnp.asarray(batch["image"])
         acts, _ = model.apply({"params": params}, preprocess(x), stop=layer)
         seg = jnp.asarray(batch["seg"]) if segmenter is None else segmenter(x)
@@ -29,7 +29,7 @@ def dissect_classifier(model, params, source: WorldSource, segmenter=None, layer
 
     up = Upsampler.for_layers(geometry, (size, size), (size, size))
     return dissect(compute, source, LABELS, upsample=up, batch_size=batch_size,
-                   progress=progress, topk=1)
+                   progress=progress, topk=1, params=params)
 
 
 def dissection_summary(res: DissectResult) -> dict:
