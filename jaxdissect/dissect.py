@@ -19,11 +19,11 @@ batches; a killed run resumes where it stopped and gives identical results.
 Example (a classifier, the reference's conv5_3 setting)::
 
     up = Upsampler.plain((14, 14), (56, 56))
-    def compute(batch):
+    def compute(batch, params):
         _, acts = model.apply({"params": params}, preprocess(batch["image"]),
                               capture=("conv5_3",))
         return acts["conv5_3"], segmenter(batch["image"])
-    result = dissect(compute, source, segmenter.labels, upsample=up,
+    result = dissect(compute, source, segmenter.labels, upsample=up, params=params,
                      cache_dir="results/vgg16-conv5_3", cache_key={"model": "vgg16"})
     result.best_label, result.best_iou, result.to_json()
 """
