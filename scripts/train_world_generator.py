@@ -9,7 +9,14 @@ randomly mirrored. Step ``i`` draws its batch and latents from ``(seed, i)`` onl
 so a run resumed from ``--state-dir`` takes exactly the steps an uninterrupted run
 would. The budget is process CPU time (``--max-cpu-minutes``; 60 CPU-minutes is 30
 minutes on 2 dedicated cores), since the cores may be shared; ``config.json``
-beside the weights records the steps taken, CPU and wall time.
+beside the weights records the steps taken, CPU and wall time, and the command of
+every stage of a resumed run (a stage may change --lr, --r1-gamma, --translate or
+the real-image sampler).
+
+``--class-weights`` (e.g. ``uniform`` or ``farm=2,ski_resort=1.5``) draws class-balanced
+real batches: each batch holds the scene classes in proportion to their weights
+(stratified), each image drawn at random within its class. Without it batches are
+drawn uniformly from all images, as the first shipped run did.
 """
 
 from __future__ import annotations
@@ -53,7 +60,12 @@ def parse_args(argv=None):
                         "resume from it if present")
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--snapshot-dir", default=None, help="sample grids every --save-every steps")
+    p.add_argument("--snapshot-dir", default=None,
+                   help="sample grids and EMA weights (stepN/) every --save-every steps")
+    p.add_argument("--translate", type=int, default=0,
+                   help="DiffAugment translation range in pixels for the discriminator")
+    p.add_argument("--class-weights", default=None,
+                   help="class-balanced real batches: 'uniform' or e.g. 'farm=2,snow=1.5'")
     return p.parse_args(argv)
 
 
@@ -73,6 +85,38 @@ def real_batch(reals: np.ndarray, seed: int, step: int, batch: int) -> jax.Array
     """Step ``step``'s batch: random images, randomly mirrored, in [-1, 1]."""
     rng = np.random.default_rng([seed, step])
     x = reals[rng.integers(0, len(reals), batch)]
+    flip = rng.random(batch) < 0.5
+    x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
+    return jnp.asarray(x, jnp.float32) * (2.0 / 255.0) - 1.0
+
+
+def parse_class_weights(text: str, class_names) -> np.ndarray:
+    """``'uniform'`` or ``'name=w,...'`` (unlisted classes weigh 1) -> ``[C]`` weights."""
+    w = np.ones(len(class_names))
+    if text.strip() == "uniform":
+        return w
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if name.strip() not in class_names:
+            raise ValueError(f"unknown scene class {name.strip()!r} in --class-weights; "
+                             f"classes are {', '.join(class_names)}")
+        w[list(class_names).index(name.strip())] = float(value)
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"class weights must be >= 0 with a positive sum, got {text!r}")
+    return w
+
+
+def balanced_batch(reals: np.ndarray, labels: np.ndarray, weights: np.ndarray, seed: int,
+                   step: int, batch: int) -> jax.Array:
+    """Step ``step``'s batch with class ``c`` taking ``batch * w_c / sum(w)`` slots
+    (stratified: rounding goes to random classes), randomly mirrored, in [-1, 1]."""
+    rng = np.random.default_rng([seed, step, 1])
+    cum = np.cumsum(weights / weights.sum())
+    slots = (rng.random() + np.arange(batch)) / batch  # systematic sampling
+    classes = np.minimum(np.searchsorted(cum, slots, side="right"), len(weights) - 1)
+    members = [np.flatnonzero(labels == c) for c in range(len(weights))]
+    idx = np.array([members[c][rng.integers(len(members[c]))] for c in classes])
+    x = reals[idx]
     flip = rng.random(batch) < 0.5
     x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
     return jnp.asarray(x, jnp.float32) * (2.0 / 255.0) - 1.0
@@ -103,29 +147,39 @@ def main(argv=None) -> int:
     d_widths = tuple(int(w) for w in args.d_widths.split(","))
     disc = Discriminator(widths=d_widths)
     hyper = gt.GanHyper(z_dim=model.z_dim, learning_rate=args.lr, r1_gamma=args.r1_gamma,
-                        ema_decay=args.ema_decay)
+                        ema_decay=args.ema_decay, translate=args.translate)
+    world = WorldSource(args.num_train, seed=args.world_seed, size=res)
+    weights = (parse_class_weights(args.class_weights, world.class_names)
+               if args.class_weights else None)
     cpu0, wall0 = time.process_time(), time.time()
-    reals = WorldSource(args.num_train, seed=args.world_seed, size=res).render_u8(
-        0, args.num_train)["image"]
+    rendered = world.render_u8(0, args.num_train)
+    reals, labels = rendered["image"], rendered["label"]
     print(f"rendered {len(reals)} world images at {res}x{res} in {time.time() - wall0:.1f}s",
           flush=True)
 
     init_key, base_key = jax.random.split(jax.random.key(args.seed))
     state = gt.init_state(model, disc, hyper, init_key, (res, res, 3))
-    prior = {"cpu_seconds": 0.0, "wall_seconds": 0.0, "resumed_at": []}
+    prior = {"cpu_seconds": 0.0, "wall_seconds": 0.0, "resumed_at": [], "stages": []}
     state_dir = Path(args.state_dir) if args.state_dir else None
     if state_dir and (state_dir / "progress.json").is_file():
         state, prior = load_state(state_dir, state)
         prior["resumed_at"] = prior.get("resumed_at", []) + [int(state.step)]
+        prior.setdefault("stages", [])
         print(f"resumed at step {int(state.step)}", flush=True)
     step = gt.make_step(model, disc, hyper)
     used = lambda: (prior["cpu_seconds"] + time.process_time() - cpu0,
                     prior["wall_seconds"] + time.time() - wall0)
+    command = "python scripts/train_world_generator.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None)
+    stages = prior["stages"] + [{"from_step": int(state.step), "command": command}]
     metrics = {}
     while int(state.step) < args.steps:
         i = int(state.step)
-        state, metrics = step(state, real_batch(reals, args.seed, i, args.batch),
-                              jax.random.fold_in(base_key, i))
+        if weights is None:
+            x = real_batch(reals, args.seed, i, args.batch)
+        else:
+            x = balanced_batch(reals, labels, weights, args.seed, i, args.batch)
+        state, metrics = step(state, x, jax.random.fold_in(base_key, i))
         done = i + 1
         cpu, wall = used()
         if done % args.log_every == 0 or done == 1:
@@ -134,10 +188,13 @@ def main(argv=None) -> int:
         stop = cpu > args.max_cpu_minutes * 60
         if state_dir and (done % args.save_every == 0 or stop):
             save_state(state_dir, state, {"cpu_seconds": cpu, "wall_seconds": wall,
-                                          "resumed_at": prior["resumed_at"]})
+                                          "resumed_at": prior["resumed_at"],
+                                          "stages": stages})
         if args.snapshot_dir and done % args.save_every == 0:
             Path(args.snapshot_dir).mkdir(parents=True, exist_ok=True)
             sample_grid(model, state.g_ema, Path(args.snapshot_dir) / f"step{done:06d}.png")
+            save_checkpoint(Path(args.snapshot_dir) / f"step{done:06d}", state.g_ema,
+                            {"sizes": list(model.sizes), "steps_done": done})
         if stop:
             print(f"CPU budget reached after {done} steps", flush=True)
             break
@@ -150,11 +207,16 @@ def main(argv=None) -> int:
         "cpu_minutes": round(cpu / 60, 2), "train_minutes": round(wall / 60, 2),
         "resumed_at_steps": prior["resumed_at"],
         "num_train": args.num_train, "world_seed": args.world_seed, "seed": args.seed,
-        "augment": "random x-flip",
+        "augment": "random x-flip" + (
+            f"; discriminator inputs translated by up to {args.translate} px (DiffAugment)"
+            if args.translate else ""),
+        "real_sampler": ("uniform over images" if weights is None else
+                         "class-stratified, class weights " + json.dumps(
+                             dict(zip(world.class_names, weights.tolist())))),
+        "stages": stages,
         "params": "exponential moving average of the generator weights",
         "final_metrics": {k: float(v) for k, v in metrics.items()},
-        "command": "python scripts/train_world_generator.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "command": command,
     }
     save_checkpoint(args.out, state.g_ema, config)
     sample_grid(model, state.g_ema, Path(args.out) / "samples.png")

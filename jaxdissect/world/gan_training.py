@@ -5,6 +5,10 @@ the discriminator minimises ``softplus(D(G(z))) + softplus(-D(x))`` plus, every
 ``r1_every`` steps, ``r1_every * r1_gamma / 2 * |grad_x D(x)|^2`` on real images;
 the generator minimises ``softplus(-D(G(z)))``. The sampled images are kept as an
 exponential moving average of the generator's weights, as in ProgressiveGAN.
+With ``translate > 0`` every image the discriminator sees (real or generated, in
+both losses) is first shifted by a random whole-pixel offset in
+``[-translate, translate]`` per axis, the vacated border filled with 0 (mid-grey):
+the translation of DiffAugment (Zhao et al. 2020), differentiable in the image.
 
 Images are NHWC in [-1, 1] (the generator's output range). The generator follows
 the model call contract: ``out, acts = generator.apply({"params": p}, z)``.
@@ -35,6 +39,8 @@ class GanHyper:
     ema_decay: float = 0.999
     #: ema decay ramps as ``min(ema_decay, (1 + step) / (ema_warmup + step))``
     ema_warmup: float = 10.0
+    #: DiffAugment translation range in pixels (0: no augmentation)
+    translate: int = 0
 
 
 @flax.struct.dataclass
@@ -69,6 +75,29 @@ def init_state(generator: nn.Module, discriminator: nn.Module, h: GanHyper,
     return init(key)
 
 
+def translate_images(x: jax.Array, offsets: jax.Array, pad: int) -> jax.Array:
+    """Shift each image: ``out[i, y, x] = x[i, y - dy_i, x - dx_i]`` (0 outside).
+
+    ``x`` ``[b, H, W, C]``; ``offsets`` ``[b, 2]`` int ``(dy, dx)`` with
+    ``|dy|, |dx| <= pad``. Differentiable in ``x``.
+    """
+    _, hh, ww, cc = x.shape
+    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+    def one(img, off):
+        return jax.lax.dynamic_slice(img, (pad - off[0], pad - off[1], 0), (hh, ww, cc))
+
+    return jax.vmap(one)(padded, offsets)
+
+
+def random_translate(key: jax.Array, x: jax.Array, pad: int) -> jax.Array:
+    """``x`` shifted by offsets drawn uniformly from ``[-pad, pad]`` (identity if 0)."""
+    if pad <= 0:
+        return x
+    offsets = jax.random.randint(key, (x.shape[0], 2), -pad, pad + 1)
+    return translate_images(x, offsets, pad)
+
+
 def make_step(generator: nn.Module, discriminator: nn.Module, h: GanHyper
               ) -> Callable[[GanState, jax.Array, jax.Array], tuple[GanState, dict]]:
     """Return a jitted ``step(state, reals [b,R,R,3] in [-1,1], key) -> (state, metrics)``.
@@ -84,7 +113,10 @@ def make_step(generator: nn.Module, discriminator: nn.Module, h: GanHyper
     def disc(p, x):
         return discriminator.apply({"params": p}, x)
 
-    def d_loss(dp, reals, fakes, with_r1):
+    def d_loss(dp, reals, fakes, with_r1, key):
+        kr, kf = jax.random.split(key)
+        reals = random_translate(kr, reals, h.translate)
+        fakes = random_translate(kf, fakes, h.translate)
         real_logits = disc(dp, reals)
         fake_logits = disc(dp, fakes)
         loss = jnp.mean(jax.nn.softplus(fake_logits)) + jnp.mean(jax.nn.softplus(-real_logits))
@@ -97,21 +129,23 @@ def make_step(generator: nn.Module, discriminator: nn.Module, h: GanHyper
         return total, {"d_loss": loss, "r1": r1,
                        "real_logit": jnp.mean(real_logits), "fake_logit": jnp.mean(fake_logits)}
 
-    def g_loss(gp, dp, z):
-        return jnp.mean(jax.nn.softplus(-disc(dp, gen(gp, z))))
+    def g_loss(gp, dp, z, key):
+        fakes = random_translate(key, gen(gp, z), h.translate)
+        return jnp.mean(jax.nn.softplus(-disc(dp, fakes)))
 
     def make(with_r1):
         def step(state: GanState, reals: jax.Array, key: jax.Array):
             b = reals.shape[0]
             k1, k2 = jax.random.split(key)
+            kd, kg = jax.random.split(jax.random.fold_in(key, 1))  # augmentation
             z1 = jax.random.normal(k1, (b, h.z_dim), jnp.float32)
             fakes = jax.lax.stop_gradient(gen(state.g_params, z1))
             (_, m), dg = jax.value_and_grad(d_loss, has_aux=True)(
-                state.d_params, reals, fakes, with_r1)
+                state.d_params, reals, fakes, with_r1, kd)
             du, d_opt = tx.update(dg, state.d_opt, state.d_params)
             d_params = optax.apply_updates(state.d_params, du)
             z2 = jax.random.normal(k2, (b, h.z_dim), jnp.float32)
-            gl, gg = jax.value_and_grad(g_loss)(state.g_params, d_params, z2)
+            gl, gg = jax.value_and_grad(g_loss)(state.g_params, d_params, z2, kg)
             gu, g_opt = tx.update(gg, state.g_opt, state.g_params)
             g_params = optax.apply_updates(state.g_params, gu)
             t = state.step.astype(jnp.float32)
