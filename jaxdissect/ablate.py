@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdissect.data.source import ImageSource
-from jaxdissect.edits import Edit
+from jaxdissect.edits import Edit, mask_chunks
 from jaxdissect.resume import ResumableSum
 
 #: the k of the paper's "k most important units" sweep
@@ -178,14 +178,9 @@ def ablation_masks_counts(split: Split, source: ImageSource, masks: np.ndarray,
     ``pred [E, C]``, ``correct [E, C]`` and ``total``. With ``cachefile`` the running
     sums are saved after each batch, so a killed run resumes where it stopped.
     """
-    masks = np.asarray(masks, np.float32)
-    if masks.ndim != 2:
-        raise ValueError(f"masks must be [edits, units], got shape {masks.shape}")
+    masks, padded, pad = mask_chunks(masks, chunk)
     n_edits, n_units = masks.shape
-    chunk = max(1, min(chunk, n_edits))
-    pad = (-n_edits) % chunk
-    padded = np.concatenate([masks, np.zeros((pad, n_units), np.float32)]).reshape(
-        -1, chunk, n_units)
+    chunk = padded.shape[1]
 
     @jax.jit
     def step(params, acts, labels, mask_chunk):

@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxdissect.ablate import Split
 from jaxdissect.data.source import ImageSource
-from jaxdissect.edits import Edit
+from jaxdissect.edits import Edit, mask_chunks
 from jaxdissect.resume import ResumableSum
 
 Segment = Callable[[jax.Array], jax.Array]     # images -> seg [b, K, Hs, Ws] int
@@ -87,14 +87,9 @@ def ablation_share_deltas(split: Split, segment: Segment, source: ImageSource,
     ``base_sq [L]`` (unedited shares), ``delta [E, L]`` and ``delta_sq [E, L]``
     (edited minus unedited, per sample), and ``n``.
     """
-    masks = np.asarray(masks, np.float32)
-    if masks.ndim != 2:
-        raise ValueError(f"masks must be [edits, units], got shape {masks.shape}")
+    masks, padded, pad = mask_chunks(masks, chunk)
     n_edits, n_units = masks.shape
-    chunk = max(1, min(chunk, n_edits))
-    pad = (-n_edits) % chunk
-    padded = np.concatenate([masks, np.zeros((pad, n_units), np.float32)]).reshape(
-        -1, chunk, n_units)
+    chunk = padded.shape[1]
 
     def shares(params, acts, alpha):
         images = split.tail(params, acts, _unit_edit(alpha, jnp.zeros(())))
