@@ -7,12 +7,16 @@ steps, optimiser) and the accuracy measured at the end of training.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jax
 import numpy as np
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights" / "world"
+#: The repository's ``weights/world`` (found from an editable install, as the README
+#: installs it); ``$JAXDISSECT_WORLD_WEIGHTS`` points elsewhere.
+WEIGHTS_DIR = Path(os.environ.get("JAXDISSECT_WORLD_WEIGHTS")
+                   or Path(__file__).resolve().parents[2] / "weights" / "world")
 
 
 def save_checkpoint(directory, params, config: dict) -> Path:
@@ -34,7 +38,9 @@ def read_config(directory) -> dict:
     path = directory / "config.json"
     if not path.is_file() or not (directory / "params").is_dir():
         raise FileNotFoundError(f"no world checkpoint in {directory} (needs config.json and "
-                                f"params/); train one with the scripts in scripts/")
+                                f"params/): install jaxdissect editable from its repository "
+                                f"(pip install -e .), set JAXDISSECT_WORLD_WEIGHTS to its "
+                                f"weights/world, or train one with the scripts in scripts/")
     return json.loads(path.read_text())
 
 
