@@ -22,7 +22,15 @@ import os
 import numpy as np
 
 from jaxdissect.report import plots
-from jaxdissect.report.html import dissection_page, finding_html, page, table_html, write_text
+from jaxdissect.report.html import (
+    back_link_html,
+    dissection_page,
+    finding_html,
+    page,
+    plots_html,
+    table_html,
+    write_text,
+)
 from jaxdissect.report.svg import concept_bargraph
 from jaxdissect.report.thumbs import unit_strip
 
@@ -132,12 +140,11 @@ def write_ablation(outdir: str, result: dict, class_names, unit_labels=None,
                      _pct(rm[c, i]), _pct(kp[c, i]),
                      ", ".join(ulabel(u) for u in result["ranking"][c][:4])])
     body = ["<h1>Classifier unit ablation</h1>"]
-    if index_link:
-        body.append(f"<p><a href=\"{index_link}\">&larr; all results</a></p>")
+    body += back_link_html(index_link)
     body.append("<h2>Findings</h2>")
     body += [finding_html(t, ok) for t, ok in ablation_findings(result)]
     body.append("<h2>Plots</h2>")
-    body += [f"<p><img class=\"plot\" src=\"{f}\" alt=\"{f}\"></p>" for f in figs]
+    body += plots_html(figs)
     body.append(f"<h2>Per class (val; set size k={s['k']})</h2>")
     body.append(table_html(["class", "precision", "recall", "balanced acc.",
                             f"top {s['k']} removed", f"only top {s['k']} kept",
@@ -190,12 +197,11 @@ def write_intervention(outdir: str, result: dict, index_link: str | None = None)
         figs.append(plots.insertion_map(os.path.join(outdir, f"insertion_map_{concept}.png"),
                                         concept, ins))
     body = ["<h1>Generator interventions</h1>"]
-    if index_link:
-        body.append(f"<p><a href=\"{index_link}\">&larr; all results</a></p>")
+    body += back_link_html(index_link)
     body.append("<h2>Findings</h2>")
     body += [finding_html(t, ok) for t, ok in intervention_findings(result)]
     body.append("<h2>Plots</h2>")
-    body += [f"<p><img class=\"plot\" src=\"{f}\" alt=\"{f}\"></p>" for f in figs]
+    body += plots_html(figs)
     for concept, ins in result["insertion"].items():
         body.append(f"<h2>Insertion of {concept} by context</h2>")
         body.append(table_html(["context label", "category", "edits", "mean share added",

@@ -11,7 +11,14 @@ import numpy as np
 from PIL import Image
 
 from jaxdissect.report import dump_json, plots
-from jaxdissect.report.html import finding_html, page, table_html, write_text
+from jaxdissect.report.html import (
+    back_link_html,
+    finding_html,
+    page,
+    plots_html,
+    table_html,
+    write_text,
+)
 
 
 def to_u8(images01) -> np.ndarray:
@@ -122,8 +129,7 @@ def write_attack(outdir: str, result: dict, examples: str, unit_labels=None,
                                            delta, ranking[c], result[f"{key}_class"]))
     s, t = html.escape(result["source_class"]), html.escape(result["target_class"])
     body = [f"<h1>Adversarial attack {s} &rarr; {t}, seen through {result['layer']}</h1>"]
-    if index_link:
-        body.append(f"<p><a href=\"{index_link}\">&larr; all results</a></p>")
+    body += back_link_html(index_link)
     body.append(f"<p>Carlini&ndash;Wagner L2, {result['steps']} Adam steps, learning rate "
                 f"{result['learning_rate']}, c = {result['c']}, kappa = {result['kappa']}. "
                 f"Class importance: {html.escape(str(result.get('ranking_from', '')))}.</p>")
@@ -136,7 +142,7 @@ def write_attack(outdir: str, result: dict, examples: str, unit_labels=None,
                 "(x10, grey = 0).</p>")
     body.append(f"<p><img src=\"{examples}\" alt=\"examples\"></p>")
     body.append("<h2>Units</h2>")
-    body += [f"<p><img class=\"plot\" src=\"{f}\" alt=\"{f}\"></p>" for f in figs]
+    body += plots_html(figs)
     rank_pos = {}
     if ranking is not None:
         for key in ("source", "target"):
@@ -163,8 +169,7 @@ def write_paint(outdir: str, result: dict, grid: str, index_link: str | None = N
     dump_json(os.path.join(outdir, "paint.json"), result)
     body = [f"<h1>Painting with units of {html.escape(result['model'])} "
             f"{html.escape(result['layer'])}</h1>"]
-    if index_link:
-        body.append(f"<p><a href=\"{index_link}\">&larr; all results</a></p>")
+    body += back_link_html(index_link)
     body.append("<p>Columns: the unedited image, then one per edit (region outlined). "
                 "Rows: latents.</p>")
     body.append(f"<p><img src=\"{grid}\" alt=\"painted images\"></p>")

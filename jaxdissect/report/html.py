@@ -101,8 +101,7 @@ def dissection_page(result: dict, svg_name: str | None = "concepts.svg",
     labelled = sum(u["labelled"] for u in units)
     head = [f"<h1>Dissection of {html.escape(result.get('model', 'model'))} "
             f"layer {html.escape(result['layer'])}</h1>"]
-    if index_link:
-        head.append(f"<p><a href=\"{html.escape(index_link)}\">&larr; all results</a></p>")
+    head += back_link_html(index_link)
     head.append(
         f"<p>{labelled} of {len(units)} units labelled (IoU &gt; {result['miniou']}); "
         f"threshold: top {result['quantile']:g} quantile of each unit's activations over "
@@ -126,6 +125,18 @@ def dissection_page(result: dict, svg_name: str | None = "concepts.svg",
         f"<script type=\"application/json\" id=\"report-data\">{_json_for_script(data)}"
         f"</script><script>{SCRIPT}</script>")
     return page(f"dissection {result['layer']}", body)
+
+
+def back_link_html(index_link: str | None) -> list[str]:
+    """The "all results" link at the top of a page, or nothing without an index."""
+    if not index_link:
+        return []
+    return [f"<p><a href=\"{html.escape(index_link)}\">&larr; all results</a></p>"]
+
+
+def plots_html(figs) -> list[str]:
+    """One paragraph per plot image file."""
+    return [f"<p><img class=\"plot\" src=\"{f}\" alt=\"{f}\"></p>" for f in figs]
 
 
 def finding_html(text: str, holds: bool | None) -> str:
