@@ -4,16 +4,26 @@
 
     compute(batch) -> acts [b, h, w, units], seg [b, K, Hs, Ws]
     upsample(acts) -> [b, Hs, Ws, units]              (receptive-field aligned)
-    pass "quantile": Quantile (exact top-q thresholds) + TopK (top images by the
-                     maximum of the raw activation map, as the reference ranks them)
-    (passes "radix1".."radix3" instead of Quantile when ceil(q * n) > budget)
+
+and tallies, when the threshold rank ``ceil(q * n)`` fits ``budget`` values per
+unit, everything in ONE pass:
+
+    pass "onepass":  TopLabels (each unit's ``budget`` largest upsampled values with
+                     their pixels' labels: exact thresholds and exact IoU counts)
+                     + TopK (top images by the maximum of the raw activation map,
+                     as the reference ranks them)
+
+and otherwise (large data sets) in four passes with memory independent of ``n``:
+
+    passes "quantile", "radix2", "radix3":  exact radix select of the thresholds
+                     (the first also tallies TopK)
     pass "iou":      IoUTally of (acts_up > t_u) against the segmentation
 
 ``compute`` is traced inside one jitted, device-parallel step
 (``jaxdissect.parallel``), so it must be a JAX function of the batch dict (the
-``ImageSource`` keys plus ``"index"`` int32 global image indices). Pass 1 never
-uses ``seg``, so XLA drops the segmenter from that step. With ``cache_dir``, each
-pass checkpoints its statistic and batch offset every ``checkpoint_every``
+``ImageSource`` keys plus ``"index"`` int32 global image indices). The radix passes
+never use ``seg``, so XLA drops the segmenter from those steps. With ``cache_dir``,
+each pass checkpoints its statistic and batch offset every ``checkpoint_every``
 batches; a killed run resumes where it stopped and gives identical results.
 
 Example (a classifier, the reference's conv5_3 setting)::
@@ -43,10 +53,15 @@ from tqdm.auto import tqdm
 from jaxdissect import cache, parallel
 from jaxdissect.data.source import ImageSource
 from jaxdissect.labels import LabelSet
-from jaxdissect.stats.iou import IoUTally, best_by_category, best_labels, pairs_above
+from jaxdissect.stats.iou import (
+    IoUTally,
+    best_by_category,
+    best_labels,
+    iou_from_counts,
+    pairs_above,
+)
 from jaxdissect.stats.quantile import (
     RADIX_SCHEDULE,
-    Quantile,
     RadixHistogram,
     as_levels,
     key_to_float,
@@ -54,6 +69,7 @@ from jaxdissect.stats.quantile import (
     rank_for_level,
 )
 from jaxdissect.stats.topk import TopK, image_max
+from jaxdissect.stats.toplabels import TopLabels
 from jaxdissect.stats.upsample import Upsampler
 
 Compute = Callable[[dict[str, jax.Array]], tuple[jax.Array, jax.Array]]
@@ -213,23 +229,25 @@ class _Runner:
                 offset = int(meta["offset"])
         if offset < total:
             step = parallel.sharded_tally(update, empty, self.devices)
+            stacked = step.init(state)
             bar = tqdm(total=total, initial=offset, desc=name, unit="img",
                        disable=not self.progress)
             count, previous = 0, None
             while offset < total:
                 batch, stop = self.batch(offset)
-                state = step(state, batch, *replicated)
+                stacked = step(stacked, batch, *replicated)
                 # At most two steps in flight: without this, asynchronous dispatch
                 # lets batches queue up in memory when the source outpaces the step.
                 if previous is not None:
                     jax.block_until_ready(previous)
-                previous = state
+                previous = stacked
                 bar.update(stop - offset)
                 offset = stop
                 count += 1
                 if path is not None and (count % self.every == 0 or offset == total):
-                    cache.save_tree(path, state, offset=offset)
+                    cache.save_tree(path, step.result(stacked), offset=offset)
             bar.close()
+            state = step.result(stacked)
         return state
 
 
@@ -298,49 +316,39 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
     n_values = source.num_examples * grid[0] * grid[1]
     use_radix = max(rank_for_level(q, n_values) for q in all_levels) > budget
 
-    # Pass 1: top images, and thresholds by the one-pass buffer or radix digit 1.
-    def first_quantile():
-        if use_radix:
-            return RadixHistogram.empty(units, len(all_levels), *RADIX_SCHEDULE[0])
-        return Quantile.empty(units, budget)
-
-    def pass1(stat, batch, p):
-        acts, _, valid, index = model(batch, p)
-        q, t = stat.parts
-        return parallel.Joint((q.update(upsample(acts), valid),
-                               t.update(image_max(acts), index, valid)))
-
-    state = runner.run("quantile", pass1, parallel.Joint(
-        (first_quantile(), TopK.empty(units, topk))), params)
-    qstat, topstat = state.parts
     if not use_radix:
-        thresholds = qstat.compute(all_levels)
+        # One pass: thresholds and IoU counts from each unit's top values with their
+        # pixels' labels, plus the top images.
+        def one_pass(stat, batch, p):
+            acts, seg, valid, index = model(batch, p)
+            top, images = stat.parts
+            return parallel.Joint((top.update(upsample(acts), seg, valid),
+                                   images.update(image_max(acts), index, valid)))
+
+        layers = int(seg_shape.shape[1])
+        state = runner.run("onepass", one_pass, parallel.Joint(
+            (TopLabels.empty(units, budget, len(labels), layers), TopK.empty(units, topk))),
+            params)
+        toplabels, topstat = state.parts
+        thresholds = toplabels.thresholds(all_levels)
+        by_level = {q: np.asarray(t, np.float32) for q, t in zip(all_levels, thresholds)}
+        t_main = by_level[all_levels[0]]
+        counts = toplabels.counts(t_main)
     else:
-        n = int(qstat.count.to_numpy())
-        ranks = np.tile([rank_for_level(q, n) for q in all_levels], (units, 1))
-        prefix, ranks = radix_refine(qstat, ranks)
-        for i, (known, bits) in enumerate(RADIX_SCHEDULE[1:], start=2):
-            def radix_pass(hist, batch, p):
-                acts, _, valid, _ = model(batch, p)
-                return hist.update(upsample(acts), valid)
-            hist = runner.run(f"radix{i}", radix_pass,
-                              RadixHistogram.empty(units, len(all_levels), known, bits, prefix),
-                              params)
-            prefix, ranks = radix_refine(hist, ranks)
-        thresholds = key_to_float(prefix).T
-    by_level = {q: np.asarray(t, np.float32) for q, t in zip(all_levels, thresholds)}
-    t_main = by_level[all_levels[0]]
+        by_level, topstat = _radix_thresholds(runner, model, upsample, units, all_levels,
+                                              topk, params)
+        t_main = by_level[all_levels[0]]
 
-    # Pass 2: exact IoU counts at the main threshold.
-    def pass2(tally, batch, t, p):
-        acts, seg, valid, _ = model(batch, p)
-        return tally.update(upsample(acts), t, seg, valid)
+        # Pass 4: exact IoU counts at the main threshold.
+        def iou_pass(tally, batch, t, p):
+            acts, seg, valid, _ = model(batch, p)
+            return tally.update(upsample(acts), t, seg, valid)
 
-    runner.key = cache.args_key(runner.key, t_main)
-    tally = runner.run("iou", pass2, IoUTally.empty(units, len(labels)), jnp.asarray(t_main),
-                       params)
-    counts = tally.counts()
-    iou = tally.compute()
+        runner.key = cache.args_key(runner.key, t_main)
+        tally = runner.run("iou", iou_pass, IoUTally.empty(units, len(labels)),
+                           jnp.asarray(t_main), params)
+        counts = tally.counts()
+    iou = iou_from_counts(counts["inter"], counts["unit_area"], counts["label_area"])
     best, best_iou = best_labels(iou)
     values, images = topstat.compute()
     return DissectResult(
@@ -349,3 +357,30 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         intersections=counts["inter"], unit_area=counts["unit_area"],
         label_area=counts["label_area"], pixels=int(counts["pixels"]),
         topk_values=values, topk_images=images, num_examples=source.num_examples)
+
+
+def _radix_thresholds(runner, model, upsample, units, all_levels, topk, params):
+    """Passes 1-3 of the radix path: ``({q: thresholds [u]}, TopK)``."""
+    def pass1(stat, batch, p):
+        acts, _, valid, index = model(batch, p)
+        hist, images = stat.parts
+        return parallel.Joint((hist.update(upsample(acts), valid),
+                               images.update(image_max(acts), index, valid)))
+
+    state = runner.run("quantile", pass1, parallel.Joint(
+        (RadixHistogram.empty(units, len(all_levels), *RADIX_SCHEDULE[0]),
+         TopK.empty(units, topk))), params)
+    hist, topstat = state.parts
+    n = int(hist.count.to_numpy())
+    ranks = np.tile([rank_for_level(q, n) for q in all_levels], (units, 1))
+    prefix, ranks = radix_refine(hist, ranks)
+    for i, (known, bits) in enumerate(RADIX_SCHEDULE[1:], start=2):
+        def radix_pass(h, batch, p):
+            acts, _, valid, _ = model(batch, p)
+            return h.update(upsample(acts), valid)
+        hist = runner.run(f"radix{i}", radix_pass,
+                          RadixHistogram.empty(units, len(all_levels), known, bits, prefix),
+                          params)
+        prefix, ranks = radix_refine(hist, ranks)
+    thresholds = key_to_float(prefix).T
+    return {q: np.asarray(t, np.float32) for q, t in zip(all_levels, thresholds)}, topstat

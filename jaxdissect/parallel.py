@@ -1,13 +1,12 @@
 """Data-parallel tallies: the one place that shards a step over local devices.
 
 A tally step is written for one shard: ``update(stat, batch, *replicated) -> stat``
-adds that shard's examples to a statistic. ``sharded_tally`` runs it under
-``jax.shard_map`` with the batch split along axis 0 over ``jax.local_devices()``:
-device 0 adds its slice to the running state, every other device to an empty
-statistic; the per-device results are all-gathered and folded with their
-associative ``merge`` in device order (device i holds the i-th slice of the batch).
-Because every statistic here is exact and its merge associative, the result is
-identical for any device count, and on one device a step is just ``update``.
+adds that shard's examples to a statistic. ``ShardedTally`` runs it under
+``jax.shard_map`` with the batch split along axis 0 over ``jax.local_devices()``,
+each device adding its slice to its own statistic (no collectives, so no device
+ever waits for another inside a step); ``result`` folds the per-device statistics
+with their associative ``merge`` in device order. Because every statistic here is
+exact and its merge associative, the result is identical for any device count.
 
 Batches are padded to a fixed size (``pad_batch``) with a ``valid`` mask, so a
 run compiles each step once whatever the last batch's size.
@@ -15,6 +14,7 @@ run compiles each step once whatever the last batch's size.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Sequence
 
 import jax
@@ -23,6 +23,8 @@ import numpy as np
 from flax import struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from jaxdissect.stats import select
 
 AXIS = "data"
 
@@ -66,44 +68,79 @@ def pad_batch(batch: dict[str, np.ndarray], size: int) -> tuple[dict[str, np.nda
     return out, np.arange(size) < b
 
 
-def sharded_tally(update: Callable[..., Any], empty: Any,
-                  devices: Sequence[jax.Device] | None = None) -> Callable[..., Any]:
-    """Returns ``step(state, batch, *replicated) -> state``, compiled once per shape.
+class ShardedTally:
+    """A tally step over local devices with no communication between them.
 
-    ``update(stat, batch, *replicated)`` adds a batch to a statistic; ``empty`` is
-    the statistic with nothing added (same structure and shapes as ``state``).
-    ``batch`` is a pytree of arrays whose leading axis (divisible by the device
-    count) is split over devices; ``replicated`` arguments (thresholds, prefixes)
-    are given whole to every device.
+    ``update(stat, batch, *replicated) -> stat`` adds one shard's examples to a
+    statistic; ``empty`` is the statistic with nothing added. The running state
+    is a stack of per-device statistics (leading axis = device): ``init(state)``
+    puts ``state`` on device 0 and ``empty`` on the others, ``step`` adds a batch
+    (split along axis 0, device i taking the i-th slice) to each device's own
+    statistic, and ``result`` folds the stack with ``merge`` in device order.
+    Every statistic here is exact with an associative ``merge``, so the result
+    is identical for any device count, and no step waits on another device.
     """
-    devices = local_devices(devices)
-    mesh = Mesh(np.array(devices), (AXIS,))
-    count = len(devices)
 
-    def local(state, batch, replicated):
-        if count == 1:
-            return update(state, batch, *replicated)
-        first = jax.lax.axis_index(AXIS) == 0
-        start = jax.tree_util.tree_map(lambda s, e: jnp.where(first, s, e), state, empty)
-        gathered = jax.lax.all_gather(update(start, batch, *replicated), AXIS)
-        total = jax.tree_util.tree_map(lambda x: x[0], gathered)
-        for i in range(1, count):
-            total = total.merge(jax.tree_util.tree_map(lambda x, i=i: x[i], gathered))
-        return total
+    def __init__(self, update: Callable[..., Any], empty: Any,
+                 devices: Sequence[jax.Device] | None = None):
+        self.devices = local_devices(devices)
+        self.empty = empty
+        self.mesh = Mesh(np.array(self.devices), (AXIS,))
+        count = len(self.devices)
 
-    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=P(),
-                            check_vma=False)
-    compiled = jax.jit(sharded)
-    split, whole = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
+        def local(stacked, batch, replicated):
+            one = jax.tree_util.tree_map(lambda x: x[0], stacked)
+            out = update(one, batch, *replicated)
+            return jax.tree_util.tree_map(lambda x: x[None], out)
 
-    def step(state, batch, *replicated):
+        sharded = jax.shard_map(local, mesh=self.mesh, in_specs=(P(AXIS), P(AXIS), P()),
+                                out_specs=P(AXIS), check_vma=False)
+        self._step = jax.jit(sharded)
+        #: placements of a batch (split over devices) and of replicated arguments
+        self.split = NamedSharding(self.mesh, P(AXIS))
+        self.whole = NamedSharding(self.mesh, P())
+        self._count = count
+
+        def fold(stacked):
+            total = jax.tree_util.tree_map(lambda x: x[0], stacked)
+            for i in range(1, count):
+                total = total.merge(jax.tree_util.tree_map(lambda x, i=i: x[i], stacked))
+            return total
+
+        self._fold = jax.jit(fold)
+
+    def init(self, state: Any) -> Any:
+        """The stacked state with ``state`` on device 0 and ``empty`` elsewhere."""
+        stacked = jax.tree_util.tree_map(
+            lambda s, e: np.stack([np.asarray(s)] + [np.asarray(e)] * (self._count - 1)),
+            state, self.empty)
+        return jax.device_put(stacked, self.split)
+
+    def __call__(self, stacked: Any, batch: Any, *replicated) -> Any:
         leading = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(batch)}
-        if len(leading) != 1 or next(iter(leading)) % count:
+        if len(leading) != 1 or next(iter(leading)) % self._count:
             raise ValueError(f"batch leading sizes {sorted(leading)} must agree and divide "
-                             f"over {count} devices")
-        # Fixed placements, so the first call's inputs do not differ from later
-        # calls' and the step compiles once.
-        state, replicated = jax.device_put((state, replicated), whole)
-        return compiled(state, jax.device_put(batch, split), replicated)
+                             f"over {self._count} devices")
+        # Fixed placements, so every call's inputs look alike and the step compiles once.
+        replicated = jax.device_put(replicated, self.whole)
+        with self._kernels():
+            return self._step(stacked, jax.device_put(batch, self.split), replicated)
 
-    return step
+    def _kernels(self):
+        """Several CPU devices in one step: device-side kernels only (see
+        ``stats.select.device_kernel_only``)."""
+        if self._count > 1 and any(d.platform == "cpu" for d in self.devices):
+            return select.device_kernel_only()
+        return contextlib.nullcontext()
+
+    def result(self, stacked: Any) -> Any:
+        """The merged statistic (on the host's default device)."""
+        if self._count == 1:
+            return jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)[0]), stacked)
+        return self._fold(jax.device_get(stacked))
+
+
+def sharded_tally(update: Callable[..., Any], empty: Any,
+                  devices: Sequence[jax.Device] | None = None) -> ShardedTally:
+    """``ShardedTally(update, empty, devices)``: ``init`` / step / ``result``."""
+    return ShardedTally(update, empty, devices)

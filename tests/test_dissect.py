@@ -115,22 +115,28 @@ def test_radix_path_gives_the_same_exact_result():
     assert set(radix.levels) == {0.05, 0.005}
 
 
-def test_killed_run_resumes_with_identical_results(tmp_path):
+@pytest.mark.parametrize("budget,first,second", [(4096, "onepass", None),
+                                                  (16, "quantile", "radix2")])
+def test_killed_run_resumes_with_identical_results(tmp_path, budget, first, second):
     source = random_source(seed=2)
-    fresh = run(source, quantile=0.05)
+    fresh = run(source, quantile=0.05, budget=budget)
     dying = DyingSource(2, **source.arrays)
     with pytest.raises(RuntimeError, match="killed"):
-        run(dying, quantile=0.05, cache_dir=str(tmp_path), cache_key="t", checkpoint_every=1)
-    [ckpt] = tmp_path.glob("quantile-*.npz")
+        run(dying, quantile=0.05, cache_dir=str(tmp_path), cache_key="t", checkpoint_every=1,
+            budget=budget)
+    [ckpt] = tmp_path.glob(f"{first}-*.npz")
     with np.load(ckpt) as data:
         offset = json.loads(str(data["meta"]))["offset"]
     assert 0 < offset < source.num_examples
-    dying = DyingSource(1, **source.arrays)  # dies again, in the IoU pass this time
-    with pytest.raises(RuntimeError, match="killed"):
-        run(dying, quantile=0.05, cache_dir=str(tmp_path), cache_key="t", checkpoint_every=1)
-    resumed = run(source, quantile=0.05, cache_dir=str(tmp_path), cache_key="t")
+    if second is not None:  # the radix path dies again, in a later pass
+        dying = DyingSource(1, **source.arrays)
+        with pytest.raises(RuntimeError, match="killed"):
+            run(dying, quantile=0.05, cache_dir=str(tmp_path), cache_key="t",
+                checkpoint_every=1, budget=budget)
+        assert list(tmp_path.glob(f"{second}-*.npz"))
+    resumed = run(source, quantile=0.05, cache_dir=str(tmp_path), cache_key="t", budget=budget)
     assert_same(fresh, resumed)
-    other = run(source, quantile=0.1, cache_dir=str(tmp_path), cache_key="t")
+    other = run(source, quantile=0.1, cache_dir=str(tmp_path), cache_key="t", budget=budget)
     assert not np.array_equal(other.thresholds, fresh.thresholds)  # new key, new tallies
 
 
@@ -198,7 +204,11 @@ def test_each_pass_traces_compute_once():
     source = random_source(n=23, seed=4)  # 5 batches of 5, the last one short (padded)
     dissect(counting, source, LABELS, upsample=UP, batch_size=5, progress=False,
             devices=jax.local_devices()[:1])
-    assert len(traces) == 3  # shape probe, quantile pass, IoU pass
+    assert len(traces) == 2  # shape probe, the one pass
+    traces.clear()
+    dissect(counting, source, LABELS, upsample=UP, batch_size=5, progress=False,
+            devices=jax.local_devices()[:1], budget=8)
+    assert len(traces) == 5  # shape probe, three radix passes, IoU pass
 
 
 def test_params_are_step_arguments_not_constants():

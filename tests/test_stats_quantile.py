@@ -74,7 +74,7 @@ def test_merge_is_associative_and_order_free():
     right = parts[4].merge(parts[2]).merge(parts[0]).merge(parts[3]).merge(parts[1])
     whole = Quantile.empty(5, 256).update(jnp.asarray(x))
     for s in (left, right):
-        np.testing.assert_array_equal(s.top, whole.top)
+        np.testing.assert_array_equal(np.sort(s.top, 1), np.sort(whole.top, 1))  # multisets
         assert int(s.count.to_numpy()) == 37 * 12
 
 

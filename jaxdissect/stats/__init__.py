@@ -1,8 +1,10 @@
 """Dissection statistics: immutable pytrees with ``empty`` / ``update`` / ``merge`` /
 ``compute``, plus receptive-field-aligned upsampling.
 
-``Quantile`` and ``RadixHistogram`` (exact thresholds), ``TopK`` (top images per
-unit), ``IoUTally`` (exact intersection/union counts), ``Upsampler``.
+``TopLabels`` (one pass: exact thresholds and IoU counts from each unit's top
+values with their pixels' labels), ``Quantile`` and ``RadixHistogram`` (exact
+thresholds), ``TopK`` (top images per unit), ``IoUTally`` (exact intersection/union
+counts), ``merge_top`` (the per-unit top-B selection kernel), ``Upsampler``.
 """
 
 from jaxdissect.stats.iou import (  # noqa: F401
@@ -20,7 +22,9 @@ from jaxdissect.stats.quantile import (  # noqa: F401
     radix_thresholds,
     rank_for_level,
 )
+from jaxdissect.stats.select import merge_top  # noqa: F401
 from jaxdissect.stats.topk import TopK, image_max  # noqa: F401
+from jaxdissect.stats.toplabels import TopLabels, budget_for  # noqa: F401
 from jaxdissect.stats.upsample import (  # noqa: F401
     Upsampler,
     sequence_data_size,

@@ -66,28 +66,19 @@ class IoUTally:
             raise ValueError(f"{n} pixels per step; keep each device's batch below 2**30 "
                              "pixels so int32 counts stay exact")
         active = acts > thresholds[None, None, None, :]  # [b,h,w,u]
-        ids = jnp.moveaxis(seg.astype(jnp.int32), 1, -1)  # [b,h,w,K]
         if valid is not None:
             active = active & valid[:, None, None, None]
-            ids = jnp.where(valid[:, None, None, None], ids, -1)
         a = active.reshape(n, u).astype(jnp.int32)
-        ids = ids.reshape(n, seg.shape[1])
+        ids = pixel_label_ids(seg, valid, num_labels)
         inter = jnp.zeros((num_labels + 1, u), jnp.int32)  # last row: dropped labels
-        label_area = jnp.zeros((num_labels + 1,), jnp.int32)
-        for k in range(seg.shape[1]):
-            idk = ids[:, k]
-            drop = (idk < 0) | (idk >= num_labels)
-            for j in range(k):
-                drop = drop | (ids[:, j] == idk)
-            idk = jnp.where(drop, num_labels, idk)
-            inter = inter + jax.ops.segment_sum(a, idk, num_segments=num_labels + 1)
-            label_area = label_area + jnp.bincount(idk, length=num_labels + 1)
-        valid_pixels = n if valid is None else jnp.sum(valid.astype(jnp.int32)) * (h * w)
+        for k in range(ids.shape[1]):
+            inter = inter + jax.ops.segment_sum(a, ids[:, k], num_segments=num_labels + 1)
+        area, pixels = label_areas(ids, valid, num_labels, h * w)
         return IoUTally(
             self.inter.add(inter[:num_labels].T),
             self.unit_area.add(jnp.sum(a, axis=0)),
-            self.label_area.add(label_area[:num_labels].astype(jnp.int32)),
-            self.pixels.add(jnp.asarray(valid_pixels, jnp.int32)))
+            self.label_area.add(area),
+            self.pixels.add(pixels))
 
     def merge(self, other: "IoUTally") -> "IoUTally":
         return IoUTally(self.inter.merge(other.inter), self.unit_area.merge(other.unit_area),
@@ -103,6 +94,35 @@ class IoUTally:
         """IoU ``[units, labels]`` float64 (column 0, "none", is 0)."""
         c = self.counts()
         return iou_from_counts(c["inter"], c["unit_area"], c["label_area"])
+
+
+def pixel_label_ids(seg: jnp.ndarray, valid: jnp.ndarray | None,
+                    num_labels: int) -> jnp.ndarray:
+    """``seg`` ``[b, K, H, W]`` -> ``[b*H*W, K]`` int32 label ids per pixel, with
+    ``num_labels`` (out of range: "dropped") where the label is invalid, repeats an
+    earlier layer's label at that pixel (so a pixel counts once per label), or the
+    image is padding (``valid`` ``[b]`` False)."""
+    b, k, h, w = seg.shape
+    ids = jnp.moveaxis(seg.astype(jnp.int32), 1, -1).reshape(b * h * w, k)
+    drop = (ids < 0) | (ids >= num_labels)
+    if valid is not None:
+        drop = drop | ~jnp.repeat(valid, h * w)[:, None]
+    for layer in range(1, k):
+        for j in range(layer):
+            drop = drop.at[:, layer].set(drop[:, layer] | (ids[:, j] == ids[:, layer]))
+    return jnp.where(drop, num_labels, ids)
+
+
+def label_areas(ids: jnp.ndarray, valid: jnp.ndarray | None, num_labels: int,
+                pixels_per_image: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``(area [num_labels] int32, pixels int32)`` of ``pixel_label_ids`` output:
+    each label's pixel count and the number of valid pixels."""
+    area = jnp.bincount(ids.reshape(-1), length=num_labels + 1)[:num_labels]
+    if valid is None:
+        pixels = jnp.asarray(ids.shape[0], jnp.int32)
+    else:
+        pixels = jnp.sum(valid.astype(jnp.int32)) * pixels_per_image
+    return area.astype(jnp.int32), pixels
 
 
 def iou_from_counts(inter: np.ndarray, unit_area: np.ndarray,

@@ -9,8 +9,10 @@ its "99.5% level" used for insertion values is ``q = 0.005``.
 
 Two exact statistics, both with memory independent of the number of images:
 
-* ``Quantile``: each unit's ``budget`` largest values, merged with ``lax.top_k``.
-  One pass; answers every level with ``ceil(q * n) <= budget``.
+* ``Quantile``: each unit's ``budget`` largest values, merged by ``merge_top``
+  (``jaxdissect.stats.select``). One pass; answers every level with
+  ``ceil(q * n) <= budget``. ``TopLabels`` (``stats.toplabels``) is the same buffer
+  carrying each value's pixel labels, so that the IoU comes from the same pass.
 * ``RadixHistogram``: when ``ceil(q * n)`` exceeds any reasonable budget, an exact
   most-significant-digit radix select over the values' order-preserving 32-bit
   keys. Pass 1 counts the top 11 key bits per unit; the host picks the bin that
@@ -32,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jaxdissect.stats.select import merge_top
 from jaxdissect.stats.wide import Wide
 
 #: (bits already known, bits counted) for each radix pass; sums to 32.
@@ -72,7 +75,7 @@ def _flatten_units(x: jnp.ndarray, valid, fill) -> tuple[jnp.ndarray, jnp.ndarra
 
 @struct.dataclass
 class Quantile:
-    """Each unit's ``budget`` largest values seen so far, sorted descending.
+    """Each unit's ``budget`` largest values seen so far, in no particular order.
 
     ``top`` ``[units, budget]`` float32 (``-inf`` where fewer values were seen);
     ``count`` the number of values seen per unit.
@@ -97,11 +100,11 @@ class Quantile:
             raise ValueError(f"values have {x.shape[-1]} units, statistic has "
                              f"{self.top.shape[0]}")
         flat, n = _flatten_units(x.astype(jnp.float32), valid, -jnp.inf)
-        top, _ = jax.lax.top_k(jnp.concatenate([self.top, flat], axis=1), self.budget)
+        top, _ = merge_top(self.top, flat.T)
         return Quantile(top, self.count.add(n))
 
     def merge(self, other: "Quantile") -> "Quantile":
-        top, _ = jax.lax.top_k(jnp.concatenate([self.top, other.top], axis=1), self.budget)
+        top, _ = merge_top(self.top, other.top.T)
         return Quantile(top, self.count.merge(other.count))
 
     def fits(self, q) -> bool:
@@ -120,7 +123,7 @@ class Quantile:
                 f"level q={levels[int(np.argmax(ks))]} over {n} values per unit needs the "
                 f"{max(ks)}-th largest, but the buffer keeps {self.budget}; raise the budget "
                 "or use the radix select (RadixHistogram)")
-        top = np.asarray(self.top)
+        top = -np.sort(-np.asarray(self.top), axis=1)
         out = np.stack([top[:, k - 1] for k in ks])
         return out[0] if scalar else out
 

@@ -1,0 +1,139 @@
+"""One-pass thresholds + IoU (TopLabels) and its selection kernels, against NumPy
+on all the data at once."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdissect.stats import select
+from jaxdissect.stats.quantile import rank_for_level
+from jaxdissect.stats.toplabels import TopLabels, budget_for
+
+L = 7  # labels 0..6; label 5 never appears
+
+
+def data(seed=0, n=30, units=5, ties=True):
+    rng = np.random.default_rng(seed)
+    if ties:
+        acts = rng.integers(0, 6, (n, 4, 5, units)).astype(np.float32)
+    else:
+        acts = rng.normal(size=(n, 4, 5, units)).astype(np.float32)
+    acts[..., 0] = 2.0  # a constant unit
+    seg = rng.choice([0, 1, 2, 3, 4, 6], size=(n, 2, 4, 5)).astype(np.int32)
+    dup = rng.random((n, 4, 5)) < 0.3
+    seg[:, 1][dup] = seg[:, 0][dup]  # both layers name the same label: counts once
+    return acts, seg
+
+
+def numpy_oracle(acts, seg, q):
+    flat = acts.reshape(-1, acts.shape[-1])
+    k = rank_for_level(q, len(flat))
+    t = -np.sort(-flat, axis=0)[k - 1]
+    a = acts > t
+    inter = np.zeros((acts.shape[-1], L), np.int64)
+    area = np.zeros(L, np.int64)
+    for c in range(L):
+        s = (seg == c).any(axis=1)
+        area[c] = s.sum()
+        inter[:, c] = (a & s[..., None]).sum(axis=(0, 1, 2))
+    return t, inter, a.sum(axis=(0, 1, 2)), area
+
+
+def run(acts, seg, budget, batch):
+    chex.clear_trace_counter()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def update(s, a, g, v):
+        return s.update(a, g, v)
+
+    stat = TopLabels.empty(acts.shape[-1], budget, L, seg.shape[1])
+    for i in range(0, len(acts), batch):
+        a, g = acts[i:i + batch], seg[i:i + batch]
+        pad = batch - len(a)
+        valid = np.arange(batch) < len(a)
+        a = np.concatenate([a, np.full((pad,) + a.shape[1:], 99.0, np.float32)])
+        g = np.concatenate([g, np.ones((pad,) + g.shape[1:], np.int32)])
+        stat = update(stat, a, g, valid)
+    return stat
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+@pytest.mark.parametrize("ties", [True, False])
+def test_thresholds_and_counts_equal_numpy(batch, ties):
+    acts, seg = data(ties=ties)
+    q = 0.05
+    budget = budget_for(q, acts[..., 0].size, multiple=8)
+    stat = run(acts, seg, budget, batch)
+    t_np, inter, unit_area, area = numpy_oracle(acts, seg, q)
+    t = stat.thresholds(q)
+    np.testing.assert_array_equal(t, t_np)
+    c = stat.counts(t)
+    np.testing.assert_array_equal(c["inter"], inter)
+    np.testing.assert_array_equal(c["unit_area"], unit_area)
+    np.testing.assert_array_equal(c["label_area"], area)
+    assert int(c["pixels"]) == acts[..., 0].size
+    iou = stat.iou(t)
+    assert np.all(iou[:, 5] == 0) and np.all(iou[:, 0] == 0) and not np.isnan(iou).any()
+    assert np.all(c["unit_area"][0] == 0)  # the constant unit is never above its level
+
+
+def test_merge_equals_one_stream():
+    acts, seg = data(seed=3, ties=False)
+    a = run(acts[:11], seg[:11], 64, 4)
+    b = run(acts[11:], seg[11:], 64, 4)
+    whole = run(acts, seg, 64, 4)
+    merged = a.merge(b)
+    for q in (0.05, 0.1):
+        t = whole.thresholds(q)
+        np.testing.assert_array_equal(merged.thresholds(q), t)
+        for key, v in whole.counts(t).items():
+            np.testing.assert_array_equal(merged.counts(t)[key], v)
+
+
+def test_budget_too_small_is_a_clear_error():
+    acts, seg = data()
+    stat = run(acts, seg, 8, 10)
+    with pytest.raises(ValueError, match="budget"):
+        stat.thresholds(0.5)
+    with pytest.raises(ValueError, match="seg must be"):
+        stat.update(jnp.asarray(acts[:2]), jnp.asarray(seg[:3]))
+
+
+@pytest.mark.parametrize("ties", [True, False])
+@pytest.mark.parametrize("n,steps", [(3, 4), (40, 5), (1000, 3)])
+def test_selection_kernels_agree_with_numpy(ties, n, steps):
+    """Both kernels keep each unit's B largest as a multiset, and ``src`` points
+    at where each kept value came from."""
+    rng = np.random.default_rng(n)
+    units, budget = 6, 32
+    top = np.full((units, budget), -np.inf, np.float32)
+    seen = [np.full((budget, units), -np.inf, np.float32)]
+    for _ in range(steps):
+        new = (rng.integers(0, 4, (n, units)) if ties else rng.gamma(1, 1, (n, units)))
+        new = new.astype(np.float32)
+        new[: n // 3, 1] = -np.inf  # padding values never enter
+        both = np.concatenate([top, new.T], axis=1)
+        for kernel in (select.host_merge, select.xla_merge):
+            v, src = map(np.asarray, kernel(top, new))
+            np.testing.assert_array_equal(np.take_along_axis(both, src, 1), v)
+            assert all(len(set(r)) == budget for r in src)
+            expect = np.sort(both, axis=1)[:, -budget:]
+            np.testing.assert_array_equal(np.sort(v, axis=1), expect)
+        top = np.asarray(select.merge_top(jnp.asarray(top), jnp.asarray(new))[0])
+        seen.append(new)
+    np.testing.assert_array_equal(np.sort(top, 1),
+                                  np.sort(np.concatenate(seen).T, 1)[:, -budget:])
+
+
+def test_floor_estimate_that_fails_its_count_is_dropped():
+    """A batch whose every-8th-pixel sample overstates the level (all large values
+    on sampled pixels) still gives the exact top-B."""
+    units, budget, n = 2, 16, 800
+    new = np.zeros((n, units), np.float32)
+    new[::8] = 10.0 + np.arange(n // 8)[:, None]  # 100 large values, all sampled
+    new[1::8, 0] = 5.0
+    v, _ = select.host_merge(np.full((units, budget), -np.inf, np.float32), new)
+    np.testing.assert_array_equal(np.sort(v, 1), np.sort(new.T, 1)[:, -budget:])
