@@ -137,3 +137,16 @@ def test_floor_estimate_that_fails_its_count_is_dropped():
     new[1::8, 0] = 5.0
     v, _ = select.host_merge(np.full((units, budget), -np.inf, np.float32), new)
     np.testing.assert_array_equal(np.sort(v, 1), np.sort(new.T, 1)[:, -budget:])
+
+
+def test_merge_top_composes_with_vmap_and_jit():
+    rng = np.random.default_rng(5)
+    tops = np.full((3, 4, 8), -np.inf, np.float32)
+    news = rng.normal(size=(3, 50, 4)).astype(np.float32)
+    values, src = jax.jit(jax.vmap(select.merge_top))(jnp.asarray(tops), jnp.asarray(news))
+    for i in range(3):
+        np.testing.assert_array_equal(np.sort(np.asarray(values[i]), 1),
+                                      np.sort(news[i].T, 1)[:, -8:])
+        both = np.concatenate([tops[i], news[i].T], 1)
+        np.testing.assert_array_equal(np.take_along_axis(both, np.asarray(src[i]), 1),
+                                      np.asarray(values[i]))

@@ -36,8 +36,10 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import jax
+import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
+from jax.interpreters import batching, mlir
 
 #: every ``_STRIDE``-th pixel estimates the floor of a buffer that is not yet full
 _STRIDE = 8
@@ -81,9 +83,49 @@ def xla_merge(top: jnp.ndarray, new: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndar
 
 
 def _cpu_merge(top: jnp.ndarray, new: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    shapes = (jax.ShapeDtypeStruct(top.shape, jnp.float32),
-              jax.ShapeDtypeStruct(top.shape, jnp.int32))
-    return jax.pure_callback(host_merge, shapes, top, new, vmap_method="sequential")
+    values, src = _host_merge_p.bind(top, new)
+    return values, src
+
+
+# A primitive whose CPU lowering calls ``host_merge`` on the operand buffers as
+# NumPy arrays. ``jax.pure_callback`` would first copy every operand onto a CPU
+# device (a copy of the whole batch per step, and a wait on the runtime's threads).
+_host_merge_p = jex.core.Primitive("jaxdissect_host_merge")
+_host_merge_p.multiple_results = True
+
+
+@_host_merge_p.def_abstract_eval
+def _host_merge_abstract(top, new):
+    return (jax.core.ShapedArray(top.shape, jnp.float32),
+            jax.core.ShapedArray(top.shape, jnp.int32))
+
+
+@_host_merge_p.def_impl
+def _host_merge_eager(top, new):
+    return tuple(jnp.asarray(a) for a in host_merge(np.asarray(top), np.asarray(new)))
+
+
+def _host_merge_lowering(ctx, top, new):
+    def callback(t, x):
+        return host_merge(t, x)
+
+    results, _, _ = mlir.emit_python_callback(
+        ctx, callback, None, [top, new], ctx.avals_in, ctx.avals_out,
+        has_side_effect=False, returns_token=False)
+    return results
+
+
+def _host_merge_batched(args, dims):
+    top, new = (jnp.moveaxis(a, d, 0) if d is not None else None for a, d in zip(args, dims))
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    top = jnp.broadcast_to(args[0], (size,) + args[0].shape) if top is None else top
+    new = jnp.broadcast_to(args[1], (size,) + args[1].shape) if new is None else new
+    out = jax.lax.map(lambda tn: tuple(_host_merge_p.bind(*tn)), (top, new))
+    return out, (0, 0)
+
+
+mlir.register_lowering(_host_merge_p, _host_merge_lowering, platform="cpu")
+batching.primitive_batchers[_host_merge_p] = _host_merge_batched
 
 
 def host_merge(top, new) -> tuple[np.ndarray, np.ndarray]:
