@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import ctypes
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.extend as jex
@@ -130,24 +129,34 @@ batching.primitive_batchers[_host_merge_p] = _host_merge_batched
 
 def host_merge(top, new) -> tuple[np.ndarray, np.ndarray]:
     """The CPU kernel in NumPy (also callable directly): same contract as
-    ``merge_top``. Units are split over the machine's cores."""
+    ``merge_top``. (Splitting units over threads measured no faster: the kernel
+    is bound by memory traffic.)"""
     top = np.asarray(top, np.float32)
     new = np.ascontiguousarray(new, np.float32)
-    units, budget = top.shape
-    out_v = np.empty((units, budget), np.float32)
-    out_s = np.empty((units, budget), np.int32)
-    chunks = np.array_split(np.arange(units), min(units, _threads()))
-    spans = [(int(c[0]), int(c[-1]) + 1) for c in chunks if len(c)]
+    values, src = _merge_units(top, new, 0, top.shape[0])
+    _release_freed_memory()
+    return values, src
 
-    def run(span):
-        a, b = span
-        out_v[a:b], out_s[a:b] = _merge_units(top[a:b], new, a, b)
 
-    if len(spans) == 1:
-        run(spans[0])
-    else:
-        list(_pool().map(run, spans))
-    return out_v, out_s
+def _release_freed_memory() -> None:
+    """Returns the freed temporaries to the OS (glibc ``malloc_trim``). Without it,
+    glibc's adaptive mmap threshold keeps the varying-size temporaries of every
+    step in the heap, and the peak memory of a long pass creeps up (+20% over 10x
+    more images in ``benchmarks/bench_memory.py``)."""
+    if _LIBC:
+        _LIBC[0].malloc_trim(0)
+
+
+def _load_libc() -> list:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return [libc]
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return []
+
+
+_LIBC = _load_libc()
 
 
 def _merge_units(top: np.ndarray, new: np.ndarray, first: int,
@@ -194,19 +203,6 @@ def _merge_units(top: np.ndarray, new: np.ndarray, first: int,
         keep = np.argpartition(cand_v, len(cand_v) - budget)[len(cand_v) - budget:]
         out_v[j], out_s[j] = cand_v[keep], cand_s[keep]
     return out_v, out_s
-
-
-_POOL: list = []
-
-
-def _threads() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def _pool() -> ThreadPoolExecutor:
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(_threads(), thread_name_prefix="jaxdissect-select"))
-    return _POOL[0]
 
 
 def _survivors(top: np.ndarray, new: np.ndarray) -> np.ndarray:
