@@ -279,7 +279,8 @@ def main():
     parser.add_argument("--size", type=int, default=56)
     parser.add_argument("--labels", type=int, default=60)
     parser.add_argument("--quantile", type=float, default=0.01)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=32,
+                        help="images per jaxdissect step (dissect's default batch size)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
 
@@ -287,7 +288,8 @@ def main():
     n = args.images * args.size * args.size
     budget = -(-rank_for_level(args.quantile, n) // 128) * 128
     print(f"inputs: {args.images} images x {args.units} units x {args.size}x{args.size}, "
-          f"{args.labels} labels, K=2, q={args.quantile}; {jax.device_count()} JAX device(s), "
+          f"{args.labels} labels, K=2, q={args.quantile}; jaxdissect batch {args.batch}, "
+          f"{jax.device_count()} JAX device(s), "
           f"torch threads {torch.get_num_threads()}")
 
     t_exact, iou_exact, flat = exact(acts, seg, args.quantile, args.labels)
