@@ -69,7 +69,7 @@ from jaxdissect.stats.quantile import (
     rank_for_level,
 )
 from jaxdissect.stats.topk import TopK, image_max
-from jaxdissect.stats.toplabels import TopLabels
+from jaxdissect.stats.toplabels import TopLabels, budget_for
 from jaxdissect.stats.upsample import Upsampler
 
 Compute = Callable[[dict[str, jax.Array]], tuple[jax.Array, jax.Array]]
@@ -176,6 +176,19 @@ class DissectResult:
                            for q, v in meta["levels"].items()}, **arrays)
 
 
+#: the largest one-pass buffer ``dissect`` picks by itself, in bytes
+ONE_PASS_MEMORY = 256 << 20
+
+
+def auto_budget(levels, n_values: int, units: int, layers: int) -> int:
+    """The one-pass budget (``ceil(q n)`` rounded up to 128) when the buffer fits
+    ``ONE_PASS_MEMORY``, else 4096 (so the radix passes run)."""
+    budget = budget_for(levels, n_values)
+    if units * budget * 4 * (1 + layers) <= ONE_PASS_MEMORY:
+        return budget
+    return 4096
+
+
 def layer_compute(apply: Callable, layer: str,
                   segment: Callable[[dict, jax.Array], jax.Array], *,
                   input_key: str = "image",
@@ -254,7 +267,7 @@ class _Runner:
 def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
             upsample: Callable[[jax.Array], jax.Array] | None = None,
             quantile: float = 0.01, levels: Sequence[float] = (), miniou: float = 0.04,
-            batch_size: int = 32, topk: int = 20, budget: int = 4096,
+            batch_size: int = 32, topk: int = 20, budget: int | None = None,
             cache_dir: str | None = None, cache_key: Any = None,
             checkpoint_every: int = 20, progress: bool = True,
             devices: Sequence[jax.Device] | None = None, params: Any = None) -> DissectResult:
@@ -264,20 +277,23 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
     ``upsample``: ``acts -> [b,Hs,Ws,u]``; default stretches ``(h, w)`` over
     ``(Hs, Ws)`` (``Upsampler.plain``), or nothing if they agree. ``quantile``: the
     threshold level q; ``levels``: more levels to report (e.g. 0.005 for
-    insertion values). ``budget``: values kept per unit by the one-pass exact
-    quantile; when ``ceil(q * n)`` exceeds it, three exact radix passes are used
-    instead. ``cache_key``: anything JSON-able naming the model, layer and data
-    (the other arguments are added to it). ``params``: if given, ``compute`` is
-    called as ``compute(batch, params)`` and ``params`` (model weights, any pytree)
-    is an argument of the compiled step, replicated over devices, instead of a
-    constant folded into it: closing over a large model's weights would embed
-    them in the program (slow to compile, copied per executable).
+    insertion values). ``budget``: values kept per unit by the one pass; when
+    ``ceil(q * n)`` exceeds it, three exact radix passes and an IoU pass are used
+    instead. ``None`` (default): the one pass whenever its buffer (``units x
+    ceil(q n)`` values with their ``K`` labels, 4 bytes each) fits
+    ``ONE_PASS_MEMORY`` bytes, else the radix passes. ``cache_key``: anything
+    JSON-able naming the model, layer and data (the other arguments are added to
+    it). ``params``: if given, ``compute`` is called as ``compute(batch, params)``
+    and ``params`` (model weights, any pytree) is an argument of the compiled
+    step, replicated over devices, instead of a constant folded into it: closing
+    over a large model's weights would embed them in the program (slow to
+    compile, copied per executable).
     """
     if not isinstance(labels, LabelSet):
         raise TypeError(f"labels must be a LabelSet, got {type(labels).__name__}")
     if not 0 < miniou < 1:
         raise ValueError(f"miniou must be in (0, 1), got {miniou}")
-    if topk <= 0 or budget <= 0 or checkpoint_every <= 0:
+    if topk <= 0 or (budget is not None and budget <= 0) or checkpoint_every <= 0:
         raise ValueError("topk, budget and checkpoint_every must be positive")
     all_levels = tuple(dict.fromkeys(as_levels(quantile)[0] + tuple(levels)))
     for q in all_levels:
@@ -304,6 +320,9 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
     if tuple(up_shape[1:3]) != grid or up_shape[-1] != units:
         raise ValueError(f"upsample gives {up_shape}, expected [b, {grid[0]}, {grid[1]}, "
                          f"{units}] to match the segmentation")
+    n_values = source.num_examples * grid[0] * grid[1]
+    if budget is None:
+        budget = auto_budget(all_levels, n_values, units, int(seg_shape.shape[1]))
     runner.key = cache.args_key(cache_key, all_levels, budget, topk, len(labels),
                                 source.num_examples, units, grid, int(seg_shape.shape[1]))
 
@@ -313,7 +332,6 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         acts, seg = call(batch, p)
         return acts, seg, valid, batch["index"]
 
-    n_values = source.num_examples * grid[0] * grid[1]
     use_radix = max(rank_for_level(q, n_values) for q in all_levels) > budget
 
     if not use_radix:

@@ -232,3 +232,19 @@ def test_params_are_step_arguments_not_constants():
     assert all(issubclass(t, jax.core.Tracer) for t in seen)
     np.testing.assert_array_equal(with_arg.iou, closed.iou)
     np.testing.assert_array_equal(with_arg.thresholds, closed.thresholds)
+
+
+def test_default_budget_takes_one_pass_when_the_buffer_is_small():
+    from jaxdissect.dissect import ONE_PASS_MEMORY, auto_budget
+    assert auto_budget((0.01,), 1000 * 56 * 56, 512, 2) == 31360  # ceil(0.01 n) up to 128
+    assert 512 * 31360 * 4 * 3 <= ONE_PASS_MEMORY
+    assert auto_budget((0.01,), 10000 * 56 * 56, 512, 4) == 4096  # 3 GB: radix passes
+    traces = []
+
+    def counting(batch):
+        traces.append(1)
+        return compute(batch)
+
+    dissect(counting, random_source(n=9, seed=5), LABELS, upsample=UP, batch_size=5,
+            progress=False)
+    assert len(traces) == 2  # shape probe + one pass, with no budget given
