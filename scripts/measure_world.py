@@ -97,6 +97,23 @@ def main():
         print(f"wrote {WEIGHTS_DIR / 'RESULTS.md'}")
 
 
+def classifier_training_note() -> list[str]:
+    """The shipped classifier's training choice, from its config.json."""
+    from jaxdissect.world.weights import read_config
+    cfg = read_config(WEIGHTS_DIR / "classifier")
+    top = cfg.get("retrained_top")
+    if not top:
+        return []
+    return [f"Classifier training: the whole network was trained first (held-out "
+            f"{100 * cfg['stage1_heldout']['accuracy']:.1f}% on {cfg['stage1_heldout']['images']} "
+            f"images of world seed {cfg['stage1_heldout']['world_seed']}); then "
+            f"{', '.join(top['layers'])} were retrained from scratch on its frozen "
+            f"conv5_2 features of {top['images']} images (and their mirrors) with an L1 "
+            f"penalty of {top['act_l1']} on conv5_3's mean activation, so that conv5_3's "
+            f"units are sparse and less redundant (see scripts/train_world_classifier.py "
+            f"and classifier/config.json).", ""]
+
+
 def markdown(r: dict) -> str:
     d, s, c = r["dissection"], r["segmenter"], r["classifier"]
     lines = [
@@ -134,6 +151,7 @@ def markdown(r: dict) -> str:
         f"{100 * d['label_agreement']:.1f}% |",
         f"| shipped weights, all of weights/world | <= 25 MB | {r['weights_mb']['total']} MB |",
         "",
+        *classifier_training_note(),
         "Per-class classifier accuracy: " + ", ".join(
             f"{k} {100 * v:.0f}%" for k, v in c["per_class"].items()) + ".",
         "",
