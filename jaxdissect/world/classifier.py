@@ -2,7 +2,10 @@
 
 ``WorldVGG16`` takes ``[b, 64, 64, 3]`` images normalised with
 ``jaxdissect.models.preprocess``; ``conv5_3`` is ``[b, 4, 4, 128]``. Shipped in
-``weights/world/classifier`` and trained by ``scripts/train_world_classifier.py``.
+``weights/world/classifier`` and trained by ``scripts/train_world_classifier.py``: the
+whole network, then ``conv5_3`` and the fc layers retrained on its frozen ``conv5_2``
+features with an L1 penalty on ``conv5_3``'s activations (sparse, less redundant units;
+``jaxdissect.world.top_training``).
 """
 
 from __future__ import annotations
