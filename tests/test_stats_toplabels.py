@@ -1,13 +1,16 @@
 """One-pass thresholds + IoU (TopLabels) and its selection kernels, against NumPy
 on all the data at once."""
 
+import functools
+import shutil
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdissect.stats import select
+from jaxdissect.stats import native, select
 from jaxdissect.stats.quantile import rank_for_level
 from jaxdissect.stats.toplabels import TopLabels, budget_for
 
@@ -102,6 +105,33 @@ def test_budget_too_small_is_a_clear_error():
         stat.update(jnp.asarray(acts[:2]), jnp.asarray(seg[:3]))
 
 
+def kernels():
+    """Every top-B kernel: NumPy host, lax.top_k, and the native one when it builds."""
+    out = [select.host_merge, select.xla_merge]
+    target = native.top_merge_target()
+    if target is not None:
+        out.append(jax.jit(functools.partial(select.native_merge, target)))
+    return out
+
+
+def test_native_kernel_builds_where_a_compiler_exists(tmp_path, monkeypatch):
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler: the NumPy host kernel is used")
+    assert native.top_merge_target() == native.TARGET
+    monkeypatch.setenv("JAXDISSECT_CACHE", str(tmp_path))
+    path = native.library_path()
+    native.build(path)  # a fresh build into an empty cache directory
+    assert path.exists() and [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_unbuildable_native_kernel_falls_back_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setattr(native, "_STATE", {})
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setattr(native, "library_path", lambda: tmp_path / "cache" / "k.so")
+    with pytest.warns(RuntimeWarning, match="NumPy host kernel"):
+        assert native.top_merge_target() is None
+
+
 @pytest.mark.parametrize("ties", [True, False])
 @pytest.mark.parametrize("n,steps", [(3, 4), (40, 5), (1000, 3)])
 def test_selection_kernels_agree_with_numpy(ties, n, steps):
@@ -116,7 +146,7 @@ def test_selection_kernels_agree_with_numpy(ties, n, steps):
         new = new.astype(np.float32)
         new[: n // 3, 1] = -np.inf  # padding values never enter
         both = np.concatenate([top, new.T], axis=1)
-        for kernel in (select.host_merge, select.xla_merge):
+        for kernel in kernels():
             v, src = map(np.asarray, kernel(top, new))
             np.testing.assert_array_equal(np.take_along_axis(both, src, 1), v)
             assert all(len(set(r)) == budget for r in src)
@@ -135,8 +165,9 @@ def test_floor_estimate_that_fails_its_count_is_dropped():
     new = np.zeros((n, units), np.float32)
     new[::8] = 10.0 + np.arange(n // 8)[:, None]  # 100 large values, all sampled
     new[1::8, 0] = 5.0
-    v, _ = select.host_merge(np.full((units, budget), -np.inf, np.float32), new)
-    np.testing.assert_array_equal(np.sort(v, 1), np.sort(new.T, 1)[:, -budget:])
+    for kernel in kernels():
+        v, _ = kernel(np.full((units, budget), -np.inf, np.float32), new)
+        np.testing.assert_array_equal(np.sort(np.asarray(v), 1), np.sort(new.T, 1)[:, -budget:])
 
 
 def test_merge_top_composes_with_vmap_and_jit():

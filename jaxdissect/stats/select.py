@@ -8,19 +8,22 @@ the buffer's column ``src``, ``src >= B`` is ``new``'s row ``src - B``. The
 result is exact as a multiset of values; among equal values at the boundary,
 which copy is kept is unspecified (and differs between the two kernels).
 
-Two kernels compute it, picked by ``jax.lax.platform_dependent`` when the step
-is lowered:
+Kernels, picked by ``jax.lax.platform_dependent`` when the step is lowered:
 
 * accelerators: ``lax.top_k`` over ``[top | new.T]``;
 * CPU: XLA:CPU's ``TopK`` is a heap partial sort, ``O(n log B)`` per unit with an
-  indirect comparison per step (it dominated a dissection pass), so on CPU the
-  selection runs as a host callback (``_host_merge``): a floor ``f_u`` with at
-  least ``B`` values of the union above it (the buffer's minimum once it is full,
-  or an estimate from every 8th pixel, verified by counting) discards everything
-  at or below it in one vectorised comparison, and only the survivors, typically
-  a few percent, go through NumPy's linear-time ``argpartition``. A floor that
-  fails the count is dropped for that unit, so the result never depends on the
-  estimate, only the speed does.
+  indirect comparison per step (it dominated a dissection pass). So on CPU:
+  a floor ``f_u`` with at least ``B`` values of the union above it (the buffer's
+  minimum once it is full, or an estimate from every 8th pixel, verified by
+  counting) discards everything at or below it, and only the survivors, a few
+  percent, go through a linear-time selection. A floor that fails the count is
+  dropped for that unit, so the result never depends on the estimate, only the
+  speed does. Two implementations of that algorithm:
+
+  - ``top_merge.cc``, an XLA FFI kernel compiled on first use
+    (``stats.native``): one row-major scan of the batch, ``nth_element`` per unit;
+  - ``host_merge`` in NumPy, when the native kernel cannot be built: a primitive
+    whose CPU lowering is a Python callback (XLA hands it a copy of the batch).
 
 On a mesh of several CPU devices (``--xla_force_host_platform_device_count``)
 ``jaxdissect.parallel`` traces with ``device_kernel_only()``, so that each device
@@ -32,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import ctypes
+import functools
 import math
 
 import jax
@@ -39,6 +43,8 @@ import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 from jax.interpreters import batching, mlir
+
+from jaxdissect.stats import native
 
 #: every ``_STRIDE``-th pixel estimates the floor of a buffer that is not yet full
 _STRIDE = 8
@@ -52,9 +58,26 @@ def merge_top(top: jnp.ndarray, new: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndar
         raise ValueError(f"merge_top needs top [u, B] and new [n, u], got {top.shape} "
                          f"and {new.shape}")
     top, new = top.astype(jnp.float32), new.astype(jnp.float32)
-    if not _HOST_KERNEL.get():
-        return xla_merge(top, new)
-    return jax.lax.platform_dependent(top, new, cpu=_cpu_merge, default=xla_merge)
+    return jax.lax.platform_dependent(top, new, cpu=_cpu_kernel(), default=xla_merge)
+
+
+def _cpu_kernel():
+    """The native kernel if it builds, else the NumPy host kernel (unless Python
+    callbacks are off, see ``device_kernel_only``), else ``lax.top_k``."""
+    target = native.top_merge_target()
+    if target is not None:
+        return functools.partial(native_merge, target)
+    if _HOST_KERNEL.get():
+        return _cpu_merge
+    return xla_merge
+
+
+def native_merge(target: str, top: jnp.ndarray, new: jnp.ndarray):
+    """``merge_top`` by the compiled FFI kernel ``target`` (``stats/top_merge.cc``)."""
+    shapes = (jax.ShapeDtypeStruct(top.shape, jnp.float32),
+              jax.ShapeDtypeStruct(top.shape, jnp.int32))
+    values, src = jax.ffi.ffi_call(target, shapes, vmap_method="sequential")(top, new)
+    return values, src
 
 
 _HOST_KERNEL = contextvars.ContextVar("jaxdissect_host_kernel", default=True)
@@ -62,12 +85,12 @@ _HOST_KERNEL = contextvars.ContextVar("jaxdissect_host_kernel", default=True)
 
 @contextlib.contextmanager
 def device_kernel_only():
-    """Within this context, ``merge_top`` traces to ``lax.top_k`` on every platform.
+    """Within this context ``merge_top`` never traces to the NumPy host kernel (a
+    Python callback): it uses the native kernel or ``lax.top_k``.
 
     ``jaxdissect.parallel`` traces its steps in it when several CPU devices share
-    a step: each device would run the host callback on one of the runtime's
-    threads, and ``jax.pure_callback`` copies its arguments onto a CPU device
-    first, a copy that can wait for the very threads the callbacks hold."""
+    a step: each device would run a Python callback on one of the runtime's
+    threads, and such callbacks were seen to wait on each other for good."""
     token = _HOST_KERNEL.set(False)
     try:
         yield
