@@ -127,3 +127,28 @@ def test_wide_counts_are_exact_past_int32():
         w = add(w, jnp.array([(1 << 30) - 1, 5], jnp.int32))
     w = w.merge(w)
     np.testing.assert_array_equal(w.to_numpy(), [18 * ((1 << 30) - 1), 90])
+
+
+@pytest.mark.parametrize("known,bits", [(0, 11), (11, 11), (22, 10)])
+def test_native_radix_pass_equals_the_xla_one(known, bits):
+    """The native CPU histogram kernel and the XLA scatter-add version agree."""
+    from jaxdissect.stats import native
+    from jaxdissect.stats.quantile import _native_histogram, _xla_histogram
+
+    target = native.target("radix_histogram")
+    if target is None:
+        pytest.skip("native kernels unavailable")
+    rng = np.random.default_rng(known)
+    rows = np.concatenate([rng.normal(size=(300, 5)), -np.abs(rng.normal(size=(40, 5))),
+                           np.zeros((20, 5)), np.full((3, 5), -0.0)]).astype(np.float32)
+    ok = (rng.random(len(rows)) < 0.9).astype(np.uint8)
+    keys = np.asarray(float_to_key(jnp.asarray(rows)))
+    # level 0 and 1 of each unit look inside the bins of rows 0 and 1
+    prefix = (keys[:2].T >> (32 - known) if known else np.zeros((5, 2))).astype(np.uint32)
+    shape = (5, 2, 1 << bits)
+    a = jax.jit(lambda r, o, p: _native_histogram(target, r, o, p, shape=shape, known=known,
+                                                  bits=bits))(rows, ok, prefix)
+    b = _xla_histogram(jnp.asarray(rows), jnp.asarray(ok), jnp.asarray(prefix), shape=shape,
+                       known=known, bits=bits)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(np.asarray(a).sum()) > 0

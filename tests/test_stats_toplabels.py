@@ -108,7 +108,7 @@ def test_budget_too_small_is_a_clear_error():
 def kernels():
     """Every top-B kernel: NumPy host, lax.top_k, and the native one when it builds."""
     out = [select.host_merge, select.xla_merge]
-    target = native.top_merge_target()
+    target = native.target("top_merge")
     if target is not None:
         out.append(jax.jit(functools.partial(select.native_merge, target)))
     return out
@@ -117,7 +117,7 @@ def kernels():
 def test_native_kernel_builds_where_a_compiler_exists(tmp_path, monkeypatch):
     if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("no C++ compiler: the NumPy host kernel is used")
-    assert native.top_merge_target() == native.TARGET
+    assert native.target("top_merge") == native.KERNELS["top_merge"][0]
     monkeypatch.setenv("JAXDISSECT_CACHE", str(tmp_path))
     path = native.library_path()
     native.build(path)  # a fresh build into an empty cache directory
@@ -129,7 +129,8 @@ def test_unbuildable_native_kernel_falls_back_with_a_warning(tmp_path, monkeypat
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setattr(native, "library_path", lambda: tmp_path / "cache" / "k.so")
     with pytest.warns(RuntimeWarning, match="NumPy host kernel"):
-        assert native.top_merge_target() is None
+        assert native.target("top_merge") is None
+    assert native.target("radix_histogram") is None
 
 
 @pytest.mark.parametrize("ties", [True, False])

@@ -1,11 +1,12 @@
-"""The native CPU selection kernel: build, load and register ``top_merge.cc``.
+"""jaxdissect's native CPU kernels: build, load and register ``cpu_kernels.cc``.
 
-``top_merge_target()`` returns the name of the XLA FFI target
-(``jaxdissect_top_merge``) after compiling ``top_merge.cc`` once with the system's
-C++ compiler against the FFI headers jaxlib ships (``jax.ffi.include_dir()``),
-loading it and registering it for the CPU platform; or ``None`` when that is not
-possible (no compiler, a failed build, or ``JAXDISSECT_NATIVE=0``), in which case
-``stats.select`` uses its NumPy host kernel. The library is cached under
+``target(name)`` returns the XLA FFI target name of kernel ``name``
+(``"top_merge"``: ``stats.select``; ``"radix_histogram"``: ``stats.quantile``)
+after compiling ``cpu_kernels.cc`` once with the system's C++ compiler against the
+FFI headers jaxlib ships (``jax.ffi.include_dir()``), loading it and registering
+its handlers for the CPU platform; or ``None`` when that is not possible (no
+compiler, a failed build, or ``JAXDISSECT_NATIVE=0``), in which case the callers
+use their fallbacks (a NumPy host kernel, XLA's own ops). The library is cached under
 ``$JAXDISSECT_CACHE`` (default ``~/.cache/jaxdissect``), keyed by a hash of the
 source, the compiler flags and the jaxlib version, and written atomically, so
 concurrent first uses cannot load a half-written file.
@@ -24,8 +25,10 @@ from pathlib import Path
 
 import jax
 
-SOURCE = Path(__file__).with_name("top_merge.cc")
-TARGET = "jaxdissect_top_merge"
+SOURCE = Path(__file__).with_name("cpu_kernels.cc")
+#: kernel name -> (FFI target name, handler symbol in the library)
+KERNELS = {"top_merge": ("jaxdissect_top_merge", "JaxdissectTopMerge"),
+           "radix_histogram": ("jaxdissect_radix_histogram", "JaxdissectRadixHistogram")}
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
 
 _STATE: dict = {}
@@ -39,11 +42,11 @@ def library_path() -> Path:
     import jaxlib
 
     key = hashlib.sha256(SOURCE.read_bytes() + repr((FLAGS, jaxlib.__version__)).encode())
-    return cache_dir() / "native" / f"top_merge-{key.hexdigest()[:16]}.so"
+    return cache_dir() / "native" / f"cpu_kernels-{key.hexdigest()[:16]}.so"
 
 
 def build(path: Path) -> None:
-    """Compiles ``top_merge.cc`` to ``path`` (atomically). Raises on failure."""
+    """Compiles ``cpu_kernels.cc`` to ``path`` (atomically). Raises on failure."""
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if compiler is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++)")
@@ -57,25 +60,28 @@ def build(path: Path) -> None:
         os.replace(out, path)
 
 
-def top_merge_target() -> str | None:
-    """The registered FFI target name, or ``None`` if the kernel is unavailable."""
-    if "target" not in _STATE:
-        _STATE["target"] = _load()
-    return _STATE["target"]
+def target(name: str) -> str | None:
+    """The registered FFI target of kernel ``name``, or ``None`` if unavailable."""
+    if name not in KERNELS:
+        raise KeyError(f"no native kernel {name!r}; kernels: {sorted(KERNELS)}")
+    if "loaded" not in _STATE:
+        _STATE["loaded"] = _load()
+    return KERNELS[name][0] if _STATE["loaded"] else None
 
 
-def _load() -> str | None:
+def _load() -> bool:
     if os.environ.get("JAXDISSECT_NATIVE", "1") == "0":
-        return None
+        return False
     try:
         path = library_path()
         if not path.exists():
             build(path)
         lib = ctypes.cdll.LoadLibrary(str(path))
-        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.JaxdissectTopMerge),
-                                    platform="cpu")
+        for name, symbol in KERNELS.values():
+            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)),
+                                        platform="cpu")
     except (OSError, RuntimeError, AttributeError) as err:
-        warnings.warn(f"jaxdissect: native CPU top-B kernel unavailable ({err}); using the "
-                      "NumPy host kernel", RuntimeWarning, stacklevel=3)
-        return None
-    return TARGET
+        warnings.warn(f"jaxdissect: native CPU kernels unavailable ({err}); using the "
+                      "NumPy host kernel and XLA's own ops", RuntimeWarning, stacklevel=3)
+        return False
+    return True

@@ -25,6 +25,7 @@ NaN values are not supported.
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 from typing import Callable, Iterable
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jaxdissect.stats import native
 from jaxdissect.stats.select import merge_top
 from jaxdissect.stats.wide import Wide
 
@@ -176,31 +178,57 @@ class RadixHistogram:
     def update(self, x: jnp.ndarray, valid: jnp.ndarray | None = None) -> "RadixHistogram":
         """Adds ``x`` ``[batch, ..., units]``; ``valid`` ``[batch]`` bool masks padding."""
         units, levels = self.prefix.shape
-        if x.shape[-1] != units:
-            raise ValueError(f"values have {x.shape[-1]} units, statistic has {units}")
-        flat, n = _flatten_units(x.astype(jnp.float32), valid, 0.0)
-        keys = float_to_key(flat)  # [u, N]
-        nbins = 1 << self.bits
-        digit = ((keys >> (32 - self.known - self.bits)) & (nbins - 1)).astype(jnp.int32)
-        ok = jnp.ones(keys.shape, bool)
-        if valid is not None:
-            ok = jnp.broadcast_to(jnp.repeat(valid, flat.shape[1] // valid.shape[0]),
-                                  keys.shape)
-        base = (jnp.arange(units, dtype=jnp.int32) * levels)[:, None]
-        hist = jnp.zeros(units * levels * nbins, jnp.int32)
-        dump = units * levels * nbins  # out of range: dropped
-        for j in range(levels):
-            match = ok
-            if self.known:
-                match = match & ((keys >> (32 - self.known)) == self.prefix[:, j:j + 1])
-            idx = jnp.where(match, (base + j) * nbins + digit, dump)
-            hist = hist.at[idx.reshape(-1)].add(1, mode="drop")
-        counts = self.counts.add(hist.reshape(units, levels, nbins))
-        return self.replace(counts=counts, count=self.count.add(n))
+        if x.ndim < 2 or x.shape[-1] != units:
+            raise ValueError(f"values have shape {x.shape}, statistic has {units} units")
+        b = x.shape[0]
+        positions = math.prod(x.shape[1:-1])
+        rows = x.astype(jnp.float32).reshape(b * positions, units)
+        if valid is None:
+            ok, n = jnp.ones((b * positions,), jnp.uint8), jnp.int32(b * positions)
+        else:
+            ok = jnp.repeat(valid, positions).astype(jnp.uint8)
+            n = jnp.sum(valid.astype(jnp.int32)) * positions
+        shape = (units, levels, 1 << self.bits)
+        kernel = functools.partial(_xla_histogram, shape=shape, known=self.known,
+                                   bits=self.bits)
+        target = native.target("radix_histogram")
+        if target is not None:
+            cpu = functools.partial(_native_histogram, target, shape=shape,
+                                    known=self.known, bits=self.bits)
+            hist = jax.lax.platform_dependent(rows, ok, self.prefix, cpu=cpu, default=kernel)
+        else:
+            hist = kernel(rows, ok, self.prefix)
+        return self.replace(counts=self.counts.add(hist), count=self.count.add(n))
 
     def merge(self, other: "RadixHistogram") -> "RadixHistogram":
         return self.replace(counts=self.counts.merge(other.counts),
                             count=self.count.merge(other.count))
+
+
+def _native_histogram(target, rows, ok, prefix, *, shape, known, bits):
+    """One radix pass by the native CPU kernel (``stats/cpu_kernels.cc``)."""
+    call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.int32),
+                            vmap_method="sequential")
+    return call(rows, ok, prefix, known=np.int64(known), bits=np.int64(bits))
+
+
+def _xla_histogram(rows, ok, prefix, *, shape, known, bits):
+    """One radix pass as XLA scatter-adds: ``rows`` ``[n, u]``, ``ok`` ``[n]``,
+    ``prefix`` ``[u, L]`` -> counts ``shape`` = ``[u, L, 2**bits]`` int32."""
+    units, levels, nbins = shape
+    keys = float_to_key(rows.T)  # [u, n]
+    digit = ((keys >> (32 - known - bits)) & (nbins - 1)).astype(jnp.int32)
+    good = jnp.broadcast_to(ok[None, :] != 0, keys.shape)
+    base = (jnp.arange(units, dtype=jnp.int32) * levels)[:, None]
+    hist = jnp.zeros(units * levels * nbins, jnp.int32)
+    dump = units * levels * nbins  # out of range: dropped
+    for j in range(levels):
+        match = good
+        if known:
+            match = match & ((keys >> (32 - known)) == prefix[:, j:j + 1])
+        idx = jnp.where(match, (base + j) * nbins + digit, dump)
+        hist = hist.at[idx.reshape(-1)].add(1, mode="drop")
+    return hist.reshape(shape)
 
 
 def radix_refine(hist: RadixHistogram, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ Kernels, picked by ``jax.lax.platform_dependent`` when the step is lowered:
   dropped for that unit, so the result never depends on the estimate, only the
   speed does. Two implementations of that algorithm:
 
-  - ``top_merge.cc``, an XLA FFI kernel compiled on first use
+  - ``cpu_kernels.cc``, an XLA FFI kernel compiled on first use
     (``stats.native``): one row-major scan of the batch, ``nth_element`` per unit;
   - ``host_merge`` in NumPy, when the native kernel cannot be built: a primitive
     whose CPU lowering is a Python callback (XLA hands it a copy of the batch).
@@ -64,7 +64,7 @@ def merge_top(top: jnp.ndarray, new: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndar
 def _cpu_kernel():
     """The native kernel if it builds, else the NumPy host kernel (unless Python
     callbacks are off, see ``device_kernel_only``), else ``lax.top_k``."""
-    target = native.top_merge_target()
+    target = native.target("top_merge")
     if target is not None:
         return functools.partial(native_merge, target)
     if _HOST_KERNEL.get():
@@ -73,7 +73,7 @@ def _cpu_kernel():
 
 
 def native_merge(target: str, top: jnp.ndarray, new: jnp.ndarray):
-    """``merge_top`` by the compiled FFI kernel ``target`` (``stats/top_merge.cc``)."""
+    """``merge_top`` by the compiled FFI kernel ``target`` (``stats/cpu_kernels.cc``)."""
     shapes = (jax.ShapeDtypeStruct(top.shape, jnp.float32),
               jax.ShapeDtypeStruct(top.shape, jnp.int32))
     values, src = jax.ffi.ffi_call(target, shapes, vmap_method="sequential")(top, new)

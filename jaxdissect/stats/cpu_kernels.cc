@@ -1,4 +1,6 @@
-// jaxdissect: the CPU top-B merge as an XLA FFI kernel (see stats/select.py).
+// jaxdissect's native CPU kernels (XLA FFI), built by stats/native.py:
+// the top-B merge (stats/select.py) and a radix-select histogram pass
+// (stats/quantile.py).
 //
 // top [u, B] f32 (any order, -inf = empty), x [n, u] f32 (pixels by units)
 //   -> values [u, B] f32: each unit's B largest of top and x,
@@ -15,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -118,4 +121,76 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxdissectTopMerge, TopMergeImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>());
+
+// ---------------------------------------------------------------------------
+// One pass of the exact radix select (stats/quantile.py, RadixHistogram).
+//
+// x [n, u] f32, valid [n] u8 (0: padding), prefix [u, L] u32, attributes known
+// and bits -> counts [u, L, 2^bits] s32: for each unit and level, the histogram
+// of key bits [32 - known - bits, 32 - known) among values whose top `known` key
+// bits equal the level's prefix. Keys are the order-preserving uint32 images of
+// the floats (negative: all bits flipped; non-negative: sign bit set). Rows are
+// processed in tiles so that each unit's histogram stays in cache.
+
+namespace {
+
+inline uint32_t FloatKey(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  return (bits >> 31) ? ~bits : (bits | 0x80000000u);
+}
+
+ffi::Error RadixHistogramImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::U8> valid,
+                              ffi::Buffer<ffi::U32> prefix, int64_t known, int64_t bits,
+                              ffi::ResultBuffer<ffi::S32> counts) {
+  auto xd = x.dimensions();
+  auto pd = prefix.dimensions();
+  if (xd.size() != 2 || pd.size() != 2 || pd[0] != xd[1] ||
+      valid.dimensions().size() != 1 || valid.dimensions()[0] != xd[0] || known < 0 ||
+      bits <= 0 || known + bits > 32) {
+    return ffi::Error::InvalidArgument("radix_histogram: bad shapes or digit");
+  }
+  const int64_t n = xd[0], units = xd[1], levels = pd[1];
+  const int64_t bins = int64_t{1} << bits;
+  const int shift = static_cast<int>(32 - known - bits);
+  const uint32_t mask = static_cast<uint32_t>(bins - 1);
+  const float* X = x.typed_data();
+  const uint8_t* V = valid.typed_data();
+  const uint32_t* P = prefix.typed_data();
+  int32_t* C = counts->typed_data();
+  std::fill(C, C + units * levels * bins, 0);
+  constexpr int64_t kTile = 256;
+  for (int64_t start = 0; start < n; start += kTile) {
+    const int64_t stop = std::min(n, start + kTile);
+    for (int64_t j = 0; j < units; ++j) {
+      int32_t* hist = C + j * levels * bins;
+      const uint32_t* pre = P + j * levels;
+      for (int64_t i = start; i < stop; ++i) {
+        if (!V[i]) continue;
+        const uint32_t key = FloatKey(X[i * units + j]);
+        const uint32_t digit = (key >> shift) & mask;
+        if (known == 0) {
+          for (int64_t l = 0; l < levels; ++l) ++hist[l * bins + digit];
+        } else {
+          const uint32_t high = key >> (32 - known);
+          for (int64_t l = 0; l < levels; ++l) {
+            if (high == pre[l]) ++hist[l * bins + digit];
+          }
+        }
+      }
+    }
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxdissectRadixHistogram, RadixHistogramImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::U8>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Attr<int64_t>("known")
+                                  .Attr<int64_t>("bits")
                                   .Ret<ffi::Buffer<ffi::S32>>());
