@@ -111,23 +111,36 @@ class Quantile:
 
     def fits(self, q) -> bool:
         """Whether every level in ``q`` is answerable from this buffer."""
-        n = int(self.count.to_numpy())
-        return all(rank_for_level(v, n) <= self.budget for v in as_levels(q)[0])
+        return buffer_fits(self.count, self.budget, q)
 
     def compute(self, q) -> np.ndarray:
         """Thresholds ``[units]`` for a level ``q``, or ``[len(q), units]`` for a
         sequence of levels; raises if a level needs more than ``budget`` values."""
-        levels, scalar = as_levels(q)
-        n = int(self.count.to_numpy())
-        ks = [rank_for_level(v, n) for v in levels]
-        if max(ks) > self.budget:
-            raise ValueError(
-                f"level q={levels[int(np.argmax(ks))]} over {n} values per unit needs the "
-                f"{max(ks)}-th largest, but the buffer keeps {self.budget}; raise the budget "
-                "or use the radix select (RadixHistogram)")
-        top = -np.sort(-np.asarray(self.top), axis=1)
-        out = np.stack([top[:, k - 1] for k in ks])
-        return out[0] if scalar else out
+        return buffer_levels(self.top, self.count, q)
+
+
+def buffer_fits(count: Wide, budget: int, q) -> bool:
+    """Whether a top-``budget`` buffer over ``count`` values answers every level."""
+    n = int(count.to_numpy())
+    return all(rank_for_level(v, n) <= budget for v in as_levels(q)[0])
+
+
+def buffer_levels(top, count: Wide, q) -> np.ndarray:
+    """Thresholds from a buffer ``top`` ``[u, B]`` of each unit's ``B`` largest of
+    ``count`` values (any order): ``[u]`` for a level, ``[len(q), u]`` for a
+    sequence; raises if a level needs more than ``B`` values."""
+    top = np.asarray(top)
+    levels, scalar = as_levels(q)
+    n = int(count.to_numpy())
+    ks = [rank_for_level(v, n) for v in levels]
+    if max(ks) > top.shape[1]:
+        raise ValueError(
+            f"level q={levels[int(np.argmax(ks))]} over {n} values per unit needs the "
+            f"{max(ks)}-th largest, but the buffer keeps {top.shape[1]}; raise the budget "
+            "or use the radix select (RadixHistogram)")
+    ordered = -np.sort(-top, axis=1)
+    out = np.stack([ordered[:, k - 1] for k in ks])
+    return out[0] if scalar else out
 
 
 # ----------------------------------------------------------------------------

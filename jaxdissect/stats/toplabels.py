@@ -25,7 +25,7 @@ import numpy as np
 from flax import struct
 
 from jaxdissect.stats.iou import iou_from_counts, label_areas, pixel_label_ids
-from jaxdissect.stats.quantile import as_levels, rank_for_level
+from jaxdissect.stats.quantile import as_levels, buffer_fits, buffer_levels, rank_for_level
 from jaxdissect.stats.select import merge_top
 from jaxdissect.stats.wide import Wide
 
@@ -103,23 +103,12 @@ class TopLabels:
 
     def fits(self, q) -> bool:
         """Whether every level in ``q`` is answerable from this buffer."""
-        n = int(self.count.to_numpy())
-        return all(rank_for_level(v, n) <= self.budget for v in as_levels(q)[0])
+        return buffer_fits(self.count, self.budget, q)
 
     def thresholds(self, q) -> np.ndarray:
         """``[u]`` for a level, ``[len(q), u]`` for a sequence (the convention of
         ``Quantile.compute``); raises if a level needs more than the budget."""
-        levels, scalar = as_levels(q)
-        n = int(self.count.to_numpy())
-        ks = [rank_for_level(v, n) for v in levels]
-        if max(ks) > self.budget:
-            raise ValueError(
-                f"level q={levels[int(np.argmax(ks))]} over {n} values per unit needs the "
-                f"{max(ks)}-th largest, but the buffer keeps {self.budget}; raise the budget "
-                "or use the radix select with IoUTally")
-        ordered = -np.sort(-np.asarray(self.top), axis=1)
-        out = np.stack([ordered[:, k - 1] for k in ks])
-        return out[0] if scalar else out
+        return buffer_levels(self.top, self.count, q)
 
     def counts(self, thresholds: np.ndarray) -> dict[str, np.ndarray]:
         """Exact int64 counts at ``thresholds`` ``[u]`` (``t_u`` must be at or above
