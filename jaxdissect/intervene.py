@@ -7,8 +7,11 @@ notebook):
 * **per-unit ablation**: for every unit of a layer, the change in the pixel share of
   every segmentation class when that unit alone is zeroed;
 * **removal**: zeroing a concept's n best-IoU units together, n = 0 .. 30; the
-  concept's mean pixel share change relative to its unedited share, with a 99%
-  confidence interval (2.58 standard errors of the per-sample change);
+  fraction of the concept's pixels removed, ``R = -sum(d_i) / sum(b_i)`` over samples
+  i (``b_i`` the unedited share, ``d_i`` the change), with a 99% confidence interval
+  of that ratio (2.58 standard errors by the delta method: the standard error of
+  the mean of ``-d_i - R b_i``, over the mean of ``b_i``, so the pairing of each
+  sample's change with its own share counts);
 * **insertion**: setting a concept's top-20 units to their 99.5% quantile values at
   one feature-map location; the concept pixels added, broken down by the labels the
   unedited image has at the centre of that location (its context).
@@ -85,7 +88,8 @@ def ablation_share_deltas(split: Split, segment: Segment, source: ImageSource,
 
     ``masks [E, units]`` (1 = unit zeroed). Returns sums over samples: ``base [L]`` and
     ``base_sq [L]`` (unedited shares), ``delta [E, L]`` and ``delta_sq [E, L]``
-    (edited minus unedited, per sample), and ``n``.
+    (edited minus unedited, per sample), ``delta_base [E, L]`` (their products with
+    the unedited share), and ``n``.
     """
     masks, padded, pad = mask_chunks(masks, chunk)
     n_edits, n_units = masks.shape
@@ -104,27 +108,28 @@ def ablation_share_deltas(split: Split, segment: Segment, source: ImageSource,
     @jax.jit
     def step(params, acts, base, mask_chunk):
         d = jax.vmap(lambda a: shares(params, acts, a) - base)(mask_chunk)  # [E, b, L]
-        return d.sum(1), (d * d).sum(1)
+        return d.sum(1), (d * d).sum(1), (d * base[None]).sum(1)
 
     head_j = jax.jit(split.head)
     params = split.params
     key = {"masks": masks, "L": num_labels, "bs": batch_size, "n": source.num_examples,
-           "kind": "share_deltas"}
+           "kind": "share_deltas+cross"}
     acc = ResumableSum(cachefile, key, {
         "base": np.zeros((num_labels,)), "base_sq": np.zeros((num_labels,)),
         "delta": np.zeros((n_edits, num_labels)), "delta_sq": np.zeros((n_edits, num_labels)),
-        "n": np.zeros((), np.int64)})
+        "delta_base": np.zeros((n_edits, num_labels)), "n": np.zeros((), np.int64)})
     for start, batch in acc.batches(source, batch_size, desc=desc, progress=progress):
         acts = head_j(params, batch)
         base = base_step(params, acts)
         d = np.zeros((n_edits + pad, num_labels))
-        d2 = np.zeros_like(d)
+        d2, db = np.zeros_like(d), np.zeros_like(d)
         for i, mc in enumerate(padded):
-            s, s2 = step(params, acts, base, jnp.asarray(mc))
-            d[i * chunk:(i + 1) * chunk], d2[i * chunk:(i + 1) * chunk] = s, s2
+            rows = slice(i * chunk, (i + 1) * chunk)
+            d[rows], d2[rows], db[rows] = step(params, acts, base, jnp.asarray(mc))
         b = np.asarray(base, np.float64)
         acc.add(start, start + b.shape[0], base=b.sum(0), base_sq=(b * b).sum(0),
-                delta=d[:n_edits], delta_sq=d2[:n_edits], n=b.shape[0])
+                delta=d[:n_edits], delta_sq=d2[:n_edits], delta_base=db[:n_edits],
+                n=b.shape[0])
     return acc.result()
 
 
@@ -144,15 +149,23 @@ def best_iou_units(iou: np.ndarray, concept: int, n: int) -> np.ndarray:
 def removal_curve(deltas: dict, concept: int, ns: Sequence[int]) -> dict:
     """The concept's pixel share after removing its n best-IoU units, from the sums of
     ``ablation_share_deltas`` run on masks ``[len(ns), units]`` (one per n)."""
-    n = int(deltas["n"])
-    base = float(deltas["base"][concept]) / max(n, 1)
-    mean, se = mean_and_stderr(deltas["delta"][:, concept], deltas["delta_sq"][:, concept], n)
-    rel = mean / base if base > 0 else np.full_like(mean, np.nan)
-    rel_se = se / base if base > 0 else np.full_like(se, np.nan)
+    n = max(int(deltas["n"]), 1)
+    base = float(deltas["base"][concept]) / n
+    base_sq = float(deltas["base_sq"][concept]) / n
+    d = np.asarray(deltas["delta"][:, concept], np.float64) / n
+    d2 = np.asarray(deltas["delta_sq"][:, concept], np.float64) / n
+    db = np.asarray(deltas["delta_base"][:, concept], np.float64) / n
+    if base > 0:
+        removed = -d / base
+        # residuals r_i = -d_i - R b_i have mean 0; their variance from the sums
+        var = np.maximum(d2 + 2 * removed * db + removed ** 2 * base_sq, 0.0)
+        se = np.sqrt(var * n / max(n - 1, 1) / n) / base
+    else:
+        removed = se = np.full_like(d, np.nan)
     return {"n_units": list(map(int, ns)), "baseline_share": base,
-            "remaining_share": (1 + rel).tolist(), "removed_fraction": (-rel).tolist(),
-            "ci99_low": (-rel - Z99 * rel_se).tolist(), "ci99_high": (-rel + Z99 * rel_se).tolist(),
-            "samples": n}
+            "remaining_share": (1 - removed).tolist(), "removed_fraction": removed.tolist(),
+            "ci99_low": (removed - Z99 * se).tolist(), "ci99_high": (removed + Z99 * se).tolist(),
+            "samples": int(deltas["n"])}
 
 
 # ---------------------------------------------------------------- insertion

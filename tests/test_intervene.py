@@ -66,10 +66,11 @@ def test_per_unit_and_removal_match_torch(setup):
         b = base[:, 2].mean()
         for n in range(6):
             d = zeroed(order[:n])[:, 2]
-            rel = d.mean() / b
-            se = d.std(ddof=1) / np.sqrt(N) / b
-            assert curve["removed_fraction"][n] == pytest.approx(-rel, abs=4 * PIX / b)
-            assert curve["remaining_share"][n] == pytest.approx(1 + rel, abs=4 * PIX / b)
+            removed = -d.mean() / b
+            # the ratio estimator's standard error by the delta method, from samples
+            se = (-d - removed * base[:, 2]).std(ddof=1) / np.sqrt(N) / b
+            assert curve["removed_fraction"][n] == pytest.approx(removed, abs=4 * PIX / b)
+            assert curve["remaining_share"][n] == pytest.approx(1 - removed, abs=4 * PIX / b)
             assert curve["ci99_high"][n] - curve["removed_fraction"][n] == pytest.approx(
                 2.58 * se, abs=4 * PIX / b)
 
