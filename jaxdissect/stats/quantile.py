@@ -59,20 +59,21 @@ def as_levels(q) -> tuple[tuple[float, ...], bool]:
     return tuple(float(v) for v in q), False
 
 
-def _flatten_units(x: jnp.ndarray, valid, fill) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """``x [b, ..., u]`` -> ``[u, b * positions]`` with invalid images set to
-    ``fill``; also returns the number of valid values per unit (int32)."""
+def pixel_rows(x: jnp.ndarray, valid, fill) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``x [b, ..., u]`` -> ``[b * positions, u]`` float32 (the layout ``merge_top``
+    takes) with invalid images set to ``fill``; also returns the number of valid
+    values per unit (int32)."""
     if x.ndim < 2:
         raise ValueError(f"expected values [batch, ..., units], got shape {x.shape}")
     b, u = x.shape[0], x.shape[-1]
     positions = math.prod(x.shape[1:-1])
-    x = x.reshape(b, positions, u)
+    x = x.astype(jnp.float32).reshape(b, positions, u)
     if valid is None:
         n = jnp.int32(b * positions)
     else:
         x = jnp.where(valid[:, None, None], x, fill)
         n = jnp.sum(valid.astype(jnp.int32)) * positions
-    return x.reshape(b * positions, u).T, n
+    return x.reshape(b * positions, u), n
 
 
 @struct.dataclass
@@ -101,8 +102,8 @@ class Quantile:
         if x.shape[-1] != self.top.shape[0]:
             raise ValueError(f"values have {x.shape[-1]} units, statistic has "
                              f"{self.top.shape[0]}")
-        flat, n = _flatten_units(x.astype(jnp.float32), valid, -jnp.inf)
-        top, _ = merge_top(self.top, flat.T)
+        rows, n = pixel_rows(x, valid, -jnp.inf)
+        top, _ = merge_top(self.top, rows)
         return Quantile(top, self.count.add(n))
 
     def merge(self, other: "Quantile") -> "Quantile":

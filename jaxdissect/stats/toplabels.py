@@ -25,7 +25,13 @@ import numpy as np
 from flax import struct
 
 from jaxdissect.stats.iou import iou_from_counts, label_areas, pixel_label_ids
-from jaxdissect.stats.quantile import as_levels, buffer_fits, buffer_levels, rank_for_level
+from jaxdissect.stats.quantile import (
+    as_levels,
+    buffer_fits,
+    buffer_levels,
+    pixel_rows,
+    rank_for_level,
+)
 from jaxdissect.stats.select import merge_top
 from jaxdissect.stats.wide import Wide
 
@@ -71,12 +77,10 @@ class TopLabels:
         if seg.ndim != 4 or seg.shape != (b, layers, h, w):
             raise ValueError(f"seg must be [{b}, {layers}, {h}, {w}] to match acts "
                              f"{acts.shape}, got {seg.shape}")
-        x = acts.astype(jnp.float32)
-        if valid is not None:
-            x = jnp.where(valid[:, None, None, None], x, -jnp.inf)
+        rows, pixels = pixel_rows(acts, valid, -jnp.inf)  # [N, u]
         ids = pixel_label_ids(seg, valid, self.num_labels)  # [N, K]
-        top, labels = self._merged(x.reshape(b * h * w, u), ids)
-        area, pixels = label_areas(ids, valid, self.num_labels, h * w)
+        top, labels = self._merged(rows, ids)
+        area, _ = label_areas(ids, valid, self.num_labels, h * w)
         return TopLabels(top, labels, self.count.add(pixels), self.label_area.add(area),
                          self.pixels.add(pixels))
 
