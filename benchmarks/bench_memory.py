@@ -29,7 +29,7 @@ import time
 def child(images: int, units: int, batch: int, budget: int) -> None:
     import numpy as np
 
-    from jaxdissect.dissect import dissect
+    from jaxdissect.experiments.dissect import dissect
     from jaxdissect.labels import LabelSet
     from jaxdissect.stats import Upsampler
 

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from jaxdissect import parallel
+from jaxdissect.runtime import devices
 from jaxdissect.stats import (
     RADIX_SCHEDULE,
     IoUTally,
@@ -185,7 +185,7 @@ def _timed_pass(update, empty, batches, *replicated):
     """Compile (on the first batch, not timed), then one timed pass: ``(state, s)``.
     Batches are placed on the devices before timing, as the torch side's tensors
     are already in memory."""
-    step = parallel.sharded_tally(update, empty)
+    step = devices.sharded_tally(update, empty)
     placed = [jax.device_put(b, step.split) for b in batches()]
     jax.block_until_ready(placed)
     jax.block_until_ready(step(step.init(empty), placed[0], *replicated))

@@ -16,7 +16,7 @@ from jaxdissect.world import CLASS_NAMES, WorldSource
 from jaxdissect.world.classifier import load_classifier
 from jaxdissect.world.measure import agreement, dissect_classifier, dissection_summary, side_by_side
 from jaxdissect.world.segmenter import load_segmenter
-from jaxdissect.world.training import classifier_accuracy, segmenter_accuracy
+from jaxdissect.world.train.classifier import classifier_accuracy, segmenter_accuracy
 from jaxdissect.world.weights import WEIGHTS_DIR
 
 

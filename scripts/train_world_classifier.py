@@ -8,7 +8,7 @@ The shipped weights come from two stages:
    their conv5_2 outputs for --top-images training images (world seed --data-seed) and
    their horizontal mirrors are computed once, and conv5_3, fc6, fc7, fc8a are trained
    afresh on that cache with an L1 penalty (--act-l1) on conv5_3's activations
-   (jaxdissect.world.top_training; recorded under "retrained_top" in config.json, and
+   (jaxdissect.world.train.top; recorded under "retrained_top" in config.json, and
    retrain_top.log). Without the penalty conv5_3 is so redundant that removing a class's
    20 most important units barely changes its accuracy (issue #5).
 
@@ -25,7 +25,7 @@ import time
 
 from jaxdissect.world.classifier import CLASSIFIER_ARGS, DEFAULT_DIR, WorldVGG16, load_classifier
 from jaxdissect.world.source import WorldSource
-from jaxdissect.world.training import classifier_accuracy, train_classifier
+from jaxdissect.world.train.classifier import classifier_accuracy, train_classifier
 from jaxdissect.world.weights import read_config, save_checkpoint
 
 
@@ -76,7 +76,7 @@ def main():
 
 
 def retrain_top(a):
-    from jaxdissect.world.top_training import cached_features, train_top
+    from jaxdissect.world.train.top import cached_features, train_top
 
     after = "conv5_2"
     base_config = read_config(a.retrain_top_from)

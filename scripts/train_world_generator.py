@@ -3,7 +3,7 @@
     python scripts/train_world_generator.py --out weights/world/generator \\
         --state-dir /tmp/world_gan_state            # the shipped run (resumable)
 
-Non-saturating GAN with lazy R1 and a generator EMA (jaxdissect.world.gan_training),
+Non-saturating GAN with lazy R1 and a generator EMA (jaxdissect.world.train.gan),
 Adam(2e-3, 0, 0.99), batch 32, real images rendered at 32x32 from world seed 0 and
 randomly mirrored. Step ``i`` draws its batch and latents from ``(seed, i)`` only,
 so a run resumed from ``--state-dir`` takes exactly the steps an uninterrupted run
@@ -31,10 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdissect.models.discriminator import Discriminator
+from jaxdissect.world.train.discriminator import Discriminator
 from jaxdissect.models.proggan import ProgressiveGenerator
 from jaxdissect.world import WorldSource
-from jaxdissect.world import gan_training as gt
+from jaxdissect.world.train import gan as gt
 from jaxdissect.world.generator import WORLD_GENERATOR_SIZES
 from jaxdissect.world.weights import save_checkpoint
 

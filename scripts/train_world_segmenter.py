@@ -11,7 +11,7 @@ import time
 from jaxdissect.models.segnet import SegNet
 from jaxdissect.world.segmenter import DEFAULT_DIR, SEGMENTER_ARGS, WorldSegmenter
 from jaxdissect.world.source import WorldSource
-from jaxdissect.world.training import PRESENT_WEIGHT, segmenter_accuracy, train_segmenter
+from jaxdissect.world.train.classifier import PRESENT_WEIGHT, segmenter_accuracy, train_segmenter
 from jaxdissect.world.weights import save_checkpoint
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from jaxdissect import ablate
+from jaxdissect.experiments import ablate
 from tests.tiny_nets import ArraySource, TinyClassifier, torch_classifier
 
 UNITS, CLASSES = 6, 5
@@ -126,7 +126,7 @@ def test_killed_sweep_resumes_to_same_counts(setup, tmp_path):
     fresh = ablate.ablation_masks_counts(split, train, masks, CLASSES, batch_size=8,
                                          progress=False)
     with pytest.raises(KeyboardInterrupt):
-        import jaxdissect.resume as r
+        import jaxdissect.runtime.resume as r
         old = r.ResumableSum.__init__.__defaults__
         r.ResumableSum.__init__.__defaults__ = (0.0,)  # save after every batch
         try:

@@ -7,7 +7,7 @@ import pytest
 import scipy.stats
 import torch
 
-from jaxdissect import attack
+from jaxdissect.experiments import attack
 from tests.tiny_nets import TinyClassifier
 
 MODEL = TinyClassifier()
@@ -147,7 +147,7 @@ def test_relate_to_importance_vs_oracles():
 
 
 def test_class_logit_drop_vs_torch_loop(setup):
-    from jaxdissect.ablate import split_classifier
+    from jaxdissect.experiments.ablate import split_classifier
     from tests.tiny_nets import ArraySource, torch_classifier
 
     params, images, _ = setup

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from jaxdissect import attack, cli
+from jaxdissect.experiments import attack
+from jaxdissect import cli
 from jaxdissect.world import WorldSource
 from tests.cli_helpers import VGG_ARGS, vgg_forward
 from tests.reference_torch import torch_vgg16

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdissect.dissect import DissectResult, dissect, layer_compute
+from jaxdissect.experiments.dissect import DissectResult, dissect, layer_compute
 from jaxdissect.labels import LabelSet
 from jaxdissect.stats import Upsampler
 
@@ -235,7 +235,7 @@ def test_params_are_step_arguments_not_constants():
 
 
 def test_default_budget_takes_one_pass_when_the_buffer_is_small():
-    from jaxdissect.dissect import ONE_PASS_MEMORY, auto_budget
+    from jaxdissect.experiments.dissect import ONE_PASS_MEMORY, auto_budget
     assert auto_budget((0.01,), 1000 * 56 * 56, 512, 2) == 31360  # ceil(0.01 n) up to 128
     assert 512 * 31360 * 4 * 3 <= ONE_PASS_MEMORY
     assert auto_budget((0.01,), 10000 * 56 * 56, 512, 4) == 4096  # 3 GB: radix passes

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from jaxdissect import intervene
+from jaxdissect.experiments import intervene
 from tests.tiny_nets import (
     SEG_LABELS,
     ArraySource,

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdissect import paint
+from jaxdissect.experiments import paint
 from jaxdissect.models.proggan import ProgressiveGenerator
 
 # layer4 is 8x8 with 8 units; output 16x16

@@ -156,7 +156,7 @@ def test_experiment_pages_and_index(tmp_path):
            "importance_vs_iou": {"cutoff": 4, "rows": [
                {"classes": 0, "at_least": False, "units": 2, "mean_iou": 0.05, "stderr": 0.01},
                {"classes": 7, "at_least": True, "units": 3, "mean_iou": 0.1, "stderr": None}]}}
-    from jaxdissect.ablate import summarize
+    from jaxdissect.experiments.ablate import summarize
     abl["summary"] = summarize(abl, k=5)
     p = report.write_ablation(str(tmp_path / "ablate"), abl, ["a", "b", "c"],
                               [("sky", "object", 0.1)] * U)

@@ -14,7 +14,7 @@ from jaxdissect.checkpoints.convert import CheckpointMismatch
 from jaxdissect.models.ppm import DilatedPPMNet
 from jaxdissect.models.segmenter_convert import colour_params, unified_parsing_params
 from jaxdissect.models.upernet import UnifiedParsingNet
-from jaxdissect.segmenters import (
+from jaxdissect.segmentation import (
     MergedSegmenter,
     SemanticLabelData,
     SemanticSegmenter,

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdissect.segmenters import SemanticLabelData, UnifiedLabelData
-from jaxdissect.segmenters.rules import (
+from jaxdissect.segmentation import SemanticLabelData, UnifiedLabelData
+from jaxdissect.segmentation.rules import (
     quad_split,
     semantic_labels,
     semantic_plan,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdissect import attack, paint
+from jaxdissect.experiments import attack, paint
 from jaxdissect.world import CLASS_NAMES, WorldSource
 from jaxdissect.world.weights import WEIGHTS_DIR
 
@@ -56,7 +56,7 @@ def test_world_paint_tree_units():
     133.6 -> 97.0, on in the right half 67.4 -> 275.9 (64x64 segmentation)."""
     from jaxdissect.commands import _common as C
     from jaxdissect.data.source import ZSource
-    from jaxdissect.dissect import dissect
+    from jaxdissect.experiments.dissect import dissect
     from jaxdissect.stats.upsample import Upsampler
     from jaxdissect.world.segmenter import load_segmenter
 

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdissect.models.discriminator import Discriminator, minibatch_stddev
+from jaxdissect.world.train.discriminator import Discriminator, minibatch_stddev
 from jaxdissect.models.proggan import ProgressiveGenerator
-from jaxdissect.world import gan_training as gt
+from jaxdissect.world.train import gan as gt
 from jaxdissect.world.generator import generate, load_generator, sample_z
 from jaxdissect.world.generator_quality import compare_shares, label_counts
 from jaxdissect.world.vocab import LABELS

@@ -10,7 +10,7 @@ import pytest
 
 from jaxdissect.edits import Edit
 from jaxdissect.models.segnet import SegNet
-from jaxdissect.segmenter import Segmenter
+from jaxdissect.segmentation.base import Segmenter
 from jaxdissect.world import LABELS, WorldSource
 from jaxdissect.world.classifier import DEFAULT_DIR as CLS_DIR
 from jaxdissect.world.classifier import classify, load_classifier
@@ -22,7 +22,7 @@ from jaxdissect.world.segmenter import (
     label_to_head,
     load_segmenter,
 )
-from jaxdissect.world.training import segmenter_accuracy
+from jaxdissect.world.train.classifier import segmenter_accuracy
 from jaxdissect.world.vocab import layer_ids
 
 
@@ -176,7 +176,7 @@ def test_shipped_segmenter_heldout_accuracy():
 
 
 def test_learning_rate_schedule():
-    from jaxdissect.world.training import learning_rate
+    from jaxdissect.world.train.classifier import learning_rate
     assert learning_rate(1.0, 0, 100, 10, 0.0, 60.0) == pytest.approx(0.1)
     assert learning_rate(1.0, 9, 100, 10, 0.0, 60.0) == pytest.approx(1.0)
     # half way by steps, or by time, is the cosine's midpoint
@@ -221,7 +221,7 @@ def test_shipped_classifier_ablation_finding():
     class's 20 most important conv5_3 units moves mean balanced accuracy at least
     halfway to chance, and keeping only them retains >= 80% of the baseline (measured
     at 1,000 images on four seed pairs: 66-80% of the way, 96-97% kept)."""
-    from jaxdissect import ablate
+    from jaxdissect.experiments import ablate
     from jaxdissect.models.vgg16 import preprocess
     model, params = load_classifier()
     assert json.loads((CLS_DIR / "config.json").read_text())["retrained_top"]["act_l1"] > 0

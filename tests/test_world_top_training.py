@@ -11,7 +11,7 @@ import torch
 
 from jaxdissect.models.vgg16 import VGG16, preprocess
 from jaxdissect.world import WorldSource
-from jaxdissect.world.top_training import cached_features, train_top, trainable_names
+from jaxdissect.world.train.top import cached_features, train_top, trainable_names
 
 MODEL = VGG16(widths=(2, 3, 3, 4, 5), fc_width=6, num_classes=4, pool_hw=(2, 2))
 

@@ -188,7 +188,7 @@ def load_segmenter(spec: str, source, loaded: Loaded):
         except (ValueError, ImportError, AttributeError) as e:
             raise UserError(f"segmenter {spec!r}: cannot load ({e})") from None
         return obj() if isinstance(obj, type) or not hasattr(obj, "labels") else obj
-    from jaxdissect.segmenters.load import load_segmenter as ref_seg
+    from jaxdissect.segmentation.load import load_segmenter as ref_seg
     return ref_seg(spec)
 
 
@@ -248,7 +248,7 @@ def run_dissection(loaded: Loaded, source, segmenter, layer: str, outdir: str, *
     """Dissect ``layer`` (cached in ``outdir/cache``), write the report with thumbnails.
     Returns ``(DissectResult, report path)``."""
     from jaxdissect import report
-    from jaxdissect.dissect import dissect
+    from jaxdissect.experiments.dissect import dissect
     seg_downsample = 1 if seg_downsample is None else seg_downsample
     if seg_downsample < 1:
         raise UserError(f"--seg-downsample must be >= 1, got {seg_downsample}")

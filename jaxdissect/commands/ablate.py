@@ -1,7 +1,7 @@
 """``jaxdissect ablate``: what each unit of a classifier layer does for each class.
 
 Dissects the layer (cached, for unit labels and IoU), then runs the paper's
-ablation experiment (``jaxdissect.ablate``): baseline per-class precision, recall
+ablation experiment (``jaxdissect.experiments.ablate``): baseline per-class precision, recall
 and balanced accuracy; single-unit ablation of every unit on the train split;
 each class's k most important units removed / kept on the val split; importance
 versus IoU. Writes ``OUT/dissect/`` (unit cards), ``OUT/ablate/ablation.html``
@@ -37,7 +37,8 @@ def experiment(loaded, layer, train, val, segmenter, seg_name, out, *, ks, curve
                quantile, miniou, batch_size, chunk, progress, data_name, index_link=None,
                seg_downsample=1):
     """Dissect, then ablate; returns ``(result, dissect report, ablation page)``."""
-    from jaxdissect import ablate, report
+    from jaxdissect.experiments import ablate
+    from jaxdissect import report
     num_classes = int(getattr(loaded.model, "num_classes", 0)) or None
     names = val.class_names or loaded.class_names
     if num_classes is None:

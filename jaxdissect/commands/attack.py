@@ -2,11 +2,11 @@
 through the units of one layer (the paper's "Applications": ski resort -> bedroom).
 
 Attacks the images of class ``--source`` that the model classifies correctly
-(``jaxdissect.attack.cw_attack``), measures each unit's mean activation on the
+(``jaxdissect.experiments.attack.cw_attack``), measures each unit's mean activation on the
 clean and the adversarial images, and relates the units moved most to the
 classes' important units: a per-class ranking by single-unit ablation, read from
 an ``ablation.json`` of ``jaxdissect ablate`` (``--ranking``) or computed here on
-the train split (``jaxdissect.ablate``: balanced-accuracy damage, ties broken by
+the train split (``jaxdissect.experiments.ablate``: balanced-accuracy damage, ties broken by
 the drop of the class's logit, ``attack.class_logit_drop``). Units are named by a cached dissection
 (``--dissect-images``; 0 skips it). Writes ``OUT/attack.html``, ``attack.json``,
 ``examples.png``, ``adversarial.npy`` (the adversarial images), plots, and
@@ -113,7 +113,7 @@ def class_ranking(loaded, layer, args, num_units, num_classes, out):
             raise C.UserError(f"--ranking {args.ranking}: ranking has shape {ranking.shape}, "
                               f"expected [{num_classes}, {num_units}] for this model and layer")
         return ranking, f"from {args.ranking}"
-    from jaxdissect import ablate
+    from jaxdissect.experiments import ablate
     train = C.load_data(args.data, loaded, args.rank_images, C.WORLD_TRAIN_SEED, split="train")
     split = ablate.split_classifier(loaded.model, loaded.params, layer, loaded.preprocess)
     masks = np.concatenate([np.zeros((1, num_units), np.float32),
@@ -121,7 +121,7 @@ def class_ranking(loaded, layer, args, num_units, num_classes, out):
     m = ablate.measure(split, train, masks, num_classes, batch_size=args.batch_size,
                        cachefile=os.path.join(out, "cache", f"single_unit_{layer}.npz"),
                        desc="single-unit ablation (train)", progress=not args.no_progress)
-    from jaxdissect import attack
+    from jaxdissect.experiments import attack
     drop, _ = attack.class_logit_drop(split, train, num_units, num_classes,
                                       batch_size=args.batch_size)
     damage = (m.balanced_accuracy[1:] - m.balanced_accuracy[0][None, :]).T    # [C, u]
@@ -131,7 +131,7 @@ def class_ranking(loaded, layer, args, num_units, num_classes, out):
 
 
 def run(args) -> int:
-    from jaxdissect import attack
+    from jaxdissect.experiments import attack
     from jaxdissect.report import applications as A
     C.check_positive(num_images=args.num_images, search_images=args.search_images,
                      steps=args.steps, lr=args.lr, top=args.top, rank_images=args.rank_images,

@@ -1,7 +1,7 @@
 """``jaxdissect intervene``: what turning generator units off and on does to the scene.
 
 Dissects the generator layer over z samples (cached; segmenting the generated
-images), then runs the paper's generator experiments (``jaxdissect.intervene``):
+images), then runs the paper's generator experiments (``jaxdissect.experiments.intervene``):
 per-unit ablation effect on every class's pixel share; removal of a concept's
 n = 0..30 best-IoU units with 99% confidence intervals; insertion of a concept's
 top-20 units at their 99.5% quantile values at each feature-map location, broken
@@ -64,7 +64,8 @@ def experiment(loaded, layer, source, segmenter, seg_name, out, *, remove, inser
                quantile, miniou, batch_size, chunk, sweep_samples, removal_samples,
                insertion_samples=None, max_remove, insert_units, progress, data_name,
                index_link=None, seg_downsample=1):
-    from jaxdissect import intervene, report
+    from jaxdissect.experiments import intervene
+    from jaxdissect import report
     dres, dpath = C.run_dissection(
         loaded, source, segmenter, layer, os.path.join(out, "dissect"), quantile=quantile,
         miniou=miniou, batch_size=batch_size, progress=progress, data_name=data_name,

@@ -4,7 +4,7 @@ concept's units on or off in a region (GANPaint; the paper's "Applications").
 Dissects the generator layer over z samples (cached, as ``jaxdissect intervene``
 does), takes each edited concept's ``--units`` best-IoU units, and paints every
 ``--edit CONCEPT:on|off:y0,x0,y1,x1`` (box as fractions of the image) on
-``--num-z`` latents, all edits in one vmapped program (``jaxdissect.paint``).
+``--num-z`` latents, all edits in one vmapped program (``jaxdissect.experiments.paint``).
 "On" sets the units to their 99.5% quantile levels from the dissection. The
 segmenter measures the concept's pixels inside the box before and after. Writes
 ``OUT/paint.html``, ``paint.json``, ``painted.png`` (grid), ``images/*.png``,
@@ -63,7 +63,7 @@ def default_edits(dres) -> list[str]:
 
 
 def run(args) -> int:
-    from jaxdissect import paint
+    from jaxdissect.experiments import paint
     from jaxdissect.report import applications as A
     C.check_positive(units=args.units, num_z=args.num_z, num_samples=args.num_samples,
                      batch_size=args.batch_size)

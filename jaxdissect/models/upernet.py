@@ -17,7 +17,7 @@ and materials (``upp-resnet50-upernet``):
   classification) is not used by dissection and is not built.
 
 Output logits are at stride 4 (``[b, H/4, W/4, n]``); the segmenter resizes them to
-the segmentation grid and applies the softmaxes (:mod:`jaxdissect.segmenters`).
+the segmentation grid and applies the softmaxes (:mod:`jaxdissect.segmentation`).
 """
 
 from __future__ import annotations

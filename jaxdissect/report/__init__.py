@@ -7,9 +7,9 @@ Result dicts in, files out:
   ``unit``, ``label``, ``category``, ``iou``, ``labelled``, ``image`` = relative PNG path
   of its thumbnail strip or None), and optional ``model``, ``num_images``, ``segmenter``.
 * ``write_ablation(dir, result, class_names, unit_labels)`` -> ``ablation.html``, plots,
-  ``ablation.json`` (``result`` from ``jaxdissect.ablate.run_experiment``).
+  ``ablation.json`` (``result`` from ``jaxdissect.experiments.ablate.run_experiment``).
 * ``write_intervention(dir, result)`` -> ``intervention.html``, plots,
-  ``intervention.json`` (``result`` from ``jaxdissect.intervene.run_experiment``).
+  ``intervention.json`` (``result`` from ``jaxdissect.experiments.intervene.run_experiment``).
 * ``write_index(dir, parts)`` -> ``index.html`` linking every part.
 """
 

@@ -26,7 +26,7 @@ Kernels, picked by ``jax.lax.platform_dependent`` when the step is lowered:
     whose CPU lowering is a Python callback (XLA hands it a copy of the batch).
 
 On a mesh of several CPU devices (``--xla_force_host_platform_device_count``)
-``jaxdissect.parallel`` traces with ``device_kernel_only()``, so that each device
+``jaxdissect.runtime.devices`` traces with ``device_kernel_only()``, so that each device
 uses ``lax.top_k``; see there.
 """
 
@@ -88,7 +88,7 @@ def device_kernel_only():
     """Within this context ``merge_top`` never traces to the NumPy host kernel (a
     Python callback): it uses the native kernel or ``lax.top_k``.
 
-    ``jaxdissect.parallel`` traces its steps in it when several CPU devices share
+    ``jaxdissect.runtime.devices`` traces its steps in it when several CPU devices share
     a step: each device would run a Python callback on one of the runtime's
     threads, and such callbacks were seen to wait on each other for good."""
     token = _HOST_KERNEL.set(False)

@@ -5,7 +5,7 @@
 ``weights/world/classifier`` and trained by ``scripts/train_world_classifier.py``: the
 whole network, then ``conv5_3`` and the fc layers retrained on its frozen ``conv5_2``
 features with an L1 penalty on ``conv5_3``'s activations (sparse, less redundant units;
-``jaxdissect.world.top_training``).
+``jaxdissect.world.train.top``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdissect.dissect import DissectResult, dissect
+from jaxdissect.experiments.dissect import DissectResult, dissect
 from jaxdissect.models.vgg16 import preprocess
 from jaxdissect.stats.upsample import Upsampler
 from jaxdissect.world.source import WorldSource

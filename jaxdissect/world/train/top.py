@@ -21,7 +21,7 @@ import optax
 
 from jaxdissect.models.vgg16 import VGG16, preprocess
 from jaxdissect.world.source import WorldSource
-from jaxdissect.world.training import _apply, he_rescale, learning_rate, make_optimizer
+from jaxdissect.world.train.classifier import _apply, he_rescale, learning_rate, make_optimizer
 
 
 def cached_features(model: VGG16, params, source: WorldSource, layer: str, n: int,

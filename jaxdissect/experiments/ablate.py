@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxdissect.data.source import ImageSource
 from jaxdissect.edits import Edit, mask_chunks
-from jaxdissect.resume import ResumableSum
+from jaxdissect.runtime.resume import ResumableSum
 
 #: the k of the paper's "k most important units" sweep
 DEFAULT_KS = (1, 2, 3, 4, 5, 20, 64, 128, 256)

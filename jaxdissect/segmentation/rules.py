@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdissect.labels import LabelSet
-from jaxdissect.segmenters.labeldata import SemanticLabelData, UnifiedLabelData
+from jaxdissect.segmentation.labeldata import SemanticLabelData, UnifiedLabelData
 
 QUAD_SUFFIXES = ("t", "l", "b", "r")
 DEFAULT_PART_OBJECTS = ("sky", "building", "person")

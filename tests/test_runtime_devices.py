@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdissect import parallel
+from jaxdissect.runtime import devices
 from jaxdissect.stats import IoUTally, Quantile, TopK, image_max
 from jaxdissect.stats.toplabels import TopLabels
 
@@ -22,21 +22,21 @@ def tally(devices, batch_size, acts, seg, t):
     def update(stat, batch, thresholds):
         a, v = batch["acts"], batch["valid"]
         q, top, iou, fused = stat.parts
-        return parallel.Joint((
+        return devices.Joint((
             q.update(a, v),
             top.update(image_max(a), batch["index"], v),
             iou.update(a, thresholds, batch["seg"], v),
             fused.update(a, batch["seg"], v)))
 
-    empty = parallel.Joint((Quantile.empty(3, 64), TopK.empty(3, 4), IoUTally.empty(3, 5),
+    empty = devices.Joint((Quantile.empty(3, 64), TopK.empty(3, 4), IoUTally.empty(3, 5),
                             TopLabels.empty(3, 64, 5, 2)))
-    step = parallel.sharded_tally(update, empty, devices)
+    step = devices.sharded_tally(update, empty, devices)
     state = step.init(empty)
-    size = parallel.padded_size(batch_size, len(devices))
+    size = devices.padded_size(batch_size, len(devices))
     for i in range(0, len(acts), batch_size):
         batch = {"acts": acts[i:i + batch_size], "seg": seg[i:i + batch_size],
                  "index": np.arange(i, min(i + batch_size, len(acts)), dtype=np.int32)}
-        batch, valid = parallel.pad_batch(batch, size)
+        batch, valid = devices.pad_batch(batch, size)
         state = step(state, dict(batch, valid=valid), jnp.asarray(t))
     return step.result(state)
 
@@ -69,11 +69,11 @@ def test_one_and_four_devices_agree(batch_size):
 
 
 def test_pad_batch_and_sizes():
-    batch, valid = parallel.pad_batch({"x": np.arange(3)}, 8)
+    batch, valid = devices.pad_batch({"x": np.arange(3)}, 8)
     np.testing.assert_array_equal(batch["x"], [0, 1, 2, 2, 2, 2, 2, 2])
     np.testing.assert_array_equal(valid, [1, 1, 1, 0, 0, 0, 0, 0])
-    assert parallel.padded_size(7, 4) == 8 and parallel.padded_size(8, 4) == 8
+    assert devices.padded_size(7, 4) == 8 and devices.padded_size(8, 4) == 8
     with pytest.raises(ValueError, match="disagree"):
-        parallel.pad_batch({"x": np.zeros(2), "y": np.zeros(3)}, 4)
+        devices.pad_batch({"x": np.zeros(2), "y": np.zeros(3)}, 4)
     with pytest.raises(ValueError, match="batch_size"):
-        parallel.padded_size(0, 4)
+        devices.padded_size(0, 4)

@@ -32,10 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdissect.ablate import Split
+from jaxdissect.experiments.ablate import Split
 from jaxdissect.data.source import ImageSource
 from jaxdissect.edits import Edit, mask_chunks
-from jaxdissect.resume import ResumableSum
+from jaxdissect.runtime.resume import ResumableSum
 
 Segment = Callable[[jax.Array], jax.Array]     # images -> seg [b, K, Hs, Ws] int
 

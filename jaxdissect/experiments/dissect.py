@@ -20,7 +20,7 @@ and otherwise (large data sets) in four passes with memory independent of ``n``:
     pass "iou":      IoUTally of (acts_up > t_u) against the segmentation
 
 ``compute`` is traced inside one jitted, device-parallel step
-(``jaxdissect.parallel``), so it must be a JAX function of the batch dict (the
+(``jaxdissect.runtime.devices``), so it must be a JAX function of the batch dict (the
 ``ImageSource`` keys plus ``"index"`` int32 global image indices). The radix passes
 never use ``seg``, so XLA drops the segmenter from those steps. With ``cache_dir``,
 each pass checkpoints its statistic and batch offset every ``checkpoint_every``
@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxdissect import cache, parallel
+from jaxdissect.runtime import cache, devices
 from jaxdissect.data.source import ImageSource
 from jaxdissect.labels import LabelSet
 from jaxdissect.stats.iou import (
@@ -214,16 +214,16 @@ class _Runner:
     """Runs passes over a source with padding, sharding, progress and checkpoints."""
 
     def __init__(self, source, batch_size, devices, cache_dir, key, every, progress):
-        self.source, self.devices = source, parallel.local_devices(devices)
+        self.source, self.devices = source, devices.local_devices(devices)
         self.batch_size = batch_size
-        self.padded = parallel.padded_size(batch_size, len(self.devices))
+        self.padded = devices.padded_size(batch_size, len(self.devices))
         self.cache_dir, self.key, self.every, self.progress = cache_dir, key, every, progress
 
     def batch(self, start: int) -> tuple[dict[str, np.ndarray], int]:
         stop = min(start + self.batch_size, self.source.num_examples)
         data = dict(self.source.batch(start, stop))
         data["index"] = np.arange(start, stop, dtype=np.int32)
-        padded, valid = parallel.pad_batch(data, self.padded)
+        padded, valid = devices.pad_batch(data, self.padded)
         padded["valid"] = valid
         return padded, stop
 
@@ -241,7 +241,7 @@ class _Runner:
                 state, meta = loaded
                 offset = int(meta["offset"])
         if offset < total:
-            step = parallel.sharded_tally(update, empty, self.devices)
+            step = devices.sharded_tally(update, empty, self.devices)
             stacked = step.init(state)
             bar = tqdm(total=total, initial=offset, desc=name, unit="img",
                        disable=not self.progress)
@@ -340,11 +340,11 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         def one_pass(stat, batch, p):
             acts, seg, valid, index = model(batch, p)
             top, images = stat.parts
-            return parallel.Joint((top.update(upsample(acts), seg, valid),
+            return devices.Joint((top.update(upsample(acts), seg, valid),
                                    images.update(image_max(acts), index, valid)))
 
         layers = int(seg_shape.shape[1])
-        state = runner.run("onepass", one_pass, parallel.Joint(
+        state = runner.run("onepass", one_pass, devices.Joint(
             (TopLabels.empty(units, budget, len(labels), layers), TopK.empty(units, topk))),
             params)
         toplabels, topstat = state.parts
@@ -382,10 +382,10 @@ def _radix_thresholds(runner, model, upsample, units, all_levels, topk, params):
     def pass1(stat, batch, p):
         acts, _, valid, index = model(batch, p)
         hist, images = stat.parts
-        return parallel.Joint((hist.update(upsample(acts), valid),
+        return devices.Joint((hist.update(upsample(acts), valid),
                                images.update(image_max(acts), index, valid)))
 
-    state = runner.run("quantile", pass1, parallel.Joint(
+    state = runner.run("quantile", pass1, devices.Joint(
         (RadixHistogram.empty(units, len(all_levels), *RADIX_SCHEDULE[0]),
          TopK.empty(units, topk))), params)
     hist, topstat = state.parts

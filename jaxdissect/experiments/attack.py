@@ -18,7 +18,7 @@ distance, or the last iterate if none succeeded. The whole optimisation is one
 Units moved by the attack: the mean activation of each unit of a layer over the
 clean images and over their adversarial versions (mean over images and
 positions), their difference, the units moved most up and down, and how those
-relate to a per-class importance ranking of units (``jaxdissect.ablate``'s
+relate to a per-class importance ranking of units (``jaxdissect.experiments.ablate``'s
 single-unit ablation ranking).
 """
 
@@ -270,7 +270,7 @@ def class_logit_drop(split, source, num_units: int, num_classes: int, *,
     of class c of ``logit_c(unedited) - logit_c(unit u zeroed)``.
 
     A continuous companion of the single-unit balanced-accuracy damage
-    (``jaxdissect.ablate``): on a model that is right almost always, removing one unit
+    (``jaxdissect.experiments.ablate``): on a model that is right almost always, removing one unit
     rarely flips a prediction, so many units tie on accuracy; the logit drop orders
     them. ``split`` is an ``ablate.Split`` (head once per batch; the vmapped edits run
     through the tail only).

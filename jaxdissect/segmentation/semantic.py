@@ -6,7 +6,7 @@ pooling to ``s x s`` (unless already that size), the network, bilinear resize of
 the logits to ``(H // downsample, W // downsample)``, a softmax over all channels
 (the reference decoder's inference output) and then, as the reference does, a
 second softmax within each category's channels; the results are summed over
-sizes. Labels follow :func:`jaxdissect.segmenters.rules.semantic_labels`. The
+sizes. Labels follow :func:`jaxdissect.segmentation.rules.semantic_labels`. The
 quadrant split is not offered for these segmenters.
 """
 
@@ -18,9 +18,9 @@ import numpy as np
 
 from jaxdissect.models.ppm import DilatedPPMNet
 from jaxdissect.models.resample import adaptive_avg_pool, bilinear_resize
-from jaxdissect.segmenters.labeldata import SemanticLabelData
-from jaxdissect.segmenters.rules import semantic_labels, semantic_plan
-from jaxdissect.segmenters.unified import check_images
+from jaxdissect.segmentation.labeldata import SemanticLabelData
+from jaxdissect.segmentation.rules import semantic_labels, semantic_plan
+from jaxdissect.segmentation.unified import check_images
 
 
 class SemanticSegmenter:

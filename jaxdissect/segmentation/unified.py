@@ -6,7 +6,7 @@ for each size ``s`` in ``segsizes`` resize to ``s x s`` by adaptive average
 pooling (unless already that size), run the network, resize the logits
 bilinearly to the segmentation grid ``(H // downsample, W // downsample)`` and take
 softmaxes (objects, materials; parts per owning object); sum over sizes. Labels
-then follow :mod:`jaxdissect.segmenters.rules`.
+then follow :mod:`jaxdissect.segmentation.rules`.
 
 Parts are paired with their owner by object (the part head's channel groups are
 ordered by object index). The reference pairs its ``i``-th owner with the
@@ -23,8 +23,8 @@ import jax.numpy as jnp
 
 from jaxdissect.models.resample import adaptive_avg_pool, bilinear_resize
 from jaxdissect.models.upernet import UnifiedParsingNet
-from jaxdissect.segmenters.labeldata import UnifiedLabelData
-from jaxdissect.segmenters.rules import unified_labels, unified_plan
+from jaxdissect.segmentation.labeldata import UnifiedLabelData
+from jaxdissect.segmentation.rules import unified_labels, unified_plan
 
 BGR_MEAN = (102.9801, 115.9465, 122.7717)
 

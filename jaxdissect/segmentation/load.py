@@ -21,10 +21,10 @@ from jaxdissect.checkpoints.pth import load_state_dict
 from jaxdissect.models.ppm import DilatedPPMNet
 from jaxdissect.models.segmenter_convert import colour_params, unified_parsing_params
 from jaxdissect.models.upernet import UnifiedParsingNet
-from jaxdissect.segmenters.labeldata import SemanticLabelData, UnifiedLabelData
-from jaxdissect.segmenters.merged import MergedSegmenter
-from jaxdissect.segmenters.semantic import SemanticSegmenter
-from jaxdissect.segmenters.unified import UnifiedParsingSegmenter
+from jaxdissect.segmentation.labeldata import SemanticLabelData, UnifiedLabelData
+from jaxdissect.segmentation.merged import MergedSegmenter
+from jaxdissect.segmentation.semantic import SemanticSegmenter
+from jaxdissect.segmentation.unified import UnifiedParsingSegmenter
 
 MODELS = {
     # registry group: (directory under downloads/, epoch)
@@ -68,7 +68,7 @@ def load_colour(cache, downsample=1, segsizes=None):
 def load_segmenter(name: str = "netpqc", cache_dir=None, downsample: int = 4,
                    segsizes=(256,)):
     """The reference's segmenter ``name`` (``net``, ``netp``, ``netq``, ``netpq``,
-    ``netpqc``, ...) as a :class:`~jaxdissect.segmenter.Segmenter`.
+    ``netpqc``, ...) as a :class:`~jaxdissect.segmentation.base.Segmenter`.
 
     ``downsample``: the segmentation grid is ``H // downsample`` (the reference
     dissects with 4). ``segsizes``: input sizes whose scores are summed (the

@@ -1,0 +1,2 @@
+"""How experiments run: sharding over local devices (``devices``) and content-keyed,
+atomically written caches (``cache``)."""

@@ -1,0 +1,1 @@
+"""Training code for the shipped world models (used by ``scripts/``, not by the library)."""
