@@ -50,7 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxdissect.runtime import cache, devices
+from jaxdissect.runtime import cache
+from jaxdissect.runtime import devices as sharding
 from jaxdissect.data.source import ImageSource
 from jaxdissect.labels import LabelSet
 from jaxdissect.stats.iou import (
@@ -214,16 +215,16 @@ class _Runner:
     """Runs passes over a source with padding, sharding, progress and checkpoints."""
 
     def __init__(self, source, batch_size, devices, cache_dir, key, every, progress):
-        self.source, self.devices = source, devices.local_devices(devices)
+        self.source, self.devices = source, sharding.local_devices(devices)
         self.batch_size = batch_size
-        self.padded = devices.padded_size(batch_size, len(self.devices))
+        self.padded = sharding.padded_size(batch_size, len(self.devices))
         self.cache_dir, self.key, self.every, self.progress = cache_dir, key, every, progress
 
     def batch(self, start: int) -> tuple[dict[str, np.ndarray], int]:
         stop = min(start + self.batch_size, self.source.num_examples)
         data = dict(self.source.batch(start, stop))
         data["index"] = np.arange(start, stop, dtype=np.int32)
-        padded, valid = devices.pad_batch(data, self.padded)
+        padded, valid = sharding.pad_batch(data, self.padded)
         padded["valid"] = valid
         return padded, stop
 
@@ -241,7 +242,7 @@ class _Runner:
                 state, meta = loaded
                 offset = int(meta["offset"])
         if offset < total:
-            step = devices.sharded_tally(update, empty, self.devices)
+            step = sharding.sharded_tally(update, empty, self.devices)
             stacked = step.init(state)
             bar = tqdm(total=total, initial=offset, desc=name, unit="img",
                        disable=not self.progress)
@@ -340,11 +341,11 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         def one_pass(stat, batch, p):
             acts, seg, valid, index = model(batch, p)
             top, images = stat.parts
-            return devices.Joint((top.update(upsample(acts), seg, valid),
+            return sharding.Joint((top.update(upsample(acts), seg, valid),
                                    images.update(image_max(acts), index, valid)))
 
         layers = int(seg_shape.shape[1])
-        state = runner.run("onepass", one_pass, devices.Joint(
+        state = runner.run("onepass", one_pass, sharding.Joint(
             (TopLabels.empty(units, budget, len(labels), layers), TopK.empty(units, topk))),
             params)
         toplabels, topstat = state.parts
@@ -382,10 +383,10 @@ def _radix_thresholds(runner, model, upsample, units, all_levels, topk, params):
     def pass1(stat, batch, p):
         acts, _, valid, index = model(batch, p)
         hist, images = stat.parts
-        return devices.Joint((hist.update(upsample(acts), valid),
+        return sharding.Joint((hist.update(upsample(acts), valid),
                                images.update(image_max(acts), index, valid)))
 
-    state = runner.run("quantile", pass1, devices.Joint(
+    state = runner.run("quantile", pass1, sharding.Joint(
         (RadixHistogram.empty(units, len(all_levels), *RADIX_SCHEDULE[0]),
          TopK.empty(units, topk))), params)
     hist, topstat = state.parts
