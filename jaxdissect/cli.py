@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if hasattr(args, "coordinator"):  # commands with the --coordinator flags
+            from jaxdissect.runtime import hosts
+            hosts.initialize_from_args(args)
         return int(available[args.command].run(args) or 0)
     except (UserError, FileNotFoundError, ValueError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -11,6 +11,7 @@ import pytest
 
 from jaxdissect.experiments.dissect import DissectResult, dissect, layer_compute
 from jaxdissect.labels import LabelSet
+from jaxdissect.runtime.fingerprint import fingerprint
 from jaxdissect.stats import Upsampler
 
 LABELS = LabelSet.from_pairs([("sky", "object"), ("tree", "object"), ("door", "object"),
@@ -29,6 +30,9 @@ class ArraySource:
 
     def batch(self, start, stop):
         return {k: v[start:stop] for k, v in self.arrays.items()}
+
+    def identity(self):
+        return {"arrays": fingerprint(self.arrays)}
 
 
 class DyingSource(ArraySource):
@@ -248,3 +252,43 @@ def test_default_budget_takes_one_pass_when_the_buffer_is_small():
     dissect(counting, random_source(n=9, seed=5), LABELS, upsample=UP, batch_size=5,
             progress=False)
     assert len(traces) == 2  # shape probe + one pass, with no budget given
+
+
+class CountingSource(ArraySource):
+    def __init__(self, **arrays):
+        super().__init__(**arrays)
+        self.reads = 0
+
+    def batch(self, start, stop):
+        self.reads += 1
+        return super().batch(start, stop)
+
+
+def test_cache_is_keyed_by_weights_data_and_settings(tmp_path):
+    """The README's ``dissect(..., params=..., cache_key=...)``: the same inputs reuse
+    the cache; changed weights, data or settings give new results, never the old."""
+    kernel = np.zeros((1, 1, 3, 3), np.float32)
+    kernel[0, 0, 0, 0] = kernel[0, 0, 1, 1] = kernel[0, 0, 2, 2] = 1.0
+    params = {"conv": {"kernel": jnp.asarray(kernel), "bias": jnp.array([-0.5, -0.5, 0.0])}}
+    planted = layer_compute(Planted().apply, "conv", lambda batch, out: batch["seg"])
+    world = planted_world()
+
+    def go(p, source, topk=2):
+        return dissect(planted, source, LABELS, quantile=0.12, batch_size=5, progress=False,
+                       topk=topk, params=p, cache_dir=str(tmp_path), cache_key="planted")
+
+    first = go(params, CountingSource(**world.arrays))
+    again = CountingSource(**world.arrays)
+    assert_same(first, go(jax.tree_util.tree_map(jnp.array, params), again))
+    assert again.reads == 1  # the shape probe only: every pass came from the cache
+    swapped = {"conv": {"kernel": jnp.asarray(kernel[..., ::-1]), "bias": params["conv"]["bias"]}}
+    fresh = dissect(planted, world, LABELS, quantile=0.12, batch_size=5, progress=False,
+                    topk=2, params=swapped)
+    changed = go(swapped, CountingSource(**world.arrays))
+    assert_same(changed, fresh)
+    assert changed.best_label[0] != first.best_label[0]
+    other_data = planted_world(seed=1)
+    assert_same(go(params, other_data), dissect(planted, other_data, LABELS, quantile=0.12,
+                                                batch_size=5, progress=False, topk=2,
+                                                params=params))
+    assert go(params, world, topk=1).topk_images.shape[1] == 1  # a setting: a new tally

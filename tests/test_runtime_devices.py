@@ -15,7 +15,7 @@ def test_four_devices_are_forced():
     assert len(jax.local_devices()) == 4
 
 
-def tally(devices, batch_size, acts, seg, t):
+def tally(devs, batch_size, acts, seg, t):
     chex.clear_trace_counter()
 
     @chex.assert_max_traces(n=1)
@@ -30,9 +30,9 @@ def tally(devices, batch_size, acts, seg, t):
 
     empty = devices.Joint((Quantile.empty(3, 64), TopK.empty(3, 4), IoUTally.empty(3, 5),
                             TopLabels.empty(3, 64, 5, 2)))
-    step = devices.sharded_tally(update, empty, devices)
+    step = devices.sharded_tally(update, empty, devs)
     state = step.init(empty)
-    size = devices.padded_size(batch_size, len(devices))
+    size = devices.padded_size(batch_size, len(devs))
     for i in range(0, len(acts), batch_size):
         batch = {"acts": acts[i:i + batch_size], "seg": seg[i:i + batch_size],
                  "index": np.arange(i, min(i + batch_size, len(acts)), dtype=np.int32)}

@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdissect.cli import UserError
+from jaxdissect.runtime import hosts
+from jaxdissect.runtime.fingerprint import fingerprint
 
 #: world seeds: training images of the shipped classifier use seed 1, its held-out
 #: evaluation seed 2; experiments read seeds 3 (rank / "train") and 4 (val).
@@ -159,6 +161,10 @@ class Prefix:
         self.seg_labels = getattr(source, "seg_labels", None)
         self.class_names = getattr(source, "class_names", None)
 
+    def identity(self) -> dict:
+        from jaxdissect.runtime.fingerprint import data_identity
+        return {"prefix": self.num_examples, "of": data_identity(self.inner)}
+
     def batch(self, start, stop):
         return self.inner.batch(start, stop)
 
@@ -267,9 +273,14 @@ def run_dissection(loaded: Loaded, source, segmenter, layer: str, outdir: str, *
                   levels=levels, miniou=miniou, batch_size=batch_size, topk=topk,
                   cache_dir=os.path.join(outdir, "cache"),
                   cache_key={"model": loaded.name, "layer": layer, "data": data_name,
+                             "architecture": architecture(loaded.model),
                              "segmenter": seg_name, "n": source.num_examples,
+                             "segmenter_weights": fingerprint(vars(segmenter),
+                                                              arrays_only=True),
                              "seg_downsample": seg_downsample},
                   progress=progress, params=loaded.params)
+    if not hosts.is_writer():  # the other processes tallied their slices; one writes
+        return res, None
     strips = unit_thumbnails(forward, up, source, res, topk)
     paths = report.write_unit_thumbnails(outdir, strips)
     units = []
@@ -284,6 +295,16 @@ def run_dissection(loaded: Loaded, source, segmenter, layer: str, outdir: str, *
     np.save(os.path.join(outdir, "iou.npy"), res.iou)
     path = report.write_dissection(outdir, summary, index_link=index_link)
     return res, path
+
+
+def architecture(model) -> dict:
+    """A model's class and scalar settings (its code's part of a cache key; the
+    weights are fingerprinted by ``dissect``)."""
+    fields = getattr(model, "__dataclass_fields__", {})
+    simple = (int, float, str, bool, type(None))
+    return {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+            **{k: getattr(model, k) for k in sorted(fields)
+               if k not in ("parent", "name") and isinstance(getattr(model, k), simple)}}
 
 
 def unit_thumbnails(forward, up, source, res, topk):
@@ -335,6 +356,7 @@ def add_common(p, kind_default_model="world"):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default=None, help="results folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    hosts.add_arguments(p)
 
 
 def seg_downsample(args, seg_name: str) -> int:

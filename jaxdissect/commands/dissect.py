@@ -56,6 +56,8 @@ def run(args) -> int:
         loaded, source, segmenter, layer, out, quantile=args.quantile, miniou=args.miniou,
         batch_size=args.batch_size, topk=args.topk, progress=not args.no_progress,
         data_name=data_name, seg_name=seg_name, seg_downsample=C.seg_downsample(args, seg_name))
+    if path is None:  # not the writing process (several processes, see --coordinator)
+        return 0
     n = int(res.labelled.sum())
     concepts = len({res.best_label[u] for u in range(res.num_units) if res.labelled[u]})
     print(f"{loaded.name} {layer}: {n}/{res.num_units} units labelled (IoU > {args.miniou}), "

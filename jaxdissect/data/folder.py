@@ -42,6 +42,20 @@ class ImageFolderSource:
         self.labels = np.array([c for _, c in items], np.int32)
         self.num_examples = len(items)
 
+    def identity(self) -> dict:
+        """The folder, its files (path, size, modification time) and preprocessing,
+        for content-keyed caches: adding, removing or rewriting an image changes it."""
+        import hashlib
+        h = hashlib.sha256()
+        for p in self.paths:
+            st = os.stat(p)
+            h.update(f"{os.path.relpath(p, self.root)}\0{st.st_size}\0{st.st_mtime_ns}\n"
+                     .encode())
+        return {"source": "folder", "root": os.path.abspath(self.root),
+                "num_examples": self.num_examples, "files": h.hexdigest()[:32],
+                "classes": list(self.class_names), "resize": self.resize, "crop": self.crop,
+                "transform": "RGB bilinear resize square, centre crop, /255"}
+
     def load(self, path: str) -> np.ndarray:
         """One image ``[crop, crop, 3]`` float32 in [0, 1]."""
         with Image.open(path) as im:

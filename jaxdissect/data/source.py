@@ -2,7 +2,8 @@
 
 A source is random-access and deterministic: ``source.batch(start, stop)``
 always returns the same examples for the same range, so a killed run resumes at
-the batch where it stopped and gives identical results.
+the batch where it stopped and gives identical results. ``source.identity()``
+(optional) describes the data for content-keyed caches.
 
 Batch keys (NumPy arrays; a source provides the ones it has):
   ``image`` ``[b, H, W, 3]`` float32 RGB in [0, 1] (un-normalised; models
@@ -31,6 +32,10 @@ class ImageSource(Protocol):
 
     def batch(self, start: int, stop: int) -> dict[str, np.ndarray]: ...
 
+    # Optional, for content-keyed caches (``runtime.fingerprint.data_identity``):
+    # ``identity() -> dict``, JSON-able, naming everything the examples depend on
+    # (description, count, seed, preprocessing); equal identities, equal examples.
+
 
 def iterate(source: ImageSource, batch_size: int, start: int = 0,
             stop: int | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
@@ -55,6 +60,11 @@ class ZSource:
         if num_examples <= 0 or z_dim <= 0:
             raise ValueError("ZSource needs positive num_examples and z_dim")
         self.num_examples, self.z_dim, self.seed = num_examples, z_dim, seed
+
+    def identity(self) -> dict:
+        """What the samples depend on (for content-keyed caches)."""
+        return {"source": "z", "num_examples": self.num_examples, "z_dim": self.z_dim,
+                "seed": self.seed, "sampler": "default_rng([seed, i]).standard_normal"}
 
     def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
         if not 0 <= start <= stop <= self.num_examples:

@@ -36,9 +36,16 @@ class TFDSSource:
             labels.append(int(lab))
         if not images:
             raise ValueError(f"tfds {name}:{sl} is empty")
+        self._identity = {"source": "tfds", "name": name, "split": sl,
+                          "data_dir": data_dir, "version": str(info.version),
+                          "resize": resize, "crop": crop}
         self.images, self.labels = np.stack(images), np.array(labels, np.int32)
         self.num_examples = len(labels)
         self.class_names = tuple(info.features["label"].names)
+
+    def identity(self) -> dict:
+        """Data set, version, split and preprocessing (for content-keyed caches)."""
+        return {**self._identity, "num_examples": self.num_examples}
 
     def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
         if not 0 <= start <= stop <= self.num_examples:

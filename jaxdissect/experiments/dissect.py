@@ -19,12 +19,16 @@ and otherwise (large data sets) in four passes with memory independent of ``n``:
                      (the first also tallies TopK)
     pass "iou":      IoUTally of (acts_up > t_u) against the segmentation
 
-``compute`` is traced inside one jitted, device-parallel step
-(``jaxdissect.runtime.devices``), so it must be a JAX function of the batch dict (the
-``ImageSource`` keys plus ``"index"`` int32 global image indices). The radix passes
-never use ``seg``, so XLA drops the segmenter from those steps. With ``cache_dir``,
-each pass checkpoints its statistic and batch offset every ``checkpoint_every``
-batches; a killed run resumes where it stopped and gives identical results.
+Each pass is one ``runtime.sweep.sweep``: ``compute`` is traced inside one jitted
+step sharded over local devices, each process (``jax.distributed``) reading its own
+slice of ``source``, the statistics merged exactly across devices and processes, so
+``compute`` must be a JAX function of the batch dict (the ``ImageSource`` keys plus
+``"index"`` int32 global image indices). The radix passes never use ``seg``, so XLA
+drops the segmenter from those steps. With ``cache_dir``, each pass checkpoints its
+statistic and position every ``checkpoint_every`` batches under a content key
+(weights' fingerprint, data identity, settings); a killed run resumes where it
+stopped and gives identical results, and changed weights, data or settings never
+reuse a result.
 
 Example (a classifier, the reference's conv5_3 setting)::
 
@@ -42,18 +46,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-from jaxdissect.runtime import cache
-from jaxdissect.runtime import devices as sharding
 from jaxdissect.data.source import ImageSource
 from jaxdissect.labels import LabelSet
+from jaxdissect.runtime import cache, sweep
+from jaxdissect.runtime import devices as sharding
+from jaxdissect.runtime.fingerprint import data_identity, fingerprint
 from jaxdissect.stats.iou import (
     IoUTally,
     best_by_category,
@@ -211,60 +214,6 @@ def layer_compute(apply: Callable, layer: str,
     return compute
 
 
-class _Runner:
-    """Runs passes over a source with padding, sharding, progress and checkpoints."""
-
-    def __init__(self, source, batch_size, devices, cache_dir, key, every, progress):
-        self.source, self.devices = source, sharding.local_devices(devices)
-        self.batch_size = batch_size
-        self.padded = sharding.padded_size(batch_size, len(self.devices))
-        self.cache_dir, self.key, self.every, self.progress = cache_dir, key, every, progress
-
-    def batch(self, start: int) -> tuple[dict[str, np.ndarray], int]:
-        stop = min(start + self.batch_size, self.source.num_examples)
-        data = dict(self.source.batch(start, stop))
-        data["index"] = np.arange(start, stop, dtype=np.int32)
-        padded, valid = sharding.pad_batch(data, self.padded)
-        padded["valid"] = valid
-        return padded, stop
-
-    def path(self, name: str) -> str | None:
-        if self.cache_dir is None:
-            return None
-        return os.path.join(self.cache_dir, f"{name}-{self.key}.npz")
-
-    def run(self, name: str, update, empty, *replicated):
-        path, offset, total = self.path(name), 0, self.source.num_examples
-        state = empty
-        if path is not None:
-            loaded = cache.load_tree(path, state)
-            if loaded is not None:
-                state, meta = loaded
-                offset = int(meta["offset"])
-        if offset < total:
-            step = sharding.sharded_tally(update, empty, self.devices)
-            stacked = step.init(state)
-            bar = tqdm(total=total, initial=offset, desc=name, unit="img",
-                       disable=not self.progress)
-            count, previous = 0, None
-            while offset < total:
-                batch, stop = self.batch(offset)
-                stacked = step(stacked, batch, *replicated)
-                # At most two steps in flight: without this, asynchronous dispatch
-                # lets batches queue up in memory when the source outpaces the step.
-                if previous is not None:
-                    jax.block_until_ready(previous)
-                previous = stacked
-                bar.update(stop - offset)
-                offset = stop
-                count += 1
-                if path is not None and (count % self.every == 0 or offset == total):
-                    cache.save_tree(path, step.result(stacked), offset=offset)
-            bar.close()
-            state = step.result(stacked)
-        return state
-
-
 def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
             upsample: Callable[[jax.Array], jax.Array] | None = None,
             quantile: float = 0.01, levels: Sequence[float] = (), miniou: float = 0.04,
@@ -282,13 +231,17 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
     ``ceil(q * n)`` exceeds it, three exact radix passes and an IoU pass are used
     instead. ``None`` (default): the one pass whenever its buffer (``units x
     ceil(q n)`` values with their ``K`` labels, 4 bytes each) fits
-    ``ONE_PASS_MEMORY`` bytes, else the radix passes. ``cache_key``: anything
-    JSON-able naming the model, layer and data (the other arguments are added to
-    it). ``params``: if given, ``compute`` is called as ``compute(batch, params)``
-    and ``params`` (model weights, any pytree) is an argument of the compiled
-    step, replicated over devices, instead of a constant folded into it: closing
-    over a large model's weights would embed them in the program (slow to
-    compile, copied per executable).
+    ``ONE_PASS_MEMORY`` bytes, else the radix passes. ``cache_dir``: where the
+    passes checkpoint (``runtime.sweep``); their files are keyed by content: the
+    fingerprint of ``params``' bytes, ``source.identity()``, the labels and every
+    setting here, plus ``cache_key``, anything JSON-able naming what those do not
+    show: the model's code and layer, what ``compute`` closes over (pass weights as
+    ``params`` so that changing them gives new results), a custom ``upsample``
+    that is not an ``Upsampler``. ``params``: if given, ``compute`` is called as
+    ``compute(batch, params)`` and ``params`` (model weights, any pytree) is an
+    argument of the compiled step, replicated over devices, instead of a constant
+    folded into it: closing over a large model's weights would embed them in the
+    program (slow to compile, copied per executable).
     """
     if not isinstance(labels, LabelSet):
         raise TypeError(f"labels must be a LabelSet, got {type(labels).__name__}")
@@ -302,8 +255,7 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
     if source.num_examples <= 0:
         raise ValueError("the source has no examples")
 
-    runner = _Runner(source, batch_size, devices, cache_dir, None, checkpoint_every, progress)
-    example, _ = runner.batch(0)
+    example = sweep.first_batch(source, batch_size, devices)
 
     def call(batch, p):
         return compute(batch) if params is None else compute(batch, p)
@@ -314,6 +266,7 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         raise ValueError(f"compute must return acts [b,h,w,u] and seg [b,K,H,W]; got "
                          f"{acts_shape.shape} and {seg_shape.shape}")
     units, grid = acts_shape.shape[-1], tuple(seg_shape.shape[2:])
+    default_upsample = upsample is None
     if upsample is None:
         data_hw = tuple(acts_shape.shape[1:3])
         upsample = (lambda a: a) if data_hw == grid else Upsampler.plain(data_hw, grid)
@@ -324,8 +277,19 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
     n_values = source.num_examples * grid[0] * grid[1]
     if budget is None:
         budget = auto_budget(all_levels, n_values, units, int(seg_shape.shape[1]))
-    runner.key = cache.args_key(cache_key, all_levels, budget, topk, len(labels),
-                                source.num_examples, units, grid, int(seg_shape.shape[1]))
+    key = None
+    if cache_dir is not None:
+        key = cache.content_key(
+            cache_key, weights=None if params is None else fingerprint(params),
+            data=data_identity(source), labels=labels, levels=all_levels, budget=budget,
+            topk=topk, units=units, grid=grid, layers=int(seg_shape.shape[1]),
+            upsample="default" if default_upsample else _callable_identity(upsample))
+
+    def run(name, step, empty, *replicated, key=key):
+        return sweep.sweep(step, empty, source, batch_size=batch_size,
+                           replicated=replicated, name=name, key=key, cache_dir=cache_dir,
+                           checkpoint_every=checkpoint_every, progress=progress,
+                           devices=devices)
 
     def model(batch, p):
         batch = dict(batch)
@@ -345,7 +309,7 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
                                    images.update(image_max(acts), index, valid)))
 
         layers = int(seg_shape.shape[1])
-        state = runner.run("onepass", one_pass, sharding.Joint(
+        state = run("onepass", one_pass, sharding.Joint(
             (TopLabels.empty(units, budget, len(labels), layers), TopK.empty(units, topk))),
             params)
         toplabels, topstat = state.parts
@@ -354,7 +318,7 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         t_main = by_level[all_levels[0]]
         counts = toplabels.counts(t_main)
     else:
-        by_level, topstat = _radix_thresholds(runner, model, upsample, units, all_levels,
+        by_level, topstat = _radix_thresholds(run, model, upsample, units, all_levels,
                                               topk, params)
         t_main = by_level[all_levels[0]]
 
@@ -363,9 +327,9 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
             acts, seg, valid, _ = model(batch, p)
             return tally.update(upsample(acts), t, seg, valid)
 
-        runner.key = cache.args_key(runner.key, t_main)
-        tally = runner.run("iou", iou_pass, IoUTally.empty(units, len(labels)),
-                           jnp.asarray(t_main), params)
+        tally = run("iou", iou_pass, IoUTally.empty(units, len(labels)),
+                    jnp.asarray(t_main), params,
+                    key=None if key is None else cache.content_key(key, t_main))
         counts = tally.counts()
     iou = iou_from_counts(counts["inter"], counts["unit_area"], counts["label_area"])
     best, best_iou = best_labels(iou)
@@ -378,7 +342,7 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         topk_values=values, topk_images=images, num_examples=source.num_examples)
 
 
-def _radix_thresholds(runner, model, upsample, units, all_levels, topk, params):
+def _radix_thresholds(run, model, upsample, units, all_levels, topk, params):
     """Passes 1-3 of the radix path: ``({q: thresholds [u]}, TopK)``."""
     def pass1(stat, batch, p):
         acts, _, valid, index = model(batch, p)
@@ -386,7 +350,7 @@ def _radix_thresholds(runner, model, upsample, units, all_levels, topk, params):
         return sharding.Joint((hist.update(upsample(acts), valid),
                                images.update(image_max(acts), index, valid)))
 
-    state = runner.run("quantile", pass1, sharding.Joint(
+    state = run("quantile", pass1, sharding.Joint(
         (RadixHistogram.empty(units, len(all_levels), *RADIX_SCHEDULE[0]),
          TopK.empty(units, topk))), params)
     hist, topstat = state.parts
@@ -397,9 +361,16 @@ def _radix_thresholds(runner, model, upsample, units, all_levels, topk, params):
         def radix_pass(h, batch, p):
             acts, _, valid, _ = model(batch, p)
             return h.update(upsample(acts), valid)
-        hist = runner.run(f"radix{i}", radix_pass,
-                          RadixHistogram.empty(units, len(all_levels), known, bits, prefix),
-                          params)
+        hist = run(f"radix{i}", radix_pass,
+                   RadixHistogram.empty(units, len(all_levels), known, bits, prefix), params)
         prefix, ranks = radix_refine(hist, ranks)
     thresholds = key_to_float(prefix).T
     return {q: np.asarray(t, np.float32) for q, t in zip(all_levels, thresholds)}, topstat
+
+
+def _callable_identity(fn) -> Any:
+    """An upsampler's part of a cache key: its fields (an ``Upsampler``, by value), or
+    its qualified name (a function: what it closes over is for ``cache_key`` to name)."""
+    if hasattr(fn, "__dataclass_fields__"):
+        return fn
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"

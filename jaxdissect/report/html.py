@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
@@ -153,9 +152,6 @@ def table_html(header, rows) -> str:
 
 
 def write_text(path: str, text: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    """Writes ``text`` to ``path`` atomically (``runtime.cache.write_text``)."""
+    from jaxdissect.runtime.cache import write_text as atomic_text
+    return atomic_text(path, text)

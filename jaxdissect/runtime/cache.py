@@ -1,52 +1,86 @@
-"""Argument-keyed, resumable caches of statistic pytrees as ``.npz`` files.
+"""Content-keyed caches of statistic pytrees, and the one atomic write path.
 
-``args_key`` hashes the arguments that made a result; ``save_tree`` writes a
-pytree's leaves (plus small metadata) to a temporary file in the same directory
-and ``os.replace``-s it into place, so a killed process leaves either the old
-file or the new one, never a torn one. ``load_tree`` restores the leaves into a
-template pytree of the same structure and checks every shape and dtype.
+``content_key(...)`` hashes everything a result was made from: pass the weights'
+fingerprint (``runtime.fingerprint.fingerprint(params)``, ``spec.fingerprint``),
+the data's identity (``fingerprint.data_identity(source)``) and every setting that
+changes a number; arrays are hashed by their bytes. Files are named by their key,
+so two runs with different inputs never share or overwrite a file.
+
+``atomic_write(path, write)`` is the only way results reach disk: ``write(f)``
+fills a temporary file in the same folder (``.NAME.tmp-PID-RANDOM``), which is
+fsync-ed, renamed over ``path`` and the folder fsync-ed; a killed write leaves the
+old file (or none), never a torn one. Its stale temporaries are removed the next
+time ``path`` is written or read (``clean_stale``); each file has one writer (one
+process, see ``runtime.sweep``), so a temporary seen then is a dead one.
+
+``save_tree`` / ``load_tree`` store a pytree's leaves plus JSON metadata as
+``.npz``; ``load_tree`` checks every shape and dtype against a template.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
-import tempfile
-from typing import Any
+import secrets
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 
 def _jsonable(obj):
-    if isinstance(obj, np.ndarray):
-        return {"ndarray": hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest(),
-                "shape": list(obj.shape), "dtype": str(obj.dtype)}
-    if isinstance(obj, (np.integer, np.floating)):
+    if isinstance(obj, (np.ndarray, jax.Array)):
+        a = np.ascontiguousarray(np.asarray(obj))
+        return {"ndarray": hashlib.sha256(a.tobytes()).hexdigest(),
+                "shape": list(a.shape), "dtype": str(a.dtype)}
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
         return obj.item()
     if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
+        return sorted(obj, key=repr)
+    if hasattr(obj, "to_json"):
+        return obj.to_json()
+    if dataclass_fields := getattr(obj, "__dataclass_fields__", None):
+        return {"type": type(obj).__qualname__,
+                **{k: getattr(obj, k) for k in dataclass_fields}}
     return repr(obj)
 
 
-def args_key(*args: Any) -> str:
-    """A 16-hex-digit digest of JSON-able arguments (arrays hashed by content)."""
-    text = json.dumps(args, sort_keys=True, default=_jsonable)
+def content_key(*parts: Any, **named: Any) -> str:
+    """A 16-hex-digit sha256 of JSON-able ``parts`` and ``named`` settings (arrays by
+    their bytes, dataclasses by their fields, objects with ``to_json`` by it).
+    Equal inputs give equal keys in any process and any run."""
+    text = json.dumps([parts, named], sort_keys=True, default=_jsonable)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def save_tree(path: str, tree: Any, **meta: Any) -> None:
-    """Atomically writes ``tree``'s leaves and JSON metadata ``meta`` to ``path``."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    arrays = {f"leaf{i}": np.asarray(x) for i, x in enumerate(leaves)}
-    arrays["meta"] = np.array(json.dumps(meta, sort_keys=True, default=_jsonable))
+def _temp_prefix(path: str) -> str:
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.tmp-")
+
+
+def clean_stale(path: str) -> list[str]:
+    """Removes temporaries left by killed writes of ``path``; returns their paths."""
+    stale = glob.glob(glob.escape(_temp_prefix(path)) + "*")
+    for tmp in stale:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    return stale
+
+
+def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> str:
+    """Writes ``path`` through ``write(file)`` atomically (temporary file in the same
+    folder, fsync, rename, fsync of the folder). Returns ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    clean_stale(path)
+    tmp = f"{_temp_prefix(path)}{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+        with open(tmp, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -54,11 +88,36 @@ def save_tree(path: str, tree: Any, **meta: Any) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    try:  # the rename itself survives a crash only once the folder is on disk
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # folders cannot be opened on some systems
+        return path
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return path
+
+
+def write_text(path: str, text: str) -> str:
+    """Writes UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save_tree(path: str, tree: Any, **meta: Any) -> None:
+    """Atomically writes ``tree``'s leaves and JSON metadata ``meta`` to ``path``."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    arrays = {f"leaf{i}": np.asarray(x) for i, x in enumerate(leaves)}
+    arrays["meta"] = np.array(json.dumps(meta, sort_keys=True, default=_jsonable))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_tree(path: str, template: Any) -> tuple[Any, dict] | None:
     """``(tree, meta)`` from ``path`` shaped like ``template``, or None if absent.
     Raises ValueError naming the file if its contents do not fit the template."""
+    clean_stale(path)
     if not os.path.exists(path):
         return None
     leaves, treedef = jax.tree_util.tree_flatten(template)

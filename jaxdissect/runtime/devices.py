@@ -39,6 +39,17 @@ class Joint:
         return Joint(tuple(a.merge(b) for a, b in zip(self.parts, other.parts)))
 
 
+@jax.jit
+def fold(stacked: Any) -> Any:
+    """Merges a stack of statistics (leading axis: device or process) in order:
+    ``((s[0].merge(s[1])).merge(s[2]))...``. Compiled once per stack shape."""
+    count = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+    total = jax.tree_util.tree_map(lambda x: x[0], stacked)
+    for i in range(1, count):
+        total = total.merge(jax.tree_util.tree_map(lambda x, i=i: x[i], stacked))
+    return total
+
+
 def local_devices(devices: Sequence[jax.Device] | None = None) -> list[jax.Device]:
     devices = list(jax.local_devices() if devices is None else devices)
     if not devices:
@@ -101,14 +112,6 @@ class ShardedTally:
         self.whole = NamedSharding(self.mesh, P())
         self._count = count
 
-        def fold(stacked):
-            total = jax.tree_util.tree_map(lambda x: x[0], stacked)
-            for i in range(1, count):
-                total = total.merge(jax.tree_util.tree_map(lambda x, i=i: x[i], stacked))
-            return total
-
-        self._fold = jax.jit(fold)
-
     def init(self, state: Any) -> Any:
         """The stacked state with ``state`` on device 0 and ``empty`` elsewhere."""
         stacked = jax.tree_util.tree_map(
@@ -137,7 +140,7 @@ class ShardedTally:
         """The merged statistic (on the host's default device)."""
         if self._count == 1:
             return jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)[0]), stacked)
-        return self._fold(jax.device_get(stacked))
+        return fold(jax.device_get(stacked))
 
 
 def sharded_tally(update: Callable[..., Any], empty: Any,

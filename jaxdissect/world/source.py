@@ -14,6 +14,18 @@ from jaxdissect.world.vocab import LABELS, LAYERS
 _CHUNK = 256  # images rasterised together (measured fastest on 2 cores)
 
 
+def _renderer_hash() -> str:
+    """sha256 of the modules that decide a world image (scenes, raster, vocab)."""
+    import hashlib
+
+    from jaxdissect.world import raster, scenes, vocab
+    h = hashlib.sha256()
+    for mod in (scenes, raster, vocab):
+        with open(mod.__file__, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
 def render(seed: int, indices, size: int = 64) -> dict[str, np.ndarray]:
     """Render world images ``indices`` of world ``seed`` (single-threaded).
 
@@ -54,6 +66,12 @@ class WorldSource:
             raise ValueError(f"threads must be positive, got {threads}")
         render(seed, [], size)  # validates seed and size
         self.num_examples, self.seed, self.size, self.threads = num_examples, seed, size, threads
+
+    def identity(self) -> dict:
+        """World seed, size, count and the rendering code's hash (for content-keyed
+        caches; ``threads`` does not change an image)."""
+        return {"source": "world", "num_examples": self.num_examples, "seed": self.seed,
+                "size": self.size, "renderer": _renderer_hash()}
 
     def render_u8(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """Like ``batch`` but with uint8 ``image`` and ``seg`` (compact)."""

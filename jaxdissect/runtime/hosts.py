@@ -1,0 +1,114 @@
+"""Several processes (hosts) on ``jax.distributed``, JAX's own multi-process runtime.
+
+Each process runs the same program; ``runtime.sweep`` gives each its own contiguous
+slice of the data (by ``jax.process_index()``), tallies it on its local devices and
+merges the exact statistics across processes once at the end, so every process
+ends with the same result; only the writer (process 0, ``is_writer()``) writes
+results. Set-up, as JAX documents it (call before any other JAX work)::
+
+    initialize("10.0.0.1:1234", num_processes=4, process_id=i)   # explicit
+    initialize()   # flags absent: JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+                   # JAX_PROCESS_ID, or a cluster JAX detects (SLURM, Open MPI,
+                   # Cloud TPU pods, Kubernetes); nothing found: one process
+
+The CLI passes ``--coordinator ADDR:PORT --num-processes N --process-id I``
+(``add_arguments``). On CPU, processes exchange statistics over JAX's CPU
+collectives (gloo, the default of jax 0.10).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+
+log = logging.getLogger(__name__)
+
+def detected_cluster() -> str | None:
+    """The name of the cluster environment JAX's own auto-detection would use
+    (``SlurmCluster``, ``GceTpuCluster``, ``OmpiCluster`` ...), or None."""
+    try:  # JAX's cluster registry; its location is private, so fail soft
+        from jax._src.clusters import ClusterEnv
+    except ImportError:  # pragma: no cover - other JAX layouts
+        return None
+    for env in ClusterEnv._cluster_types:
+        try:
+            if not env.opt_in_only_method and env.is_env_present():
+                return env.__name__
+        except Exception:  # a detector that cannot run here is not this cluster
+            continue
+    return None
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> bool:
+    """Starts ``jax.distributed`` when this run is one of several processes.
+
+    With any argument given, or ``JAX_COORDINATOR_ADDRESS`` set, or a cluster JAX
+    detects, calls ``jax.distributed.initialize(coordinator, num_processes,
+    process_id)`` (JAX fills what is missing from the environment). Otherwise
+    (a plain single-process run) does nothing. Returns whether it initialized.
+    Idempotent; raises ValueError naming a bad argument.
+    """
+    if num_processes is not None and num_processes <= 0:
+        raise ValueError(f"--num-processes must be positive, got {num_processes}")
+    if process_id is not None and process_id < 0:
+        raise ValueError(f"--process-id must be non-negative, got {process_id}")
+    if num_processes is not None and process_id is not None and process_id >= num_processes:
+        raise ValueError(f"--process-id {process_id} must be below --num-processes "
+                         f"{num_processes}")
+    if coordinator is not None and ":" not in coordinator:
+        raise ValueError(f"--coordinator must be ADDRESS:PORT, got {coordinator!r}")
+    if is_initialized():
+        return True
+    given = any(v is not None for v in (coordinator, num_processes, process_id))
+    env = os.environ.get("JAX_COORDINATOR_ADDRESS") is not None
+    cluster = None if given or env else detected_cluster()
+    if not (given or env or cluster):
+        return False
+    if num_processes == 1 and not env and not cluster:
+        return False  # one process: nothing to coordinate
+    log.info("jax.distributed.initialize(%s, %s, %s)%s", coordinator, num_processes,
+             process_id, f" via {cluster}" if cluster else "")
+    jax.distributed.initialize(coordinator, num_processes, process_id)
+    return True
+
+
+def is_initialized() -> bool:
+    """Whether ``jax.distributed`` is running in this process."""
+    return bool(jax.distributed.is_initialized())
+
+
+def process_index() -> int:
+    return jax.process_index()
+
+
+def process_count() -> int:
+    return jax.process_count()
+
+
+def is_writer() -> bool:
+    """True in the one process that writes results (process 0)."""
+    return jax.process_index() == 0
+
+
+def add_arguments(parser) -> None:
+    """``--coordinator``, ``--num-processes``, ``--process-id`` (see ``initialize``)."""
+    g = parser.add_argument_group("several processes (jax.distributed)")
+    g.add_argument("--coordinator", default=None, metavar="ADDR:PORT",
+                   help="process 0's address and a free port; with --num-processes and "
+                        "--process-id runs this as one of several processes (default: "
+                        "JAX_COORDINATOR_ADDRESS, or SLURM / TPU pod detection, else one "
+                        "process)")
+    g.add_argument("--num-processes", type=int, default=None, metavar="N",
+                   help="number of processes")
+    g.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="this process's index, 0..N-1")
+
+
+def initialize_from_args(args) -> bool:
+    """``initialize`` from the parsed ``add_arguments`` flags (absent ones: None)."""
+    return initialize(getattr(args, "coordinator", None),
+                      getattr(args, "num_processes", None),
+                      getattr(args, "process_id", None))
