@@ -49,9 +49,13 @@ def iterate(source: ImageSource, batch_size: int, start: int = 0,
 
 
 class ZSource:
-    """Latent samples ``z ~ N(0, 1)`` of a generator, deterministic per index:
-    example ``i`` depends only on ``(seed, i)``, as in the reference's z dataset
-    (10,000 samples, seed 1, in the paper)."""
+    """Latent samples ``z ~ N(0, 1)`` of a generator, exactly the reference's
+    ``zdataset.standard_z_sample(num_examples, z_dim, seed)``: the first
+    ``num_examples * z_dim`` numbers of ``numpy.random.RandomState(seed)
+    .standard_normal``, row-major ``[num_examples, z_dim]``, cast to float32
+    (10,000 samples, seed 1, in the paper). Example ``i`` depends only on
+    ``(seed, z_dim, i)``: the legacy generator's stream does not depend on how
+    many numbers are drawn, so a longer source starts with the same rows."""
 
     seg_labels = None
     class_names = None
@@ -69,7 +73,26 @@ class ZSource:
     def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
         if not 0 <= start <= stop <= self.num_examples:
             raise IndexError(f"range [{start}, {stop}) outside 0..{self.num_examples}")
-        z = np.stack([np.random.default_rng([self.seed, i]).standard_normal(self.z_dim)
-                      for i in range(start, stop)]) if stop > start else \
-            np.zeros((0, self.z_dim))
-        return {"z": z.astype(np.float32)}
+        flat = standard_normal_prefix(self.seed, self.num_examples * self.z_dim)
+        z = flat[start * self.z_dim:stop * self.z_dim].reshape(stop - start, self.z_dim)
+        return {"z": z.copy()}
+
+
+_DRAWS: dict[int, np.ndarray] = {}
+_MAX_SEEDS = 4
+
+
+def standard_normal_prefix(seed: int, count: int) -> np.ndarray:
+    """``RandomState(seed).standard_normal(count).astype(float32)``, read-only,
+    drawn once per seed and reused (random access by batch would otherwise redraw
+    the whole prefix each time: the legacy stream cannot skip ahead). A longer
+    request redraws and keeps the longer draw (its start is the same numbers)."""
+    seed = int(seed)
+    cached = _DRAWS.pop(seed, None)
+    if cached is None or len(cached) < count:
+        cached = np.random.RandomState(seed).standard_normal(count).astype(np.float32)
+        cached.flags.writeable = False
+    _DRAWS[seed] = cached  # most recently used last
+    while len(_DRAWS) > _MAX_SEEDS:
+        del _DRAWS[next(iter(_DRAWS))]
+    return cached[:count]
