@@ -36,6 +36,12 @@ class LabelSet:
             seen.setdefault(c, None)
         return tuple(seen)
 
+    @property
+    def category_ids(self) -> tuple[int, ...]:
+        """``[L]``: each label's index in ``category_names`` (-1 for label 0)."""
+        order = {c: i for i, c in enumerate(self.category_names)}
+        return (-1,) + tuple(order[c] for c in self.categories[1:])
+
     def index(self, name: str) -> int:
         try:
             return self.names.index(name)

@@ -13,6 +13,8 @@ from jaxdissect.stats.iou import (
     iou_from_counts,
     pairs_above,
 )
+from tests.netdissect_oracle import category_area
+from tests.netdissect_oracle import iou as oracle_iou
 
 L = 7  # labels 0..6; label 5 never appears
 
@@ -121,3 +123,50 @@ def test_out_of_range_labels_are_ignored():
     c = IoUTally.empty(1, 3).update(acts, jnp.zeros(1), seg).counts()
     np.testing.assert_array_equal(c["label_area"], [0, 2, 1])
     np.testing.assert_array_equal(c["inter"], [[0, 2, 1]])
+
+
+CATEGORIES = (-1, 0, 0, 1, 1, 2, 2)  # label -> category; label 5 never appears
+
+
+def category_data(seed=3, n=24, units=4):
+    """Three layers: category 0 everywhere (with gaps), category 1 on a third of the
+    images, category 2 as image-level labels (constant maps) on half of them."""
+    rng = np.random.default_rng(seed)
+    acts = rng.integers(0, 6, (n, 4, 5, units)).astype(np.float32)
+    seg = np.zeros((n, 3, 4, 5), np.int32)
+    seg[:, 0] = rng.choice([0, 1, 2], size=(n, 4, 5))
+    seg[: n // 3, 1] = rng.choice([0, 3, 4], size=(n // 3, 4, 5))
+    seg[::2, 2] = 6
+    return acts, seg, np.array([3.0, 4.0, 5.0, 1.5], np.float32)
+
+
+def test_netdissect_rule_equals_numpy():
+    acts, seg, t = category_data()
+    stat = IoUTally.empty(acts.shape[-1], L, categories=CATEGORIES)
+    update = jax.jit(lambda s, a, g, v: s.update(a, jnp.asarray(t), g, v))
+    for i in range(0, len(acts), 5):
+        a, g = acts[i:i + 5], seg[i:i + 5]
+        pad = 5 - len(a)
+        valid = np.arange(5) < len(a)
+        a = np.concatenate([a, np.full((pad,) + a.shape[1:], 9.0, np.float32)])
+        g = np.concatenate([g, np.full((pad,) + g.shape[1:], 3, np.int32)])
+        stat = update(stat, a, g, valid)
+    np.testing.assert_array_equal(stat.counts()["category_area"],
+                                  category_area(acts, seg, t, CATEGORIES))
+    want = oracle_iou(acts, seg, t, L, CATEGORIES)
+    np.testing.assert_allclose(stat.compute(), want, rtol=0, atol=1e-15)
+    pnas = oracle_iou(acts, seg, t, L)
+    assert np.all(want >= pnas) and np.any(want[:, 3] > pnas[:, 3])  # the rules differ
+    # merge keeps the category areas
+    half = IoUTally.empty(acts.shape[-1], L, categories=CATEGORIES)
+    parts = [half.update(jnp.asarray(acts[s]), jnp.asarray(t), jnp.asarray(seg[s]))
+             for s in (slice(0, 10), slice(10, None))]
+    np.testing.assert_array_equal(parts[0].merge(parts[1]).counts()["category_area"],
+                                  stat.counts()["category_area"])
+
+
+def test_bad_categories_are_refused():
+    with pytest.raises(ValueError, match="categories must give 7"):
+        IoUTally.empty(2, L, categories=(0, 1))
+    with pytest.raises(ValueError, match="no label has a category"):
+        IoUTally.empty(2, 2, categories=(-1, -1))

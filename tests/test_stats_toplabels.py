@@ -13,6 +13,9 @@ import pytest
 from jaxdissect.stats import native, select
 from jaxdissect.stats.quantile import rank_for_level
 from jaxdissect.stats.toplabels import TopLabels, budget_for
+from tests.netdissect_oracle import category_area
+from tests.netdissect_oracle import iou as oracle_iou
+from tests.test_stats_iou import CATEGORIES, category_data
 
 L = 7  # labels 0..6; label 5 never appears
 
@@ -182,3 +185,32 @@ def test_merge_top_composes_with_vmap_and_jit():
         both = np.concatenate([tops[i], news[i].T], 1)
         np.testing.assert_array_equal(np.take_along_axis(both, np.asarray(src[i]), 1),
                                       np.asarray(values[i]))
+
+
+def test_netdissect_rule_equals_numpy():
+    """Category areas from the buffer's image indices, merged across buffers,
+    against NetDissect's per-image tally loop."""
+    acts, seg, _ = category_data()
+    q = 0.1
+    n = acts[..., 0].size
+    budget = budget_for(q, n, multiple=8)
+    halves = []
+    for s in (slice(0, 9), slice(9, None)):
+        stat = TopLabels.empty(acts.shape[-1], budget, L, seg.shape[1], track_images=True)
+        for i in range(s.start, s.stop or len(acts), 4):
+            j = min(i + 4, s.stop or len(acts))
+            stat = stat.update(jnp.asarray(acts[i:j]), jnp.asarray(seg[i:j]),
+                               index=jnp.arange(i, j, dtype=jnp.int32))
+        halves.append(stat)
+    stat = halves[1].merge(halves[0])
+    t = stat.thresholds(q)
+    np.testing.assert_array_equal(stat.counts(t, CATEGORIES)["category_area"],
+                                  category_area(acts, seg, t, CATEGORIES))
+    np.testing.assert_allclose(stat.iou(t, CATEGORIES), oracle_iou(acts, seg, t, L, CATEGORIES),
+                               rtol=0, atol=1e-15)
+    np.testing.assert_allclose(stat.iou(t), oracle_iou(acts, seg, t, L), rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="track_images"):
+        TopLabels.empty(2, 8, L, 1).counts(np.zeros(2, np.float32), CATEGORIES)
+    with pytest.raises(ValueError, match="pass index"):
+        TopLabels.empty(2, 8, L, 1, track_images=True).update(
+            jnp.zeros((1, 2, 2, 2)), jnp.zeros((1, 1, 2, 2), jnp.int32))

@@ -13,6 +13,27 @@ once). Per-step counts are int32 (a step must have fewer than 2**30 pixels per
 device, checked) and are added to ``Wide`` counters, exact to 2**61 without jax
 x64. Label 0 ("none") is tallied like any label, but ``iou`` reports 0 for it so it
 is never a unit's best. Label values outside ``[0, num_labels)`` are ignored.
+
+Two union rules (``IOU_RULES``). ``"pnas"`` (above, the PNAS paper's and the
+reference's) counts the unit's whole area. ``"netdissect"`` is the original
+NetDissect's category-aware union, as NetDissect-Lite's ``FeatureOperator.tally``
+computes it: each label ``c`` has one category ``g(c)`` (``LabelSet.categories``;
+for Broden the label's primary category, where its coverage is largest), and in
+each image ``i`` the unit's active pixels ``A_u^i`` count toward category ``g``
+only if at least one of them carries a label of category ``g`` (in any layer; an
+image-level label such as a scene covers every pixel, so it counts whenever the
+unit fires in that image):
+
+    |A_u|_g  = sum_i |A_u^i| * [some pixel of A_u^i has a label of category g]
+    IoU(u, c) = |A_u ∧ S_c| / (|A_u|_g(c) + |S_c| - |A_u ∧ S_c|)
+
+so a unit is not charged for firing on images where nothing it fires on is
+annotated in the concept's category (parts of objects whose parts nobody
+labelled, say). ``IoUTally(categories=...)`` tallies ``|A_u|_g`` as
+``category_area`` ``[u, C]``. One deliberate difference: NetDissect counts a
+pixel once per layer that carries ``c`` (a label repeated in two layers at one
+pixel counts twice in both ``|A_u ∧ S_c|`` and ``|S_c|``); here a pixel counts
+once per label under both rules, so IoU stays a ratio of set sizes.
 """
 
 from __future__ import annotations
@@ -26,24 +47,40 @@ from jaxdissect.stats.wide import Wide
 
 _MAX_PIXELS = 1 << 30  # Wide.add takes increments below 2**30
 
+#: the union rules ``dissect(iou_rule=...)`` accepts; see the module docstring
+IOU_RULES = ("pnas", "netdissect")
+
+
+def check_iou_rule(rule: str) -> str:
+    if rule not in IOU_RULES:
+        raise ValueError(f"iou_rule must be one of {', '.join(IOU_RULES)}; got {rule!r}")
+    return rule
+
 
 @struct.dataclass
 class IoUTally:
     """``inter`` ``[units, labels]`` = |A_u ∧ S_c|; ``unit_area`` ``[units]`` = |A_u|;
-    ``label_area`` ``[labels]`` = |S_c|; ``pixels`` the number of pixels seen."""
+    ``label_area`` ``[labels]`` = |S_c|; ``pixels`` the number of pixels seen;
+    ``category_area`` ``[units, C]`` = |A_u|_g of the "netdissect" rule (``C = 0``
+    unless ``categories``, each label's category index (-1: none), was given)."""
 
     inter: Wide
     unit_area: Wide
     label_area: Wide
     pixels: Wide
+    category_area: Wide
+    categories: tuple = struct.field(pytree_node=False, default=())
 
     @classmethod
-    def empty(cls, units: int, num_labels: int) -> "IoUTally":
+    def empty(cls, units: int, num_labels: int,
+              categories: tuple[int, ...] | None = None) -> "IoUTally":
         if units <= 0 or num_labels <= 0:
             raise ValueError(f"IoUTally needs positive units and labels, got {units}, "
                              f"{num_labels}")
+        categories = check_categories(categories, num_labels)
         return cls(Wide.zeros((units, num_labels)), Wide.zeros((units,)),
-                   Wide.zeros((num_labels,)), Wide.zeros(()))
+                   Wide.zeros((num_labels,)), Wide.zeros(()),
+                   Wide.zeros((units, num_categories(categories))), categories)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -74,26 +111,38 @@ class IoUTally:
         for k in range(ids.shape[1]):
             inter = inter + jax.ops.segment_sum(a, ids[:, k], num_segments=num_labels + 1)
         area, pixels = label_areas(ids, valid, num_labels, h * w)
+        category_area = self.category_area
+        if self.categories:
+            category_area = category_area.add(unit_category_area(
+                a.reshape(b, h * w, u), category_masks(ids, self.categories).reshape(
+                    b, h * w, -1)))
         return IoUTally(
             self.inter.add(inter[:num_labels].T),
             self.unit_area.add(jnp.sum(a, axis=0)),
             self.label_area.add(area),
-            self.pixels.add(pixels))
+            self.pixels.add(pixels), category_area, self.categories)
 
     def merge(self, other: "IoUTally") -> "IoUTally":
         return IoUTally(self.inter.merge(other.inter), self.unit_area.merge(other.unit_area),
                         self.label_area.merge(other.label_area),
-                        self.pixels.merge(other.pixels))
+                        self.pixels.merge(other.pixels),
+                        self.category_area.merge(other.category_area), self.categories)
 
     def counts(self) -> dict[str, np.ndarray]:
-        """The exact int64 counts: ``inter``, ``unit_area``, ``label_area``, ``pixels``."""
-        return {"inter": self.inter.to_numpy(), "unit_area": self.unit_area.to_numpy(),
-                "label_area": self.label_area.to_numpy(), "pixels": self.pixels.to_numpy()}
+        """The exact int64 counts: ``inter``, ``unit_area``, ``label_area``, ``pixels``,
+        and ``category_area`` ``[u, C]`` if categories were given."""
+        c = {"inter": self.inter.to_numpy(), "unit_area": self.unit_area.to_numpy(),
+             "label_area": self.label_area.to_numpy(), "pixels": self.pixels.to_numpy()}
+        if self.categories:
+            c["category_area"] = self.category_area.to_numpy()
+        return c
 
     def compute(self) -> np.ndarray:
-        """IoU ``[units, labels]`` float64 (column 0, "none", is 0)."""
+        """IoU ``[units, labels]`` float64 (column 0, "none", is 0), under the
+        "netdissect" rule if categories were given, else the "pnas" rule."""
         c = self.counts()
-        return iou_from_counts(c["inter"], c["unit_area"], c["label_area"])
+        return iou_from_counts(c["inter"], union_unit_area(c, self.categories),
+                               c["label_area"])
 
 
 def pixel_label_ids(seg: jnp.ndarray, valid: jnp.ndarray | None,
@@ -125,13 +174,63 @@ def label_areas(ids: jnp.ndarray, valid: jnp.ndarray | None, num_labels: int,
     return area.astype(jnp.int32), pixels
 
 
+def check_categories(categories, num_labels: int) -> tuple[int, ...]:
+    """``categories`` (each label's category index, -1 for none; or None) as a
+    tuple, checked against ``num_labels``."""
+    if categories is None:
+        return ()
+    categories = tuple(int(c) for c in categories)
+    if len(categories) != num_labels or min(categories) < -1:
+        raise ValueError(f"categories must give {num_labels} category indices (-1: none), "
+                         f"got {len(categories)}")
+    if max(categories) < 0:
+        raise ValueError("categories: no label has a category")
+    return categories
+
+
+def num_categories(categories: tuple[int, ...]) -> int:
+    return max(categories) + 1 if categories else 0
+
+
+def category_masks(ids: jnp.ndarray, categories: tuple[int, ...]) -> jnp.ndarray:
+    """``ids`` ``[N, K]`` from ``pixel_label_ids`` -> ``[N, C]`` int32: 1 where the
+    pixel carries a label of category g in some layer (dropped ids carry none)."""
+    c = num_categories(categories)
+    lookup = jnp.asarray(np.array(categories + (-1,), np.int32))  # id num_labels: dropped
+    cat = lookup[ids]  # [N, K]
+    return jnp.any(cat[..., None] == jnp.arange(c)[None, None], axis=1).astype(jnp.int32)
+
+
+def unit_category_area(active: jnp.ndarray, masks: jnp.ndarray) -> jnp.ndarray:
+    """``active`` ``[b, P, u]`` int32 0/1 and ``masks`` ``[b, P, C]`` int32 ->
+    ``[u, C]`` int32: the "netdissect" rule's |A_u|_g of these images (each image's
+    unit area where one of its active pixels carries category g)."""
+    touched = jnp.einsum("bpu,bpc->buc", active, masks) > 0
+    area = jnp.sum(active, axis=1)  # [b, u]
+    return jnp.sum(area[..., None] * touched, axis=0, dtype=jnp.int32)
+
+
+def union_unit_area(counts: dict[str, np.ndarray], categories=()) -> np.ndarray:
+    """The unit's side of the union: ``unit_area`` ``[u]`` ("pnas"), or, when
+    ``categories`` (each label's category index) is given, ``category_area[:, g(c)]``
+    ``[u, L]`` ("netdissect"; 0 for labels without a category)."""
+    if not len(categories):
+        return np.asarray(counts["unit_area"], np.int64)
+    cats = np.asarray(categories, np.int64)
+    area = np.asarray(counts["category_area"], np.int64)
+    return np.where(cats[None] >= 0, area[:, np.maximum(cats, 0)], 0)
+
+
 def iou_from_counts(inter: np.ndarray, unit_area: np.ndarray,
                     label_area: np.ndarray) -> np.ndarray:
     """``inter / (unit_area + label_area - inter)``, 0 where the union is empty and
-    in column 0. Shapes ``[u, L]``, ``[u]``, ``[L]`` -> ``[u, L]``."""
+    in column 0. Shapes ``[u, L]``, ``[u]`` (or ``[u, L]``, the "netdissect" rule's
+    per-label unit side), ``[L]`` -> ``[u, L]``."""
     inter = np.asarray(inter, np.int64)
-    union = np.asarray(unit_area, np.int64)[:, None] + np.asarray(label_area, np.int64)[None] \
-        - inter
+    unit_area = np.asarray(unit_area, np.int64)
+    if unit_area.ndim == 1:
+        unit_area = unit_area[:, None]
+    union = unit_area + np.asarray(label_area, np.int64)[None] - inter
     iou = np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
     iou[:, 0] = 0.0
     return iou
