@@ -30,6 +30,9 @@ statistic and position every ``checkpoint_every`` batches under a content key
 stopped and gives identical results, and changed weights, data or settings never
 reuse a result.
 
+``iou_rule``: ``"pnas"`` (default, the paper's union) or ``"netdissect"`` (the
+original NetDissect's category-aware union, ``jaxdissect.stats.iou``; both paths).
+
 Example (a classifier, the reference's conv5_3 setting)::
 
     up = Upsampler.plain((14, 14), (56, 56))
@@ -61,8 +64,10 @@ from jaxdissect.stats.iou import (
     IoUTally,
     best_by_category,
     best_labels,
+    check_iou_rule,
     iou_from_counts,
     pairs_above,
+    union_unit_area,
 )
 from jaxdissect.stats.quantile import (
     RADIX_SCHEDULE,
@@ -90,7 +95,10 @@ class DissectResult:
     intersections ``[u, L]``, unit_area ``[u]``, label_area ``[L]`` int64 exact
         pixel counts, pixels the number of pixels tallied;
     topk_values / topk_images ``[u, k]``: each unit's top images by maximum
-        activation, descending (image -1 if fewer than k images).
+        activation, descending (image -1 if fewer than k images);
+    iou_rule: "pnas" or "netdissect"; category_area ``[u, C]`` int64 (the
+        "netdissect" rule's unit area per category of ``labels.category_names``)
+        or None.
     """
 
     labels: LabelSet
@@ -108,6 +116,8 @@ class DissectResult:
     topk_values: np.ndarray
     topk_images: np.ndarray
     num_examples: int
+    iou_rule: str = "pnas"
+    category_area: np.ndarray | None = None
 
     @property
     def num_units(self) -> int:
@@ -140,11 +150,17 @@ class DissectResult:
                  "top_images": [int(i) for i in self.topk_images[u] if i >= 0]}
                 for u in range(self.num_units)]
 
+    def union_unit_area(self) -> np.ndarray:
+        """The unit's side of each IoU's union: ``[u]`` (pnas) or ``[u, L]``."""
+        categories = self.labels.category_ids if self.iou_rule == "netdissect" else ()
+        return union_unit_area({"unit_area": self.unit_area,
+                                "category_area": self.category_area}, categories)
+
     def to_json(self) -> dict:
         """A JSON-able summary (per-unit records, label set, settings, per-category
         best labels, every labelled pair)."""
         return {
-            "quantile": self.quantile, "miniou": self.miniou,
+            "quantile": self.quantile, "miniou": self.miniou, "iou_rule": self.iou_rule,
             "num_examples": self.num_examples, "num_units": self.num_units,
             "labels": self.labels.to_json(), "units": self.units(),
             "levels": {repr(q): [float(v) for v in t] for q, t in self.levels.items()},
@@ -159,7 +175,10 @@ class DissectResult:
         arrays = {f: getattr(self, f) for f in (
             "thresholds", "iou", "best_label", "best_iou", "intersections", "unit_area",
             "label_area", "topk_values", "topk_images")}
+        if self.category_area is not None:
+            arrays["category_area"] = self.category_area
         meta = {"labels": self.labels.to_json(), "quantile": self.quantile,
+                "iou_rule": self.iou_rule,
                 "miniou": self.miniou, "pixels": int(self.pixels),
                 "num_examples": self.num_examples,
                 "levels": {repr(q): [float(v) for v in t] for q, t in self.levels.items()}}
@@ -171,9 +190,11 @@ class DissectResult:
             meta = json.loads(str(data["meta"]))
             # save_tree stores a dict's leaves in sorted key order
             names = sorted(("thresholds", "iou", "best_label", "best_iou", "intersections",
-                            "unit_area", "label_area", "topk_values", "topk_images"))
+                            "unit_area", "label_area", "topk_values", "topk_images") + (
+                ("category_area",) if "leaf9" in data.files else ()))
             arrays = {n: data[f"leaf{i}"] for i, n in enumerate(names)}
         return cls(labels=LabelSet.from_json(meta["labels"]), quantile=meta["quantile"],
+                   iou_rule=meta.get("iou_rule", "pnas"),
                    miniou=meta["miniou"], pixels=meta["pixels"],
                    num_examples=meta["num_examples"],
                    levels={float(q): np.asarray(v, np.float32)
@@ -220,7 +241,8 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
             batch_size: int = 32, topk: int = 20, budget: int | None = None,
             cache_dir: str | None = None, cache_key: Any = None,
             checkpoint_every: int = 20, progress: bool = True,
-            devices: Sequence[jax.Device] | None = None, params: Any = None) -> DissectResult:
+            devices: Sequence[jax.Device] | None = None, params: Any = None,
+            iou_rule: str = "pnas") -> DissectResult:
     """Dissects one layer; see the module docstring.
 
     ``compute(batch) -> (acts [b,h,w,u], seg [b,K,Hs,Ws] int)``, traced in jit.
@@ -241,7 +263,9 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
     ``compute(batch, params)`` and ``params`` (model weights, any pytree) is an
     argument of the compiled step, replicated over devices, instead of a constant
     folded into it: closing over a large model's weights would embed them in the
-    program (slow to compile, copied per executable).
+    program (slow to compile, copied per executable). ``iou_rule``: ``"pnas"`` or
+    ``"netdissect"`` (the union counts the unit only in images where its active
+    pixels touch the label's category; see ``jaxdissect.stats.iou``).
     """
     if not isinstance(labels, LabelSet):
         raise TypeError(f"labels must be a LabelSet, got {type(labels).__name__}")
@@ -254,6 +278,8 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         rank_for_level(q, 1)  # validates q
     if source.num_examples <= 0:
         raise ValueError("the source has no examples")
+    # each label's category index: the "netdissect" union's per-category unit areas
+    categories = labels.category_ids if check_iou_rule(iou_rule) == "netdissect" else None
 
     example = sweep.first_batch(source, batch_size, devices)
 
@@ -276,14 +302,17 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
                          f"{units}] to match the segmentation")
     n_values = source.num_examples * grid[0] * grid[1]
     if budget is None:
-        budget = auto_budget(all_levels, n_values, units, int(seg_shape.shape[1]))
+        # (the netdissect rule keeps each value's image index: one more column)
+        budget = auto_budget(all_levels, n_values, units,
+                             int(seg_shape.shape[1]) + (categories is not None))
     key = None
     if cache_dir is not None:
         key = cache.content_key(
             cache_key, weights=None if params is None else fingerprint(params),
             data=data_identity(source), labels=labels, levels=all_levels, budget=budget,
             topk=topk, units=units, grid=grid, layers=int(seg_shape.shape[1]),
-            upsample="default" if default_upsample else _callable_identity(upsample))
+            upsample="default" if default_upsample else _callable_identity(upsample),
+            iou_rule=iou_rule)
 
     def run(name, step, empty, *replicated, key=key):
         return sweep.sweep(step, empty, source, batch_size=batch_size,
@@ -305,18 +334,19 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         def one_pass(stat, batch, p):
             acts, seg, valid, index = model(batch, p)
             top, images = stat.parts
-            return sharding.Joint((top.update(upsample(acts), seg, valid),
+            return sharding.Joint((top.update(upsample(acts), seg, valid, index),
                                    images.update(image_max(acts), index, valid)))
 
         layers = int(seg_shape.shape[1])
         state = run("onepass", one_pass, sharding.Joint(
-            (TopLabels.empty(units, budget, len(labels), layers), TopK.empty(units, topk))),
+            (TopLabels.empty(units, budget, len(labels), layers, categories is not None),
+             TopK.empty(units, topk))),
             params)
         toplabels, topstat = state.parts
         thresholds = toplabels.thresholds(all_levels)
         by_level = {q: np.asarray(t, np.float32) for q, t in zip(all_levels, thresholds)}
         t_main = by_level[all_levels[0]]
-        counts = toplabels.counts(t_main)
+        counts = toplabels.counts(t_main, categories)
     else:
         by_level, topstat = _radix_thresholds(run, model, upsample, units, all_levels,
                                               topk, params)
@@ -327,11 +357,12 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
             acts, seg, valid, _ = model(batch, p)
             return tally.update(upsample(acts), t, seg, valid)
 
-        tally = run("iou", iou_pass, IoUTally.empty(units, len(labels)),
+        tally = run("iou", iou_pass, IoUTally.empty(units, len(labels), categories),
                     jnp.asarray(t_main), params,
                     key=None if key is None else cache.content_key(key, t_main))
         counts = tally.counts()
-    iou = iou_from_counts(counts["inter"], counts["unit_area"], counts["label_area"])
+    iou = iou_from_counts(counts["inter"], union_unit_area(counts, categories or ()),
+                          counts["label_area"])
     best, best_iou = best_labels(iou)
     values, images = topstat.compute()
     return DissectResult(
@@ -339,7 +370,8 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         levels=by_level, iou=iou, best_label=best, best_iou=best_iou,
         intersections=counts["inter"], unit_area=counts["unit_area"],
         label_area=counts["label_area"], pixels=int(counts["pixels"]),
-        topk_values=values, topk_images=images, num_examples=source.num_examples)
+        topk_values=values, topk_images=images, num_examples=source.num_examples,
+        iou_rule=iou_rule, category_area=counts.get("category_area"))
 
 
 def _radix_thresholds(run, model, upsample, units, all_levels, topk, params):
