@@ -41,6 +41,8 @@ def test_source_reads_the_layout(broden):
         assert labels.names[num] == name and labels.categories[num] == PRIMARY[num]
     assert labels.category_ids[300] == labels.category_names.index("object")
     assert src.batch(2, 2)["seg"].shape == (0, 9, 8, 8)
+    assert src.identity() == BrodenSource(root).identity()
+    assert src.identity() != BrodenSource(root, size=12).identity()
     with pytest.raises(IndexError):
         src.batch(3, 7)
 

@@ -27,6 +27,7 @@ As NetDissect does, images with no label in any category are left out.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import re
 
@@ -104,7 +105,7 @@ class BrodenSource:
                  seg_size=None):
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"Broden data: folder {directory!r} does not exist")
-        self.directory = directory
+        self.directory, self.split = directory, split
         self.seg_labels, self.categories = read_labels(directory)
         path = os.path.join(directory, "index.csv")
         fields, rows = _read_csv(path)
@@ -128,6 +129,25 @@ class BrodenSource:
         self.slots = {c: max(len(r[1][c]) for r in self.rows) for c in self.categories}
         self.num_layers = sum(self.slots.values())
         self.num_examples = len(self.rows)
+
+    def identity(self) -> dict:
+        """For content-keyed caches: the folder, its CSV files' bytes, every image and
+        PNG used (path, size, modification time), split and sizes."""
+        h = hashlib.sha256()
+        for name in ("index.csv", "label.csv", "category.csv") + tuple(
+                f"c_{c}.csv" for c in self.categories):
+            with open(os.path.join(self.directory, name), "rb") as f:
+                h.update(name.encode() + b"\0" + f.read())
+        for image, entries, *_ in self.rows:
+            for name in [image] + [e for v in entries.values() for e in v
+                                   if isinstance(e, str)]:
+                st = os.stat(self._path(name))
+                h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return {"source": "broden", "root": os.path.abspath(self.directory),
+                "split": self.split, "num_examples": self.num_examples,
+                "files": h.hexdigest()[:32], "size": list(self.size),
+                "seg_size": list(self.seg_size),
+                "transform": "RGB bilinear resize, /255; labels R + 256 G, nearest resize"}
 
     def _common(self, given, col: int, what: str, arg: str) -> tuple[int, int]:
         if given is not None:
