@@ -15,7 +15,8 @@ from jaxdissect.data.broden import (
     broden_from_spec,
     is_broden_spec,
 )
-from jaxdissect.experiments.dissect import dissect
+from jaxdissect.experiments.dissect import DissectResult, dissect
+from jaxdissect.report.netdissect_csv import read_csv, write_csv
 from tests import netdissect_oracle
 from tests.broden_fixture import CATEGORIES, LABELS, PRIMARY, write_broden
 
@@ -118,7 +119,7 @@ def compute(batch):
 
 
 @pytest.mark.parametrize("rule", ["pnas", "netdissect"])
-def test_dissect_with_both_iou_rules_equals_numpy(broden, rule):
+def test_dissect_with_both_iou_rules_equals_numpy(broden, rule, tmp_path):
     root, images, seg, _ = broden
     src = BrodenSource(root)
     acts = features(images.astype(np.float32) / 255)
@@ -142,5 +143,16 @@ def test_dissect_with_both_iou_rules_equals_numpy(broden, rule):
                 r.category_area, netdissect_oracle.category_area(acts, seg, t, cats))
         else:
             assert r.category_area is None
+    # saved and loaded, and as NetDissect's CSV in category.csv's order
+    r.save(str(tmp_path / "r.npz"))
+    back = DissectResult.load(str(tmp_path / "r.npz"))
+    assert back.iou_rule == rule
+    np.testing.assert_array_equal(back.union_unit_area(), r.union_unit_area())
+    table = read_csv(write_csv(r, str(tmp_path / "tally.csv"), src.categories))
+    assert table.categories == CATEGORIES
+    np.testing.assert_array_equal(table.score, r.best_iou)
+    part = labels.category_names.index("part")
+    side = r.category_area[:, part] if cats is not None else r.unit_area
+    np.testing.assert_array_equal(table.columns["part"].activation, side)
     with pytest.raises(ValueError, match="iou_rule must be"):
         dissect(compute, src, labels, progress=False, iou_rule="paper")
