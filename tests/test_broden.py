@@ -104,6 +104,11 @@ def test_segmenter_reads_the_batch(broden):
     with pytest.raises(ValueError, match="broden:DIR"):
         BrodenSegmenter(object())
 
+    class Wrapper:  # e.g. the CLI's first-n-images view
+        inner = src
+
+    assert BrodenSegmenter(Wrapper()).labels == src.seg_labels
+
 
 W = np.array([[1, 0, 2, -1, 1], [0, 1, 1, 2, -1], [1, 1, 0, 1, 2]], np.float32)
 

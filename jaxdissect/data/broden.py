@@ -212,10 +212,11 @@ class BrodenSegmenter:
     reads_batch = True
 
     def __init__(self, source):
-        if not isinstance(source, BrodenSource):
+        broden = innermost(source)
+        if broden is None:
             raise ValueError("the broden segmenter reads Broden's annotation: use it with "
                              "--data broden:DIR")
-        self.labels, self.num_layers = source.seg_labels, source.num_layers
+        self.labels, self.num_layers = broden.seg_labels, broden.num_layers
 
     def segment(self, batch):
         return batch["seg"]
@@ -223,6 +224,13 @@ class BrodenSegmenter:
     def __call__(self, images):
         raise TypeError("the broden segmenter has no model: it reads the batch's 'seg' "
                         "(segment(batch))")
+
+
+def innermost(source) -> BrodenSource | None:
+    """The ``BrodenSource`` under ``source`` and any wrappers (``.inner``), or None."""
+    while not isinstance(source, BrodenSource) and hasattr(source, "inner"):
+        source = source.inner
+    return source if isinstance(source, BrodenSource) else None
 
 
 def is_broden_spec(spec: str) -> bool:
