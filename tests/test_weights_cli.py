@@ -111,8 +111,11 @@ def test_convert_local_file_and_bad_inputs(server, env, tmp_path, capsys):
     assert main(["weights", "convert", str(junk), "--arch", "proggan",
                  "--out", str(tmp_path / "o4")]) == 2
     assert "junk.pth" in capsys.readouterr().err
+    assert main(["weights", "convert", str(src), "--arch", "resnet",
+                 "--out", str(tmp_path / "o6")]) == 2
+    assert "not a ResNet checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: unknown architecture
-        main(["weights", "convert", str(src), "--arch", "resnet", "--out", str(tmp_path / "o5")])
+        main(["weights", "convert", str(src), "--arch", "resnet9", "--out", str(tmp_path / "o5")])
 
 
 def test_list_shows_entries_and_cache_state(env, capsys):

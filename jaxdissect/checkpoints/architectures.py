@@ -2,8 +2,17 @@
 
 ``ARCHITECTURES`` names what :func:`convert_state_dict` accepts: ``vgg16``
 (Places365 or ImageNet classifier in the reference's research-name layout; the
-number of classes and widths are read from the file) and ``proggan`` (any
-ProGAN generator; ``sizes`` read from the file, old key naming accepted).
+number of classes and widths are read from the file), ``proggan`` (any
+ProGAN generator; ``sizes`` read from the file, old key naming accepted), and the
+classifiers of :mod:`jaxdissect.checkpoints.tv_tables`: ``resnet`` (torchvision
+ResNet-18 ... 152, or the reference's numbered ResNet-152; depths and block type read
+from the file; ``module.`` prefixes of ``DataParallel`` files stripped), ``alexnet``
+(the reference's Places365 AlexNet or torchvision's) and ``vit`` (torchvision ViT).
+
+For ``vgg16`` and ``proggan`` the converted tree is the ``params`` collection; for the
+others, which carry BatchNorm statistics or may, it is the whole variables dict
+(``{"params": ..., "batch_stats": ...}``). :func:`as_variables` gives the variables
+for either, to pass to ``model.apply``.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdissect.checkpoints import tv_tables
 from jaxdissect.checkpoints.convert import convert, flatten_params
 from jaxdissect.checkpoints.tables import (
     proggan_shapes,
@@ -24,18 +34,35 @@ from jaxdissect.checkpoints.tables import (
     vgg16_shapes,
     vgg16_table,
 )
+from jaxdissect.models.alexnet import INPUT_SIZE as ALEXNET_INPUT_SIZE
+from jaxdissect.models.alexnet import AlexNet
 from jaxdissect.models.proggan import ProgressiveGenerator
+from jaxdissect.models.tv_resnet import ResNet
 from jaxdissect.models.vgg16 import VGG16
+from jaxdissect.models.vit import ViT
 
-ARCHITECTURES = ("vgg16", "proggan")
+ARCHITECTURES = ("vgg16", "proggan", "resnet", "alexnet", "vit")
+#: Architectures whose converted tree is the whole variables dict.
+VARIABLE_TREES = ("resnet", "alexnet", "vit")
+
+
+def _tuples(config: Mapping) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+
+
+def as_variables(arch: str, tree) -> dict:
+    """The ``variables`` for ``model.apply`` from a converted tree of ``arch``."""
+    return tree if arch in VARIABLE_TREES else {"params": tree}
 
 
 def model_from_config(arch: str, config: Mapping):
     """The Flax module for ``arch`` with constructor arguments ``config``."""
     if arch == "vgg16":
-        return VGG16(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+        return VGG16(**_tuples(config))
     if arch == "proggan":
         return ProgressiveGenerator(sizes=tuple(config["sizes"]))
+    if arch in _CLASSIFIERS:
+        return _CLASSIFIERS[arch](**_tuples(config))
     raise ValueError(f"unknown architecture {arch!r}; known: {list(ARCHITECTURES)}")
 
 
@@ -59,6 +86,8 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], arch: str,
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {list(ARCHITECTURES)}")
+    if arch in VARIABLE_TREES:
+        return _convert_classifier(state_dict, arch, what)
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
         state_dict = state_dict["state_dict"]
     what = f"{what} (as {arch})"
@@ -71,3 +100,44 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], arch: str,
         table, shapes = proggan_table(config["sizes"]), proggan_shapes(config["sizes"])
     params = convert(state_dict, table, shapes, what=what)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}, params
+
+
+_CLASSIFIERS = {"resnet": ResNet, "alexnet": AlexNet, "vit": ViT}
+
+
+def _input_shape(arch: str, config: Mapping) -> tuple:
+    """A (small where the model allows) input that creates every variable."""
+    if arch == "resnet":
+        return (1, 32, 32, 3)
+    if arch == "alexnet":
+        layout = "reference" if config.get("pool_hw") is None else "torchvision"
+        size = ALEXNET_INPUT_SIZE[layout]
+        return (1, size, size, 3)
+    return (1, config["image_size"], config["image_size"], 3)
+
+
+def _convert_classifier(state_dict: Mapping, arch: str, what: str):
+    """:func:`convert_state_dict` for ``resnet``, ``alexnet``, ``vit``."""
+    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
+        state_dict = state_dict["state_dict"]
+    state_dict = tv_tables.drop_batch_counters(tv_tables.strip_module_prefix(state_dict))
+    if arch == "resnet":
+        layout = tv_tables.resnet_layout(state_dict)
+        config = tv_tables.resnet_config(state_dict)
+    elif arch == "alexnet":
+        layout = tv_tables.alexnet_layout(state_dict)
+        config = tv_tables.alexnet_config(state_dict)
+    else:
+        layout = "torchvision"
+        state_dict = tv_tables.rename_old_vit_keys(state_dict)
+        config = tv_tables.vit_config(state_dict)
+    model = model_from_config(arch, config)
+    shapes = tv_tables.variable_shapes(model, _input_shape(arch, config))
+    if arch == "resnet":
+        table = tv_tables.resnet_table(shapes, layout)
+    elif arch == "alexnet":
+        table = tv_tables.alexnet_table(shapes, layout)
+    else:
+        table = tv_tables.torch_name_table(shapes)
+    variables = convert(state_dict, table, shapes, what=f"{what} (as {arch}, {layout} layout)")
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}, variables

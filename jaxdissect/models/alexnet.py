@@ -1,0 +1,121 @@
+"""AlexNet in Flax (NHWC), in the two layouts researchers dissect.
+
+* ``reference``: the reference's Places365 AlexNet (netdissect
+  ``experiment/oldalexnet.py``, the Caffe network): widths 96-256-384-384-256,
+  ``conv2``/``conv4``/``conv5`` split into two groups, local response normalisation
+  after ``pool1`` and ``pool2``, ``conv1`` unpadded, input 227x227 (so ``pool5`` is
+  6x6), classifier ``fc8``.
+* ``torchvision``: ``torchvision.models.alexnet``: widths 64-192-384-256-256, no groups
+  and no LRN, ``conv1`` padded by 2, input 224x224, an adaptive average pool to 6x6
+  before ``fc6``.
+
+Both are the same module with different fields (:data:`REFERENCE`,
+:data:`TORCHVISION`); the tables in :mod:`jaxdissect.checkpoints.tv_tables` map either
+state dict onto it.
+
+Research layers (each a module path) are the reference's names, with its in-place
+ReLU: ``conv1`` .. ``conv5`` are the rectified convolution outputs (a hook on the
+reference's ``conv5`` records them), ``pool1``, ``pool2``, ``pool5`` the pools,
+``fc6``, ``fc7`` rectified ``[b, 4096]``, ``fc8`` the logits ``[b, num_classes]``.
+For the reference layout at 227x227: ``conv1`` ``[b, 55, 55, 96]``, ``conv2``
+``[b, 27, 27, 256]``, ``conv3``-``conv5`` ``[b, 13, 13, .]``, ``pool5`` ``[b, 6, 6, 256]``.
+Dropout is the identity at evaluation and is not a layer here.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdissect.models.named import ConvReLU, LinearReLU, MaxPool, flatten_nchw
+from jaxdissect.models.vgg16 import LinearOI, adaptive_avg_pool
+
+#: Research layer names, input first.
+LAYER_NAMES = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5",
+               "fc6", "fc7", "fc8")
+KERNELS = (11, 5, 3, 3, 3)
+
+
+class LocalResponseNorm(nn.Module):
+    """Across-channel LRN (Caffe's, as the reference's ``LRN`` and PyTorch's
+    ``LocalResponseNorm``): ``x / (k + alpha * mean_{size channels} x^2) ** beta``, the
+    window zero-padded and always divided by ``size``. ``[b, h, w, c]``."""
+
+    size: int = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 1.0
+
+    def __call__(self, x):
+        half = (self.size - 1) // 2
+        sq = jnp.pad(x * x, ((0, 0), (0, 0), (0, 0), (half, self.size - 1 - half)))
+        window = jax.lax.reduce_window(sq, 0.0, jax.lax.add, (1, 1, 1, self.size),
+                                       (1, 1, 1, 1), "VALID")
+        return x / (self.k + self.alpha * window / self.size) ** self.beta
+
+
+class AlexNet(nn.Module):
+    """``model.apply({"params": p}, x)``: ``x [b, H, W, 3]`` ImageNet-normalised ->
+    logits ``[b, num_classes]``. Defaults are the reference layout."""
+
+    widths: Sequence[int] = (96, 256, 384, 384, 256)
+    groups: Sequence[int] = (1, 2, 1, 2, 2)
+    conv1_padding: int = 0
+    lrn: bool = True
+    pool_hw: tuple[int, int] | None = None   # adaptive average pool before fc6 (torchvision)
+    fc_width: int = 4096
+    num_classes: int = 365
+
+    @nn.compact
+    def __call__(self, x):
+        for i, (width, groups, k) in enumerate(zip(self.widths, self.groups, KERNELS), 1):
+            pad = self.conv1_padding if i == 1 else k // 2
+            x = ConvReLU(width, (k, k), strides=4 if i == 1 else 1,
+                         padding=((pad, pad), (pad, pad)), feature_group_count=groups,
+                         name=f"conv{i}")(x)
+            if i in (1, 2, 5):
+                x = MaxPool(3, 2, name=f"pool{i}")(x)
+            if i in (1, 2) and self.lrn:
+                x = LocalResponseNorm(name=f"lrn{i}")(x)
+        if self.pool_hw is not None:
+            x = adaptive_avg_pool(x, tuple(self.pool_hw))
+        elif x.shape[1:3] != (6, 6):
+            raise ValueError(f"pool5 is {x.shape[1]}x{x.shape[2]} but fc6 needs 6x6: this "
+                             f"AlexNet (no adaptive pool) takes 227x227 inputs")
+        x = LinearReLU(self.fc_width, name="fc6")(flatten_nchw(x))
+        x = LinearReLU(self.fc_width, name="fc7")(x)
+        return LinearOI(self.num_classes, name="fc8")(x)
+
+
+REFERENCE = dict(widths=(96, 256, 384, 384, 256), groups=(1, 2, 1, 2, 2), conv1_padding=0,
+                 lrn=True, pool_hw=None)
+TORCHVISION = dict(widths=(64, 192, 384, 256, 256), groups=(1, 1, 1, 1, 1), conv1_padding=2,
+                   lrn=False, pool_hw=(6, 6))
+INPUT_SIZE = {"reference": 227, "torchvision": 224}
+
+AlexNetPlaces365 = functools.partial(AlexNet, **REFERENCE, num_classes=365)
+AlexNetTorchvision = functools.partial(AlexNet, **TORCHVISION, num_classes=1000)
+
+
+def layer_geometry(model: AlexNet, layer: str) -> list[tuple[int, int, int]]:
+    """``(kernel, stride, padding)`` of each convolution and pool from the input up to
+    ``layer``, for receptive-field-aligned upsampling. ``fc6``-``fc8`` add a 6x6 kernel
+    over ``pool5`` (what ``fc6`` is): one position, which upsampling spreads over the
+    whole image."""
+    if layer not in LAYER_NAMES:
+        raise KeyError(f"{layer!r} is not a layer; known layers: {list(LAYER_NAMES)}")
+    if layer.startswith("fc"):
+        return layer_geometry(model, "pool5") + [(6, 1, 0)]
+    geometry = []
+    for name in LAYER_NAMES[: LAYER_NAMES.index(layer) + 1]:
+        if name.startswith("pool"):
+            geometry.append((3, 2, 0))
+        else:
+            i = int(name[4:])
+            k = KERNELS[i - 1]
+            geometry.append((k, 4, model.conv1_padding) if i == 1 else (k, 1, k // 2))
+    return geometry
