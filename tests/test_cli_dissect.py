@@ -97,3 +97,22 @@ def test_bad_input_exits_2(run_dissect, extra, msg, capsys, tmp_path):
     argv = ["dissect", "--model", pth, "--num-images", "4", "--out", str(tmp_path)] + extra
     assert cli.main(argv) == 2
     assert msg in capsys.readouterr().err
+
+
+def test_changed_weights_at_the_same_path_give_new_results(tmp_path):
+    """Caches are keyed by the weights' bytes, not the model's name or path."""
+    import torch
+
+    from tests.cli_helpers import VGG_ARGS, torch_vgg16
+    pth = str(tmp_path / "m.pth")
+    tiny_vgg_pth(pth)
+    argv = ["dissect", "--model", pth, "--data", "world", "--num-images", "8", "--segmenter",
+            "truth", "--seg-downsample", "2", "--batch-size", "8", "--no-progress", "--out"]
+    assert cli.main(argv + [str(tmp_path / "a")]) == 0
+    first = np.load(tmp_path / "a" / "iou.npy")
+    torch.save(torch_vgg16(**VGG_ARGS, seed=1).state_dict(), pth)  # new weights, same file
+    assert cli.main(argv + [str(tmp_path / "a")]) == 0
+    assert cli.main(argv + [str(tmp_path / "b")]) == 0  # fresh folder, no cache
+    again, fresh = np.load(tmp_path / "a" / "iou.npy"), np.load(tmp_path / "b" / "iou.npy")
+    assert not np.array_equal(again, first)
+    np.testing.assert_array_equal(again, fresh)

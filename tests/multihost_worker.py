@@ -1,0 +1,144 @@
+"""One process of a multi-process test run (started by tests/test_runtime_hosts.py):
+
+    python -m tests.multihost_worker --coordinator 127.0.0.1:PORT --num-processes N \\
+        --process-id I --devices D --out DIR [--cache DIR] [--die-after K] EXPERIMENT...
+
+Forces ``D`` host devices, joins ``jax.distributed`` through ``runtime.hosts``, runs
+each named experiment on the shared test model and data (``EXPERIMENTS``) and saves
+this process's result to ``DIR/EXPERIMENT-pI.npz`` (every process: the test checks
+that all hold the identical result). ``--die-after K``: after reading K batches
+this process exits at once, like a killed one. The model and data are exact in
+float32 (small integers and dyadic weights), so the forward pass rounds nowhere and
+results can be compared bit for bit with one process's at any batch shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+LAYERS = 2  # segmentation layers
+NUM_LABELS = 6
+
+
+def make_source(n: int = 40, size: int = 12):
+    """Deterministic integer images and a segmentation correlated with them."""
+    from jaxdissect.labels import LabelSet
+    labels = LabelSet.from_pairs([("sky", "object"), ("tree", "object"), ("door", "object"),
+                                  ("brick", "material"), ("wood", "material")])
+
+    class IntSource:
+        seg_labels = labels
+        class_names = None
+        num_examples = n
+        reads = 0
+        die_after = None
+
+        def batch(self, start, stop):
+            IntSource.reads += 1
+            if self.die_after is not None and IntSource.reads > self.die_after:
+                raise RuntimeError("killed")
+            imgs, segs = [], []
+            for i in range(start, stop):
+                rng = np.random.default_rng([7, i])
+                img = rng.integers(0, 4, (size, size, 3)).astype(np.float32)
+                seg = np.stack([1 + (img[..., 0] >= 2) + (img[..., 1] >= 3),
+                                np.where(img[..., 2] >= 2, 4, 5)]).astype(np.int32)
+                seg[1, : rng.integers(0, size)] = 0
+                imgs.append(img)
+                segs.append(seg)
+            return {"image": np.stack(imgs), "seg": np.stack(segs)}
+
+        def identity(self):
+            return {"source": "multihost-test", "n": n, "size": size}
+
+    return IntSource()
+
+
+def make_model():
+    """A two-conv network with small integer weights: ``(apply, params)``."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.relu(nn.Conv(8, (3, 3), padding=1, name="conv1")(x))
+            return nn.Conv(6, (3, 3), strides=2, padding=1, name="conv2")(h)
+
+    net = Net()
+    shapes = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 12, 12, 3)))["params"]
+    rng = np.random.default_rng(3)
+    params = jax.tree_util.tree_map(
+        lambda p: jnp.asarray(rng.integers(-2, 3, p.shape).astype(np.float32) / 4), shapes)
+    return net.apply, params
+
+
+def run_dissect(source, args):
+    import jax
+
+    from jaxdissect.experiments.dissect import dissect
+    from jaxdissect.stats import Upsampler
+    apply, params = make_model()
+
+    def compute(batch, p):
+        return apply({"params": p}, batch["image"]), batch["seg"]
+
+    up = Upsampler.for_layers([(3, 1, 1), (3, 2, 1)], (12, 12), (12, 12))
+    result = dissect(compute, source, source.seg_labels, upsample=up, quantile=0.05,
+                     levels=(0.02,), batch_size=args.batch_size, topk=3, params=params,
+                     budget=args.budget, cache_dir=args.cache, cache_key="multihost-test",
+                     checkpoint_every=1, progress=False,
+                     devices=None if args.devices_used is None
+                     else jax.local_devices()[:args.devices_used])
+    return {f: getattr(result, f) for f in (
+        "thresholds", "iou", "intersections", "unit_area", "label_area", "topk_values",
+        "topk_images")} | {f"level{q}": t for q, t in result.levels.items()}
+
+
+#: experiment name -> run(source, args) -> {name: array}
+EXPERIMENTS = {"dissect": run_dissect}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("experiments", nargs="+", choices=sorted(EXPERIMENTS))
+    p.add_argument("--coordinator")
+    p.add_argument("--num-processes", type=int)
+    p.add_argument("--process-id", type=int)
+    p.add_argument("--devices", type=int, default=1, help="forced host devices")
+    p.add_argument("--devices-used", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=6)
+    p.add_argument("--budget", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--cache", default=None)
+    p.add_argument("--die-after", type=int, default=None)
+    args = p.parse_args(argv)
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    from jaxdissect.runtime import hosts
+    hosts.initialize(args.coordinator, args.num_processes, args.process_id)
+    import jax
+    assert jax.process_count() == (args.num_processes or 1)
+    assert len(jax.local_devices()) == args.devices
+    source = make_source()
+    source.die_after = args.die_after
+    for name in args.experiments:
+        try:
+            arrays = EXPERIMENTS[name](source, args)
+        except RuntimeError as e:
+            if str(e) != "killed":
+                raise
+            print("killed", flush=True)
+            os._exit(3)  # as a killed process: no clean shutdown of jax.distributed
+        np.savez(os.path.join(args.out, f"{name}-p{jax.process_index()}.npz"),
+                 reads=np.int64(source.reads), **arrays)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
