@@ -5,10 +5,6 @@ both formats and read by jaxdissect's reader: logits and every research layer wi
 the Places365 ``.pth.tar`` nesting (``{"state_dict": {"module.conv1.weight": ...}}``,
 Python 2 pickles); strict errors."""
 
-import pickle
-import struct
-import types
-
 import jax
 import numpy as np
 import pytest
@@ -25,6 +21,7 @@ from tests.torch_classifiers import (
     rel_err,
     run_hooked,
     save_both,
+    save_places365_tar,
     torch_oldresnet,
     torch_resnet,
 )
@@ -125,33 +122,6 @@ def test_full_reference_resnet152_matches_torch(tmp_path):
     check_parity(tm, cfg, variables, {"conv1": "0", "relu": "2", "maxpool": "3",
                                       "layer1": "4", "layer2": "5", "layer3": "6",
                                       "layer4": "7", "avgpool": "8", "fc": "10.1"})
-
-
-class _Py2Pickler(pickle._Pickler):
-    """Writes str as Python 2's byte strings (``SHORT_BINSTRING``), as the 2017
-    Places365 files were written."""
-
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def save_ascii(self, obj):
-        data = obj.encode("ascii")
-        self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data if len(data) < 256
-                   else pickle.BINSTRING + struct.pack("<i", len(data)) + data)
-        self.memoize(obj)
-
-    dispatch[str] = save_ascii
-
-
-def save_places365_tar(state_dict, path):
-    """A ``.pth.tar`` as the Places365 ResNets are published: legacy format, protocol 2,
-    Python 2 strings, ``DataParallel`` keys inside a training checkpoint."""
-    py2 = types.SimpleNamespace(Pickler=_Py2Pickler, __name__="pickle",
-                                dump=lambda obj, f, protocol=2: _Py2Pickler(f, protocol).dump(obj))
-    checkpoint = {"epoch": 90, "arch": "resnet18", "best_prec1": torch.tensor([54.7]),
-                  "state_dict": {f"module.{k}": v for k, v in state_dict.items()}}
-    torch.save(checkpoint, path, pickle_module=py2, pickle_protocol=2,
-               _use_new_zipfile_serialization=False)
-    return path
 
 
 def test_places365_pth_tar_nesting_and_module_prefix(tmp_path):

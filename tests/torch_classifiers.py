@@ -11,6 +11,9 @@ would.
 from __future__ import annotations
 
 import collections
+import pickle
+import struct
+import types
 
 import numpy as np
 import torch
@@ -272,3 +275,29 @@ def save_both(state_dict, directory, stem) -> dict:
         torch.save(state_dict, paths[fmt], _use_new_zipfile_serialization=zipped)
     return paths
 
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes str as Python 2's byte strings (``SHORT_BINSTRING``), as the 2017
+    Places365 files were written."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_ascii(self, obj):
+        data = obj.encode("ascii")
+        self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data if len(data) < 256
+                   else pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[str] = save_ascii
+
+
+def save_places365_tar(state_dict, path):
+    """A ``.pth.tar`` as the Places365 ResNets are published: legacy format, protocol 2,
+    Python 2 strings, ``DataParallel`` keys inside a training checkpoint."""
+    py2 = types.SimpleNamespace(Pickler=_Py2Pickler, __name__="pickle",
+                                dump=lambda obj, f, protocol=2: _Py2Pickler(f, protocol).dump(obj))
+    checkpoint = {"epoch": 90, "arch": "resnet18", "best_prec1": torch.tensor([54.7]),
+                  "state_dict": {f"module.{k}": v for k, v in state_dict.items()}}
+    torch.save(checkpoint, path, pickle_module=py2, pickle_protocol=2,
+               _use_new_zipfile_serialization=False)
+    return path
