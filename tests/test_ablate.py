@@ -69,7 +69,7 @@ def test_whole_experiment_matches_torch_loop(setup, tmp_path):
     iou = np.linspace(0, 0.3, UNITS)
     res = ablate.run_experiment(split, train, val, UNITS, CLASSES, ks=ks,
                                 curve_classes=(1,), unit_iou=iou, batch_size=16, chunk=5,
-                                cache_dir=str(tmp_path), progress=False)
+                                replicates=50, cache_dir=str(tmp_path), progress=False)
     # oracle: the reference's procedure, one full torch forward per ablated set
     base_train = torch_pra(params, train, [])["ba"]
     single = np.stack([torch_pra(params, train, [u])["ba"] for u in range(UNITS)])
@@ -77,34 +77,78 @@ def test_whole_experiment_matches_torch_loop(setup, tmp_path):
     # balanced-accuracy damage first, ties by the class's mean log-probability
     ranking = np.stack([sorted(range(UNITS), key=lambda u: (
         single[u, c] - base_train[c], single_lp[u, c], u)) for c in range(CLASSES)])
-    np.testing.assert_allclose(res["single_unit_logp_train"], single_lp, rtol=1e-4)
-    assert res["ranking"] == ranking.tolist()
-    assert res["ks"] == [1, 2, 4, UNITS]
+    np.testing.assert_allclose(res.single_unit_logp_train, single_lp, rtol=1e-4)
+    np.testing.assert_array_equal(res.ranking, ranking)
+    assert res.ks == (1, 2, 4, UNITS)
+    np.testing.assert_allclose(res.baseline_val.balanced_accuracy,
+                               torch_pra(params, val, [])["ba"], atol=1e-12)
     for c in range(CLASSES):
-        for i, k in enumerate(res["ks"]):
+        for i, k in enumerate(res.ks):
             rm = torch_pra(params, val, ranking[c, :k].tolist())["ba"][c]
             kp = torch_pra(params, val, ranking[c, k:].tolist())["ba"][c]
-            assert res["removed_top_k_ba"][c][i] == pytest.approx(rm, abs=1e-12)
-            assert res["kept_top_k_ba"][c][i] == pytest.approx(kp, abs=1e-12)
-    curve = res["curves"]["1"]
+            assert res.removed_top_k_ba[c, i] == pytest.approx(rm, abs=1e-12)
+            assert res.kept_top_k_ba[c, i] == pytest.approx(kp, abs=1e-12)
+    curve = res.curves[1]
     for k in (1, 3, 5):
-        assert curve["removed"][k - 1] == pytest.approx(
+        assert curve.removed[k - 1] == pytest.approx(
             torch_pra(params, val, ranking[1, :k].tolist())["ba"][1], abs=1e-12)
-        assert curve["kept"][k - 1] == pytest.approx(
+        assert curve.kept[k - 1] == pytest.approx(
             torch_pra(params, val, ranking[1, k:].tolist())["ba"][1], abs=1e-12)
     counts = np.bincount(ranking[:, :4].ravel(), minlength=UNITS)
-    assert res["importance_counts"] == counts.tolist()
-    rows = res["importance_vs_iou"]["rows"]
+    np.testing.assert_array_equal(res.importance_counts, counts)
+    rows = res.importance_vs_iou()["rows"]
     for r in rows[:-1]:
         sel = counts == r["classes"]
         assert r["units"] == sel.sum()
         if sel.any():
             assert r["mean_iou"] == pytest.approx(iou[sel].mean())
-    # re-running reuses the caches and gives the same answer
+    assert res.train_examples == 40 and res.val_examples == 30
+    # the findings' bootstrap: every replicate's mean balanced accuracies from torch's
+    # per-image predictions, weighted by the same Poisson draws of each image's index
+    from jaxdissect.experiments.significance import poisson_weights
+    w = np.asarray(poisson_weights(np.arange(30), 50)).astype(np.float64)     # [n, B]
+    y = val.arrays["label"]
+
+    def boot_ba(pred, c):
+        np.seterr(divide="ignore", invalid="ignore")
+        t, p, k = w[y == c].sum(0), w[pred == c].sum(0), w[(pred == c) & (y == c)].sum(0)
+        n = w.sum(0)
+        return (k / t + (n - t - (p - k)) / (n - t)) / 2
+
+    x = val.arrays["image"]
+    with torch.no_grad():
+        base_pred = torch_classifier(params)(x).argmax(1).numpy()
+        for i, k in enumerate(res.ks):
+            rm = [boot_ba(torch_classifier(params, ablate=ranking[c, :k].tolist())(x)
+                          .argmax(1).numpy(), c) for c in range(CLASSES)]
+            kp = [boot_ba(torch_classifier(params, ablate=ranking[c, k:].tolist())(x)
+                          .argmax(1).numpy(), c) for c in range(CLASSES)]
+            # a replicate that draws no image of a class averages over the others
+            mb = np.nanmean([boot_ba(base_pred, c) for c in range(CLASSES)], 0)
+            rm, kp = np.nanmean(rm, 0), np.nanmean(kp, 0)
+            np.testing.assert_allclose(res.bootstrap[:, i, 0], mb, atol=1e-12)
+            np.testing.assert_allclose(res.bootstrap[:, i, 1], rm, atol=1e-12)
+            np.testing.assert_allclose(res.bootstrap[:, i, 2], kp, atol=1e-12)
+            if k == 4:
+                at4 = mb, rm, kp
+    # the findings hold only when the whole interval clears the criterion
+    s = res.summary(k=4)
+    mb, rm, kp = at4
+    toward = (mb - rm) / (mb - 0.5)
+    for f, (lo, hi), crit in zip(res.findings(k=4), (
+            np.quantile(toward, [0.005, 0.995]), np.quantile(kp / mb, [0.005, 0.995])),
+            (0.5, 0.8)):
+        assert (f.low, f.high) == pytest.approx((lo, hi))
+        assert f.holds == (lo >= crit) and f.samples == 30
+    assert s["k"] == 4
+    # typed round trip; re-running reuses the caches and gives the same answer
+    back = ablate.AblationResult.load(res.save(str(tmp_path / "ablation.npz")))
+    assert back.to_json() == res.to_json()
+    assert back.ranking.dtype == res.ranking.dtype and back.curves[1].k.dtype == np.int64
     again = ablate.run_experiment(split, train, val, UNITS, CLASSES, ks=ks,
                                   curve_classes=(1,), unit_iou=iou, batch_size=16, chunk=5,
-                                  cache_dir=str(tmp_path), progress=False)
-    assert again == res
+                                  replicates=50, cache_dir=str(tmp_path), progress=False)
+    assert again.to_json() == res.to_json()
 
 
 class _Dies(ArraySource):

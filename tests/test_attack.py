@@ -115,6 +115,8 @@ def test_unit_shift_vs_numpy(setup):
     np.testing.assert_allclose(shift.clean, a_clean.mean((0, 1, 2)), rtol=1e-5)
     np.testing.assert_allclose(shift.delta, a_adv.mean((0, 1, 2)) - a_clean.mean((0, 1, 2)),
                                rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(shift.per_image, a_adv.mean((1, 2)) - a_clean.mean((1, 2)),
+                               rtol=1e-4, atol=1e-6)
     up, down = shift.most_moved(2)
     d = shift.delta
     assert list(up) == sorted(range(d.size), key=lambda u: -d[u])[:2]
@@ -123,27 +125,79 @@ def test_unit_shift_vs_numpy(setup):
         attack.unit_shift(conv5_3, params, images, adv[:2])
 
 
+def test_significant_units_vs_scipy():
+    """A unit counts as moved only if its paired change is significant (t-test,
+    Bonferroni over units); a change of exactly 0 on every image never is."""
+    rng = np.random.default_rng(2)
+    n, units = 12, 10
+    per = rng.normal(0, 1, (n, units)) + np.linspace(-3, 3, units)
+    per[:, 4] = 0.0                                   # a dead unit: +0.0000 everywhere
+    shift = attack.UnitShift(np.zeros(units), per.mean(0), per)
+    p = scipy.stats.ttest_1samp(per, 0.0).pvalue
+    want = np.nan_to_num(p, nan=1.0) < 0.01 / units
+    np.testing.assert_array_equal(shift.significant(), want)
+    assert not shift.significant()[4]
+    up, down = shift.most_moved(3, level=0.99)
+    d = per.mean(0)
+    assert list(down) == [u for u in np.argsort(d) if want[u] and d[u] < 0][:3]
+    assert list(up) == [u for u in np.argsort(-d) if want[u] and d[u] > 0][:3]
+
+
 def test_relate_to_importance_vs_oracles():
     rng = np.random.default_rng(4)
-    units, classes, k = 30, 4, 5
+    units, classes, k, n = 30, 4, 5, 9
     ranking = np.stack([rng.permutation(units) for _ in range(classes)])
-    delta = np.round(rng.normal(size=units), 1)     # ties exercise average ranks
-    shift = attack.UnitShift(np.zeros(units), delta)
+    per = rng.normal(0, 0.3, (n, units)) + np.round(rng.normal(size=units), 1) * 2
+    per[:, :6] = 0.0                                  # ties at zero: never "moved"
+    shift = attack.UnitShift(np.zeros(units), per.mean(0), per)
+    delta = per.mean(0)
     r = attack.relate_to_importance(shift, ranking, source=1, target=3, k=k)
-    down = sorted(range(units), key=lambda u: (delta[u], u))[:k]
-    up = sorted(range(units), key=lambda u: (-delta[u], u))[:k]
+    sig = scipy.stats.ttest_1samp(per, 0.0).pvalue < 0.01 / units
+    down = [u for u in sorted(range(units), key=lambda u: (delta[u], u))
+            if sig[u] and delta[u] < 0][:k]
+    up = [u for u in sorted(range(units), key=lambda u: (-delta[u], u))
+          if sig[u] and delta[u] > 0][:k]
     assert r["moved_down"] == down and r["moved_up"] == up
-    assert r["source_top_in_moved_down"] == len(set(ranking[1, :k]) & set(down))
+    assert not set(range(6)) & set(down + up)
+    ov = len(set(ranking[1, :k]) & set(down))
+    assert r["source_top_in_moved_down"] == ov
     assert r["target_top_in_moved_up"] == len(set(ranking[3, :k]) & set(up))
+    assert r["p_down"] == pytest.approx(scipy.stats.hypergeom.sf(ov - 1, units, k, len(down)))
     assert r["source_top_mean_delta"] == pytest.approx(delta[ranking[1, :k]].mean())
+    g = per[:, ranking[1, :k]].mean(1) - per.mean(1)
+    lo, hi = scipy.stats.t.interval(0.99, n - 1, loc=g.mean(), scale=scipy.stats.sem(g))
+    assert r["source_gap"]["ci99"] == pytest.approx([lo, hi])
     pos = np.argsort(ranking[1])                    # position of each unit in the ranking
     rho = scipy.stats.spearmanr(delta, -pos).statistic
     assert r["spearman_delta_vs_source_importance"] == pytest.approx(rho, abs=1e-12)
-    assert r["chance_overlap"] == pytest.approx(k * k / units)
+    assert r["chance_down"] == pytest.approx(k * len(down) / units)
     with pytest.raises(ValueError, match="source class"):
         attack.relate_to_importance(shift, ranking, source=9, target=0)
     with pytest.raises(ValueError, match="units"):
-        attack.relate_to_importance(attack.UnitShift(np.zeros(3), np.zeros(3)), ranking, 0, 1)
+        attack.relate_to_importance(attack.UnitShift(np.zeros(3), np.zeros(3),
+                                                     np.zeros((2, 3))), ranking, 0, 1)
+
+
+def test_attack_result_round_trip_and_findings(tmp_path):
+    rng = np.random.default_rng(1)
+    units, n = 12, 8
+    per = rng.normal(0, 0.1, (n, units))
+    per[:, :3] -= 2.0                                 # the source's top units fall
+    ranking = np.stack([np.arange(units), np.arange(units)[::-1]])
+    res = attack.AttackResult(
+        model="m", layer="conv5_3", source_class="a", target_class="b", source_index=0,
+        target_index=1, steps=5, learning_rate=0.1, c=1.0, kappa=0.0,
+        image_index=np.arange(n), success=np.ones(n, bool), l2=np.full(n, 0.5),
+        adversarial_class=("b",) * n, first_success=np.zeros(n, np.int64),
+        shift=attack.UnitShift(np.ones(units), np.ones(units) + per.mean(0), per),
+        ranking=ranking, ranking_from="test", unit_labels=None, top=3)
+    back = attack.AttackResult.load(res.save(str(tmp_path / "a.npz")))
+    assert back.to_json() == res.to_json()
+    assert back.shift.per_image.dtype == np.float64 and back.ranking.dtype == ranking.dtype
+    f = res.findings()
+    assert [x.holds for x in f][:2] == [True, True]   # success; source top units lowered
+    assert f[3].holds and f[3].p_value == pytest.approx(1 / 220)
+    assert "8 images" in f[1].text
 
 
 def test_class_logit_drop_vs_torch_loop(setup):

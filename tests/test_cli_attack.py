@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from jaxdissect import cli
-from jaxdissect.experiments import attack
+from jaxdissect.experiments import attack, results
 from jaxdissect.world import WorldSource
 from tests.cli_helpers import VGG_ARGS, vgg_forward
 from tests.reference_torch import torch_vgg16
@@ -76,17 +76,14 @@ def test_attack_matches_torch(run_attack):
     ranking = np.asarray(res["ranking"])
     assert ranking.shape == (11, 8)
     assert all(sorted(r) == list(range(8)) for r in ranking.tolist())
-    shift = attack.UnitShift(np.asarray(res["unit_shift"]["clean"]),
-                             np.asarray(res["unit_shift"]["adversarial"]))
-    want = attack.relate_to_importance(shift, ranking, source, target, k=3)
-    # pytest.approx refuses nested containers (pytest >= 8.4): compare leaf by leaf
-    assert sorted(res["relation"]) == sorted(want)
-    for key, value in want.items():
-        got = res["relation"][key]
-        if isinstance(value, list):
-            np.testing.assert_allclose(got, value, rtol=1e-6, err_msg=key)
-        else:
-            assert got == pytest.approx(value, nan_ok=True), key
+    typed = attack.AttackResult.load(str(out / "attack.npz"))
+    per_image = (vgg_forward(model, adv, stop="conv5_3").astype(np.float64).mean((1, 2)) -
+                 vgg_forward(model, clean, stop="conv5_3").astype(np.float64).mean((1, 2)))
+    np.testing.assert_allclose(typed.shift.per_image, per_image, rtol=1e-3, atol=1e-5)
+    assert res["relation"] == results.jsonable(
+        attack.relate_to_importance(typed.shift, ranking, source, target, k=3))
+    assert [f["holds"] for f in res["findings"]] == [f.holds for f in typed.findings()]
+    assert res["findings"][1]["samples"] == 3 and "over 3 images" in res["findings"][1]["text"]
     for f in ("attack.html", "examples.png", "unit_shift.png", "importance_source.png",
               "dissect/report.html"):
         assert (out / f).is_file(), f

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from jaxdissect.experiments import intervene
@@ -39,7 +40,7 @@ def torch_shares(imgs):
     return pres.double().mean((1, 2)).numpy()
 
 
-def test_per_unit_and_removal_match_torch(setup):
+def test_per_unit_and_removal_match_torch(setup, tmp_path):
     params, src, split = setup
     g = torch_generator(params)
     z = src.arrays["z"]
@@ -57,13 +58,15 @@ def test_per_unit_and_removal_match_torch(setup):
         res = intervene.run_experiment(split, TinySegmenter(), src, iou, SEG_LABELS,
                                        np.ones(UNITS), remove_concepts=(2,), max_remove=5,
                                        batch_size=5, chunk=3, progress=False)
-        np.testing.assert_allclose(res["baseline_share"], base.mean(0), atol=PIX)
+        np.testing.assert_allclose(res.baseline_share, base.mean(0), atol=PIX)
         want = np.stack([zeroed([u]).mean(0) for u in range(UNITS)])
-        np.testing.assert_allclose(res["unit_ablation_delta"], want, atol=2 * PIX)
-        curve = res["removal"]["green"]
+        np.testing.assert_allclose(res.unit_ablation_delta, want, atol=2 * PIX)
+        assert res.unit_ablation_samples == N
+        curve = res.removal["green"].to_json()
         order = np.argsort(-iou[:, 2], kind="stable")
-        assert curve["units"] == order[:5].tolist()
+        assert curve["units"] == order[:5].tolist() and curve["samples"] == N
         b = base[:, 2].mean()
+        ses = []
         for n in range(6):
             d = zeroed(order[:n])[:, 2]
             removed = -d.mean() / b
@@ -73,6 +76,18 @@ def test_per_unit_and_removal_match_torch(setup):
             assert curve["remaining_share"][n] == pytest.approx(1 - removed, abs=4 * PIX / b)
             assert curve["ci99_high"][n] - curve["removed_fraction"][n] == pytest.approx(
                 2.58 * se, abs=4 * PIX / b)
+            ses.append(se)
+        # the finding: the most removed set size, Bonferroni over the 5 sizes tried
+        f = res.removal["green"].finding(min_removed=0.1)
+        r = np.asarray(curve["removed_fraction"])
+        best = int(np.argmax(r[1:])) + 1
+        z = scipy.stats.norm.ppf(1 - 0.01 / 10)
+        assert f.estimate == pytest.approx(r[best])
+        assert f.low == pytest.approx(r[best] - z * ses[best], abs=4 * PIX / b)
+        assert f.holds == (f.low >= 0.1) and f.samples == N
+        back = intervene.InterventionResult.load(res.save(str(tmp_path / "i.npz")))
+        assert back.to_json() == res.to_json()
+        assert isinstance(back.removal["green"], intervene.RemovalCurve)
 
 
 def test_insertion_by_context_matches_torch_loop(setup):
@@ -105,11 +120,17 @@ def test_insertion_by_context_matches_torch_loop(setup):
     np.testing.assert_array_equal(got_n, ctx_n)
     np.testing.assert_allclose(sums["ctx_sum"].sum(0), ctx_sum, atol=64 * N * PIX)
     summary = intervene.summarize_insertion(sums, SEG_LABELS, min_count=1)
-    for row in summary["contexts"]:
+    for row in summary.contexts():
         c = row["label"]
         assert row["count"] == ctx_n[c]
         assert row["mean_added"] == pytest.approx(ctx_sum[c] / ctx_n[c], abs=64 * N * PIX)
-    assert summary["grid"] == [8, 8]
+    assert summary.per_location_mean_added.shape == (8, 8) and summary.samples == N
+    d = summary.differs_by_context()
+    if d is not None:   # the extremes of m contexts: Bonferroni over m(m-1)/2 pairs
+        m = sum(r["category"] == "object" for r in summary.contexts())
+        m = m if m >= 2 else len(summary.contexts())
+        assert d["z_critical"] == pytest.approx(
+            scipy.stats.norm.ppf(1 - 0.01 / (m * (m - 1))))
 
 
 def test_pixel_shares_numpy():

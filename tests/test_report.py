@@ -144,47 +144,73 @@ def test_report_renders_cards_and_filters_in_chromium(tmp_path):
 
 
 def test_experiment_pages_and_index(tmp_path):
-    ks = [1, 2, 5]
+    from jaxdissect.experiments.ablate import AblationResult, ClassCurve, ClassMetrics
+    from jaxdissect.experiments.intervene import (
+        InsertionSummary,
+        InterventionResult,
+        RemovalCurve,
+    )
+    from jaxdissect.labels import LabelSet
+
+    ks = (1, 2, 5)
     C, U = 3, 5
-    abl = {"num_units": U, "num_classes": C, "ks": ks,
-           "baseline_val": {"precision": [0.9, 0.8, np.nan], "recall": [0.9, 0.7, 0.6],
-                            "balanced_accuracy": [0.9, 0.8, 0.7]},
-           "removed_top_k_ba": [[0.8, 0.7, 0.5]] * C, "kept_top_k_ba": [[0.6, 0.7, 0.9]] * C,
-           "ranking": [list(range(U))] * C, "curves": {"1": {"k": [1, 2, 3, 4],
-                                                              "removed": [.7, .6, .5, .5],
-                                                              "kept": [.5, .6, .7, .8]}},
-           "importance_vs_iou": {"cutoff": 4, "rows": [
-               {"classes": 0, "at_least": False, "units": 2, "mean_iou": 0.05, "stderr": 0.01},
-               {"classes": 7, "at_least": True, "units": 3, "mean_iou": 0.1, "stderr": None}]}}
-    from jaxdissect.experiments.ablate import summarize
-    abl["summary"] = summarize(abl, k=5)
-    p = report.write_ablation(str(tmp_path / "ablate"), abl, ["a", "b", "c"],
-                              [("sky", "object", 0.1)] * U)
+    metrics = ClassMetrics(np.array([0.9, 0.8, np.nan]), np.array([0.9, 0.7, 0.6]),
+                           np.full(3, 0.8), np.full(3, 0.8), np.array([0.8, 0.8, 0.8]))
+    rng = np.random.default_rng(0)
+    # replicates around 0.8 -> 0.5 (removed) and 0.8 -> 0.64 (kept: 80%, on the criterion)
+    boot = np.stack([0.8 + rng.normal(0, 0.01, (200, 3)), 0.5 + rng.normal(0, 0.01, (200, 3)),
+                     0.64 + rng.normal(0, 0.01, (200, 3))], -1)
+    abl = AblationResult(
+        layer="conv5_3", class_names=("a", "b", "c"), ks=ks, baseline_train=metrics,
+        baseline_val=metrics, single_unit_ba_train=np.zeros((U, C)),
+        single_unit_logp_train=np.zeros((U, C)), ranking=np.tile(np.arange(U), (C, 1)),
+        removed_top_k_ba=np.tile([0.8, 0.7, 0.5], (C, 1)),
+        kept_top_k_ba=np.tile([0.6, 0.7, 0.64], (C, 1)),
+        curves={1: ClassCurve(np.arange(1, 5), np.array([.7, .6, .5, .5]),
+                              np.array([.5, .6, .7, .8]))},
+        importance_counts=np.array([3, 3, 3, 3, 0]), unit_iou=np.linspace(0, 0.2, U),
+        train_examples=40, val_examples=30, val_class_counts=np.array([10, 10, 10]),
+        bootstrap=boot)
+    p = report.write_ablation(str(tmp_path / "ablate"), abl, [("sky", "object", 0.1)] * U)
     text = open(p).read()
     for f in ("ablation_classes.png", "ablation_k.png", "importance_vs_iou.png", "curve_1.png"):
         assert f in text and os.path.getsize(tmp_path / "ablate" / f) > 1000
     # 80% -> 50%: (0.8 - 0.5) / (0.8 - 0.5) = 100% of the way to chance
-    assert abl["summary"]["fraction_of_way_to_chance"] == pytest.approx(1.0)
-    assert "100% of the way to chance" in text
-    assert json.load(open(tmp_path / "ablate" / "ablation.json"))["baseline_val"][
-        "precision"][2] is None
-    labels = {"names": ["-", "tree", "door", "sky"], "categories": ["", "object"] * 2}
-    inter = {"labels": labels, "baseline_share": [0.3, 0.2, 0.1, 0.4],
-             "unit_ablation_delta": np.zeros((4, 4)).tolist(),
-             "removal": {"tree": {"n_units": [0, 1, 2], "baseline_share": 0.2,
-                                  "removed_fraction": [0, 0.3, 0.6],
-                                  "ci99_low": [0, 0.2, 0.5], "ci99_high": [0, 0.4, 0.7]}},
-             "insertion": {"door": {"contexts": [
-                 {"name": "tree", "category": "object", "count": 40, "mean_added": 0.02,
-                  "stderr": 0.002},
-                 {"name": "sky", "category": "object", "count": 40, "mean_added": 0.001,
-                  "stderr": 0.001}], "grid": [2, 2], "per_location_mean_added": [[0, 1], [1, 0]],
-                 "differs_by_context": {"z": 9.4, "significant_99": True, "highest": "tree",
-                                        "lowest": "sky"}}}}
+    s = abl.summary(k=5)
+    assert s["fraction_of_way_to_chance"] == pytest.approx(1.0)
+    assert "100.0% of the way to chance" in text and "30 val images" in text
+    removal, keep = abl.findings()
+    assert removal.holds and removal.low > 0.5          # the whole interval clears 50%
+    # 80% of the baseline meets the criterion but its interval straddles it: no support
+    assert keep.estimate == pytest.approx(0.8) and keep.low < 0.8 < keep.high
+    assert not keep.holds
+    saved = json.load(open(tmp_path / "ablate" / "ablation.json"))
+    assert saved["baseline_val"]["precision"][2] is None
+    assert saved["findings"][0]["holds"] is True
+    assert AblationResult.load(str(tmp_path / "ablate" / "ablation.npz")).to_json() == \
+        abl.to_json()
+    labels = LabelSet.from_pairs([("tree", "object"), ("door", "object"), ("sky", "object")])
+    inter = InterventionResult(
+        layer="layer4", labels=labels, num_units=4,
+        baseline_share=np.array([0.3, 0.2, 0.1, 0.4]), baseline_stderr=np.full(4, 0.01),
+        unit_ablation_delta=np.zeros((4, 4)), unit_ablation_samples=32,
+        removal={"tree": RemovalCurve("tree", np.array([3, 1]), np.array([0, 1, 2]), 0.2,
+                                      np.array([0, 0.3, 0.6]), np.array([0, 0.04, 0.02]),
+                                      64)},
+        insertion={"door": InsertionSummary(
+            "door", np.array([0, 1]), np.array([1, 3]), ("tree", "sky"),
+            ("object", "object"), np.array([40, 40]), np.array([0.02, 0.001]),
+            np.array([0.002, 0.001]), np.array([[0, 1], [1, 0]]), 48)})
     p = report.write_intervention(str(tmp_path / "intervene"), inter)
     text = open(p).read()
-    assert "removes 60%" in text and "removal_tree.png" in text
-    assert "the most removed is 60% (99% CI 50% to 70%) with its 2 best units" in text
+    assert "removes 60.0%" in text and "removal_tree.png" in text
+    # the most removed (n = 2), its interval with Bonferroni over the 2 sizes tried
+    z = 2.807033768343811
+    assert f"the most removed is 60.0% (99% CI {0.6 - z * 0.02:.1%} to {0.6 + z * 0.02:.1%}" \
+        in text
+    assert "64 samples" in text and "insertion of door 48" in text
+    f_rm, f_ins = inter.findings()
+    assert f_rm.holds and f_ins.holds           # gap 0.019, se 0.00224: z 8.5 > 2.58
     parts = [{"title": "ablation", "href": "ablate/ablation.html"},
              {"title": "gen", "href": "intervene/intervention.html"}]
     idx = report.write_index(str(tmp_path), parts)

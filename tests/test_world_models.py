@@ -228,7 +228,7 @@ def test_shipped_classifier_ablation_finding():
     split = ablate.split_classifier(model, params, "conv5_3", preprocess)
     res = ablate.run_experiment(split, WorldSource(300, seed=31341), WorldSource(300, seed=31342),
                                 128, 11, ks=[20], progress=False)
-    s = res["summary"]
+    s = res.summary()
     assert s["mean_baseline_ba"] >= 0.95, s
     assert s["fraction_of_way_to_chance"] >= 0.5, s
     assert s["kept_fraction_of_baseline"] >= 0.8, s

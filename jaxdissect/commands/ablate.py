@@ -37,8 +37,8 @@ def experiment(loaded, layer, train, val, segmenter, seg_name, out, *, ks, curve
                quantile, miniou, batch_size, chunk, progress, data_name, index_link=None,
                seg_downsample=1):
     """Dissect, then ablate; returns ``(result, dissect report, ablation page)``."""
-    from jaxdissect.experiments import ablate
     from jaxdissect import report
+    from jaxdissect.experiments import ablate
     num_classes = int(getattr(loaded.model, "num_classes", 0)) or None
     names = val.class_names or loaded.class_names
     if num_classes is None:
@@ -63,14 +63,12 @@ def experiment(loaded, layer, train, val, segmenter, seg_name, out, *, ks, curve
     split = ablate.split_classifier(loaded.model, loaded.params, layer, loaded.preprocess)
     result = ablate.run_experiment(
         split, train, val, dres.num_units, num_classes, ks=ks, curve_classes=curve,
-        unit_iou=dres.best_iou, batch_size=batch_size, chunk=chunk,
-        cache_dir=os.path.join(out, "ablate", "cache"), progress=progress)
-    result["class_names"] = list(names)
-    result["layer"] = layer
+        unit_iou=dres.best_iou, class_names=names, layer=layer, batch_size=batch_size,
+        chunk=chunk, cache_dir=os.path.join(out, "ablate", "cache"), progress=progress)
     unit_labels = [(dres.labels.names[dres.best_label[u]] if dres.labelled[u] else "-",
                     dres.labels.categories[dres.best_label[u]], float(dres.best_iou[u]))
                    for u in range(dres.num_units)]
-    page = report.write_ablation(os.path.join(out, "ablate"), result, names, unit_labels,
+    page = report.write_ablation(os.path.join(out, "ablate"), result, unit_labels,
                                  index_link=index_link and os.path.join("..", index_link))
     return result, dres, dpath, page
 
@@ -107,15 +105,17 @@ def run(args) -> int:
         quantile=args.quantile, miniou=args.miniou, batch_size=args.batch_size,
         chunk=args.chunk, progress=not args.no_progress, data_name=args.data,
         index_link="index.html", seg_downsample=C.seg_downsample(args, seg_name))
-    findings = report.ablation_findings(result)
+    findings = result.findings()
     index = report.write_index(out, [
         {"title": "Dissection", "href": "dissect/report.html",
          "text": f"{int(dres.labelled.sum())}/{dres.num_units} units labelled"},
         {"title": "Unit ablation", "href": "ablate/ablation.html", "text": "plots and tables"}],
         title=f"Ablation of {loaded.name} {layer}", findings=findings)
-    s = result["summary"]
+    s = result.summary()
     print(f"mean balanced accuracy (val): baseline {s['mean_baseline_ba']:.3f}, "
           f"top-{s['k']} removed {s['mean_removed_ba']:.3f}, "
           f"only top-{s['k']} kept {s['mean_kept_ba']:.3f}")
+    for f in findings:
+        print(f.plain())
     print(os.path.abspath(index))
     return 0

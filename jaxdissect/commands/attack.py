@@ -42,8 +42,8 @@ def add_arguments(p):
     p.add_argument("--kappa", type=float, default=0.0, help="confidence margin")
     p.add_argument("--top", type=int, default=20, help="k of the most moved / important units")
     p.add_argument("--ranking", default=None,
-                   help="ablation.json from jaxdissect ablate with the per-class ranking "
-                        "(default: rank here by single-unit ablation)")
+                   help="ablation.npz (or ablation.json) from jaxdissect ablate with the "
+                        "per-class ranking (default: rank here by single-unit ablation)")
     p.add_argument("--rank-images", type=int, default=500,
                    help="train-split images for the single-unit ablation ranking")
     p.add_argument("--dissect-images", type=int, default=1000,
@@ -108,7 +108,11 @@ def class_ranking(loaded, layer, args, num_units, num_classes, out):
     if args.ranking:
         if not os.path.isfile(args.ranking):
             raise FileNotFoundError(f"--ranking file {args.ranking!r} does not exist")
-        ranking = np.asarray(json.load(open(args.ranking)).get("ranking"))
+        if args.ranking.endswith(".npz"):      # a saved AblationResult
+            from jaxdissect.experiments.ablate import AblationResult
+            ranking = AblationResult.load(args.ranking).ranking
+        else:                                  # ablation.json, or any {"ranking": [[..]]}
+            ranking = np.asarray(json.load(open(args.ranking)).get("ranking"))
         if ranking.shape != (num_classes, num_units):
             raise C.UserError(f"--ranking {args.ranking}: ranking has shape {ranking.shape}, "
                               f"expected [{num_classes}, {num_units}] for this model and layer")
@@ -175,7 +179,6 @@ def run(args) -> int:
     shift = attack.unit_shift(layer_fn, loaded.params, images, adv,
                               batch_size=args.batch_size)
     ranking, ranking_from = class_ranking(loaded, layer, args, num_units, num_classes, out)
-    rel = attack.relate_to_importance(shift, ranking, src, tgt, k=args.top)
     unit_labels, dissect_link = None, None
     if args.dissect_images > 0:
         dsrc = C.load_data(args.data, loaded, args.dissect_images, C.WORLD_TRAIN_SEED,
@@ -191,31 +194,23 @@ def run(args) -> int:
         unit_labels = [dres.unit_label(u) for u in range(num_units)]
         dissect_link = "dissect/report.html"
     pred = np.asarray(res.logits).argmax(-1)
-    l2 = np.asarray(res.l2)
-    result = {
-        "model": loaded.name, "layer": layer, "source_class": names[src],
-        "target_class": names[tgt], "source_index": src, "target_index": tgt,
-        "steps": args.steps, "learning_rate": args.lr, "c": args.c, "kappa": args.kappa,
-        "num_images": len(idx), "success_count": int(np.asarray(res.success).sum()),
-        "mean_l2": float(l2.mean()), "images": [
-            {"index": i, "success": bool(s), "l2": float(d), "adversarial_class": names[p]
-             if p < len(names) else int(p), "first_success_step": int(f)}
-            for i, s, d, p, f in zip(idx, np.asarray(res.success), l2, pred,
-                                     np.asarray(res.first_success))],
-        "unit_shift": {"clean": shift.clean, "adversarial": shift.adversarial,
-                       "delta": shift.delta},
-        "relation": rel, "ranking": ranking, "ranking_from": ranking_from,
-        "unit_labels": unit_labels,
-    }
+    result = attack.AttackResult(
+        model=loaded.name, layer=layer, source_class=names[src], target_class=names[tgt],
+        source_index=src, target_index=tgt, steps=args.steps, learning_rate=args.lr,
+        c=args.c, kappa=args.kappa, image_index=np.asarray(idx, np.int64),
+        success=np.asarray(res.success), l2=np.asarray(res.l2, np.float64),
+        adversarial_class=tuple(names[p] if p < len(names) else str(p) for p in pred),
+        first_success=np.asarray(res.first_success, np.int64), shift=shift,
+        ranking=np.asarray(ranking, np.int64), ranking_from=ranking_from,
+        unit_labels=None if unit_labels is None else tuple(unit_labels), top=args.top)
     os.makedirs(out, exist_ok=True)
     np.save(os.path.join(out, "adversarial.npy"), adv)
     show = min(len(idx), 8)
     pert = np.clip(0.5 + 10 * (adv[:show] - images[:show]), 0, 1)
     examples = A.image_grid([list(images[:show]), list(adv[:show]), list(pert)],
                             os.path.join(out, "examples.png"))
-    page = A.write_attack(out, result, examples, unit_labels, dissect_link=dissect_link)
-    for text, ok in A.attack_findings(result):
-        print(("[holds] " if ok else "[does not hold] ") +
-              text.replace("<b>", "").replace("</b>", ""))
+    page = A.write_attack(out, result, examples, dissect_link=dissect_link)
+    for f in result.findings():
+        print(f.plain())
     print(os.path.abspath(page))
     return 0

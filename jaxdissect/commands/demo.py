@@ -74,11 +74,11 @@ def run(args) -> int:
         ks=[1, 2, 3, 4, 5, 20, 64, 128, 256], curve_classes=["0"], quantile=0.01,
         miniou=0.04, batch_size=args.batch_size, chunk=64, progress=progress,
         data_name=f"world@{C.WORLD_VAL_SEED}", index_link="../index.html", seg_downsample=4)
-    s = ares["summary"]
+    s = ares.summary()
     step(f"classifier: mean balanced accuracy {s['mean_baseline_ba']:.3f}; top-{s['k']} "
          f"removed {s['mean_removed_ba']:.3f}; only top-{s['k']} kept {s['mean_kept_ba']:.3f}")
 
-    findings = report.ablation_findings(ares)
+    findings = ares.findings()
     parts = [
         {"title": "Classifier dissection (world VGG-16, conv5_3)",
          "href": "classifier/dissect/report.html",
@@ -102,9 +102,8 @@ def run(args) -> int:
                             "experiments were skipped."))
     index = report.write_index(out, parts, title="jaxdissect demo: the synthetic world",
                                findings=findings, notes=notes)
-    for text, ok in findings:
-        clean = text.replace("<b>", "").replace("</b>", "")
-        print(("  [holds] " if ok else "  [does not hold] ") + clean)
+    for f in findings:
+        print("  " + f.plain())
     step("done")
     print(os.path.abspath(index))
     return 0
@@ -116,7 +115,6 @@ def _n_concepts(d):
 
 def _generator_half(args, gen, out, progress, step):
     """Dissect and intervene in the world generator; ``(findings, index parts)``."""
-    from jaxdissect import report
     from jaxdissect.commands import intervene as intervene_cmd
     zsrc = C.load_data("z", gen, args.samples, 1)
     wseg = C.load_segmenter("world", zsrc, gen)
@@ -139,4 +137,4 @@ def _generator_half(args, gen, out, progress, step):
          "text": "per-unit ablation, concept removal, insertion by context"},
         {"title": "Concept chart (generator)", "href": "generator/dissect/concepts.svg",
          "text": "labelled units per concept"}]
-    return report.intervention_findings(ires), parts
+    return ires.findings(), parts

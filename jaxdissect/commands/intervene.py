@@ -64,8 +64,8 @@ def experiment(loaded, layer, source, segmenter, seg_name, out, *, remove, inser
                quantile, miniou, batch_size, chunk, sweep_samples, removal_samples,
                insertion_samples=None, max_remove, insert_units, progress, data_name,
                index_link=None, seg_downsample=1):
-    from jaxdissect.experiments import intervene
     from jaxdissect import report
+    from jaxdissect.experiments import intervene
     dres, dpath = C.run_dissection(
         loaded, source, segmenter, layer, os.path.join(out, "dissect"), quantile=quantile,
         miniou=miniou, batch_size=batch_size, progress=progress, data_name=data_name,
@@ -82,8 +82,7 @@ def experiment(loaded, layer, source, segmenter, seg_name, out, *, remove, inser
         insert_concepts=ins, max_remove=max_remove, insert_units=insert_units,
         sweep_samples=sweep_samples, removal_samples=removal_samples,
         insertion_samples=insertion_samples, batch_size=batch_size, chunk=chunk,
-        cache_dir=os.path.join(out, "intervene", "cache"), progress=progress)
-    result["layer"] = layer
+        layer=layer, cache_dir=os.path.join(out, "intervene", "cache"), progress=progress)
     page = report.write_intervention(os.path.join(out, "intervene"), result,
                                      index_link=index_link and os.path.join("..", index_link))
     return result, dres, dpath, page
@@ -116,15 +115,14 @@ def run(args) -> int:
         insert_units=args.insert_units, progress=not args.no_progress,
         data_name=f"z@{args.seed}", index_link="index.html",
         seg_downsample=C.seg_downsample(args, seg_name))
-    findings = report.intervention_findings(result)
+    findings = result.findings()
     index = report.write_index(out, [
         {"title": "Dissection", "href": "dissect/report.html",
          "text": f"{int(dres.labelled.sum())}/{dres.num_units} units labelled"},
         {"title": "Interventions", "href": "intervene/intervention.html",
          "text": "removal and insertion"}],
         title=f"Interventions in {loaded.name} {layer}", findings=findings)
-    for text, ok in findings:
-        print(("[holds] " if ok else "[does not hold] ") + text.replace("<b>", "").replace(
-            "</b>", ""))
+    for f in findings:
+        print(f.plain())
     print(os.path.abspath(index))
     return 0

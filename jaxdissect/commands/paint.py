@@ -100,34 +100,30 @@ def run(args) -> int:
     image = np.asarray(loaded.to_images(loaded.model.apply({"params": loaded.params},
                                                            jnp.asarray(z[:1]))[0]))
     image_hw = image.shape[1:3]
-    stack, records = [], []
+    stack, edits = [], []
     for concept, mode, box in edits_spec:
         units = paint.concept_units(dres.iou, dres.labels.names, concept, args.units)
         grid = paint.region_to_grid(paint.box_mask(image_hw, box), acts_shape[1:3])
         stack.append(paint.paint_edit(units, acts_shape[3], grid, mode, high))
-        records.append({"concept": concept, "mode": mode, "box": list(box),
-                        "units": units.tolist(), "unit_iou": dres.iou[
-                            units, dres.labels.index(concept)].tolist(),
-                        "values": (np.asarray(high)[units].tolist() if mode == "on"
-                                   else [0.0] * len(units))})
+        values = np.asarray(high)[units] if mode == "on" else np.zeros(len(units))
+        edits.append(dict(concept=concept, mode=mode, box=tuple(box),
+                          units=np.asarray(units, np.int64),
+                          unit_iou=np.asarray(dres.iou[units, dres.labels.index(concept)],
+                                              np.float64),
+                          values=np.asarray(values, np.float64)))
     _, outs = paint.paint(loaded.model, loaded.params, z, layer, paint.stack_edits(stack))
     painted = np.asarray(loaded.to_images(outs))                  # [E, b, H, W, 3]
     base = np.asarray(loaded.to_images(loaded.model.apply({"params": loaded.params},
                                                           jnp.asarray(z))[0]))
     if not isinstance(segmenter, C.TruthSegmenter):
-        seg0 = segmenter(jnp.asarray(base))
-        seg_hw = tuple(seg0.shape[2:])
-        for rec, imgs in zip(records, painted):
-            label = dres.labels.index(rec["concept"])
-            region = paint.box_mask(seg_hw, rec["box"])
-            before = np.asarray(paint.region_pixels(seg0, label, region))
-            after = np.asarray(paint.region_pixels(segmenter(jnp.asarray(imgs)), label, region))
-            b_mean, a_mean = float(before.mean()), float(after.mean())
-            rec["measured"] = {
-                "segmenter": seg_name, "region_pixels": int(region.sum()),
-                "before": before.tolist(), "after": after.tolist(),
-                "before_mean": b_mean, "after_mean": a_mean,
-                "relative_change": (a_mean - b_mean) / b_mean if b_mean > 0 else None}
+        for rec, imgs in zip(edits, painted):
+            before, after, pixels = paint.measure_edit(
+                segmenter, base, imgs, dres.labels.index(rec["concept"]), rec["box"])
+            rec.update(segmenter=seg_name, region_pixels=pixels, before=before, after=after)
+    result = paint.PaintResult(model=loaded.name, layer=layer, z_seed=args.z_seed,
+                               num_z=args.num_z, dissection_samples=args.num_samples,
+                               edits=tuple(paint.PaintEdit(**e) for e in edits))
+    records = [e.to_json() for e in result.edits]
     os.makedirs(out, exist_ok=True)
     np.save(os.path.join(out, "painted.npy"), painted)
     rows = [[base[i]] + [painted[e, i] for e in range(len(records))] for i in range(len(z))]
@@ -139,9 +135,6 @@ def run(args) -> int:
         for i in range(len(z)):
             Image.fromarray(A.to_u8(painted[e, i])).save(os.path.join(
                 out, "images", f"edit{e}_{rec['concept']}_{rec['mode']}_z{i}.png"))
-    result = {"model": loaded.name, "layer": layer, "z_seed": args.z_seed,
-              "num_z": args.num_z, "dissection_samples": args.num_samples,
-              "edits": records}
     page = A.write_paint(out, result, grid_png)
     for rec in records:
         m = rec.get("measured")
@@ -150,6 +143,8 @@ def run(args) -> int:
             msg += (f": {rec['concept']} pixels in the box {m['before_mean']:.1f} -> "
                     f"{m['after_mean']:.1f} per image")
         print(msg)
+    for f in result.findings():
+        print(f.plain())
     print(os.path.abspath(page))
     return 0
 

@@ -14,6 +14,11 @@ classifier"; the reference's ``experiment/intervention_experiment.py``):
   class when it is among the class's ``important_cutoff = 4`` most damaging single
   units (the rule of the reference's notebook), set against the unit's IoU.
 
+The result is an ``AblationResult``; its ``findings()`` test the paper's two claims
+(removal moves mean balanced accuracy at least halfway to chance, keeping only the
+k units retains at least 80% of it) against 99% Poisson-bootstrap intervals over the
+val images: a finding holds only when the whole interval clears its criterion.
+
 Every ablation is an ``Edit`` with ``alpha`` 1 on the removed units and value 0. The
 layer's activations are computed once per batch (``head``); a stack of edits is then
 run through only the layers after it (``tail``, ``model.apply(..., start=layer)``),
@@ -33,6 +38,14 @@ import numpy as np
 
 from jaxdissect.data.source import ImageSource
 from jaxdissect.edits import Edit, mask_chunks
+from jaxdissect.experiments import results
+from jaxdissect.experiments.significance import (
+    LEVEL,
+    Finding,
+    bootstrap_interval,
+    pct,
+    poisson_weights,
+)
 from jaxdissect.runtime.resume import ResumableSum
 
 #: the k of the paper's "k most important units" sweep
@@ -109,6 +122,7 @@ def vgg_single_unit_tail(model, layer: str):
 
 # ---------------------------------------------------------------- per-class metrics
 
+@results.typed
 @dataclasses.dataclass(frozen=True)
 class ClassMetrics:
     """Per-class binary-classification metrics; arrays ``[..., classes]``."""
@@ -125,6 +139,11 @@ class ClassMetrics:
     def row(self, i: int) -> "ClassMetrics":
         """The metrics ``[C]`` of edit ``i`` of a stack."""
         return ClassMetrics(**{k: v[i] for k, v in dataclasses.asdict(self).items()})
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and all(
+            np.array_equal(a, b, equal_nan=True) for a, b in
+            zip(dataclasses.astuple(self), dataclasses.astuple(other)))
 
 
 def _nan_to_none(a):
@@ -169,7 +188,8 @@ def _class_counts(logits, labels, num_classes):
 def ablation_masks_counts(split: Split, source: ImageSource, masks: np.ndarray,
                           num_classes: int, *, batch_size: int = 32, chunk: int = 64,
                           cachefile: str | None = None, desc: str = "ablate",
-                          progress: bool = True) -> dict:
+                          progress: bool = True, focus: np.ndarray | None = None,
+                          replicates: int = 0, seed: int = 0) -> dict:
     """Classification counts of the model with each row of ``masks`` ablated.
 
     ``masks [E, units]`` in [0, 1]: the ``alpha`` of an edit with value 0 (1 = unit
@@ -177,10 +197,22 @@ def ablation_masks_counts(split: Split, source: ImageSource, masks: np.ndarray,
     tail ``chunk`` at a time, vmapped. Returns integer arrays ``true [C]``,
     ``pred [E, C]``, ``correct [E, C]`` and ``total``. With ``cachefile`` the running
     sums are saved after each batch, so a killed run resumes where it stopped.
+
+    ``focus [E]`` (one class per edit) with ``replicates`` B > 0 adds Poisson-bootstrap
+    counts (``significance.poisson_weights`` of each example's index, ``seed``):
+    ``boot_true [B, C]``, ``boot_total [B]``, and for each edit's focus class
+    ``boot_pred [B, E]`` (predictions of it) and ``boot_correct [B, E]``.
     """
     masks, padded, pad = mask_chunks(masks, chunk)
     n_edits, n_units = masks.shape
     chunk = padded.shape[1]
+    boot = replicates > 0
+    if boot:
+        focus = np.asarray(focus, np.int32)
+        if focus.shape != (n_edits,):
+            raise ValueError(f"focus must give one class per edit ({n_edits}), got "
+                             f"{focus.shape}")
+        focus_chunks = np.concatenate([focus, np.zeros(pad, np.int32)]).reshape(-1, chunk)
 
     @jax.jit
     def step(params, acts, labels, mask_chunk):
@@ -193,6 +225,20 @@ def ablation_masks_counts(split: Split, source: ImageSource, masks: np.ndarray,
             return _class_counts(out, labels, num_classes)
 
         return jax.vmap(one)(mask_chunk)
+
+    @jax.jit
+    def boot_step(params, acts, labels, index, mask_chunk, focus_chunk):
+        w = poisson_weights(index, replicates, seed).astype(jnp.float32)      # [b, B]
+
+        def one(alpha, c):
+            a = alpha.reshape(1, 1, 1, -1)
+            pred = jnp.argmax(split.tail(params, acts, Edit(a, jnp.zeros_like(a))), -1) == c
+            hit = (pred & (labels == c)).astype(jnp.float32)
+            return w.T @ pred.astype(jnp.float32), w.T @ hit                   # [B] each
+
+        p, k = jax.vmap(one)(mask_chunk, focus_chunk)                          # [c, B]
+        true = w.T @ jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)    # [B, C]
+        return p.T, k.T, true, w.sum(0)
 
     # one-hot rows (a single-unit sweep) can take the split's exact shortcut: every
     # unit's logits at once per batch, then the rows' units are read out
@@ -208,13 +254,18 @@ def ablation_masks_counts(split: Split, source: ImageSource, masks: np.ndarray,
 
     head_j = jax.jit(split.head)
     key = {"masks": masks, "num_classes": num_classes, "batch_size": batch_size,
-           "n": source.num_examples}
+           "n": source.num_examples, "focus": focus if boot else None,
+           "replicates": replicates, "seed": seed}
     acc = ResumableSum(cachefile, key, {
         "true": np.zeros((num_classes,), np.int64),
         "pred": np.zeros((n_edits, num_classes), np.int64),
         "correct": np.zeros((n_edits, num_classes), np.int64),
         "logp": np.zeros((n_edits, num_classes)),
-        "total": np.zeros((), np.int64)})
+        "total": np.zeros((), np.int64),
+        **({"boot_pred": np.zeros((replicates, n_edits), np.int64),
+            "boot_correct": np.zeros((replicates, n_edits), np.int64),
+            "boot_true": np.zeros((replicates, num_classes), np.int64),
+            "boot_total": np.zeros((replicates,), np.int64)} if boot else {})})
     for start, batch in acc.batches(source, batch_size, desc=desc, progress=progress):
         labels = jnp.asarray(batch["label"], jnp.int32)
         if int(np.max(batch["label"])) >= num_classes or int(np.min(batch["label"])) < 0:
@@ -231,9 +282,21 @@ def ablation_masks_counts(split: Split, source: ImageSource, masks: np.ndarray,
                 sl = slice(i * chunk, (i + 1) * chunk)
                 pred[sl], corr[sl], logp[sl] = step(split.params, acts, labels,
                                                     jnp.asarray(mc))
+        extra = {}
+        if boot:
+            bp = np.zeros((replicates, n_edits + pad))
+            bk = np.zeros_like(bp)
+            index = jnp.arange(start, start + len(batch["label"]), dtype=jnp.int32)
+            for i, (mc, fc) in enumerate(zip(padded, focus_chunks)):
+                sl = slice(i * chunk, (i + 1) * chunk)
+                bp[:, sl], bk[:, sl], bt, bn = boot_step(
+                    split.params, acts, labels, index, jnp.asarray(mc), jnp.asarray(fc))
+            # float32 sums of small integer weights are exact
+            extra = dict(boot_pred=bp[:, :n_edits].round(), boot_correct=bk[:, :n_edits].round(),
+                         boot_true=np.asarray(bt).round(), boot_total=np.asarray(bn).round())
         acc.add(start, batch_stop=start + len(batch["label"]), true=np.bincount(
             batch["label"], minlength=num_classes), pred=pred[:n_edits],
-            correct=corr[:n_edits], logp=logp[:n_edits], total=len(batch["label"]))
+            correct=corr[:n_edits], logp=logp[:n_edits], total=len(batch["label"]), **extra)
     return acc.result()
 
 
@@ -296,22 +359,209 @@ def importance_vs_iou(counts: np.ndarray, iou: np.ndarray, tail: int = 7) -> dic
     return {"cutoff": IMPORTANT_CUTOFF, "rows": rows}
 
 
+# ---------------------------------------------------------------- the typed result
+
+@results.typed
+@dataclasses.dataclass(frozen=True)
+class ClassCurve:
+    """One class's balanced accuracy (val) with its k most important units removed /
+    only they kept, for every ``k [m]``."""
+
+    k: np.ndarray
+    removed: np.ndarray
+    kept: np.ndarray
+
+    def to_json(self) -> dict:
+        return {"k": self.k.tolist(), "removed": _nan_to_none(self.removed),
+                "kept": _nan_to_none(self.kept)}
+
+
+@results.typed
+@dataclasses.dataclass(frozen=True)
+class AblationResult(results.Saved):
+    """The paper's classifier ablation experiment on one layer (``u`` units, ``C``
+    classes, ``K`` set sizes ``ks``).
+
+    ``baseline_train`` / ``baseline_val``: per-class metrics ``[C]`` of the unedited
+    model; ``single_unit_ba_train`` / ``single_unit_logp_train [u, C]``: balanced
+    accuracy and mean log-probability of each class on its own train examples with
+    each unit removed alone; ``ranking [C, u]``: per class, units from most to least
+    important (``rank_units``); ``removed_top_k_ba`` / ``kept_top_k_ba [C, K]``: each
+    class's balanced accuracy on val with its k most important units removed / only
+    they kept; ``curves``: the same for every k, for chosen classes;
+    ``importance_counts [u]``; ``unit_iou [u]`` (dissection's best IoU) or None;
+    ``train_examples``, ``val_examples``, ``val_class_counts [C]``: the sample
+    sizes; ``bootstrap [B, K, 3]``: per Poisson-bootstrap replicate of the val
+    images, the mean over classes of balanced accuracy unedited, removed and kept
+    (the intervals of the findings), ``seed`` its seed.
+    """
+
+    layer: str
+    class_names: tuple
+    ks: tuple
+    baseline_train: ClassMetrics
+    baseline_val: ClassMetrics
+    single_unit_ba_train: np.ndarray
+    single_unit_logp_train: np.ndarray
+    ranking: np.ndarray
+    removed_top_k_ba: np.ndarray
+    kept_top_k_ba: np.ndarray
+    curves: dict
+    importance_counts: np.ndarray
+    unit_iou: np.ndarray | None
+    train_examples: int
+    val_examples: int
+    val_class_counts: np.ndarray
+    bootstrap: np.ndarray
+    seed: int = 0
+
+    rank_by = ("change in balanced accuracy (train), ties broken by the class's mean "
+               "log-probability on its own examples")
+
+    @property
+    def num_units(self) -> int:
+        return int(self.ranking.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.ranking.shape[0])
+
+    def _k_index(self, k: int) -> int:
+        """Index into ``ks`` of the largest measured set size <= ``k`` (capped at u)."""
+        k = min(k, self.num_units)
+        return max(i for i, x in enumerate(self.ks) if x <= k) if min(self.ks) <= k else 0
+
+    def _classes(self) -> np.ndarray:
+        """``[C]`` bool: classes whose baseline and set measurements are all defined."""
+        base = self.baseline_val.balanced_accuracy
+        return ~np.isnan(base) & ~np.isnan(self.removed_top_k_ba).any(1) & \
+            ~np.isnan(self.kept_top_k_ba).any(1)
+
+    def summary(self, k: int = 20) -> dict:
+        """The paper's headline numbers for set size ``k`` (the largest measured set
+        size <= ``k``), with 99% bootstrap intervals of the two ratios."""
+        i = self._k_index(k)
+        ok = self._classes()
+        mb = float(self.baseline_val.balanced_accuracy[ok].mean())
+        mr = float(self.removed_top_k_ba[ok, i].mean())
+        mk = float(self.kept_top_k_ba[ok, i].mean())
+        toward = _toward_chance(mb, mr)
+        k_half = next((kk for j, kk in enumerate(self.ks)
+                       if _toward_chance(mb, float(self.removed_top_k_ba[ok, j].mean())) >= 0.5),
+                      None)
+        b = self.bootstrap[:, i]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            toward_r = np.where(b[:, 0] > CHANCE, (b[:, 0] - b[:, 1]) / (b[:, 0] - CHANCE),
+                                np.nan)
+            kept_r = b[:, 2] / b[:, 0]
+        return {"k": int(self.ks[i]), "k_halfway_to_chance": k_half,
+                "classes": int(ok.sum()), "val_examples": self.val_examples,
+                "replicates": int(len(self.bootstrap)),
+                "mean_baseline_ba": mb, "mean_removed_ba": mr, "mean_kept_ba": mk,
+                "fraction_of_way_to_chance": toward,
+                "fraction_of_way_to_chance_ci99": bootstrap_interval(toward_r, LEVEL),
+                "kept_fraction_of_baseline": mk / mb,
+                "kept_fraction_of_baseline_ci99": bootstrap_interval(kept_r, LEVEL)}
+
+    def findings(self, k: int = 20) -> list[Finding]:
+        """The paper's two findings at set size ``k``; each holds when the 99%
+        bootstrap interval (over val images) lies above its criterion."""
+        s = self.summary(k)
+        kk, n, c = s["k"], self.val_examples, s["classes"]
+        lo, hi = s["fraction_of_way_to_chance_ci99"]
+        half = (f"The smallest set size measured that gets halfway is k = "
+                f"{s['k_halfway_to_chance']}." if s["k_halfway_to_chance"] is not None
+                else "No measured set size gets halfway.")
+        removal = Finding(
+            f"Removing each class's {kk} most important units (ranked on "
+            f"{self.train_examples} train images) lowers mean balanced accuracy over {c} "
+            f"classes on {n} val images from {pct(s['mean_baseline_ba'])} to "
+            f"{pct(s['mean_removed_ba'])}: {pct(s['fraction_of_way_to_chance'])} of the way to "
+            f"chance (50%; 99% bootstrap interval {pct(lo)} to {pct(hi)}). Paper: 76.6% to "
+            f"53.0% for VGG-16 on Places365; criterion: at least halfway, the whole "
+            f"interval. " + half,
+            holds=bool(lo >= 0.5), estimate=s["fraction_of_way_to_chance"], low=lo, high=hi,
+            criterion=0.5, samples=n)
+        lo, hi = s["kept_fraction_of_baseline_ci99"]
+        keep = Finding(
+            f"Keeping only those {kk} units (all {self.num_units - kk} others removed) gives "
+            f"{pct(s['mean_kept_ba'])}, {pct(s['kept_fraction_of_baseline'])} of the baseline "
+            f"(99% bootstrap interval {pct(lo)} to {pct(hi)}, {n} val images). Paper: 73.0%; "
+            f"criterion: at least 80% of baseline, the whole interval.",
+            holds=bool(lo >= 0.8), estimate=s["kept_fraction_of_baseline"], low=lo, high=hi,
+            criterion=0.8, samples=n)
+        return [removal, keep]
+
+    def importance_vs_iou(self) -> dict | None:
+        return None if self.unit_iou is None else \
+            importance_vs_iou(self.importance_counts, self.unit_iou)
+
+    def to_json(self) -> dict:
+        """What ``ablation.json`` holds (NaN as null)."""
+        out = {
+            "layer": self.layer, "class_names": list(self.class_names),
+            "num_units": self.num_units, "num_classes": self.num_classes,
+            "ks": [int(k) for k in self.ks],
+            "samples": {"train": self.train_examples, "val": self.val_examples,
+                        "val_per_class": self.val_class_counts.tolist(),
+                        "bootstrap_replicates": int(len(self.bootstrap))},
+            "baseline_train": self.baseline_train.to_json(),
+            "baseline_val": self.baseline_val.to_json(),
+            "single_unit_ba_train": _nan_to_none(self.single_unit_ba_train),
+            "single_unit_logp_train": _nan_to_none(self.single_unit_logp_train),
+            "rank_by": self.rank_by, "ranking": self.ranking.tolist(),
+            "removed_top_k_ba": _nan_to_none(self.removed_top_k_ba),
+            "kept_top_k_ba": _nan_to_none(self.kept_top_k_ba),
+            "curves": {str(c): cv.to_json() for c, cv in self.curves.items()},
+            "importance_counts": self.importance_counts.tolist(),
+            "summary": results.jsonable(self.summary()),
+            "findings": [f.to_json() for f in self.findings()],
+        }
+        if self.unit_iou is not None:
+            out["importance_vs_iou"] = self.importance_vs_iou()
+        return out
+
+
+
+CHANCE = 0.5
+
+
+def _toward_chance(base: float, removed: float) -> float:
+    return (base - removed) / (base - CHANCE) if base > CHANCE else float("nan")
+
+
+def _focus_ba(true, pred, correct, total):
+    """Balanced accuracy of a focus class from its counts (broadcasting arrays)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(true > 0, correct / true, np.nan)
+        neg = total - true
+        tnr = np.where(neg > 0, (neg - (pred - correct)) / neg, np.nan)
+    return (recall + tnr) / 2
+
+
 # ---------------------------------------------------------------- the whole experiment
 
 def run_experiment(split: Split, train: ImageSource, val: ImageSource,
                    num_units: int, num_classes: int, *, ks: Sequence[int] = DEFAULT_KS,
                    curve_classes: Sequence[int] = (), unit_iou: np.ndarray | None = None,
+                   class_names: Sequence[str] | None = None, layer: str = "",
+                   replicates: int = 200, seed: int = 0,
                    batch_size: int = 32, chunk: int = 64, cache_dir: str | None = None,
-                   progress: bool = True) -> dict:
-    """The paper's classifier ablation experiment; returns a JSON-ready dict.
+                   progress: bool = True) -> AblationResult:
+    """The paper's classifier ablation experiment.
 
     Ranks units per class on ``train`` by single-unit ablation, then measures on
     ``val`` each class's balanced accuracy with its k most important units removed
     and with only those kept, for ``ks`` (capped at ``num_units``), and for every k in
     1..units-1 for ``curve_classes``. ``unit_iou [units]`` (best IoU of each unit from
-    dissection) adds the importance-versus-IoU table.
+    dissection) adds the importance-versus-IoU table. ``replicates`` Poisson-bootstrap
+    replicates of the val images (``seed``) give the findings' intervals.
     """
     import os
+
+    if replicates < 2:
+        raise ValueError(f"replicates must be >= 2 for the findings' intervals, got "
+                         f"{replicates}")
 
     def cache(name):
         return None if cache_dir is None else os.path.join(cache_dir, name)
@@ -320,36 +570,40 @@ def run_experiment(split: Split, train: ImageSource, val: ImageSource,
     none = np.zeros((1, num_units), np.float32)
     base_train = measure(split, train, none, num_classes, cachefile=cache(
         "baseline_train.npz"), desc="baseline (train)", **kw).row(0)
-    base_val = measure(split, val, none, num_classes, cachefile=cache(
-        "baseline_val.npz"), desc="baseline (val)", **kw).row(0)
     sc = ablation_masks_counts(split, train, np.eye(num_units, dtype=np.float32), num_classes,
                                cachefile=cache("single_unit_train.npz"),
                                desc="single-unit ablation (train)", **kw)
     single = metrics_from_counts(sc["true"], sc["pred"], sc["correct"], sc["total"])
     with np.errstate(divide="ignore", invalid="ignore"):
         single_logp = sc["logp"] / sc["true"][None, :].astype(np.float64)
-    b_train = base_train.balanced_accuracy
-    ranking = rank_units(single.balanced_accuracy, b_train, single_logp)
+    ranking = rank_units(single.balanced_accuracy, base_train.balanced_accuracy, single_logp)
     ks = sorted({min(int(k), num_units) for k in ks if k >= 1})
     remove, keep = class_set_masks(ranking, ks)
-    # One stack: [C, ks, 2, units] -> rows; every row's counts cover all classes,
-    # but only the class the set was built for is read.
-    stack = np.stack([remove, keep], axis=2).reshape(-1, num_units)
-    sets = measure(split, val, stack, num_classes, cachefile=cache("class_sets_val.npz"),
-                   desc="class unit sets (val)", **kw)
-    ba = sets.balanced_accuracy.reshape(num_classes, len(ks), 2, num_classes)
-    diag = ba[np.arange(num_classes), :, :, np.arange(num_classes)]  # [C, ks, 2]
-    result = {
-        "num_units": num_units, "num_classes": num_classes, "ks": ks,
-        "baseline_train": base_train.to_json(), "baseline_val": base_val.to_json(),
-        "single_unit_ba_train": _nan_to_none(single.balanced_accuracy),
-        "single_unit_logp_train": _nan_to_none(single_logp),
-        "rank_by": "change in balanced accuracy (train), ties broken by the class's mean "
-                   "log-probability on its own examples",
-        "ranking": ranking.tolist(),
-        "removed_top_k_ba": _nan_to_none(diag[:, :, 0]),
-        "kept_top_k_ba": _nan_to_none(diag[:, :, 1]),
-    }
+    # One stack on val: the unedited model once per class, then per class its sets
+    # [C, ks, 2]; each row is read for the class it was built for (its focus).
+    stack = np.concatenate([np.zeros((num_classes, num_units), np.float32),
+                            np.stack([remove, keep], axis=2).reshape(-1, num_units)])
+    focus = np.concatenate([np.arange(num_classes),
+                            np.repeat(np.arange(num_classes), len(ks) * 2)])
+    vc = ablation_masks_counts(split, val, stack, num_classes,
+                               cachefile=cache("class_sets_val.npz"),
+                               desc="class unit sets (val)", focus=focus,
+                               replicates=replicates, seed=seed, **kw)
+    sets = metrics_from_counts(vc["true"], vc["pred"], vc["correct"], vc["total"])
+    classes = np.arange(num_classes)
+    base_val = _diagonal_metrics(sets, classes)
+    ba = sets.balanced_accuracy[num_classes:].reshape(num_classes, len(ks), 2, num_classes)
+    diag = ba[classes, :, :, classes]                                # [C, ks, 2]
+    boot = _focus_ba(vc["boot_true"][:, focus], vc["boot_pred"], vc["boot_correct"],
+                     vc["boot_total"][:, None])                       # [B, E]
+    b_base = boot[:, :num_classes]                                    # [B, C]
+    b_sets = boot[:, num_classes:].reshape(-1, num_classes, len(ks), 2)
+    ok = ~np.isnan(base_val.balanced_accuracy) & ~np.isnan(diag).any((1, 2))
+    with np.errstate(invalid="ignore"):
+        bootstrap = np.stack([np.broadcast_to(np.nanmean(b_base[:, ok], 1)[:, None],
+                                              (len(boot), len(ks))),
+                              np.nanmean(b_sets[..., 0][:, ok], 1),
+                              np.nanmean(b_sets[..., 1][:, ok], 1)], axis=-1)
     curves = {}
     all_k = np.arange(1, num_units)
     for c in curve_classes:
@@ -357,41 +611,20 @@ def run_experiment(split: Split, train: ImageSource, val: ImageSource,
         cm = measure(split, val, np.concatenate([rm[0], kp[0]]), num_classes,
                      cachefile=cache(f"curve_class{c}_val.npz"), desc=f"curve class {c}", **kw)
         b = cm.balanced_accuracy[:, c]
-        curves[str(c)] = {"k": all_k.tolist(), "removed": _nan_to_none(b[:len(all_k)]),
-                          "kept": _nan_to_none(b[len(all_k):])}
-    result["curves"] = curves
-    counts = unit_importance_counts(ranking)
-    result["importance_counts"] = counts.tolist()
-    if unit_iou is not None:
-        result["importance_vs_iou"] = importance_vs_iou(counts, unit_iou)
-    result["summary"] = summarize(result)
-    return result
+        curves[int(c)] = ClassCurve(all_k, b[:len(all_k)], b[len(all_k):])
+    names = tuple(class_names) if class_names is not None else \
+        tuple(f"class {i}" for i in range(num_classes))
+    return AblationResult(
+        layer=layer, class_names=names, ks=tuple(ks), baseline_train=base_train,
+        baseline_val=base_val, single_unit_ba_train=single.balanced_accuracy,
+        single_unit_logp_train=single_logp, ranking=ranking,
+        removed_top_k_ba=diag[:, :, 0], kept_top_k_ba=diag[:, :, 1], curves=curves,
+        importance_counts=unit_importance_counts(ranking),
+        unit_iou=None if unit_iou is None else np.asarray(unit_iou, np.float64),
+        train_examples=int(sc["total"]), val_examples=int(vc["total"]),
+        val_class_counts=np.asarray(vc["true"], np.int64), bootstrap=bootstrap, seed=seed)
 
 
-def summarize(result: dict, k: int = 20) -> dict:
-    """The paper's headline numbers for set size ``k`` (capped at the unit count)."""
-    ks = result["ks"]
-    k = min(k, result["num_units"])
-    if k not in ks:
-        k = max(x for x in ks if x <= k)
-    i = ks.index(k)
-    base = np.array(result["baseline_val"]["balanced_accuracy"], dtype=np.float64)
-    rm = np.array([r[i] for r in result["removed_top_k_ba"]], dtype=np.float64)
-    kp = np.array([r[i] for r in result["kept_top_k_ba"]], dtype=np.float64)
-    chance = 0.5
-    ok = ~np.isnan(base) & ~np.isnan(rm) & ~np.isnan(kp)
-    mb, mr, mk = base[ok].mean(), rm[ok].mean(), kp[ok].mean()
-    toward_chance = (mb - mr) / (mb - chance) if mb > chance else float("nan")
-    # the smallest set size whose removal moves the mean halfway to chance
-    k_half = None
-    for j, kk in enumerate(ks):
-        col = np.array([r[j] for r in result["removed_top_k_ba"]], dtype=np.float64)
-        if mb > chance and (mb - col[ok].mean()) / (mb - chance) >= 0.5:
-            k_half = kk
-            break
-    return {"k": k, "k_halfway_to_chance": k_half, "mean_baseline_ba": float(mb),
-            "mean_removed_ba": float(mr),
-            "mean_kept_ba": float(mk), "fraction_of_way_to_chance": float(toward_chance),
-            "kept_fraction_of_baseline": float(mk / mb),
-            "removal_moves_halfway_to_chance": bool(toward_chance >= 0.5),
-            "keeping_retains_80pct": bool(mk / mb >= 0.8)}
+def _diagonal_metrics(sets: ClassMetrics, classes: np.ndarray) -> ClassMetrics:
+    """The unedited rows' metrics, each row read for its own class: ``[C]``."""
+    return ClassMetrics(**{k: v[classes, classes] for k, v in dataclasses.asdict(sets).items()})

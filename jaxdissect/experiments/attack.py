@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Callable
 
 import flax.struct
@@ -33,6 +34,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from jaxdissect.experiments import results
+from jaxdissect.experiments.significance import (
+    LEVEL,
+    Finding,
+    overlap_p,
+    t_interval,
+)
 
 #: ``apply_fn(params, images01 [b, H, W, 3]) -> logits [b, classes]``
 ApplyFn = Callable[[object, jax.Array], jax.Array]
@@ -77,7 +86,7 @@ def cw_loss(apply_fn: ApplyFn, params, w, images01, target, c, kappa) -> jax.Arr
 
 
 @flax.struct.dataclass
-class AttackResult:
+class CWResult:
     """``adversarial [b, H, W, 3]`` in [0, 1]; ``success [b]`` (target predicted);
     ``l2 [b]`` (``||x' - x||_2`` in [0, 1] pixel units); ``logits [b, C]`` of the
     adversarial images; ``first_success [b]`` the step at which the target was
@@ -126,11 +135,11 @@ def _attack(apply_fn, params, images01, target, c, *, steps, learning_rate, kapp
     logits = apply_fn(params, best)
     success = jnp.argmax(logits, axis=-1) == target
     l2_best = jnp.sqrt(jnp.sum(jnp.square(best - images01), axis=(1, 2, 3)))
-    return AttackResult(best, success, l2_best, logits, first)
+    return CWResult(best, success, l2_best, logits, first)
 
 
 def cw_attack(apply_fn: ApplyFn, params, images01, target, *, steps: int = 200,
-              learning_rate: float = 0.01, c=1.0, kappa: float = 0.0) -> AttackResult:
+              learning_rate: float = 0.01, c=1.0, kappa: float = 0.0) -> CWResult:
     """Targeted CW-L2 attack on a batch (see the module docstring).
 
     ``apply_fn(params, images01) -> logits`` must be a hashable function (a module-level
@@ -158,48 +167,69 @@ def cw_attack(apply_fn: ApplyFn, params, images01, target, *, steps: int = 200,
 
 # ---------------------------------------------------------------- units it moves
 
-@dataclasses.dataclass(frozen=True)
+@results.typed
+@dataclasses.dataclass(frozen=True, eq=False)
 class UnitShift:
     """Per unit of one layer: ``clean [u]`` and ``adversarial [u]`` mean activation
-    (over images and positions), ``delta = adversarial - clean [u]``."""
+    (over images and positions), ``delta = adversarial - clean [u]``, and
+    ``per_image [n, u]`` each image's change (mean over positions), the paired
+    samples the units' significance rests on."""
 
     clean: np.ndarray
     adversarial: np.ndarray
+    per_image: np.ndarray
 
     @property
     def delta(self) -> np.ndarray:
         return self.adversarial - self.clean
 
-    def most_moved(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(up [k], down [k])``: the units with the largest increase and the largest
-        decrease, most moved first (ties: lower unit first)."""
+    def significant(self, level: float = LEVEL) -> np.ndarray:
+        """``[u]`` bool: the unit's mean change differs from 0 (paired t-test over
+        the images, two-sided at ``level`` with Bonferroni over the units); a unit
+        whose change is exactly 0 on every image never is."""
+        from scipy.stats import t
+        d = np.asarray(self.per_image, np.float64)
+        n, u = d.shape
+        if n < 2:
+            return np.zeros(u, bool)
+        se = d.std(0, ddof=1) / math.sqrt(n)
+        crit = float(t.ppf(1 - (1 - level) / (2 * u), n - 1))
+        mean = d.mean(0)
+        return (np.abs(mean) > crit * se) & (mean != 0)
+
+    def most_moved(self, k: int, level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(up, down)``: up to ``k`` units with the largest increase / decrease, most
+        moved first (ties: lower unit first); with ``level``, only units whose change
+        is significant (``significant(level)``) and of that sign."""
         d = self.delta
-        k = min(k, d.size)
-        up = np.argsort(-d, kind="stable")[:k]
-        down = np.argsort(d, kind="stable")[:k]
-        return up, down
+        up, down = np.argsort(-d, kind="stable"), np.argsort(d, kind="stable")
+        if level is not None:
+            keep = self.significant(level)
+            up, down = up[keep[up] & (d[up] > 0)], down[keep[down] & (d[down] < 0)]
+        return up[:k].astype(np.int64), down[:k].astype(np.int64)
+
+    def to_json(self) -> dict:
+        return {"clean": self.clean.tolist(), "adversarial": self.adversarial.tolist(),
+                "delta": self.delta.tolist(), "images": int(len(self.per_image)),
+                "significant_99": self.significant().tolist()}
 
 
 def unit_shift(layer_fn: Callable, params, clean, adversarial, batch_size: int = 64
                ) -> UnitShift:
     """Mean activations of the layer ``layer_fn(params, images01) -> [b, h, w, u]`` on
-    the clean and the adversarial images (``[n, H, W, 3]`` each), in batches."""
+    the clean and the adversarial images (``[n, H, W, 3]`` each), in batches, and each
+    image's change."""
     clean, adversarial = np.asarray(clean), np.asarray(adversarial)
     if clean.shape != adversarial.shape:
         raise ValueError(f"clean {clean.shape} and adversarial {adversarial.shape} "
                          f"images differ in shape")
-    f = jax.jit(lambda p, x: jnp.sum(layer_fn(p, x), axis=(0, 1, 2), dtype=jnp.float32))
-    sums, count = [], 0
+    f = jax.jit(lambda p, x: jnp.mean(layer_fn(p, x), axis=(1, 2), dtype=jnp.float32))
+    means = []
     for images in (clean, adversarial):
-        total = None
-        for s in range(0, len(images), batch_size):
-            part = np.asarray(f(params, jnp.asarray(images[s:s + batch_size], jnp.float32)),
-                              np.float64)
-            total = part if total is None else total + part
-        sums.append(total)
-    acts = jax.eval_shape(lambda x: layer_fn(params, x), jnp.asarray(clean[:1], jnp.float32))
-    count = len(clean) * acts.shape[1] * acts.shape[2]
-    return UnitShift(sums[0] / count, sums[1] / count)
+        means.append(np.concatenate([
+            np.asarray(f(params, jnp.asarray(images[s:s + batch_size], jnp.float32)),
+                       np.float64) for s in range(0, len(images), batch_size)]))
+    return UnitShift(means[0].mean(0), means[1].mean(0), means[1] - means[0])
 
 
 def relate_to_importance(shift: UnitShift, ranking: np.ndarray, source: int, target: int,
@@ -207,13 +237,15 @@ def relate_to_importance(shift: UnitShift, ranking: np.ndarray, source: int, tar
     """How the units the attack moves relate to the classes' important units.
 
     ``ranking [C, u]``: per class, units from most to least important (as
-    ``ablate.rank_units`` gives). Returns, for the source class's ``k`` most
-    important units, their mean activation change and how many of them are among
-    the ``k`` units moved most down; the same for the target class and the units
-    moved most up; the number expected by chance (``k * k / u``); and the rank
-    correlation (Spearman) between each unit's change and its importance rank for
-    the source class (negative: the more important for the source, the more the
-    attack lowers it) and for the target class.
+    ``ablate.rank_units`` gives). The units moved are only those whose change is
+    significant (``UnitShift.significant``; ties at a change of 0 never count), at
+    most ``k`` each way. Returns, for the source class's ``k`` most important
+    units, their mean change with its 99% interval over images, set against all
+    units' (``source_gap``: their mean change minus all units', per image), and
+    their overlap with the units moved down with its hypergeometric p-value; the
+    same for the target class and the units moved up; the rank correlation
+    (Spearman) between each unit's change and its importance rank for the source
+    and the target class.
     """
     ranking = np.asarray(ranking)
     n_classes, n_units = ranking.shape
@@ -224,26 +256,35 @@ def relate_to_importance(shift: UnitShift, ranking: np.ndarray, source: int, tar
     if d.size != n_units:
         raise ValueError(f"ranking covers {n_units} units but the layer has {d.size}")
     k = min(k, n_units)
-    up, down = shift.most_moved(k)
+    up, down = shift.most_moved(k, LEVEL)
     src_top, tgt_top = ranking[source, :k], ranking[target, :k]
+    per = np.asarray(shift.per_image, np.float64)
 
     def spearman(cls):
         pos = np.empty(n_units)
         pos[ranking[cls]] = np.arange(n_units)      # 0 = most important
-        importance = -pos
-        rd = _ranks(d)
-        ri = _ranks(importance)
-        return float(np.corrcoef(rd, ri)[0, 1])
+        return float(np.corrcoef(_ranks(d), _ranks(-pos))[0, 1])
 
+    def gap(top):
+        mean, lo, hi = t_interval(per[:, top].mean(1) - per.mean(1), LEVEL)
+        return {"mean": mean, "ci99": [lo, hi]}
+
+    down_overlap = int(np.intersect1d(src_top, down).size)
+    up_overlap = int(np.intersect1d(tgt_top, up).size)
     return {
-        "k": k, "num_units": n_units, "chance_overlap": k * k / n_units,
+        "k": k, "num_units": n_units, "images": int(len(per)),
         "source_top_units": src_top.tolist(), "target_top_units": tgt_top.tolist(),
         "moved_up": up.tolist(), "moved_down": down.tolist(),
+        "significant_units": int(shift.significant(LEVEL).sum()),
         "source_top_mean_delta": float(d[src_top].mean()),
         "target_top_mean_delta": float(d[tgt_top].mean()),
         "all_units_mean_delta": float(d.mean()),
-        "source_top_in_moved_down": int(np.intersect1d(src_top, down).size),
-        "target_top_in_moved_up": int(np.intersect1d(tgt_top, up).size),
+        "source_gap": gap(src_top), "target_gap": gap(tgt_top),
+        "source_top_in_moved_down": down_overlap,
+        "target_top_in_moved_up": up_overlap,
+        "chance_down": k * down.size / n_units, "chance_up": k * up.size / n_units,
+        "p_down": overlap_p(down_overlap, down.size, k, n_units),
+        "p_up": overlap_p(up_overlap, up.size, k, n_units),
         "spearman_delta_vs_source_importance": spearman(source),
         "spearman_delta_vs_target_importance": spearman(target),
     }
@@ -323,3 +364,109 @@ def rank_with_tiebreak(damage: np.ndarray, drop: np.ndarray) -> np.ndarray:
     damage = np.nan_to_num(np.asarray(damage, np.float64), nan=np.inf)
     drop = np.asarray(drop, np.float64)
     return np.stack([np.lexsort((np.arange(d.size), -g, d)) for d, g in zip(damage, drop)])
+
+
+# ---------------------------------------------------------------- the typed result
+
+@results.typed
+@dataclasses.dataclass(frozen=True, eq=False)
+class AttackResult(results.Saved):
+    """A targeted attack on ``n`` images of ``source_class`` seen through ``layer``.
+
+    ``image_index [n]`` the attacked images' indices in their source; ``success
+    [n]``, ``l2 [n]``, ``adversarial_class [n]`` (names), ``first_success [n]`` per
+    image (``CWResult``); ``shift`` the layer's units on clean and adversarial
+    images; ``ranking [C, u]`` the per-class unit importance it is related to,
+    made as ``ranking_from`` says; ``unit_labels [u]`` (dissection labels or None);
+    ``top`` the k of the most moved / most important units."""
+
+    model: str
+    layer: str
+    source_class: str
+    target_class: str
+    source_index: int
+    target_index: int
+    steps: int
+    learning_rate: float
+    c: float
+    kappa: float
+    image_index: np.ndarray
+    success: np.ndarray
+    l2: np.ndarray
+    adversarial_class: tuple
+    first_success: np.ndarray
+    shift: UnitShift
+    ranking: np.ndarray
+    ranking_from: str
+    unit_labels: tuple | None
+    top: int = 20
+
+    @property
+    def num_images(self) -> int:
+        return int(len(self.image_index))
+
+    def relation(self) -> dict:
+        return relate_to_importance(self.shift, self.ranking, self.source_index,
+                                    self.target_index, k=self.top)
+
+    def findings(self) -> list[Finding]:
+        """Success with its Clopper-Pearson interval; the class-important units moved
+        more than the average unit (paired interval over the images); the overlap of
+        the significantly moved units with the important ones (hypergeometric)."""
+        from scipy.stats import beta
+        rel, s, t = self.relation(), self.source_class, self.target_class
+        n, hits = self.num_images, int(np.sum(self.success))
+        alpha = 1 - LEVEL
+        lo = float(beta.ppf(alpha / 2, hits, n - hits + 1)) if hits > 0 else 0.0
+        hi = float(beta.ppf(1 - alpha / 2, hits + 1, n - hits)) if hits < n else 1.0
+        out = [Finding(
+            f"The attack turns {hits} of {n} <b>{s}</b> images into <b>{t}</b> (99% "
+            f"interval of the success rate {lo:.0%} to {hi:.0%}; mean L2 "
+            f"{float(np.mean(self.l2)):.3f}, pixel values in [0, 1]).",
+            hits > 0, hits / max(n, 1), lo, hi, 0.0, n)]
+        k = rel["k"]
+        for key, cls, sign, word in (("source", s, -1, "lowers"), ("target", t, 1, "raises")):
+            g = rel[f"{key}_gap"]
+            lo, hi = g["ci99"]
+            holds = bool(hi < 0) if sign < 0 else bool(lo > 0)
+            out.append(Finding(
+                f"The attack {word} <b>{cls}</b>'s {k} most important units more than the "
+                f"average unit: their mean change is {rel[f'{key}_top_mean_delta']:+.4f} vs "
+                f"{rel['all_units_mean_delta']:+.4f} for all {rel['num_units']} units, a "
+                f"difference of {g['mean']:+.4f} (99% interval {lo:+.4f} to {hi:+.4f} over "
+                f"{n} images); criterion: the interval excludes 0.",
+                holds, g["mean"], lo, hi, 0.0, n))
+        sig = rel["significant_units"]
+        for key, cls, moved, word in (("down", s, "moved_down", "lowers"),
+                                      ("up", t, "moved_up", "raises")):
+            m = len(rel[moved])
+            overlap = rel["source_top_in_moved_down" if key == "down" else
+                          "target_top_in_moved_up"]
+            p = rel[f"p_{key}"]
+            out.append(Finding(
+                f"Of the {m} units it {word} significantly (at most {k}; {sig} of "
+                f"{rel['num_units']} units change significantly over {n} images, 99% with "
+                f"Bonferroni over units), {overlap} are among <b>{cls}</b>'s {k} most "
+                f"important units (chance {rel[f'chance_{key}']:.1f}, p = {p:.2g}); "
+                f"criterion: p < {alpha:g}.",
+                bool(p < alpha), float(overlap), float("nan"), float("nan"),
+                rel[f"chance_{key}"], n, p_value=p))
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model, "layer": self.layer, "source_class": self.source_class,
+            "target_class": self.target_class, "source_index": self.source_index,
+            "target_index": self.target_index, "steps": self.steps,
+            "learning_rate": self.learning_rate, "c": self.c, "kappa": self.kappa,
+            "num_images": self.num_images, "success_count": int(np.sum(self.success)),
+            "mean_l2": float(np.mean(self.l2)) if self.num_images else None,
+            "images": [{"index": int(i), "success": bool(ok), "l2": float(d),
+                        "adversarial_class": a, "first_success_step": int(f)}
+                       for i, ok, d, a, f in zip(self.image_index, self.success, self.l2,
+                                                 self.adversarial_class, self.first_success)],
+            "unit_shift": self.shift.to_json(), "relation": results.jsonable(self.relation()),
+            "ranking": self.ranking.tolist(), "ranking_from": self.ranking_from,
+            "unit_labels": None if self.unit_labels is None else list(self.unit_labels),
+            "findings": [f.to_json() for f in self.findings()]}
+

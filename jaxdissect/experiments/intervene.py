@@ -16,6 +16,11 @@ notebook):
   one feature-map location; the concept pixels added, broken down by the labels the
   unedited image has at the centre of that location (its context).
 
+The result is an ``InterventionResult`` whose ``findings()`` hold only with
+statistical support: the removal's interval (Bonferroni over the set sizes tried)
+above the criterion, the extreme contexts' gap beyond the 99% level with Bonferroni
+over the pairs of contexts.
+
 A pixel "has" label l when any of the segmentation's K layers is l there; the pixel
 share of l is the fraction of the image's pixels that have it. Every edit runs
 through ``tail`` (``model.apply(..., start=layer)``) from activations computed once per
@@ -24,6 +29,7 @@ batch, ``jax.vmap``-ed over a stack of edits, then through the segmenter.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Callable, Sequence
@@ -32,9 +38,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdissect.experiments.ablate import Split
 from jaxdissect.data.source import ImageSource
 from jaxdissect.edits import Edit, mask_chunks
+from jaxdissect.experiments import results
+from jaxdissect.experiments.ablate import Split
+from jaxdissect.experiments.significance import LEVEL, Finding, bonferroni_z, pct
+from jaxdissect.labels import LabelSet
 from jaxdissect.runtime.resume import ResumableSum
 
 Segment = Callable[[jax.Array], jax.Array]     # images -> seg [b, K, Hs, Ws] int
@@ -146,7 +155,61 @@ def best_iou_units(iou: np.ndarray, concept: int, n: int) -> np.ndarray:
     return np.argsort(-np.asarray(iou)[:, concept], kind="stable")[:n]
 
 
-def removal_curve(deltas: dict, concept: int, ns: Sequence[int]) -> dict:
+@results.typed
+@dataclasses.dataclass(frozen=True, eq=False)
+class RemovalCurve:
+    """A concept's pixels removed by zeroing its n best-IoU units together.
+
+    ``units [max n]`` best IoU first; ``n_units [m]`` the set sizes measured;
+    ``removed_fraction [m]`` the ratio estimate ``R = -sum(d_i) / sum(b_i)`` and
+    ``stderr [m]`` its standard error (delta method) over ``samples`` samples;
+    ``baseline_share`` the concept's mean pixel share unedited."""
+
+    concept: str
+    units: np.ndarray
+    n_units: np.ndarray
+    baseline_share: float
+    removed_fraction: np.ndarray
+    stderr: np.ndarray
+    samples: int
+
+    def interval(self, z: float = Z99) -> tuple[np.ndarray, np.ndarray]:
+        """``(low [m], high [m])`` at ``z`` standard errors."""
+        return self.removed_fraction - z * self.stderr, self.removed_fraction + z * self.stderr
+
+    def finding(self, min_removed: float = 0.5) -> Finding:
+        """Holds when, at some set size, the interval (99%, Bonferroni over the set
+        sizes tried) lies above ``min_removed``; reported at the most removed."""
+        sizes = int(np.sum(self.n_units > 0))
+        z = bonferroni_z(LEVEL, sizes)
+        low, high = self.interval(z)
+        r = np.where(self.n_units > 0, self.removed_fraction, np.nan)
+        best = int(np.nanargmax(r)) if np.isfinite(r).any() else len(r) - 1
+        n = int(self.n_units[-1])
+        lo99, hi99 = self.interval(Z99)
+        text = (f"Zeroing the {n} best-IoU units of <b>{self.concept}</b> removes "
+                f"{pct(self.removed_fraction[-1])} (99% CI {pct(lo99[-1])} to "
+                f"{pct(hi99[-1])}) of its pixels (baseline share {self.baseline_share:.1%}, "
+                f"{self.samples} samples); the most removed is {pct(r[best])} (99% CI "
+                f"{pct(low[best])} to {pct(high[best])}, Bonferroni over {sizes} set sizes) "
+                f"with its {int(self.n_units[best])} best units. Paper: 55% of trees with "
+                f"30 units; criterion: at least {min_removed:.0%}, the whole interval.")
+        holds = bool(np.isfinite(low[best]) and low[best] >= min_removed)
+        return Finding(text, holds, float(r[best]), float(low[best]), float(high[best]),
+                       min_removed, self.samples)
+
+    def to_json(self) -> dict:
+        low, high = self.interval(Z99)
+        return {"concept": self.concept, "units": self.units.tolist(),
+                "n_units": self.n_units.tolist(), "baseline_share": self.baseline_share,
+                "removed_fraction": self.removed_fraction.tolist(),
+                "remaining_share": (1 - self.removed_fraction).tolist(),
+                "stderr": self.stderr.tolist(), "ci99_low": low.tolist(),
+                "ci99_high": high.tolist(), "samples": self.samples}
+
+
+def removal_curve(deltas: dict, concept: int, ns: Sequence[int], name: str = "",
+                  units: np.ndarray = ()) -> RemovalCurve:
     """The concept's pixel share after removing its n best-IoU units, from the sums of
     ``ablation_share_deltas`` run on masks ``[len(ns), units]`` (one per n)."""
     n = max(int(deltas["n"]), 1)
@@ -162,10 +225,8 @@ def removal_curve(deltas: dict, concept: int, ns: Sequence[int]) -> dict:
         se = np.sqrt(var * n / max(n - 1, 1) / n) / base
     else:
         removed = se = np.full_like(d, np.nan)
-    return {"n_units": list(map(int, ns)), "baseline_share": base,
-            "remaining_share": (1 - removed).tolist(), "removed_fraction": removed.tolist(),
-            "ci99_low": (removed - Z99 * se).tolist(), "ci99_high": (removed + Z99 * se).tolist(),
-            "samples": int(deltas["n"])}
+    return RemovalCurve(name, np.asarray(units, np.int64), np.asarray(ns, np.int64), base,
+                        removed, se, int(deltas["n"]))
 
 
 # ---------------------------------------------------------------- insertion
@@ -260,7 +321,82 @@ def insertion_by_context(split: Split, segment: Segment, source: ImageSource,
     return out
 
 
-def summarize_insertion(sums: dict, labels, min_count: int = 20) -> dict:
+@results.typed
+@dataclasses.dataclass(frozen=True, eq=False)
+class InsertionSummary:
+    """A concept's units set to their high levels at one location, by context.
+
+    Per context label seen at least ``min_count`` times (``labels [r]``, named
+    ``names`` / ``categories``), sorted by ``mean_added [r]`` (the concept's share of
+    the image added, mean over its ``counts [r]`` (sample, location) edits) with
+    ``stderr [r]``; ``per_location_mean_added [h, w]``; ``samples`` z samples."""
+
+    concept: str
+    units: np.ndarray
+    labels: np.ndarray
+    names: tuple
+    categories: tuple
+    counts: np.ndarray
+    mean_added: np.ndarray
+    stderr: np.ndarray
+    per_location_mean_added: np.ndarray
+    samples: int
+
+    def contexts(self) -> list[dict]:
+        return [{"label": int(lab), "name": n, "category": c, "count": int(k),
+                 "mean_added": float(m), "stderr": float(e)} for lab, n, c, k, m, e in zip(
+                     self.labels, self.names, self.categories, self.counts, self.mean_added,
+                     self.stderr)]
+
+    def differs_by_context(self) -> dict | None:
+        """The highest against the lowest object context (all contexts if fewer than
+        two objects): the gap, its z and whether it exceeds the 99% level with
+        Bonferroni over every pair of the contexts compared (they are picked as the
+        extremes)."""
+        rows = self.contexts()
+        objs = [r for r in rows if r["category"] == "object"]
+        pool = objs if len(objs) >= 2 else rows
+        if len(pool) < 2:
+            return None
+        hi, lo = pool[0], pool[-1]
+        gap = hi["mean_added"] - lo["mean_added"]
+        se = math.sqrt(hi["stderr"] ** 2 + lo["stderr"] ** 2)
+        pairs = len(pool) * (len(pool) - 1) // 2
+        z_crit = bonferroni_z(LEVEL, pairs)
+        return {"highest": hi["name"], "lowest": lo["name"], "gap": gap,
+                "z": gap / se if se > 0 else float("inf"), "pairs": pairs,
+                "z_critical": z_crit, "significant_99": bool(gap > z_crit * se)}
+
+    def finding(self) -> Finding | None:
+        d = self.differs_by_context()
+        if d is None:
+            return None
+        rows = {r["name"]: r for r in self.contexts()}
+        hi, lo = rows[d["highest"]], rows[d["lowest"]]
+        half = d["gap"] / d["z"] * d["z_critical"] if d["z"] not in (0, float("inf")) else 0.0
+        text = (f"Inserting <b>{self.concept}</b> units at one location adds "
+                f"{hi['mean_added']:.2%} of the image as {self.concept} where the context is "
+                f"{hi['name']} ({hi['count']} edits) but {lo['mean_added']:.2%} where it is "
+                f"{lo['name']} ({lo['count']} edits; {self.samples} samples): a difference of "
+                f"{d['z']:.1f} standard errors, against {d['z_critical']:.1f} for 99% with "
+                f"Bonferroni over {d['pairs']} pairs of contexts. Paper: the effect depends "
+                f"on context (doors: windows/buildings vs sky/trees).")
+        return Finding(text, d["significant_99"], d["gap"], d["gap"] - half, d["gap"] + half,
+                       0.0, self.samples)
+
+    def to_json(self) -> dict:
+        out = {"concept": self.concept, "units": self.units.tolist(),
+               "contexts": self.contexts(), "grid": list(self.per_location_mean_added.shape),
+               "samples": self.samples,
+               "per_location_mean_added": self.per_location_mean_added.tolist()}
+        d = self.differs_by_context()
+        if d is not None:
+            out["differs_by_context"] = d
+        return out
+
+
+def summarize_insertion(sums: dict, labels, min_count: int = 20, concept: str = "",
+                        units: np.ndarray = ()) -> InsertionSummary:
     """Mean concept share added per context label (pooled over locations), with
     standard errors; contexts seen fewer than ``min_count`` times are dropped."""
     s, q, n = sums["ctx_sum"].sum(0), sums["ctx_sq"].sum(0), sums["ctx_n"].sum(0)
@@ -269,27 +405,54 @@ def summarize_insertion(sums: dict, labels, min_count: int = 20) -> dict:
         if n[label] < min_count:
             continue
         mean, se = mean_and_stderr(s[label], q[label], int(n[label]))
-        rows.append({"label": int(label), "name": labels.names[label],
-                     "category": labels.categories[label], "count": int(n[label]),
-                     "mean_added": float(mean), "stderr": float(se)})
-    rows.sort(key=lambda r: -r["mean_added"])
+        rows.append((float(mean), label, int(n[label]), float(se)))
+    rows.sort(key=lambda r: -r[0])
     h, w = map(int, sums["grid"])
     total = int(sums["n"])
     loc_mean, _ = mean_and_stderr(sums["loc_sum"], sums["loc_sq"], total)
-    out = {"contexts": rows, "grid": [h, w], "samples": total,
-           "per_location_mean_added": loc_mean.reshape(h, w).tolist()}
-    # the paper's contrast is between objects at the edit (windows, buildings vs sky,
-    # trees): compare the highest and lowest object contexts (all contexts if fewer)
-    objs = [r for r in rows if r["category"] == "object"]
-    pool = objs if len(objs) >= 2 else rows
-    if len(pool) >= 2:
-        hi, lo = pool[0], pool[-1]
-        gap = hi["mean_added"] - lo["mean_added"]
-        se = math.sqrt(hi["stderr"] ** 2 + lo["stderr"] ** 2)
-        out["differs_by_context"] = {"highest": hi["name"], "lowest": lo["name"],
-                                     "gap": gap, "z": gap / se if se > 0 else float("inf"),
-                                     "significant_99": bool(gap > Z99 * se)}
-    return out
+    lab = np.array([r[1] for r in rows], np.int64)
+    return InsertionSummary(
+        concept, np.asarray(units, np.int64), lab, tuple(labels.names[i] for i in lab),
+        tuple(labels.categories[i] for i in lab), np.array([r[2] for r in rows], np.int64),
+        np.array([r[0] for r in rows]), np.array([r[3] for r in rows]),
+        loc_mean.reshape(h, w), total)
+
+
+@results.typed
+@dataclasses.dataclass(frozen=True, eq=False)
+class InterventionResult(results.Saved):
+    """The paper's generator experiments on one layer (``u`` units, ``L`` labels).
+
+    ``baseline_share`` / ``baseline_stderr [L]``: each label's mean pixel share of the
+    unedited images; ``unit_ablation_delta [u, L]``: its mean change with each unit
+    zeroed alone, over ``unit_ablation_samples`` samples; ``removal`` and
+    ``insertion``: per concept name, a ``RemovalCurve`` / ``InsertionSummary``."""
+
+    layer: str
+    labels: LabelSet
+    num_units: int
+    baseline_share: np.ndarray
+    baseline_stderr: np.ndarray
+    unit_ablation_delta: np.ndarray
+    unit_ablation_samples: int
+    removal: dict
+    insertion: dict
+
+    def findings(self, min_removed: float = 0.5) -> list[Finding]:
+        out = [cv.finding(min_removed) for cv in self.removal.values()]
+        return out + [f for f in (ins.finding() for ins in self.insertion.values()) if f]
+
+    def to_json(self) -> dict:
+        return {"layer": self.layer, "num_units": self.num_units,
+                "labels": self.labels.to_json(),
+                "baseline_share": self.baseline_share.tolist(),
+                "baseline_stderr": self.baseline_stderr.tolist(),
+                "unit_ablation_delta": self.unit_ablation_delta.tolist(),
+                "unit_ablation_samples": self.unit_ablation_samples,
+                "removal": {k: v.to_json() for k, v in self.removal.items()},
+                "insertion": {k: v.to_json() for k, v in self.insertion.items()},
+                "findings": [f.to_json() for f in self.findings()]}
+
 
 
 # ---------------------------------------------------------------- the whole experiment
@@ -300,8 +463,9 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
                    max_remove: int = 30, insert_units: int = 20, sweep_samples: int | None = None,
                    removal_samples: int | None = None, insertion_samples: int | None = None,
                    batch_size: int = 16, chunk: int = 16,
-                   cache_dir: str | None = None, progress: bool = True) -> dict:
-    """The paper's generator experiments; returns a JSON-ready dict.
+                   layer: str = "", cache_dir: str | None = None,
+                   progress: bool = True) -> "InterventionResult":
+    """The paper's generator experiments.
 
     ``iou [units, L]`` from dissection; ``high_values [units]`` each unit's 99.5%
     quantile level. ``sweep_samples`` limits the per-unit sweep to the first samples
@@ -319,10 +483,7 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
                                      desc="per-unit ablation", **kw)
     n = int(per_unit["n"])
     base_mean, base_se = mean_and_stderr(per_unit["base"], per_unit["base_sq"], n)
-    result = {"num_units": n_units, "labels": labels.to_json(),
-              "baseline_share": base_mean.tolist(), "baseline_stderr": base_se.tolist(),
-              "unit_ablation_delta": (per_unit["delta"] / max(n, 1)).tolist(),
-              "unit_ablation_samples": n, "removal": {}, "insertion": {}}
+    removal, insertion = {}, {}
     ns = list(range(0, min(max_remove, n_units) + 1))
     for c in remove_concepts:
         order = best_iou_units(iou, c, len(ns) - 1)
@@ -333,9 +494,7 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
         d = ablation_share_deltas(split, segment, removal_src, masks, n_labels,
                                   cachefile=cache(f"removal_{labels.names[c]}.npz"),
                                   desc=f"remove {labels.names[c]} units", **kw)
-        curve = removal_curve(d, c, ns)
-        curve["units"] = order.tolist()
-        result["removal"][labels.names[c]] = curve
+        removal[labels.names[c]] = removal_curve(d, c, ns, labels.names[c], order)
     for c in insert_concepts:
         units = best_iou_units(iou, c, min(insert_units, n_units))
         ins_src = source if insertion_samples is None else _Prefix(source, insertion_samples)
@@ -343,10 +502,11 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
                                     np.asarray(high_values)[units], c, n_labels,
                                     cachefile=cache(f"insertion_{labels.names[c]}.npz"),
                                     desc=f"insert {labels.names[c]} units", **kw)
-        summary = summarize_insertion(sums, labels)
-        summary["units"] = units.tolist()
-        result["insertion"][labels.names[c]] = summary
-    return result
+        insertion[labels.names[c]] = summarize_insertion(sums, labels, concept=labels.names[c],
+                                                         units=units)
+    return InterventionResult(layer, labels, n_units, base_mean, base_se,
+                              np.asarray(per_unit["delta"], np.float64) / max(n, 1), n,
+                              removal, insertion)
 
 
 class _Prefix:

@@ -20,6 +20,7 @@ generator (``start=layer``) is ``jax.vmap``-ed over the stack of edits.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Sequence
 
@@ -28,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdissect.edits import Edit, set_units
+from jaxdissect.experiments import results
+from jaxdissect.experiments.significance import LEVEL, Finding, t_interval
 
 MODES = ("on", "off")
 
@@ -166,3 +169,90 @@ def region_pixels(seg: jax.Array, label: int, region) -> jax.Array:
         raise ValueError(f"region {region.shape} and segmentation {seg.shape[2:]} differ")
     has = jnp.any(seg == label, axis=1)
     return jnp.sum(has & region[None], axis=(1, 2))
+
+
+# ---------------------------------------------------------------- the typed result
+
+@results.typed
+@dataclasses.dataclass(frozen=True, eq=False)
+class PaintEdit:
+    """One painted edit: ``concept``'s ``units [n]`` (best IoU first, ``unit_iou
+    [n]``) set to ``values [n]`` ("on") or 0 ("off") inside ``box`` (y0, x0, y1,
+    x1 as fractions of the image); when a segmenter measured it, the concept's
+    pixels inside the box (``region_pixels`` of them) per latent ``before [z]`` and
+    ``after [z]`` the edit, by ``segmenter``."""
+
+    concept: str
+    mode: str
+    box: tuple
+    units: np.ndarray
+    unit_iou: np.ndarray
+    values: np.ndarray
+    segmenter: str | None = None
+    region_pixels: int = 0
+    before: np.ndarray | None = None
+    after: np.ndarray | None = None
+
+    def finding(self) -> Finding | None:
+        """Turning units off removes the concept from the box, on adds it: the 99%
+        interval of the paired per-latent change excludes 0 in that direction."""
+        if self.before is None:
+            return None
+        change = np.asarray(self.after, np.float64) - np.asarray(self.before, np.float64)
+        mean, lo, hi = t_interval(change, LEVEL)
+        holds = bool(hi < 0) if self.mode == "off" else bool(lo > 0)
+        word = "removes" if self.mode == "off" else "adds"
+        text = (f"Turning {len(self.units)} <b>{self.concept}</b> units {self.mode} in the "
+                f"box {list(self.box)} {word} {self.concept}: its pixels in the box "
+                f"({self.region_pixels} pixels) go from {float(np.mean(self.before)):.1f} to "
+                f"{float(np.mean(self.after)):.1f} per image, a change of {mean:+.1f} (99% "
+                f"interval {lo:+.1f} to {hi:+.1f} over {len(change)} latents); criterion: "
+                f"the interval excludes 0 ({'below' if self.mode == 'off' else 'above'}).")
+        return Finding(text, holds, mean, lo, hi, 0.0, len(change))
+
+    def to_json(self) -> dict:
+        out = {"concept": self.concept, "mode": self.mode, "box": list(self.box),
+               "units": self.units.tolist(), "unit_iou": self.unit_iou.tolist(),
+               "values": self.values.tolist()}
+        if self.before is not None:
+            b, a = float(np.mean(self.before)), float(np.mean(self.after))
+            out["measured"] = {
+                "segmenter": self.segmenter, "region_pixels": self.region_pixels,
+                "before": self.before.tolist(), "after": self.after.tolist(),
+                "before_mean": b, "after_mean": a,
+                "relative_change": (a - b) / b if b > 0 else None}
+        return out
+
+
+@results.typed
+@dataclasses.dataclass(frozen=True, eq=False)
+class PaintResult(results.Saved):
+    """Edits painted on ``num_z`` latents (seed ``z_seed``) at ``layer``, their units
+    from a dissection of ``dissection_samples`` samples."""
+
+    model: str
+    layer: str
+    z_seed: int
+    num_z: int
+    dissection_samples: int
+    edits: tuple
+
+    def findings(self) -> list[Finding]:
+        return [f for f in (e.finding() for e in self.edits) if f is not None]
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "layer": self.layer, "z_seed": self.z_seed,
+                "num_z": self.num_z, "dissection_samples": self.dissection_samples,
+                "edits": [e.to_json() for e in self.edits],
+                "findings": [f.to_json() for f in self.findings()]}
+
+
+
+def measure_edit(segment, base_images, painted_images, label: int, box) -> tuple:
+    """``(before [b], after [b], region pixels)``: ``label``'s pixels inside ``box`` of
+    ``segment(images) -> [b, K, Hs, Ws]`` on the unedited and the painted images."""
+    seg0 = segment(jnp.asarray(base_images))
+    region = box_mask(tuple(seg0.shape[2:]), box)
+    before = np.asarray(region_pixels(seg0, label, region))
+    after = np.asarray(region_pixels(segment(jnp.asarray(painted_images)), label, region))
+    return before, after, int(region.sum())

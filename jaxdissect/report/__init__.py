@@ -1,15 +1,17 @@
 """Reports: dissection unit cards, experiment pages with plots, and an index.
 
-Result dicts in, files out:
+Results in, files out:
 
 * ``write_dissection(dir, result)`` -> ``report.html``, ``concepts.svg``, ``report.json``;
   ``result`` has ``layer``, ``quantile``, ``miniou``, ``units`` (one dict per unit:
   ``unit``, ``label``, ``category``, ``iou``, ``labelled``, ``image`` = relative PNG path
   of its thumbnail strip or None), and optional ``model``, ``num_images``, ``segmenter``.
-* ``write_ablation(dir, result, class_names, unit_labels)`` -> ``ablation.html``, plots,
-  ``ablation.json`` (``result`` from ``jaxdissect.experiments.ablate.run_experiment``).
+* ``write_ablation(dir, result, unit_labels)`` -> ``ablation.html``, plots,
+  ``ablation.json``, ``ablation.npz`` (``result`` an ``experiments.ablate.AblationResult``).
 * ``write_intervention(dir, result)`` -> ``intervention.html``, plots,
-  ``intervention.json`` (``result`` from ``jaxdissect.experiments.intervene.run_experiment``).
+  ``intervention.json``, ``intervention.npz`` (an ``experiments.intervene.InterventionResult``).
+
+The experiments decide their findings (``result.findings()``); pages only render them.
 * ``write_index(dir, parts)`` -> ``index.html`` linking every part.
 """
 
@@ -86,46 +88,36 @@ def _pct(v):
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
 
 
-def ablation_findings(result: dict) -> list[tuple[str, bool]]:
-    s = result["summary"]
-    k = s["k"]
-    return [
-        (f"Removing each class's {k} most important units (ranked on train) lowers mean "
-         f"balanced accuracy on val from {_pct(s['mean_baseline_ba'])} to "
-         f"{_pct(s['mean_removed_ba'])}: {s['fraction_of_way_to_chance']:.0%} of the way to "
-         f"chance (50%). Paper: 76.6% to 53.0% for VGG-16 on Places365; criterion: at least "
-         f"halfway. " + (f"The smallest set size measured that gets halfway is k = "
-                         f"{s['k_halfway_to_chance']}." if s.get("k_halfway_to_chance")
-                         else "No measured set size gets halfway."),
-         s["removal_moves_halfway_to_chance"]),
-        (f"Keeping only those {k} units (all {result['num_units'] - k} others removed) gives "
-         f"{_pct(s['mean_kept_ba'])}, {s['kept_fraction_of_baseline']:.0%} of the baseline. "
-         f"Paper: 73.0%; criterion: at least 80% of baseline.", s["keeping_retains_80pct"]),
-    ]
+def findings_html(findings) -> list[str]:
+    """The findings of a typed result (``significance.Finding``), as the page shows them."""
+    return [finding_html(f.text, f.holds) for f in findings]
 
 
-def write_ablation(outdir: str, result: dict, class_names, unit_labels=None,
+def write_ablation(outdir: str, result, unit_labels=None,
                    index_link: str | None = None) -> str:
-    """``unit_labels[u]`` = (label, category, iou) from dissection, for the tables."""
+    """``ablation.html``, plots, ``ablation.json`` and ``ablation.npz`` from an
+    ``experiments.ablate.AblationResult``; ``unit_labels[u]`` = (label, category,
+    iou) from dissection, for the tables."""
     os.makedirs(outdir, exist_ok=True)
-    dump_json(os.path.join(outdir, "ablation.json"), result)
-    s = result["summary"]
-    ks = result["ks"]
+    dump_json(os.path.join(outdir, "ablation.json"), result.to_json())
+    result.save(os.path.join(outdir, "ablation.npz"))
+    s = result.summary()
+    ks = list(result.ks)
     i = ks.index(s["k"])
-    base = np.array(result["baseline_val"]["balanced_accuracy"], float)
-    rm = np.array(result["removed_top_k_ba"], float)
-    kp = np.array(result["kept_top_k_ba"], float)
+    class_names = list(result.class_names)
+    base = result.baseline_val.balanced_accuracy
+    rm, kp = result.removed_top_k_ba, result.kept_top_k_ba
     figs = [plots.ablation_classes(os.path.join(outdir, "ablation_classes.png"), class_names,
                                    base, rm[:, i], kp[:, i], s["k"]),
             plots.ablation_k(os.path.join(outdir, "ablation_k.png"), ks, rm, kp, base)]
-    if "importance_vs_iou" in result:
+    iv = result.importance_vs_iou()
+    if iv is not None:
         figs.append(plots.importance_vs_iou(os.path.join(outdir, "importance_vs_iou.png"),
-                                            result["importance_vs_iou"]["rows"],
-                                            result["importance_vs_iou"]["cutoff"]))
-    for c, cv in result["curves"].items():
+                                            iv["rows"], iv["cutoff"]))
+    for c, cv in result.curves.items():
         figs.append(plots.ablation_curve(os.path.join(outdir, f"curve_{c}.png"),
-                                         class_names[int(c)], cv["k"], cv["removed"],
-                                         cv["kept"], base[int(c)]))
+                                         class_names[int(c)], cv.k, cv.removed, cv.kept,
+                                         base[int(c)]))
 
     def ulabel(u):
         if unit_labels is None:
@@ -134,75 +126,60 @@ def write_ablation(outdir: str, result: dict, class_names, unit_labels=None,
         return f"{u} {lab} ({iou:.2f})"
 
     rows = []
-    bt = result["baseline_val"]
+    bt = result.baseline_val
+    counts = result.val_class_counts
     for c, name in enumerate(class_names):
-        rows.append([name, _pct(bt["precision"][c]), _pct(bt["recall"][c]), _pct(base[c]),
-                     _pct(rm[c, i]), _pct(kp[c, i]),
-                     ", ".join(ulabel(u) for u in result["ranking"][c][:4])])
+        rows.append([name, int(counts[c]), _pct(float(bt.precision[c])),
+                     _pct(float(bt.recall[c])), _pct(float(base[c])), _pct(float(rm[c, i])),
+                     _pct(float(kp[c, i])),
+                     ", ".join(ulabel(int(u)) for u in result.ranking[c][:4])])
     body = ["<h1>Classifier unit ablation</h1>"]
     body += back_link_html(index_link)
+    body.append(f"<p>Samples: {result.train_examples} train images (ranking), "
+                f"{result.val_examples} val images (measurements), "
+                f"{len(result.bootstrap)} bootstrap replicates of the val images "
+                f"(intervals).</p>")
     body.append("<h2>Findings</h2>")
-    body += [finding_html(t, ok) for t, ok in ablation_findings(result)]
+    body += findings_html(result.findings())
     body.append("<h2>Plots</h2>")
     body += plots_html(figs)
     body.append(f"<h2>Per class (val; set size k={s['k']})</h2>")
-    body.append(table_html(["class", "precision", "recall", "balanced acc.",
+    body.append(table_html(["class", "val images", "precision", "recall", "balanced acc.",
                             f"top {s['k']} removed", f"only top {s['k']} kept",
                             "most important units (train)"], rows))
     return write_text(os.path.join(outdir, "ablation.html"), page("ablation", "\n".join(body)))
 
 
-def intervention_findings(result: dict, min_removed: float = 0.5) -> list[tuple[str, bool]]:
-    out = []
-    for concept, cv in result["removal"].items():
-        n = cv["n_units"][-1]
-        f = cv["removed_fraction"][-1]
-        best = int(np.nanargmax(cv["removed_fraction"]))
-        fb = cv["removed_fraction"][best]
-        out.append((f"Zeroing the {n} best-IoU units of <b>{concept}</b> removes {f:.0%} "
-                    f"(99% CI {cv['ci99_low'][-1]:.0%} to {cv['ci99_high'][-1]:.0%}) of its "
-                    f"pixels (baseline share {cv['baseline_share']:.1%}); the most removed is "
-                    f"{fb:.0%} (99% CI {cv['ci99_low'][best]:.0%} to "
-                    f"{cv['ci99_high'][best]:.0%}) with its {cv['n_units'][best]} best units. "
-                    f"Paper: 55% of trees with 30 units; criterion: at least "
-                    f"{min_removed:.0%} (best n).", fb >= min_removed))
-    for concept, ins in result["insertion"].items():
-        d = ins.get("differs_by_context")
-        if not d:
-            continue
-        by_name = {r["name"]: r for r in ins["contexts"]}
-        hi, lo = by_name[d["highest"]], by_name[d["lowest"]]
-        out.append((f"Inserting <b>{concept}</b> units at one location adds "
-                    f"{hi['mean_added']:.2%} of the image as {concept} where the context is "
-                    f"{hi['name']} but {lo['mean_added']:.2%} where it is {lo['name']} "
-                    f"(difference {d['z']:.1f} standard errors): the effect depends on context, "
-                    f"as the paper found for doors (windows/buildings vs sky/trees).",
-                    d["significant_99"]))
-    return out
-
-
-def write_intervention(outdir: str, result: dict, index_link: str | None = None) -> str:
+def write_intervention(outdir: str, result, index_link: str | None = None) -> str:
+    """``intervention.html``, plots, ``intervention.json`` and ``intervention.npz``
+    from an ``experiments.intervene.InterventionResult``."""
     os.makedirs(outdir, exist_ok=True)
-    dump_json(os.path.join(outdir, "intervention.json"), result)
-    names = result["labels"]["names"]
+    data = result.to_json()
+    dump_json(os.path.join(outdir, "intervention.json"), data)
+    result.save(os.path.join(outdir, "intervention.npz"))
+    names = list(result.labels.names)
     figs = [plots.unit_ablation_heatmap(os.path.join(outdir, "unit_ablation.png"),
-                                        result["unit_ablation_delta"], names,
-                                        result["baseline_share"])]
-    for concept, cv in result["removal"].items():
+                                        result.unit_ablation_delta, names,
+                                        result.baseline_share)]
+    for concept, cv in data["removal"].items():
         figs.append(plots.removal_curve(os.path.join(outdir, f"removal_{concept}.png"),
                                         concept, cv))
-    for concept, ins in result["insertion"].items():
+    for concept, ins in data["insertion"].items():
         figs.append(plots.insertion_contexts(os.path.join(outdir, f"insertion_{concept}.png"),
                                              concept, ins))
         figs.append(plots.insertion_map(os.path.join(outdir, f"insertion_map_{concept}.png"),
                                         concept, ins))
     body = ["<h1>Generator interventions</h1>"]
     body += back_link_html(index_link)
+    sizes = [f"per-unit ablation {result.unit_ablation_samples} samples"]
+    sizes += [f"removal of {c} {cv.samples}" for c, cv in result.removal.items()]
+    sizes += [f"insertion of {c} {ins.samples}" for c, ins in result.insertion.items()]
+    body.append(f"<p>Samples: {', '.join(sizes)}.</p>")
     body.append("<h2>Findings</h2>")
-    body += [finding_html(t, ok) for t, ok in intervention_findings(result)]
+    body += findings_html(result.findings())
     body.append("<h2>Plots</h2>")
     body += plots_html(figs)
-    for concept, ins in result["insertion"].items():
+    for concept, ins in data["insertion"].items():
         body.append(f"<h2>Insertion of {concept} by context</h2>")
         body.append(table_html(["context label", "category", "edits", "mean share added",
                                 "std. error"],
@@ -213,14 +190,15 @@ def write_intervention(outdir: str, result: dict, index_link: str | None = None)
 
 
 def write_index(outdir: str, parts: list[dict], title: str = "jaxdissect results",
-                findings: list[tuple[str, bool]] = (), notes: str = "") -> str:
-    """``parts``: ``[{"title", "href" (relative), "text"}]``."""
+                findings=(), notes: str = "") -> str:
+    """``parts``: ``[{"title", "href" (relative), "text"}]``; ``findings``: the typed
+    results' ``significance.Finding`` list."""
     body = [f"<h1>{title}</h1>"]
     if notes:
         body.append(f"<p>{notes}</p>")
     if findings:
         body.append("<h2>The paper's findings, measured here</h2>")
-        body += [finding_html(t, ok) for t, ok in findings]
+        body += findings_html(findings)
     body.append("<h2>Parts</h2><ul>")
     body += [f"<li><a href=\"{p['href']}\">{p['title']}</a> &mdash; {p.get('text', '')}</li>"
              for p in parts]

@@ -93,92 +93,85 @@ def importance_scatter(path: str, delta, ranking_row, class_name: str) -> str:
     return plots._save(fig, path)
 
 
-def attack_findings(result: dict) -> list[tuple[str, bool]]:
-    rel, s, t = result["relation"], result["source_class"], result["target_class"]
-    k, chance = rel["k"], rel["chance_overlap"]
-    return [
-        (f"The attack turns {result['success_count']} of {result['num_images']} "
-         f"<b>{s}</b> images into <b>{t}</b> (mean L2 {result['mean_l2']:.3f}, "
-         f"pixel values in [0, 1]).", result["success_count"] > 0),
-        (f"Of the {k} units it lowers most, {rel['source_top_in_moved_down']} are among "
-         f"{s}'s {k} most important units (chance {chance:.1f}); their mean change is "
-         f"{rel['source_top_mean_delta']:+.4f} vs {rel['all_units_mean_delta']:+.4f} for all "
-         f"units.", rel["source_top_in_moved_down"] > chance
-         and rel["source_top_mean_delta"] < rel["all_units_mean_delta"]),
-        (f"Of the {k} units it raises most, {rel['target_top_in_moved_up']} are among "
-         f"{t}'s {k} most important units (chance {chance:.1f}); their mean change is "
-         f"{rel['target_top_mean_delta']:+.4f}.", rel["target_top_in_moved_up"] > chance
-         and rel["target_top_mean_delta"] > rel["all_units_mean_delta"]),
-    ]
-
-
-def write_attack(outdir: str, result: dict, examples: str, unit_labels=None,
-                 index_link: str | None = None, dissect_link: str | None = None) -> str:
-    """``attack.html`` + ``attack.json`` + plots from a ``jaxdissect attack`` result."""
+def write_attack(outdir: str, result, examples: str, index_link: str | None = None,
+                 dissect_link: str | None = None) -> str:
+    """``attack.html``, ``attack.json``, ``attack.npz`` and plots from an
+    ``experiments.attack.AttackResult``."""
     os.makedirs(outdir, exist_ok=True)
-    dump_json(os.path.join(outdir, "attack.json"), result)
-    rel = result["relation"]
-    delta = np.asarray(result["unit_shift"]["delta"])
-    figs = [unit_shift_plot(os.path.join(outdir, "unit_shift.png"), delta, rel["moved_up"],
-                            rel["moved_down"], unit_labels)]
-    ranking = result.get("ranking")
-    if ranking is not None:
-        for key in ("source", "target"):
-            c = result[f"{key}_index"]
-            figs.append(importance_scatter(os.path.join(outdir, f"importance_{key}.png"),
-                                           delta, ranking[c], result[f"{key}_class"]))
-    s, t = html.escape(result["source_class"]), html.escape(result["target_class"])
-    body = [f"<h1>Adversarial attack {s} &rarr; {t}, seen through {result['layer']}</h1>"]
+    data = result.to_json()
+    dump_json(os.path.join(outdir, "attack.json"), data)
+    result.save(os.path.join(outdir, "attack.npz"))
+    rel = data["relation"]
+    unit_labels = result.unit_labels
+    delta = result.shift.delta
+    up, down = result.shift.most_moved(result.top)   # the extremes, for the plot
+    figs = [unit_shift_plot(os.path.join(outdir, "unit_shift.png"), delta, up, down,
+                            unit_labels)]
+    ranking = result.ranking
+    for key in ("source", "target"):
+        c = data[f"{key}_index"]
+        figs.append(importance_scatter(os.path.join(outdir, f"importance_{key}.png"),
+                                       delta, ranking[c], data[f"{key}_class"]))
+    s, t = html.escape(result.source_class), html.escape(result.target_class)
+    body = [f"<h1>Adversarial attack {s} &rarr; {t}, seen through {result.layer}</h1>"]
     body += back_link_html(index_link)
-    body.append(f"<p>Carlini&ndash;Wagner L2, {result['steps']} Adam steps, learning rate "
-                f"{result['learning_rate']}, c = {result['c']}, kappa = {result['kappa']}. "
-                f"Class importance: {html.escape(str(result.get('ranking_from', '')))}.</p>")
+    body.append(f"<p>Carlini&ndash;Wagner L2, {result.steps} Adam steps, learning rate "
+                f"{result.learning_rate}, c = {result.c}, kappa = {result.kappa}; "
+                f"{result.num_images} images. Class importance: "
+                f"{html.escape(str(result.ranking_from))}.</p>")
     if dissect_link:
         body.append(f"<p>Unit labels: <a href=\"{dissect_link}\">dissection of "
-                    f"{result['layer']}</a>.</p>")
+                    f"{result.layer}</a>.</p>")
     body.append("<h2>Findings</h2>")
-    body += [finding_html(x, ok) for x, ok in attack_findings(result)]
+    body += [finding_html(f.text, f.holds) for f in result.findings()]
     body.append("<h2>Images</h2><p>Rows: clean, adversarial, perturbation "
                 "(x10, grey = 0).</p>")
     body.append(f"<p><img src=\"{examples}\" alt=\"examples\"></p>")
     body.append("<h2>Units</h2>")
     body += plots_html(figs)
     rank_pos = {}
-    if ranking is not None:
-        for key in ("source", "target"):
-            row = np.asarray(ranking[result[f"{key}_index"]])
-            p = np.empty(row.size, int)
-            p[row] = np.arange(row.size)
-            rank_pos[key] = p
+    for key in ("source", "target"):
+        row = np.asarray(ranking[data[f"{key}_index"]])
+        p = np.empty(row.size, int)
+        p[row] = np.arange(row.size)
+        rank_pos[key] = p
     rows = []
     for direction, units in (("down", rel["moved_down"]), ("up", rel["moved_up"])):
         for u in units:
             rows.append([direction, u, (unit_labels[u] or "") if unit_labels else "",
-                         f"{delta[u]:+.4f}",
-                         rank_pos["source"][u] if rank_pos else "",
-                         rank_pos["target"][u] if rank_pos else ""])
+                         f"{delta[u]:+.4f}", rank_pos["source"][u], rank_pos["target"][u]])
+    body.append(f"<p>Units whose change is significant (99%, paired over the "
+                f"{result.num_images} images, Bonferroni over units), at most "
+                f"{result.top} each way:</p>")
     body.append(table_html(["moved", "unit", "label", "change",
-                            f"rank for {result['source_class']}",
-                            f"rank for {result['target_class']}"], rows))
+                            f"rank for {result.source_class}",
+                            f"rank for {result.target_class}"], rows))
     return write_text(os.path.join(outdir, "attack.html"), page("attack", "\n".join(body)))
 
 
-def write_paint(outdir: str, result: dict, grid: str, index_link: str | None = None) -> str:
-    """``paint.html`` + ``paint.json`` from a ``jaxdissect paint`` result."""
+def write_paint(outdir: str, result, grid: str, index_link: str | None = None) -> str:
+    """``paint.html``, ``paint.json`` and ``paint.npz`` from an
+    ``experiments.paint.PaintResult``."""
     os.makedirs(outdir, exist_ok=True)
-    dump_json(os.path.join(outdir, "paint.json"), result)
-    body = [f"<h1>Painting with units of {html.escape(result['model'])} "
-            f"{html.escape(result['layer'])}</h1>"]
+    dump_json(os.path.join(outdir, "paint.json"), result.to_json())
+    result.save(os.path.join(outdir, "paint.npz"))
+    body = [f"<h1>Painting with units of {html.escape(result.model)} "
+            f"{html.escape(result.layer)}</h1>"]
     body += back_link_html(index_link)
-    body.append("<p>Columns: the unedited image, then one per edit (region outlined). "
-                "Rows: latents.</p>")
+    body.append(f"<p>Columns: the unedited image, then one per edit (region outlined). "
+                f"Rows: {result.num_z} latents (seed {result.z_seed}); units from a dissection "
+                f"of {result.dissection_samples} samples.</p>")
     body.append(f"<p><img src=\"{grid}\" alt=\"painted images\"></p>")
+    findings = result.findings()
+    if findings:
+        body.append("<h2>Findings</h2>")
+        body += [finding_html(f.text, f.holds) for f in findings]
     rows = []
-    for e in result["edits"]:
-        m = e.get("measured")
-        rows.append([e["concept"], e["mode"], ", ".join(f"{v:g}" for v in e["box"]),
-                     len(e["units"]), " ".join(map(str, e["units"][:8])) +
-                     (" ..." if len(e["units"]) > 8 else ""),
+    for e in result.edits:
+        m = e.to_json().get("measured")
+        units = e.units.tolist()
+        rows.append([e.concept, e.mode, ", ".join(f"{v:g}" for v in e.box), len(units),
+                     " ".join(map(str, units[:8])) + (" ..." if len(units) > 8 else ""),
                      f"{m['before_mean']:.1f}" if m else "", f"{m['after_mean']:.1f}" if m
                      else "", f"{m['relative_change']:+.1%}" if m and
                      m["relative_change"] is not None else ""])
