@@ -115,3 +115,33 @@ def test_killed_process_resumes_its_slice(one_process, tmp_path):
     assert second["reads"] == 3  # probe + the two batches after the checkpoint
     assert not list(cache.glob(".*tmp*"))
     assert cache_mod.clean_stale(str(ckpt)) == []
+
+
+@pytest.mark.slow
+def test_cli_flags_run_two_processes_and_one_writes(tmp_path):
+    """``jaxdissect dissect --coordinator --num-processes --process-id``: the world
+    classifier's dissection equals one process's (same per-device batch shape, so the
+    forward pass rounds alike), and only process 0 writes the report."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)  # one device per process
+    common = [sys.executable, "-m", "jaxdissect.cli", "dissect", "--model", "world",
+              "--num-images", "16", "--batch-size", "8", "--no-progress"]
+    port = free_port()
+    procs = []
+    for i in range(2):
+        log = open(tmp_path / f"log-p{i}.txt", "w")
+        procs.append(subprocess.Popen(
+            common + ["--out", str(tmp_path / "two"), "--coordinator", f"127.0.0.1:{port}",
+                      "--num-processes", "2", "--process-id", str(i)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    one = subprocess.run(common + ["--out", str(tmp_path / "one")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr[-2000:]
+    wait(procs, tmp_path)
+    np.testing.assert_array_equal(np.load(tmp_path / "two" / "iou.npy"),
+                                  np.load(tmp_path / "one" / "iou.npy"))
+    assert "report.html" in (tmp_path / "log-p0.txt").read_text()
+    assert "report.html" not in (tmp_path / "log-p1.txt").read_text()
+    names = [p.name for p in (tmp_path / "two" / "cache").iterdir()]
+    assert sorted(n[-10:] for n in names) == ["-p0of2.npz", "-p1of2.npz"]  # one per process
