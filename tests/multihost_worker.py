@@ -78,7 +78,7 @@ def make_model():
     return net.apply, params
 
 
-def run_dissect(source, args):
+def run_dissect(source, args, budget=None):
     import jax
 
     from jaxdissect.experiments.dissect import dissect
@@ -91,7 +91,7 @@ def run_dissect(source, args):
     up = Upsampler.for_layers([(3, 1, 1), (3, 2, 1)], (12, 12), (12, 12))
     result = dissect(compute, source, source.seg_labels, upsample=up, quantile=0.05,
                      levels=(0.02,), batch_size=args.batch_size, topk=3, params=params,
-                     budget=args.budget, cache_dir=args.cache, cache_key="multihost-test",
+                     budget=budget, cache_dir=args.cache, cache_key="multihost-test",
                      checkpoint_every=1, progress=False,
                      devices=None if args.devices_used is None
                      else jax.local_devices()[:args.devices_used])
@@ -101,7 +101,9 @@ def run_dissect(source, args):
 
 
 #: experiment name -> run(source, args) -> {name: array}
-EXPERIMENTS = {"dissect": run_dissect}
+EXPERIMENTS = {"dissect": run_dissect,
+               # three radix passes and an IoU pass: four merges across processes
+               "dissect-radix": lambda source, args: run_dissect(source, args, budget=8)}
 
 
 def main(argv=None) -> int:
@@ -113,7 +115,6 @@ def main(argv=None) -> int:
     p.add_argument("--devices", type=int, default=1, help="forced host devices")
     p.add_argument("--devices-used", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=6)
-    p.add_argument("--budget", type=int, default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--cache", default=None)
     p.add_argument("--die-after", type=int, default=None)

@@ -75,9 +75,8 @@ def assert_equal(a, b):
 def one_process():
     """The 1-process results on 1 and 4 forced devices (in this test process)."""
     def run(devices_used, budget=None):
-        args = argparse.Namespace(batch_size=6, budget=budget, cache=None,
-                                  devices_used=devices_used)
-        return worker.run_dissect(worker.make_source(), args)
+        args = argparse.Namespace(batch_size=6, cache=None, devices_used=devices_used)
+        return worker.run_dissect(worker.make_source(), args, budget)
 
     one, four = run(1), run(None)
     assert_equal(one, four)
@@ -89,9 +88,10 @@ def one_process():
 @pytest.mark.slow
 @pytest.mark.parametrize("count,devices", [(2, 2), (4, 1)])
 def test_processes_give_the_one_process_result(one_process, tmp_path, count, devices):
-    wait(launch(tmp_path, count, devices), tmp_path)
-    for got in results(tmp_path, count):  # every process holds the merged result
-        assert_equal(got, one_process)
+    wait(launch(tmp_path, count, devices, experiments=("dissect", "dissect-radix")), tmp_path)
+    for name in ("dissect", "dissect-radix"):
+        for got in results(tmp_path, count, name):  # every process holds the merged result
+            assert_equal(got, one_process)
 
 
 @pytest.mark.slow
