@@ -216,3 +216,14 @@ def test_experiment_pages_and_index(tmp_path):
     idx = report.write_index(str(tmp_path), parts)
     links = re.findall(r'href="([^"]+)"', open(idx).read())
     assert all(os.path.exists(tmp_path / link) for link in links) and len(links) == 2
+
+
+def test_unit_thumbnails_hold_one_run(tmp_path):
+    """Strips are written atomically, and a unit the new run has no strip for loses the
+    old one (a folder never mixes two runs' thumbnails)."""
+    imgs, masks = np.zeros((2, 8, 8, 3), np.float32), np.ones((2, 8, 8), bool)
+    first = report.write_unit_thumbnails(str(tmp_path), {0: (imgs, masks), 5: (imgs, masks)})
+    assert sorted(os.listdir(tmp_path / "units")) == ["unit_0000.png", "unit_0005.png"]
+    second = report.write_unit_thumbnails(str(tmp_path), {0: (imgs, masks)})
+    assert second == {0: first[0]}
+    assert os.listdir(tmp_path / "units") == ["unit_0000.png"]

@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxdissect.cli import UserError
 from jaxdissect.runtime import hosts
+from jaxdissect.runtime.cache import atomic_write
 from jaxdissect.runtime.fingerprint import fingerprint
 
 #: world seeds: training images of the shipped classifier use seed 1, its held-out
@@ -292,7 +293,7 @@ def run_dissection(loaded: Loaded, source, segmenter, layer: str, outdir: str, *
                "seg_grid": list(seg_s.shape[2:]),
                "units": units, "dissection": res.to_json(),
                "iou_shape": list(res.iou.shape)}
-    np.save(os.path.join(outdir, "iou.npy"), res.iou)
+    atomic_write(os.path.join(outdir, "iou.npy"), lambda f: np.save(f, res.iou))
     path = report.write_dissection(outdir, summary, index_link=index_link)
     return res, path
 

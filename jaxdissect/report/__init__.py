@@ -63,14 +63,22 @@ def dump_json(path: str, obj) -> str:
 
 def write_unit_thumbnails(outdir: str, strips: dict[int, tuple[np.ndarray, np.ndarray]],
                           subdir: str = "units") -> dict[int, str]:
-    """Save ``{unit: (images [k,H,W,3], masks [k,H,W])}`` as PNG strips; returns
-    ``{unit: relative path}``."""
-    os.makedirs(os.path.join(outdir, subdir), exist_ok=True)
+    """Save ``{unit: (images [k,H,W,3], masks [k,H,W])}`` as PNG strips (atomically;
+    strips of units a previous run wrote and this one does not are removed, so the
+    folder holds one run's strips); returns ``{unit: relative path}``."""
+    from jaxdissect.runtime.cache import atomic_write
+    folder = os.path.join(outdir, subdir)
+    os.makedirs(folder, exist_ok=True)
     paths = {}
     for u, (imgs, masks) in strips.items():
         rel = f"{subdir}/unit_{u:04d}.png"
-        unit_strip(imgs, masks).save(os.path.join(outdir, rel))
+        strip = unit_strip(imgs, masks)
+        atomic_write(os.path.join(outdir, rel), lambda f, s=strip: s.save(f, format="PNG"))
         paths[u] = rel
+    keep = {os.path.basename(r) for r in paths.values()}
+    for name in os.listdir(folder):
+        if name.startswith("unit_") and name.endswith(".png") and name not in keep:
+            os.unlink(os.path.join(folder, name))
     return paths
 
 

@@ -45,8 +45,8 @@ def image_grid(rows, path: str, size: int = 96, gap: int = 2, boxes=None) -> str
                     [x0 * size, y0 * size, x1 * size - 1, y1 * size - 1],
                     outline=(255, 230, 0))
             grid.paste(tile, (j * (size + gap), i * (size + gap)))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    grid.save(path)
+    from jaxdissect.runtime.cache import atomic_write
+    atomic_write(path, lambda f: grid.save(f, format="PNG"))
     return os.path.basename(path)
 
 
