@@ -200,7 +200,8 @@ def test_atomic_write_keeps_the_old_file_and_cleans_dead_temporaries(tmp_path):
 
 
 def test_single_process_set_up_and_bad_flags(monkeypatch):
-    for var in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "SLURM_PROCID"):
+    for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
+                "SLURM_JOB_ID", "SLURM_PROCID"):
         monkeypatch.delenv(var, raising=False)
     assert hosts.initialize() is False  # nothing given, no cluster: one process
     assert hosts.initialize(num_processes=1) is False
@@ -209,3 +210,6 @@ def test_single_process_set_up_and_bad_flags(monkeypatch):
         hosts.initialize("127.0.0.1:1234", 2, 2)
     with pytest.raises(ValueError, match="ADDRESS:PORT"):
         hosts.initialize("localhost", 2, 0)
+    monkeypatch.setenv("JAX_PROCESS_ID", "x")
+    with pytest.raises(ValueError, match="JAX_PROCESS_ID must be an integer"):
+        hosts.initialize()

@@ -7,9 +7,10 @@ ends with the same result; only the writer (process 0, ``is_writer()``) writes
 results. Set-up, as JAX documents it (call before any other JAX work)::
 
     initialize("10.0.0.1:1234", num_processes=4, process_id=i)   # explicit
-    initialize()   # flags absent: JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-                   # JAX_PROCESS_ID, or a cluster JAX detects (SLURM, Open MPI,
-                   # Cloud TPU pods, Kubernetes); nothing found: one process
+    initialize()   # flags absent: JAX_COORDINATOR_ADDRESS (read by JAX) with
+                   # JAX_NUM_PROCESSES / JAX_PROCESS_ID (read here), or a cluster
+                   # JAX detects (SLURM, Open MPI, Cloud TPU pods, Kubernetes);
+                   # nothing found: one process
 
 The CLI passes ``--coordinator ADDR:PORT --num-processes N --process-id I``
 (``add_arguments``). On CPU, processes exchange statistics over JAX's CPU
@@ -51,6 +52,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     (a plain single-process run) does nothing. Returns whether it initialized.
     Idempotent; raises ValueError naming a bad argument.
     """
+    num_processes = _env_int("JAX_NUM_PROCESSES") if num_processes is None else num_processes
+    process_id = _env_int("JAX_PROCESS_ID") if process_id is None else process_id
     if num_processes is not None and num_processes <= 0:
         raise ValueError(f"--num-processes must be positive, got {num_processes}")
     if process_id is not None and process_id < 0:
@@ -73,6 +76,16 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
              process_id, f" via {cluster}" if cluster else "")
     jax.distributed.initialize(coordinator, num_processes, process_id)
     return True
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
 
 def is_initialized() -> bool:
