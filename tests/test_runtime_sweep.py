@@ -213,3 +213,13 @@ def test_single_process_set_up_and_bad_flags(monkeypatch):
     monkeypatch.setenv("JAX_PROCESS_ID", "x")
     with pytest.raises(ValueError, match="JAX_PROCESS_ID must be an integer"):
         hosts.initialize()
+
+
+def test_slurm_environment_is_detected(monkeypatch):
+    for var, value in {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "node[1-2]",
+                       "SLURM_NODELIST": "node[1-2]", "SLURM_NTASKS": "2",
+                       "SLURM_PROCID": "1", "SLURM_LOCALID": "0"}.items():
+        monkeypatch.setenv(var, value)
+    assert hosts.detected_cluster() == "SlurmCluster"
+    monkeypatch.delenv("SLURM_PROCID")  # an salloc shell, not a task of srun
+    assert hosts.detected_cluster() is None

@@ -9,8 +9,8 @@ results. Set-up, as JAX documents it (call before any other JAX work)::
     initialize("10.0.0.1:1234", num_processes=4, process_id=i)   # explicit
     initialize()   # flags absent: JAX_COORDINATOR_ADDRESS (read by JAX) with
                    # JAX_NUM_PROCESSES / JAX_PROCESS_ID (read here), or a cluster
-                   # JAX detects (SLURM, Open MPI, Cloud TPU pods, Kubernetes);
-                   # nothing found: one process
+                   # JAX detects (SLURM, Open MPI, Cloud TPU pods); nothing found:
+                   # one process
 
 The CLI passes ``--coordinator ADDR:PORT --num-processes N --process-id I``
 (``add_arguments``). On CPU, processes exchange statistics over JAX's CPU
@@ -26,16 +26,23 @@ import jax
 
 log = logging.getLogger(__name__)
 
+#: the environments JAX documents as needing no arguments (SLURM, Open MPI, Cloud TPU);
+#: Kubernetes is left out: every pod would look like a job of several processes
+AUTO_DETECTED = ("SlurmCluster", "OmpiCluster", "GceTpuCluster", "GkeTpuCluster")
+
+
 def detected_cluster() -> str | None:
-    """The name of the cluster environment JAX's own auto-detection would use
-    (``SlurmCluster``, ``GceTpuCluster``, ``OmpiCluster`` ...), or None."""
+    """The name of the cluster environment (one of ``AUTO_DETECTED``) that JAX's own
+    detection finds here, or None."""
     try:  # JAX's cluster registry; its location is private, so fail soft
         from jax._src.clusters import ClusterEnv
     except ImportError:  # pragma: no cover - other JAX layouts
         return None
     for env in ClusterEnv._cluster_types:
+        if env.__name__ not in AUTO_DETECTED:
+            continue
         try:
-            if not env.opt_in_only_method and env.is_env_present():
+            if env.is_env_present():
                 return env.__name__
         except Exception:  # a detector that cannot run here is not this cluster
             continue
