@@ -51,6 +51,17 @@ def vgg16_shapes(config: Mapping) -> dict:
     return shapes
 
 
+def _dim(state_dict: Mapping, key: str, axis: int, ndim: int) -> int:
+    """``state_dict[key].shape[axis]``, after checking the entry has ``ndim`` dimensions
+    (a 0-d or 1-d entry where a kernel belongs is an error naming the key)."""
+    shape = tuple(getattr(state_dict[key], "shape", ()))
+    if len(shape) != ndim:
+        kind = "convolution kernel" if ndim == 4 else "weight matrix"
+        raise CheckpointMismatch(f"{key!r} has shape {list(shape)}, but a {kind} there is "
+                                 f"{ndim}-d")
+    return int(shape[axis])
+
+
 def vgg16_config(state_dict: Mapping) -> dict:
     """VGG16 constructor arguments read from a reference state dict."""
     widths = []
@@ -60,13 +71,13 @@ def vgg16_config(state_dict: Mapping) -> dict:
             raise CheckpointMismatch(
                 f"not a VGG-16 checkpoint in the reference layout: no key {key!r} "
                 f"(found keys like {sorted(state_dict)[:4]})")
-        widths.append(int(state_dict[key].shape[0]))
+        widths.append(_dim(state_dict, key, 0, 4))
     for key in ("classifier.fc7.weight", "classifier.fc8a.weight"):
         if key not in state_dict:
             raise CheckpointMismatch(f"not a VGG-16 checkpoint: no key {key!r}")
     return dict(widths=tuple(widths),
-                fc_width=int(state_dict["classifier.fc7.weight"].shape[0]),
-                num_classes=int(state_dict["classifier.fc8a.weight"].shape[0]))
+                fc_width=_dim(state_dict, "classifier.fc7.weight", 0, 2),
+                num_classes=_dim(state_dict, "classifier.fc8a.weight", 0, 2))
 
 
 def rename_old_proggan_keys(state_dict: Mapping) -> dict:
@@ -94,13 +105,13 @@ def proggan_sizes(state_dict: Mapping) -> tuple[int, ...]:
     """``sizes`` ``[z_dim, d4, d8, ...]`` read from a (renamed) ProGAN state dict."""
     sizes = []
     for i in itertools.count():
-        w = state_dict.get(f"layer{i + 1}.conv.weight")
-        if w is None:
+        key = f"layer{i + 1}.conv.weight"
+        if key not in state_dict:
             break
         if i == 0:
-            sizes.append(int(w.shape[1]))
+            sizes.append(_dim(state_dict, key, 1, 4))
         if i % 2 == 0:
-            sizes.append(int(w.shape[0]))
+            sizes.append(_dim(state_dict, key, 0, 4))
     if len(sizes) < 2:
         raise CheckpointMismatch(
             "not a ProGAN generator checkpoint: no key 'layer1.conv.weight' "
