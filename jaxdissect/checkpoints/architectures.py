@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdissect.checkpoints import tv_tables
-from jaxdissect.checkpoints.convert import convert, flatten_params
+from jaxdissect.checkpoints.convert import CheckpointMismatch, convert, flatten_params
 from jaxdissect.checkpoints.tables import (
     proggan_shapes,
     proggan_sizes,
@@ -91,13 +91,16 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], arch: str,
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
         state_dict = state_dict["state_dict"]
     what = f"{what} (as {arch})"
-    if arch == "vgg16":
-        config = vgg16_config(state_dict)
-        table, shapes = vgg16_table(), vgg16_shapes(config)
-    else:
-        state_dict = rename_old_proggan_keys(state_dict)
-        config = {"sizes": proggan_sizes(state_dict)}
-        table, shapes = proggan_table(config["sizes"]), proggan_shapes(config["sizes"])
+    try:
+        if arch == "vgg16":
+            config = vgg16_config(state_dict)
+            table, shapes = vgg16_table(), vgg16_shapes(config)
+        else:
+            state_dict = rename_old_proggan_keys(state_dict)
+            config = {"sizes": proggan_sizes(state_dict)}
+            table, shapes = proggan_table(config["sizes"]), proggan_shapes(config["sizes"])
+    except CheckpointMismatch as e:
+        raise CheckpointMismatch(f"{what}: {e}") from None
     params = convert(state_dict, table, shapes, what=what)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}, params
 

@@ -56,7 +56,7 @@ SLACK = 16 << 20
 MAX_PICKLE_BYTES = 64 << 20
 MAX_DEPTH = 64
 MAX_NDIM = 32
-MAX_ZIP_ENTRIES = 100_000
+MAX_ZIP_ENTRIES = 20_000
 _STORAGE_KEY = re.compile(r"[\w.\-]{1,64}")
 
 STORAGE_DTYPES = {
@@ -175,7 +175,7 @@ def _unpickle(read, available: int, what: str):
     try:
         return machine.run(), machine.pos
     except UnsafeGlobal as e:
-        raise UnsafeCheckpointError(str(e)) from None
+        raise UnsafeCheckpointError(f"{what}: {e}") from None
     except CheckpointError as e:
         raise CheckpointError(f"{what}: {e}") from None
     except PickleError as e:
@@ -278,7 +278,9 @@ def _materialise(obj, storages: dict, budget: _Budget, what: str):
                 try:
                     tensors[key] = _tensor(o, storages, budget, name)
                 except CheckpointError as e:
-                    raise CheckpointError(f"{what}: {e}") from None
+                    msg = str(e)
+                    raise CheckpointError(msg if msg.startswith(what) else f"{what}: {msg}"
+                                          ) from None
             out = tensors[key]
         elif t in (dict, collections.OrderedDict, list, tuple):
             active.add(i)
@@ -457,7 +459,10 @@ def _load_legacy(f, file_size: int, what: str):
     keys = next_pickle()
     if type(keys) is not list:
         raise CheckpointError(f"{what}: corrupt storage key list")
-    keys = [_storage_key(k) for k in keys]
+    try:
+        keys = [_storage_key(k) for k in keys]
+    except CheckpointError as e:
+        raise CheckpointError(f"{what}: {e}") from None
     refs = _collect_refs(obj, what)
     # Roots of legacy views carry their own type; views point into them.
     for ref in list(refs.values()):

@@ -198,8 +198,13 @@ class Machine:
             ops += 1
             if ops > MAX_OPS:
                 raise PickleError(f"more than {MAX_OPS} opcodes; a state dict needs far fewer")
-            at = self.pos
-            op = read(1)
+            i = self._i
+            if i < len(self._buf):  # the common case, inlined
+                op = self._buf[i: i + 1]
+                self._i = i + 1
+            else:
+                op = read(1)
+            at = self.pos - 1
             try:
                 if op == b".":                                   # STOP
                     if len(stack) != 1 or marks:
