@@ -68,7 +68,8 @@ class ZSource:
     def identity(self) -> dict:
         """What the samples depend on (for content-keyed caches)."""
         return {"source": "z", "num_examples": self.num_examples, "z_dim": self.z_dim,
-                "seed": self.seed, "sampler": "default_rng([seed, i]).standard_normal"}
+                "seed": self.seed,
+                "sampler": "RandomState(seed).standard_normal, row-major [n, z_dim], float32"}
 
     def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
         if not 0 <= start <= stop <= self.num_examples:
