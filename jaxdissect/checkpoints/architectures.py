@@ -75,6 +75,16 @@ def traced_param_shapes(arch: str, model) -> dict:
     return {k: tuple(v.shape) for k, v in flatten_params(shapes).items()}
 
 
+def expected_shapes(arch: str, config: Mapping) -> dict:
+    """Flat ``{"path": shape}`` of the tree :func:`convert_state_dict` produces for
+    ``arch`` with ``config`` (params, or the whole variables for
+    :data:`VARIABLE_TREES`), by abstract tracing of the model it describes."""
+    model = model_from_config(arch, config)
+    if arch in VARIABLE_TREES:
+        return tv_tables.variable_shapes(model, _input_shape(arch, config))
+    return traced_param_shapes(arch, model)
+
+
 def convert_state_dict(state_dict: Mapping[str, np.ndarray], arch: str,
                        what: str = "checkpoint"):
     """Return ``(config, params)`` for ``arch`` from a reference state dict.
