@@ -12,17 +12,24 @@ Cache (``JAXDISSECT_CACHE``, default ``~/.cache/jaxdissect``)::
     converted/<name>/        model.json + params/ (see jaxdissect.checkpoints.store)
 
 A download goes to a ``.part`` file, is hashed while it streams and is moved into
-place only when the hash prefix matches, so nothing is cached on a mismatch.
+place only when it is shown complete: its hash prefix matches, or, for a file without
+a published hash, its length equals the server's declared length or the registry's
+``size``. Stalled and dropped connections, HTTP errors and mismatches leave nothing
+in the cache. Registry names and file names cannot leave the cache folder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
+import socket
 import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -86,30 +93,91 @@ def sha256_file(path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, sha256_prefix: str | None, progress: bool = True) -> Path:
-    """Stream ``url`` to ``dest``, checking the SHA-256 prefix; ``dest`` exists only on
-    success. Raises :class:`HashMismatch` or ``OSError`` (network)."""
+READ_TIMEOUT = 60.0     # seconds a download may wait for its next bytes
+DEADLINE = 4 * 3600.0   # seconds a whole file may take
+
+
+class DownloadError(OSError):
+    """A download that failed or could not be shown complete; nothing was cached."""
+
+
+def _safe_relative(name: str, what: str) -> Path:
+    """``name`` as a relative path that stays inside the folder it is joined to."""
+    parts = name.replace("\\", "/").split("/") if isinstance(name, str) else [""]
+    if any(p in ("", ".", "..") for p in parts) or ":" in parts[0]:
+        raise ValueError(f"registry {what} {name!r} would leave the cache folder")
+    return Path(*parts)
+
+
+def download(url: str, dest: Path, sha256_prefix: str | None, progress: bool = True,
+             size: int | None = None, read_timeout: float | None = None,
+             deadline: float | None = None) -> Path:
+    """Stream ``url`` to ``dest``; ``dest`` exists only if the file is shown complete:
+    its SHA-256 starts with ``sha256_prefix``, or (no published hash) its length equals
+    the server's ``Content-Length`` or the registry's ``size``. Waits at most
+    ``read_timeout`` (default :data:`READ_TIMEOUT`) for each read and ``deadline``
+    (default :data:`DEADLINE`) seconds in all. Raises :class:`HashMismatch` or
+    :class:`DownloadError`, one line naming the host and the bytes received; the
+    partial file is removed."""
+    read_timeout = READ_TIMEOUT if read_timeout is None else read_timeout
+    deadline = DEADLINE if deadline is None else deadline
+    host = urllib.parse.urlsplit(url).netloc or url
+    name = dest.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f"{dest.name}.{os.getpid()}.part")  # one per process
     h = hashlib.sha256()
+    got, declared = 0, None
+
+    def fail(why: str):
+        of = f" of {declared}" if declared is not None else ""
+        raise DownloadError(f"{host}: {why} ({got}{of} bytes of {name} received); "
+                            f"nothing cached") from None
+
+    start = time.monotonic()
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
-            total = resp.headers.get("Content-Length")
-            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
-                      desc=dest.name, disable=not progress, file=sys.stderr) as bar:
-                while block := resp.read(1 << 20):
+        try:
+            resp = urllib.request.urlopen(url, timeout=read_timeout)
+        except urllib.error.HTTPError as e:
+            fail(f"HTTP {e.code} {e.reason}")
+        except urllib.error.URLError as e:
+            fail(f"cannot connect: {e.reason}")
+        except (TimeoutError, socket.timeout):
+            fail(f"no response within {read_timeout:g} s")
+        except (http.client.HTTPException, ConnectionError) as e:
+            fail(f"connection failed: {type(e).__name__}")
+        with resp, open(part, "wb") as out:
+            length = resp.headers.get("Content-Length")
+            declared = int(length) if length and length.isdigit() else None
+            read = getattr(resp, "read1", resp.read)  # one socket read at a time
+            with tqdm(total=declared, unit="B", unit_scale=True, desc=name,
+                      disable=not progress, file=sys.stderr) as bar:
+                while True:
+                    if time.monotonic() - start > deadline:
+                        fail(f"download not finished after {deadline:g} s")
+                    try:
+                        block = read(1 << 16)
+                    except (TimeoutError, socket.timeout):
+                        fail(f"no data for {read_timeout:g} s")
+                    except (http.client.HTTPException, ConnectionError) as e:
+                        fail(f"connection dropped ({type(e).__name__})")
+                    if not block:
+                        break
                     out.write(block)
                     h.update(block)
+                    got += len(block)
                     bar.update(len(block))
-            if total is not None and out.tell() != int(total):
-                raise OSError(f"download of {url} ended after {out.tell()} of {total} bytes")
+        if declared is not None and got != declared:
+            fail("connection dropped before the declared length")
+        if size is not None and got != size:
+            fail(f"length differs from the {size} bytes the registry records")
         digest = h.hexdigest()
         if sha256_prefix and not digest.startswith(sha256_prefix.lower()):
             raise HashMismatch(f"{url}: SHA-256 {digest[:16]}... does not start with "
                                f"{sha256_prefix}; refusing the file, nothing cached")
+        if not sha256_prefix and declared is None and size is None:
+            fail("no published hash and no declared length: cannot tell the file is "
+                 "complete")
         os.replace(part, dest)
-    except urllib.error.URLError as e:
-        raise OSError(f"cannot download {url}: {e.reason}") from None
     finally:
         if part.exists():
             part.unlink()
@@ -152,19 +220,21 @@ def fetch(name: str, registry: dict | None = None, cache: Path | None = None,
     results = []
     for entry_name in resolve(name, registry):
         entry = registry["checkpoints"][entry_name]
-        converted = cache / "converted" / entry_name
+        converted = cache / "converted" / _safe_relative(entry_name, "entry name")
         if entry.get("arch") and is_converted(converted):
             log(f"{entry_name}: cached at {converted}")
             results.append(converted)
             continue
-        raw = cache / "downloads" / entry["file"]
+        raw = cache / "downloads" / _safe_relative(entry["file"], "file name")
         if not raw.is_file():
             log(f"{entry_name}: downloading {entry['url']}")
-            download(entry["url"], raw, entry.get("sha256_prefix"), progress=progress)
+            download(entry["url"], raw, entry.get("sha256_prefix"), progress=progress,
+                     size=entry.get("size"))
             if entry.get("sha256_prefix"):
                 log(f"{entry_name}: SHA-256 prefix {entry['sha256_prefix']} verified")
             else:
-                log(f"{entry_name}: no published hash; file not verified")
+                log(f"{entry_name}: no published hash; length {raw.stat().st_size} bytes "
+                    f"as declared")
         if not entry.get("arch"):
             log(f"{entry_name}: no jaxdissect converter; file kept at {raw}")
             results.append(raw)
