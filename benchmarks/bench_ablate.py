@@ -37,8 +37,8 @@ def main():
     import jax
     import torch
 
-    from jaxdissect.experiments import ablate
     from jaxdissect.checkpoints import convert_state_dict, model_from_config
+    from jaxdissect.experiments import ablate
     from jaxdissect.models.vgg16 import preprocess
     from tests.reference_torch import torch_vgg16
 

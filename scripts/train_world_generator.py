@@ -31,11 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdissect.world.train.discriminator import Discriminator
 from jaxdissect.models.proggan import ProgressiveGenerator
 from jaxdissect.world import WorldSource
-from jaxdissect.world.train import gan as gt
 from jaxdissect.world.generator import WORLD_GENERATOR_SIZES
+from jaxdissect.world.train import gan as gt
+from jaxdissect.world.train.discriminator import Discriminator
 from jaxdissect.world.weights import save_checkpoint
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from jaxdissect.experiments import ablate
-from tests.tiny_nets import ArraySource, TinyClassifier, torch_classifier
+from tests.tiny_nets import ArraySource, TinyClassifier, classifier_spec, torch_classifier
 
 UNITS, CLASSES = 6, 5
 
@@ -50,7 +50,7 @@ def torch_pra(params, source, ablated):
 
 def test_metrics_and_single_unit_sweep_match_torch(setup):
     model, params, train, _ = setup
-    split = ablate.split_classifier(model, params, "conv5_3")
+    split = ablate.split_classifier(classifier_spec(params, model), "conv5_3")
     masks = np.concatenate([np.zeros((1, UNITS)), np.eye(UNITS), [[1, 0, 1, 0, 0, 1]]])
     m = ablate.measure(split, train, masks, CLASSES, batch_size=7, chunk=3,
                        progress=False)
@@ -64,7 +64,7 @@ def test_metrics_and_single_unit_sweep_match_torch(setup):
 
 def test_whole_experiment_matches_torch_loop(setup, tmp_path):
     model, params, train, val = setup
-    split = ablate.split_classifier(model, params, "conv5_3")
+    split = ablate.split_classifier(classifier_spec(params, model), "conv5_3")
     ks = (1, 2, 4, 20)
     iou = np.linspace(0, 0.3, UNITS)
     res = ablate.run_experiment(split, train, val, UNITS, CLASSES, ks=ks,
@@ -164,7 +164,7 @@ class _Dies(ArraySource):
 
 def test_killed_sweep_resumes_to_same_counts(setup, tmp_path):
     model, params, train, _ = setup
-    split = ablate.split_classifier(model, params, "conv5_3")
+    split = ablate.split_classifier(classifier_spec(params, model), "conv5_3")
     masks = np.eye(UNITS)
     cache = str(tmp_path / "c.npz")
     fresh = ablate.ablation_masks_counts(split, train, masks, CLASSES, batch_size=8,
@@ -188,7 +188,7 @@ def test_killed_sweep_resumes_to_same_counts(setup, tmp_path):
 
 def test_bad_input_is_named(setup):
     model, params, train, _ = setup
-    split = ablate.split_classifier(model, params, "conv5_3")
+    split = ablate.split_classifier(classifier_spec(params, model), "conv5_3")
     with pytest.raises(ValueError, match="units"):
         ablate.measure(split, train, np.zeros((2, UNITS + 1)), CLASSES, progress=False)
     with pytest.raises(ValueError, match="class labels"):
@@ -197,16 +197,18 @@ def test_bad_input_is_named(setup):
 
 def test_vgg_single_unit_shortcut_equals_edited_tail():
     from jaxdissect.edits import zero_units
-    from jaxdissect.models.vgg16 import VGG16, preprocess
+    from jaxdissect.models import vgg16
+    from jaxdissect.models.vgg16 import VGG16
     model = VGG16(widths=(4, 4, 8, 8, 12), fc_width=16, num_classes=7, pool_hw=(3, 3))
     x = np.random.default_rng(0).random((6, 32, 32, 3), dtype=np.float32)
     params = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)))["params"]
-    split = ablate.split_classifier(model, params, "conv5_3", preprocess)
+    spec = vgg16.spec(model, params, input_size=(32, 32))
+    split = ablate.split_classifier(spec, "conv5_3")
     assert split.single_unit is not None
-    assert ablate.split_classifier(model, params, "conv5_2").single_unit is None
-    acts = split.head(params, {"image": x})
-    fast = split.single_unit(params, acts)
-    slow = jnp.stack([split.tail(params, acts, jax.tree_util.tree_map(
+    assert ablate.split_classifier(spec, "conv5_2").single_unit is None
+    acts = split.head(split.params, {"image": x})
+    fast = split.single_unit(split.params, acts)
+    slow = jnp.stack([split.tail(split.params, acts, jax.tree_util.tree_map(
         lambda a: a.reshape(1, 1, 1, -1), zero_units([u], 12))) for u in range(12)])
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5 * float(jnp.abs(slow).max()))
     labels = np.random.default_rng(1).integers(0, 7, 6).astype(np.int32)

@@ -8,17 +8,18 @@ import scipy.stats
 import torch
 
 from jaxdissect.experiments import attack
-from tests.tiny_nets import TinyClassifier
+from jaxdissect.taps import run
+from tests.tiny_nets import TinyClassifier, classifier_spec
 
 MODEL = TinyClassifier()
 
 
 def apply_logits(params, x):
-    return MODEL.apply({"params": params}, x)[0]
+    return MODEL.apply({"params": params}, x)
 
 
 def conv5_3(params, x):
-    return MODEL.apply({"params": params}, x, stop="conv5_3")[0]
+    return run(MODEL.apply, {"params": params}, x, capture="c2")[1]["c2"]
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +109,8 @@ def test_unit_shift_vs_numpy(setup):
     params, images, _ = setup
     adv = np.clip(images + np.random.default_rng(3).normal(0, 0.2, images.shape), 0, 1)
     shift = attack.unit_shift(conv5_3, params, images, adv, batch_size=4)
-    a_clean = np.asarray(MODEL.apply({"params": params}, images, capture=("conv5_3",))[1][
-        "conv5_3"], np.float64)
-    a_adv = np.asarray(MODEL.apply({"params": params}, jnp.asarray(adv, jnp.float32),
-                                   capture=("conv5_3",))[1]["conv5_3"], np.float64)
+    a_clean = np.asarray(conv5_3(params, images), np.float64)
+    a_adv = np.asarray(conv5_3(params, jnp.asarray(adv, jnp.float32)), np.float64)
     np.testing.assert_allclose(shift.clean, a_clean.mean((0, 1, 2)), rtol=1e-5)
     np.testing.assert_allclose(shift.delta, a_adv.mean((0, 1, 2)) - a_clean.mean((0, 1, 2)),
                                rtol=1e-4, atol=1e-6)
@@ -209,7 +208,7 @@ def test_class_logit_drop_vs_torch_loop(setup):
     imgs = rng.uniform(size=(10, 8, 8, 3)).astype(np.float32)
     labels = np.array([0, 1, 2, 3, 4, 0, 1, 2, 0, 0], np.int32)
     src = ArraySource(image=imgs, label=labels)
-    split = split_classifier(MODEL, params, "conv5_3")
+    split = split_classifier(classifier_spec(params, MODEL), "conv5_3")
     drop, count = attack.class_logit_drop(split, src, 6, 5, batch_size=4, chunk=4)
     np.testing.assert_array_equal(count, np.bincount(labels, minlength=5))
     base = torch_classifier(params)(imgs).numpy().astype(np.float64)

@@ -15,6 +15,7 @@ from jaxdissect.checkpoints.pth import load_state_dict
 from jaxdissect.checkpoints.store import load_converted, save_converted
 from jaxdissect.edits import Edit, zero_units
 from jaxdissect.models import SIZES_BY_RESOLUTION
+from jaxdissect.taps import run as tap
 from tests.reference_torch import (
     run_torch_proggan,
     run_torch_vgg16,
@@ -46,8 +47,8 @@ def vgg(tmp_path_factory):
     x = np.random.default_rng(0).normal(size=(1, 224, 224, 3)).astype(np.float32)
     model = model_from_config("vgg16", config)
     # One compiled forward for every full-size call: the edit is an argument.
-    forward = jax.jit(lambda p, x, e: model.apply({"params": p}, x, capture=model.layer_names,
-                                                  edits={"conv5_3": e}))
+    forward = jax.jit(lambda p, x, e: tap(model.apply, {"params": p}, x,
+                                          capture=model.layer_names, edits={"conv5_3": e}))
     return dict(torch=tm, paths=paths, converted=converted, config=config, params=params,
                 model=model, forward=forward, x=x, torch_out=run_torch_vgg16(tm, x))
 
@@ -97,8 +98,9 @@ def test_vmap_over_16_single_unit_ablations_equals_16_calls(vgg):
     conv5_3 = jnp.asarray(vgg["torch_out"][1]["conv5_3"])
     # Params are arguments, not closed-over constants, so the 528 MB stay out of the
     # compiled program.
-    run = jax.jit(lambda p, e: model.apply({"params": p}, conv5_3, start="conv5_3",
-                                           edits={"conv5_3": e})[0])
+    x = jnp.zeros((1, 224, 224, 3))      # a placeholder: the layers before conv5_3 vanish
+    run = jax.jit(lambda p, e: tap(model.apply, {"params": p}, x, feed={"conv5_3": conv5_3},
+                                   edits={"conv5_3": e})[0])
     units = np.arange(0, 512, 32)
     stack = Edit(alpha=jnp.eye(512)[units], value=jnp.zeros((16, 512)))
     batched = jax.jit(jax.vmap(run, in_axes=(None, 0)))(params, stack)
@@ -120,7 +122,7 @@ def test_orbax_round_trip(tmp_path):
         assert pa == pb
         np.testing.assert_array_equal(a, b)
     x = np.random.default_rng(5).normal(size=(1, 32, 32, 3)).astype(np.float32)
-    np.testing.assert_allclose(model.apply({"params": restored}, x)[0],
+    np.testing.assert_allclose(model.apply({"params": restored}, x),
                                run_torch_vgg16(tm, x)[0], rtol=1e-4, atol=1e-5)
     with pytest.raises(FileExistsError, match="already holds"):
         save_converted(out, "vgg16", config, params)
@@ -154,7 +156,7 @@ def test_full_proggan_256_matches_torch(progan, fmt):
         for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(ref)):
             np.testing.assert_array_equal(a, b)
         return
-    img, acts = jax.jit(lambda p, z: model.apply({"params": p}, z, capture=("layer4",)))(
+    img, acts = jax.jit(lambda p, z: tap(model.apply, {"params": p}, z, capture=("layer4",)))(
         params, progan["z"])
     t_img, t_acts = progan["torch_out"]
     assert img.shape == (1, 256, 256, 3)

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdissect.experiments.dissect import DissectResult, dissect, layer_compute
+from jaxdissect.experiments.dissect import DissectResult, dissect, spec_compute
 from jaxdissect.labels import LabelSet
 from jaxdissect.runtime.fingerprint import fingerprint
+from jaxdissect.spec import ModelSpec
 from jaxdissect.stats import Upsampler
 
 LABELS = LabelSet.from_pairs([("sky", "object"), ("tree", "object"), ("door", "object"),
@@ -146,12 +147,17 @@ def test_killed_run_resumes_with_identical_results(tmp_path, budget, first, seco
 
 class Planted(nn.Module):
     """Unit 0 fires on red pixels, unit 1 on green; unit 2 follows the blue noise.
-    Follows the model call contract: ``(out, acts)`` with the captured layers."""
+    Plain Flax: the tap at ``conv`` is the convolution's (pre-ReLU) output."""
 
     @nn.compact
-    def __call__(self, x, capture=()):
+    def __call__(self, x):
         h = nn.relu(nn.Conv(3, (1, 1), name="conv")(x))
-        return h.mean(axis=(1, 2)), {k: h for k in capture if k == "conv"}
+        return h.mean(axis=(1, 2))
+
+
+def planted_spec(params):
+    return ModelSpec.from_linen(Planted(), params, kind="classifier", input_size=(16, 16),
+                                layers={"conv": "conv"})
 
 
 def planted_world(n=12, size=16, seed=0):
@@ -173,10 +179,11 @@ def test_planted_units_are_labelled_with_their_concepts():
     kernel = np.zeros((1, 1, 3, 3), np.float32)
     kernel[0, 0, 0, 0] = kernel[0, 0, 1, 1] = kernel[0, 0, 2, 2] = 1.0
     params = {"conv": {"kernel": jnp.asarray(kernel), "bias": jnp.array([-0.5, -0.5, 0.0])}}
-    planted_compute = layer_compute(Planted().apply, "conv", lambda batch, out: batch["seg"])
+    spec = planted_spec(params)
+    planted_compute = spec_compute(spec, "conv", lambda batch, images: batch["seg"])
     source = planted_world()
     result = dissect(planted_compute, source, LABELS, quantile=0.12, batch_size=5,
-                     progress=False, topk=2, params=params)
+                     progress=False, topk=2, params=spec.params)
     assert result.best_label[0] == LABELS.index("door") and result.best_iou[0] >= 0.99
     assert result.best_label[1] == LABELS.index("tree") and result.best_iou[1] >= 0.99
     assert result.unit_label(0) == "door" and result.labelled[:2].all()
@@ -221,17 +228,18 @@ def test_params_are_step_arguments_not_constants():
     kernel = np.zeros((1, 1, 3, 3), np.float32)
     kernel[0, 0, 0, 0] = kernel[0, 0, 1, 1] = kernel[0, 0, 2, 2] = 1.0
     params = {"conv": {"kernel": jnp.asarray(kernel), "bias": jnp.array([-0.5, -0.5, 0.0])}}
-    compute = layer_compute(Planted().apply, "conv", lambda batch, out: batch["seg"])
+    spec = planted_spec(params)
+    compute = spec_compute(spec, "conv", lambda batch, images: batch["seg"])
     source = planted_world()
     seen = []
 
     def traced(batch, p):
-        seen.append(type(p["conv"]["kernel"]))
+        seen.append(type(p["params"]["conv"]["kernel"]))
         return compute(batch, p)
 
     with_arg = dissect(traced, source, LABELS, quantile=0.12, batch_size=5,
-                       progress=False, topk=2, params=params)
-    closed = dissect(lambda batch: compute(batch, params), source, LABELS, quantile=0.12,
+                       progress=False, topk=2, params=spec.params)
+    closed = dissect(lambda batch: compute(batch, spec.params), source, LABELS, quantile=0.12,
                      batch_size=5, progress=False, topk=2)
     assert all(issubclass(t, jax.core.Tracer) for t in seen)
     np.testing.assert_array_equal(with_arg.iou, closed.iou)

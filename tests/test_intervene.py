@@ -14,6 +14,7 @@ from tests.tiny_nets import (
     ArraySource,
     TinyGenerator,
     TinySegmenter,
+    generator_spec,
     torch_generator,
     torch_segment,
 )
@@ -30,7 +31,7 @@ def setup():
     model = TinyGenerator(units=UNITS)
     params = model.init(jax.random.PRNGKey(3), jnp.zeros((1, 6)))["params"]
     z = np.random.default_rng(5).standard_normal((N, 6)).astype(np.float32)
-    split = intervene.split_generator(model, params, "layer2")
+    split = intervene.split_generator(generator_spec(params, model), "layer2")
     return params, ArraySource(z=z), split
 
 

@@ -11,6 +11,7 @@ from jaxdissect.checkpoints import convert_state_dict
 from jaxdissect.edits import Edit, zero_units
 from jaxdissect.models import ProgressiveGenerator
 from jaxdissect.models.proggan import progan_layer_names
+from jaxdissect.taps import run as tap
 from tests.reference_torch import run_torch_proggan, state_dict_numpy, torch_proggan
 
 SIZES = (16, 16, 12, 8, 4)  # 32x32 output
@@ -34,7 +35,7 @@ def test_layer_names_follow_reference():
 def test_small_proggan_matches_torch_every_layer(small):
     tm, model, params = small
     z = np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32)
-    img, acts = model.apply({"params": params}, z, capture=model.layer_names)
+    img, acts = tap(model.apply, {"params": params}, z, capture=model.layer_names)
     t_img, t_acts = run_torch_proggan(tm, z)
     assert img.shape == (2, 32, 32, 3)
     for name in model.layer_names:
@@ -45,11 +46,11 @@ def test_small_proggan_matches_torch_every_layer(small):
 def test_start_from_layer4_with_edit_equals_full_run(small):
     _, model, params = small
     z = np.random.default_rng(1).normal(size=(2, 16)).astype(np.float32)
-    l4, _ = model.apply({"params": params}, z, stop="layer4")
+    l4 = tap(model.apply, {"params": params}, z, capture="layer4")[1]["layer4"]
     assert l4.shape == (2, 8, 8, 12)
     edit = {"layer4": zero_units([0, 2], 12)}
-    full, _ = model.apply({"params": params}, z, edits=edit)
-    resumed, _ = model.apply({"params": params}, l4, start="layer4", edits=edit)
+    full, _ = tap(model.apply, {"params": params}, z, edits=edit)
+    resumed, _ = tap(model.apply, {"params": params}, z, feed={"layer4": l4}, edits=edit)
     np.testing.assert_allclose(resumed, full, rtol=1e-5, atol=1e-5)
 
 
@@ -57,7 +58,7 @@ def test_vmap_over_edits_equals_separate_calls(small):
     _, model, params = small
     z = np.random.default_rng(2).normal(size=(2, 16)).astype(np.float32)
     stack = Edit(alpha=jnp.eye(12)[:4], value=jnp.full((4, 12), 3.0))
-    run = jax.jit(lambda e: model.apply({"params": params}, z, edits={"layer4": e})[0])
+    run = jax.jit(lambda e: tap(model.apply, {"params": params}, z, edits={"layer4": e})[0])
     batched = jax.vmap(run)(stack)
     for u in range(4):
         one = Edit(alpha=jnp.eye(12)[u], value=jnp.full((12,), 3.0))

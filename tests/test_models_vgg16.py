@@ -12,6 +12,7 @@ from jaxdissect.checkpoints import convert_state_dict, model_from_config
 from jaxdissect.edits import Edit, zero_units
 from jaxdissect.models import VGG16, preprocess
 from jaxdissect.models.vgg16 import adaptive_avg_pool
+from jaxdissect.taps import run as tap
 from tests.reference_torch import run_torch_vgg16, state_dict_numpy, torch_vgg16
 
 SMALL = dict(widths=(4, 8, 8, 16, 16), fc_width=24, num_classes=7)
@@ -31,7 +32,7 @@ def rel_err(a, b):
 def test_small_vgg_matches_torch_every_layer(small):
     tm, model, params = small
     x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
-    logits, acts = model.apply({"params": params}, x, capture=model.layer_names)
+    logits, acts = tap(model.apply, {"params": params}, x, capture=model.layer_names)
     t_logits, t_acts = run_torch_vgg16(tm, x)
     assert set(acts) == set(model.layer_names) == set(t_acts)
     for name in model.layer_names:
@@ -44,24 +45,25 @@ def test_edit_zeroing_matches_torch_channel_zeroing(small):
     tm, model, params = small
     x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype(np.float32)
     units = [0, 3, 5]
-    logits, acts = model.apply({"params": params}, x, capture=("conv5_3",),
-                               edits={"conv5_3": zero_units(units, 16)})
+    logits, acts = tap(model.apply, {"params": params}, x, capture=("conv5_3",),
+                       edits={"conv5_3": zero_units(units, 16)})
     t_logits, t_acts = run_torch_vgg16(tm, x, zero_units={"conv5_3": units})
     assert np.all(np.asarray(acts["conv5_3"])[..., units] == 0)
     assert rel_err(logits, t_logits) < 1e-4
-    plain, _ = model.apply({"params": params}, x)
+    plain = model.apply({"params": params}, x)
     assert rel_err(plain, t_logits) > 1e-3  # the edit changed something
 
 
-def test_start_and_stop_reuse_cached_activations(small):
+def test_feed_resumes_from_cached_activations(small):
     _, model, params = small
     x = np.random.default_rng(2).normal(size=(2, 32, 32, 3)).astype(np.float32)
-    a, _ = model.apply({"params": params}, x, stop="conv4_2")
+    a = tap(model.apply, {"params": params}, x, capture="conv4_2")[1]["conv4_2"]
     assert a.shape == (2, 4, 4, 16)
     edit = {"conv4_2": zero_units([1], 16)}
-    full, acts = model.apply({"params": params}, x, edits=edit, capture=("pool4",))
-    resumed, acts2 = model.apply({"params": params}, a, start="conv4_2", edits=edit,
-                                 capture=("pool4",))
+    full, acts = tap(model.apply, {"params": params}, x, edits=edit, capture=("pool4",))
+    resumed, acts2 = jax.jit(lambda a: tap(model.apply, {"params": params}, jnp.zeros_like(x),
+                                           feed={"conv4_2": a}, edits=edit,
+                                           capture=("pool4",)))(a)
     np.testing.assert_allclose(resumed, full, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(acts2["pool4"], acts["pool4"], rtol=1e-5, atol=1e-6)
 
@@ -69,19 +71,19 @@ def test_start_and_stop_reuse_cached_activations(small):
 def test_bad_names_are_refused(small):
     _, model, params = small
     x = jnp.zeros((1, 32, 32, 3))
-    with pytest.raises(KeyError, match="conv6_1"):
-        model.apply({"params": params}, x, capture=("conv6_1",))
+    with pytest.raises(KeyError, match="conv6_1.*conv5_3"):
+        tap(model.apply, {"params": params}, x, capture=("conv6_1",))
     with pytest.raises(KeyError, match="relu5_3"):
-        model.apply({"params": params}, x, edits={"relu5_3": zero_units([0], 16)})
-    with pytest.raises(ValueError, match="before start"):
-        model.apply({"params": params}, x, start="conv5_1", stop="conv4_1")
+        tap(model.apply, {"params": params}, x, edits={"relu5_3": zero_units([0], 16)})
+    with pytest.raises(ValueError, match="does not fit its output"):
+        tap(model.apply, {"params": params}, x, edits={"conv5_3": zero_units([0], 7)})
 
 
 def test_vmap_over_edits_equals_separate_calls(small):
     _, model, params = small
     x = np.random.default_rng(3).normal(size=(2, 32, 32, 3)).astype(np.float32)
     stack = Edit(alpha=jnp.eye(16)[:6], value=jnp.zeros((6, 16)))
-    run = jax.jit(lambda e: model.apply({"params": params}, x, edits={"conv5_3": e})[0])
+    run = jax.jit(lambda e: tap(model.apply, {"params": params}, x, edits={"conv5_3": e})[0])
     batched = jax.vmap(run)(stack)
     for u in range(6):
         np.testing.assert_allclose(batched[u], run(zero_units([u], 16)), rtol=1e-5, atol=1e-6)
@@ -94,7 +96,7 @@ def test_new_edit_values_do_not_recompile(small):
     @jax.jit
     @chex.assert_max_traces(n=1)
     def run(p, e):
-        return model.apply({"params": p}, x, edits={"conv5_3": e})[0]
+        return tap(model.apply, {"params": p}, x, edits={"conv5_3": e})[0]
 
     outs = [run(params, zero_units([u], 16)) for u in range(3)]
     assert not np.allclose(outs[0], outs[1])

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from jaxdissect.experiments import paint
+from jaxdissect.models import proggan
 from jaxdissect.models.proggan import ProgressiveGenerator
+from jaxdissect.taps import run
 
 # layer4 is 8x8 with 8 units; output 16x16
 MODEL = ProgressiveGenerator(sizes=(8, 8, 8, 8))
@@ -53,8 +55,8 @@ def test_box_mask():
 
 
 def layer4(params, z, edits=None):
-    return np.asarray(MODEL.apply({"params": params}, jnp.asarray(z), edits=edits,
-                                  capture=("layer4",))[1]["layer4"], np.float64)
+    return np.asarray(run(MODEL.apply, {"params": params}, jnp.asarray(z), edits=edits,
+                          capture=("layer4",))[1]["layer4"], np.float64)
 
 
 def test_edit_at_layer_vs_numpy_oracle(gen):
@@ -97,22 +99,24 @@ def test_paint_stack_equals_full_forwards(gen):
     edits = [paint.paint_edit([0, 3], UNITS, m1, "on", high),
              paint.paint_edit([2, 4, 7], UNITS, m2, "off"),
              paint.paint_edit([1], UNITS, m1, "off")]
-    acts, out = paint.paint(MODEL, params, z, "layer4", paint.stack_edits(edits))
+    spec = proggan.spec(MODEL, params)
+    acts, out = paint.paint(spec, spec.params, z, "layer4", paint.stack_edits(edits))
     assert out.shape == (3, 3, 16, 16, 3)
     np.testing.assert_allclose(np.asarray(acts), layer4(params, z), rtol=1e-5, atol=1e-6)
     for i, e in enumerate(edits):
-        want, _ = MODEL.apply({"params": params}, jnp.asarray(z), edits={"layer4": e})
+        want, _ = run(MODEL.apply, {"params": params}, jnp.asarray(z), edits={"layer4": e})
         np.testing.assert_allclose(np.asarray(out[i]), np.asarray(want), rtol=1e-4, atol=1e-5)
 
 
 def test_paint_bad_input(gen):
     params, z = gen
+    spec = proggan.spec(MODEL, params)
     grid16 = np.ones((16, 16), np.float32)      # image-size mask, not downsampled
     e = paint.stack_edits([paint.paint_edit([0], UNITS, grid16, "off")])
     with pytest.raises(ValueError, match="edit alpha must be"):
-        paint.paint(MODEL, params, z, "layer4", e)
+        paint.paint(spec, spec.params, z, "layer4", e)
     with pytest.raises(KeyError, match="layer"):
-        paint.paint(MODEL, params, z, "layer9", e)
+        paint.paint(spec, spec.params, z, "layer9", e)
     with pytest.raises(ValueError, match="needs the units' high levels"):
         paint.paint_edit([0], UNITS, np.ones((8, 8)), "on")
     with pytest.raises(ValueError, match="mode"):

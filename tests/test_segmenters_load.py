@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from jaxdissect.segmentation.base import Segmenter
 from jaxdissect.segmentation import MergedSegmenter, UnifiedParsingSegmenter
+from jaxdissect.segmentation.base import Segmenter
 from jaxdissect.segmentation.load import load_segmenter
 from tests.test_segmenters_models import COLOUR_LABELS, UPP_LABELS, nr_classes
 from tests.torch_segmodels import colour_modules, state_dict_numpy, upp_modules

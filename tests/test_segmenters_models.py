@@ -21,6 +21,7 @@ from jaxdissect.segmentation import (
     UnifiedLabelData,
     UnifiedParsingSegmenter,
 )
+from jaxdissect.taps import run
 from tests.segmenter_oracles import (
     quad_numpy,
     semantic_rules_numpy,
@@ -98,7 +99,8 @@ def test_upernet_logits_match_pytorch(upp):
     x = np.random.RandomState(1).randn(1, 64, 64, 3).astype(np.float32) * 60
     with torch.no_grad():
         ref = dec(enc(torch.from_numpy(x.transpose(0, 3, 1, 2))))
-    out, acts = model.apply({"params": params}, x, capture=("layer4", "fusion"))
+    out, acts = run(model.apply, {"params": params}, x, capture=("layer4", "fusion"),
+                    aliases=model.layer_paths)
     for k in ("object", "part", "material"):
         r = ref[k].numpy().transpose(0, 2, 3, 1)
         assert out[k].shape == r.shape
@@ -111,7 +113,7 @@ def test_colour_net_logits_match_pytorch(colour):
     x = np.random.RandomState(2).randn(1, 64, 64, 3).astype(np.float32)
     with torch.no_grad():
         ref = dec(enc(torch.from_numpy(x.transpose(0, 3, 1, 2)))).numpy().transpose(0, 2, 3, 1)
-    out, _ = DilatedPPMNet(len(data.labels)).apply({"params": params}, x)
+    out = DilatedPPMNet(len(data.labels)).apply({"params": params}, x)
     assert out.shape == ref.shape == (1, 8, 8, len(data.labels))
     assert rel_err(np.asarray(out), ref) < 1e-4
 
@@ -193,15 +195,13 @@ def test_colour_net_capture_and_edits(colour):
     x = np.random.RandomState(8).randn(1, 32, 32, 3).astype(np.float32)
     unit = (1, 1, 1, 512)  # per unit, in full rank (the tests forbid rank promotion)
     zero = Edit(alpha=np.ones(unit, np.float32), value=np.zeros(unit, np.float32))
-    out, acts = model.apply({"params": params}, x, capture=("ppm_last", "layer3"),
-                            edits={"ppm_last": zero})
+    out, acts = run(model.apply, {"params": params}, x, capture=("ppm_last", "layer3"),
+                    edits={"ppm_last": zero}, aliases=model.layer_paths)
     assert acts["layer3"].shape == (1, 4, 4, 256)
     assert np.all(np.asarray(acts["ppm_last"]) == 0)  # captured after the edit
     bias = dec.state_dict()["conv_last.4.bias"].numpy()
     np.testing.assert_allclose(np.asarray(out), np.broadcast_to(bias, out.shape), rtol=1e-6)
-    with pytest.raises(KeyError, match="unknown layers"):
-        model.apply({"params": params}, x, capture=("conv5_3",))
-    with pytest.raises(KeyError, match="unknown layers"):
-        model.apply({"params": params}, x, edits={"layer9": zero})
-    with pytest.raises(ValueError, match="start/stop"):
-        model.apply({"params": params}, x, stop="layer2")
+    with pytest.raises(KeyError, match="conv5_3"):
+        run(model.apply, {"params": params}, x, capture=("conv5_3",), aliases=model.layer_paths)
+    with pytest.raises(KeyError, match="layer9"):
+        run(model.apply, {"params": params}, x, edits={"layer9": zero}, aliases=model.layer_paths)

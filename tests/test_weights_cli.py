@@ -68,7 +68,7 @@ def test_fetch_downloads_verifies_converts_and_caches(server, env, capsys):
     model, params, meta = load_converted(converted)
     assert meta["source"]["sha256_prefix"] == server["digest"][:8]
     z = np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32)
-    img, _ = model.apply({"params": params}, z)
+    img = model.apply({"params": params}, z)
     np.testing.assert_allclose(img, run_torch_proggan(server["torch"], z)[0], atol=1e-4)
     # A second fetch uses the cache.
     assert main(["weights", "fetch", "tiny", "--no-progress"]) == 0

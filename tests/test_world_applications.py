@@ -20,7 +20,7 @@ def _have(name):
 
 def _logits(model, params, x):
     from jaxdissect.models.vgg16 import preprocess
-    return model.apply({"params": params}, preprocess(x))[0]
+    return model.apply({"params": params}, preprocess(x))
 
 
 @pytest.mark.slow
@@ -76,14 +76,13 @@ def test_world_paint_tree_units():
     edits = [paint.paint_edit(units, 128, paint.region_to_grid(
         paint.box_mask((32, 32), boxes[b]), (8, 8)), mode, res.levels[0.005])
         for b, mode in plan]
-    _, out = paint.paint(loaded.model, loaded.params, z, "layer4", paint.stack_edits(edits))
-    base_seg = seg(loaded.to_images(loaded.model.apply({"params": loaded.params},
-                                                       jnp.asarray(z))[0]))
+    _, out = paint.paint(loaded, loaded.params, z, "layer4", paint.stack_edits(edits))
+    base_seg = seg(loaded.images(loaded.run(loaded.params, jnp.asarray(z))[0]))
     counts = {}
     for (b, mode), images in zip(plan, out):
         region = paint.box_mask((64, 64), boxes[b])
         before = float(np.asarray(paint.region_pixels(base_seg, tree, region)).mean())
-        after = float(np.asarray(paint.region_pixels(seg(loaded.to_images(images)), tree,
+        after = float(np.asarray(paint.region_pixels(seg(loaded.images(images)), tree,
                                                      region)).mean())
         counts[(b, mode)] = (before, after)
     print("tree pixels per image before -> after:", counts)

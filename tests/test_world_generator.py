@@ -5,11 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdissect.world.train.discriminator import Discriminator, minibatch_stddev
 from jaxdissect.models.proggan import ProgressiveGenerator
-from jaxdissect.world.train import gan as gt
+from jaxdissect.taps import run as tap
 from jaxdissect.world.generator import generate, load_generator, sample_z
 from jaxdissect.world.generator_quality import compare_shares, label_counts
+from jaxdissect.world.train import gan as gt
+from jaxdissect.world.train.discriminator import Discriminator, minibatch_stddev
 from jaxdissect.world.vocab import LABELS
 
 TINY_G = ProgressiveGenerator(sizes=(8, 8, 8, 4))       # 16x16 output
@@ -68,7 +69,7 @@ def test_gan_step_losses_and_ema_match_oracle(gan_step):
     # Oracle: the discriminator loss from the pre-step parameters and the same z.
     k1, _ = jax.random.split(key)
     z1 = jax.random.normal(k1, (4, 8))
-    fakes = jax.jit(TINY_G.apply)({"params": old_g}, z1)[0]
+    fakes = jax.jit(TINY_G.apply)({"params": old_g}, z1)
     d_apply = jax.jit(NOSTD_D.apply)
     real_l = np.asarray(d_apply({"params": old_d}, reals), np.float64)
     fake_l = np.asarray(d_apply({"params": old_d}, fakes), np.float64)
@@ -139,7 +140,7 @@ def test_gan_step_translates_discriminator_inputs():
     k1, _ = jax.random.split(key)
     kd, _ = jax.random.split(jax.random.fold_in(key, 1))
     kr, kf = jax.random.split(kd)
-    fakes = np.asarray(TINY_G.apply({"params": old_g}, jax.random.normal(k1, (4, 8)))[0])
+    fakes = np.asarray(TINY_G.apply({"params": old_g}, jax.random.normal(k1, (4, 8))))
 
     def shift(k, imgs):
         off = np.asarray(jax.random.randint(k, (4, 2), -3, 4))
@@ -192,7 +193,7 @@ def test_shipped_generator_loads_runs_and_is_deterministic(shipped):
     assert model.resolution in (32, 64)
     z = sample_z(model, 4, seed=1)
     np.testing.assert_array_equal(z, sample_z(model, 4, seed=1))
-    out, acts = model.apply({"params": params}, jnp.asarray(z), capture=("layer4",))
+    out, acts = tap(model.apply, {"params": params}, jnp.asarray(z), capture=("layer4",))
     assert acts["layer4"].shape[:3] == (4, 8, 8) and acts["layer4"].shape[3] >= 64
     assert out.shape == (4, model.resolution, model.resolution, 3)
     a = np.asarray(generate(model, params, z))

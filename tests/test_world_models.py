@@ -11,6 +11,7 @@ import pytest
 from jaxdissect.edits import Edit
 from jaxdissect.models.segnet import SegNet
 from jaxdissect.segmentation.base import Segmenter
+from jaxdissect.taps import run
 from jaxdissect.world import LABELS, WorldSource
 from jaxdissect.world.classifier import DEFAULT_DIR as CLS_DIR
 from jaxdissect.world.classifier import classify, load_classifier
@@ -53,7 +54,7 @@ def _conv3x3_relu(x, kernel, bias):
 
 def test_segnet_shapes_capture_and_oracle(tiny):
     net, params, x = tiny
-    out, acts = net.apply({"params": params}, x, capture=("enc1", "enc3", "dec1"))
+    out, acts = segnet_run(net, params, x, capture=("enc1", "enc3", "dec1"))
     assert out.shape == (2, 16, 16, 5)
     assert acts["enc1"].shape == (2, 16, 16, 4) and acts["enc3"].shape == (2, 4, 4, 8)
     assert set(acts) == {"enc1", "enc3", "dec1"}
@@ -71,25 +72,31 @@ def test_segnet_shapes_capture_and_oracle(tiny):
     assert net.layer_names == ("enc1", "enc2", "enc3", "dec2", "dec1", "logits")
 
 
-def test_segnet_edits_and_stop(tiny):
+def segnet_run(net, params, x, capture=(), edits=None, feed=None):
+    """SegNet under taps by its research names (``layer_paths``)."""
+    return run(net.apply, {"params": params}, x, capture=capture, edits=edits, feed=feed,
+               aliases=net.layer_paths)
+
+
+def test_segnet_edits_and_feed(tiny):
     net, params, x = tiny
-    stopped, _ = net.apply({"params": params}, x, stop="enc2")
-    _, acts = net.apply({"params": params}, x, capture=("enc2",))
-    np.testing.assert_allclose(stopped, acts["enc2"])
+    _, acts = segnet_run(net, params, x, capture=("enc2", "dec2"))
+    # feeding enc2 its own output reproduces the decoder (the encoder still runs for
+    # the skips the decoder reads)
+    _, fed = segnet_run(net, params, x, feed={"enc2": acts["enc2"]}, capture=("dec2",))
+    np.testing.assert_allclose(fed["dec2"], acts["dec2"], rtol=1e-6)
     # zeroing every unit of dec1 leaves only the head's bias
     edit = {"dec1": Edit(alpha=jnp.ones(4), value=jnp.zeros(4))}
-    out, acts = net.apply({"params": params}, x, capture=("dec1",), edits=edit)
+    out, acts = segnet_run(net, params, x, capture=("dec1",), edits=edit)
     assert float(jnp.abs(acts["dec1"]).max()) == 0.0
     np.testing.assert_allclose(out, np.broadcast_to(params["head"]["bias"], out.shape),
                                atol=1e-6)
     # an edit on one encoder unit changes the output
     e = {"enc2": Edit(alpha=jnp.eye(6)[0], value=jnp.full(6, 5.0))}
-    assert not np.allclose(net.apply({"params": params}, x, edits=e)[0],
-                           net.apply({"params": params}, x)[0])
-    with pytest.raises(ValueError, match="start"):
-        net.apply({"params": params}, x, start="enc2")
-    with pytest.raises(KeyError):
-        net.apply({"params": params}, x, capture=("conv5_3",))
+    assert not np.allclose(segnet_run(net, params, x, edits=e)[0],
+                           net.apply({"params": params}, x))
+    with pytest.raises(KeyError, match="conv5_3"):
+        run(net.apply, {"params": params}, x, capture=("conv5_3",))
     with pytest.raises(ValueError, match="divisible"):
         net.apply({"params": params}, x[:, :15])
 
@@ -153,7 +160,8 @@ def test_shipped_classifier_heldout_accuracy():
     assert logits.shape == (220, 11)
     acc = float((np.argmax(np.asarray(logits), axis=1) == b["label"]).mean())
     assert acc >= 0.85, acc
-    _, acts = model.apply({"params": params}, jnp.zeros((1, 64, 64, 3)), capture=("conv5_3",))
+    _, acts = run(model.apply, {"params": params}, jnp.zeros((1, 64, 64, 3)),
+                  capture=("conv5_3",))
     assert acts["conv5_3"].shape == (1, 4, 4, 128)
 
 
@@ -222,10 +230,9 @@ def test_shipped_classifier_ablation_finding():
     halfway to chance, and keeping only them retains >= 80% of the baseline (measured
     at 1,000 images on four seed pairs: 66-80% of the way, 96-97% kept)."""
     from jaxdissect.experiments import ablate
-    from jaxdissect.models.vgg16 import preprocess
-    model, params = load_classifier()
+    from jaxdissect.world import classifier
     assert json.loads((CLS_DIR / "config.json").read_text())["retrained_top"]["act_l1"] > 0
-    split = ablate.split_classifier(model, params, "conv5_3", preprocess)
+    split = ablate.split_classifier(classifier.spec(), "conv5_3")
     res = ablate.run_experiment(split, WorldSource(300, seed=31341), WorldSource(300, seed=31342),
                                 128, 11, ks=[20], progress=False)
     s = res.summary()

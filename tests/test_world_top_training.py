@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from jaxdissect.models.vgg16 import VGG16, preprocess
+from jaxdissect.taps import run as tap
 from jaxdissect.world import WorldSource
 from jaxdissect.world.train.top import cached_features, train_top, trainable_names
 
@@ -32,8 +33,8 @@ def test_cached_features_are_the_layer_output_of_images_and_mirrors():
     want, want_y = [], []
     for a, z in ((0, 3), (3, 5)):  # per batch: the images, then their mirrors
         for x in (b["image"][a:z], np.flip(b["image"][a:z], axis=2)):
-            want.append(np.asarray(MODEL.apply({"params": params}, preprocess(jnp.asarray(
-                np.ascontiguousarray(x))), stop="conv5_2")[0]))
+            want.append(np.asarray(tap(MODEL.apply, {"params": params}, preprocess(jnp.asarray(
+                np.ascontiguousarray(x))), capture="conv5_2")[1]["conv5_2"]))
             want_y.append(b["label"][a:z])
     np.testing.assert_allclose(feats, np.concatenate(want), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(labels, np.concatenate(want_y))
@@ -103,8 +104,9 @@ def test_l1_penalty_makes_conv5_3_sparser_and_training_learns():
     def fit(act_l1):
         p, _ = train_top(MODEL, base, feats, labels, act_l1=act_l1, seed=0, steps=150,
                          batch=16, lr=1e-2, warmup=5, weight_decay=0.0, log=lambda m: None)
-        logits, acts = MODEL.apply({"params": p}, jnp.asarray(feats), start="conv5_2",
-                                   capture=("conv5_3",))
+        placeholder = jnp.zeros((len(feats), 64, 64, 3))
+        logits, acts = tap(MODEL.apply, {"params": p}, placeholder,
+                           feed={"conv5_2": jnp.asarray(feats)}, capture=("conv5_3",))
         return (np.asarray(logits).argmax(1) == labels).mean(), float(acts["conv5_3"].mean())
 
     acc0, act0 = fit(0.0)

@@ -1,4 +1,4 @@
-"""Tiny Flax models under the model call contract, with PyTorch twins as oracles.
+"""Tiny plain Flax models and their specs, with PyTorch twins as oracles.
 
 ``TinyClassifier``: image [b,8,8,3] -> conv1 -> conv5_3 -> pool5 -> fc8a logits.
 ``TinyGenerator``: z [b,zd] -> layer1 [4x4] -> layer2 [8x8] -> output_16x16 image.
@@ -13,44 +13,47 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from jaxdissect.edits import apply_edit, check_edit_names
 from jaxdissect.labels import LabelSet
+from jaxdissect.spec import ModelSpec
+
+# The tiny models are plain Flax, written as a user would: no jaxdissect import. Each
+# research-named activation is a module's output (a Conv subclass applying its
+# nonlinearity), so the tap mechanism reaches it by the module's name.
 
 
-def _run(steps, x, capture, edits, start, stop):
-    names = [n for n, _ in steps]
-    check_edit_names(edits, tuple(names))
-    first = 0 if start is None else names.index(start)
-    last = len(names) - 1 if stop is None else names.index(stop)
-    acts = {}
-    for i in range(first, last + 1):
-        name, fn = steps[i]
-        if not (start is not None and i == first):
-            x = fn(x)
-        x = apply_edit(edits, name, x)
-        if name in tuple(capture or ()):
-            acts[name] = x
-    return x, acts
+class ReluConv(nn.Conv):
+    def __call__(self, x):
+        return nn.relu(super().__call__(x))
+
+
+class Pool(nn.Module):
+    def __call__(self, x):
+        return nn.max_pool(x, (2, 2), (2, 2))
 
 
 class TinyClassifier(nn.Module):
     units: int = 6
     classes: int = 5
-    layer_names = ("conv1", "conv5_3", "pool5", "fc8a")
 
     @nn.compact
-    def __call__(self, x, capture=(), edits=None, start=None, stop=None):
-        c1 = nn.Conv(4, (3, 3), padding="SAME", name="c1")
-        c2 = nn.Conv(self.units, (3, 3), padding="SAME", name="c2")
-        fc = nn.Dense(self.classes, name="fc")
-        steps = [
-            ("conv1", lambda h: nn.relu(c1(h))),
-            ("conv5_3", lambda h: nn.relu(c2(h))),
-            ("pool5", lambda h: nn.max_pool(h, (2, 2), (2, 2))),
-            # flatten in NCHW order so the torch twin reads the same weights
-            ("fc8a", lambda h: fc(jnp.transpose(h, (0, 3, 1, 2)).reshape(h.shape[0], -1))),
-        ]
-        return _run(steps, x, capture, edits, start, stop)
+    def __call__(self, x):
+        h = ReluConv(4, (3, 3), padding="SAME", name="c1")(x)
+        h = ReluConv(self.units, (3, 3), padding="SAME", name="c2")(h)
+        h = Pool(name="pool")(h)
+        # flatten in NCHW order so the torch twin reads the same weights
+        return nn.Dense(self.classes, name="fc")(jnp.transpose(h, (0, 3, 1, 2))
+                                                 .reshape(h.shape[0], -1))
+
+
+#: research names of the tiny classifier -> module paths
+CLASSIFIER_LAYERS = {"conv1": "c1", "conv5_3": "c2", "pool5": "pool", "fc8a": "fc"}
+
+
+def classifier_spec(params, model=None, **fields) -> ModelSpec:
+    """The tiny classifier (8x8 images) as a spec; ``params`` a bare params tree."""
+    return ModelSpec.from_linen(model or TinyClassifier(), params, kind="classifier",
+                                name="tiny", layers=CLASSIFIER_LAYERS,
+                                default_layer="conv5_3", input_size=(8, 8), **fields)
 
 
 def torch_classifier(params, ablate=None):
@@ -75,27 +78,48 @@ def torch_classifier(params, ablate=None):
     return f
 
 
+def _up(h):
+    return jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
+
+
+class Stem(nn.Dense):
+    """z -> a 4x4x8 map (LeakyReLU)."""
+
+    def __call__(self, z):
+        h = super().__call__(z)
+        return nn.leaky_relu(h.reshape(h.shape[0], 8, 4, 4).transpose(0, 2, 3, 1), 0.2)
+
+
+class UpLeakyConv(nn.Conv):
+    def __call__(self, x):
+        return nn.leaky_relu(super().__call__(_up(x)), 0.2)
+
+
+class UpSigmoidConv(nn.Conv):
+    def __call__(self, x):
+        return jax.nn.sigmoid(super().__call__(_up(x)))
+
+
 class TinyGenerator(nn.Module):
     units: int = 8
     z_dim: int = 6
-    layer_names = ("layer1", "layer2", "output_16x16")
 
     @nn.compact
-    def __call__(self, z, capture=(), edits=None, start=None, stop=None):
-        d = nn.Dense(4 * 4 * 8, name="d")
-        c = nn.Conv(self.units, (3, 3), padding="SAME", name="c")
-        o = nn.Conv(3, (3, 3), padding="SAME", name="o")
+    def __call__(self, z):
+        h = Stem(4 * 4 * 8, name="d")(z)
+        h = UpLeakyConv(self.units, (3, 3), padding="SAME", name="c")(h)
+        return UpSigmoidConv(3, (3, 3), padding="SAME", name="o")(h)
 
-        def up(h):
-            return jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
 
-        steps = [
-            ("layer1", lambda h: nn.leaky_relu(d(h).reshape(h.shape[0], 8, 4, 4)
-                                               .transpose(0, 2, 3, 1), 0.2)),
-            ("layer2", lambda h: nn.leaky_relu(c(up(h)), 0.2)),
-            ("output_16x16", lambda h: jax.nn.sigmoid(o(up(h)))),
-        ]
-        return _run(steps, z, capture, edits, start, stop)
+GENERATOR_LAYERS = {"layer1": "d", "layer2": "c", "output_16x16": "o"}
+
+
+def generator_spec(params, model=None, **fields) -> ModelSpec:
+    """The tiny generator as a spec (its output is already an image in [0, 1])."""
+    model = model or TinyGenerator()
+    return ModelSpec.from_linen(model, params, kind="generator", name="tiny-generator",
+                                layers=GENERATOR_LAYERS, default_layer="layer2",
+                                z_dim=model.z_dim, to_images=lambda x: x, **fields)
 
 
 def torch_generator(params):

@@ -154,3 +154,15 @@ def _convert_classifier(state_dict: Mapping, arch: str, what: str):
         table = tv_tables.torch_name_table(shapes)
     variables = convert(state_dict, table, shapes, what=f"{what} (as {arch}, {layout} layout)")
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}, variables
+
+
+def spec_from_converted(arch: str, model, params, name: str, class_names=None):
+    """The :class:`~jaxdissect.spec.ModelSpec` of a converted ``arch`` model (each
+    architecture module's ``spec`` factory)."""
+    from jaxdissect.models import proggan, vgg16
+    factories = {"vgg16": lambda: vgg16.spec(model, params, name=name,
+                                             class_names=class_names),
+                 "proggan": lambda: proggan.spec(model, params, name=name)}
+    if arch not in factories:
+        raise ValueError(f"no model spec for architecture {arch!r}; known: {sorted(factories)}")
+    return factories[arch]()

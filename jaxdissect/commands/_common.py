@@ -1,11 +1,13 @@
 """What the experiment commands share: loading a model, data and a segmenter from
 command-line specs, running a (cached) dissection and writing its report.
 
-Model specs: ``world`` / ``world-classifier`` / ``world-generator`` (the shipped world
-weights), a registry name (``vgg16_places365``, ``proggan_churchoutdoor`` ... fetched
-and converted on first use), a local ``.pth`` file (converted safely, without torch),
-or a directory (a converted checkpoint with ``model.json``, or a world-style
-checkpoint with ``config.json`` + ``params/``).
+Model specs (each loads a :class:`~jaxdissect.spec.ModelSpec`): ``world`` /
+``world-classifier`` / ``world-generator`` (the shipped world weights),
+``py:module:factory`` (your own model: ``factory()`` returns a ``ModelSpec``), a
+registry name (``vgg16_places365``, ``proggan_churchoutdoor`` ... fetched and converted
+on first use), a local ``.pth`` file (converted safely, without torch), or a directory
+(a converted checkpoint with ``model.json``, or a world-style checkpoint with
+``config.json`` + ``params/``).
 
 Data specs: ``world`` (the synthetic world; ground-truth segmentation), a folder in
 the reference's Places layout (``root/<class>/*.jpg``), ``tfds:places365_small``
@@ -18,9 +20,7 @@ Segmenter specs: ``truth`` (the data's ground truth; the world has it), ``world`
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,52 +36,20 @@ from jaxdissect.runtime.fingerprint import fingerprint
 WORLD_TRAIN_SEED, WORLD_VAL_SEED = 3, 4
 
 
-@dataclasses.dataclass
-class Loaded:
-    kind: str            # "classifier" or "generator"
-    name: str
-    model: Any
-    params: Any
-    default_layer: str
-    image_size: int | None = None    # classifier input size
-    z_dim: int | None = None         # generator latent size
-    class_names: tuple | None = None
-
-    def preprocess(self, images01):
-        from jaxdissect.models.vgg16 import preprocess
-        return preprocess(images01)
-
-    def to_images(self, out):
-        """Generator output in [-1, 1] -> images in [0, 1] (as the reference segments)."""
-        return jnp.clip((out + 1.0) * 0.5, 0.0, 1.0)
-
-
-def _from_module(model, params, name) -> Loaded:
-    from jaxdissect.models.proggan import ProgressiveGenerator
-    from jaxdissect.models.vgg16 import VGG16
-    if isinstance(model, VGG16):
-        return Loaded("classifier", name, model, params, "conv5_3", image_size=224)
-    if isinstance(model, ProgressiveGenerator):
-        return Loaded("generator", name, model, params, "layer4", z_dim=model.z_dim)
-    raise UserError(f"model {name!r}: unsupported module {type(model).__name__}")
-
-
-def load_model(spec: str) -> Loaded:
-    """A classifier or generator from a model spec (see the module docstring)."""
+def load_model(spec: str):
+    """A :class:`~jaxdissect.spec.ModelSpec` from a model spec (see the module docstring)."""
     if spec in ("world", "world-classifier"):
-        from jaxdissect.world.classifier import load_classifier
-        from jaxdissect.world.scenes import CLASS_NAMES
-        model, params = load_classifier()
-        return Loaded("classifier", "world-classifier", model, params, "conv5_3",
-                      image_size=64, class_names=tuple(CLASS_NAMES))
+        from jaxdissect.world import classifier
+        return classifier.spec()
     if spec == "world-generator":
-        from jaxdissect.world.generator import load_generator
-        model, params = load_generator()
-        return Loaded("generator", "world-generator", model, params, "layer4",
-                      z_dim=model.z_dim)
+        from jaxdissect.world import generator
+        return generator.spec()
+    if spec.startswith("py:"):
+        return _user_spec(spec)
+    from jaxdissect.checkpoints.architectures import spec_from_converted
     if spec.endswith(".pth"):
         if not os.path.isfile(spec):
-            raise FileNotFoundError(f"model file {spec!r} does not exist")
+            raise UserError(f"model file {spec!r} does not exist")
         from jaxdissect import checkpoints as ck
         from jaxdissect.checkpoints.pth import load_state_dict
         state = load_state_dict(spec)
@@ -92,66 +60,146 @@ def load_model(spec: str) -> Loaded:
             except (ck.CheckpointMismatch, KeyError, ValueError) as e:
                 errors.append(f"as {arch}: {str(e).splitlines()[0]}")
                 continue
-            return _from_module(ck.model_from_config(arch, config),
-                                jax.tree_util.tree_map(jnp.asarray, params), spec)
+            return spec_from_converted(arch, ck.model_from_config(arch, config),
+                                       jax.tree_util.tree_map(jnp.asarray, params), spec)
         raise UserError(f"{spec}: not a VGG-16 or ProGAN state dict ({'; '.join(errors)})")
     if os.path.isdir(spec):
         if os.path.isfile(os.path.join(spec, "model.json")):
             from jaxdissect.checkpoints.store import load_converted
-            model, params, _ = load_converted(spec)
-            return _from_module(model, params, spec)
+            model, params, meta = load_converted(spec)
+            return spec_from_converted(meta["arch"], model, params, spec)
         if os.path.isfile(os.path.join(spec, "config.json")):
             import json
-            config = json.load(open(os.path.join(spec, "config.json")))
+            with open(os.path.join(spec, "config.json")) as f:
+                config = json.load(f)
             if "sizes" in config:
-                from jaxdissect.world.generator import load_generator
-                model, params = load_generator(spec)
-                return Loaded("generator", spec, model, params, "layer4", z_dim=model.z_dim)
-            from jaxdissect.world.classifier import load_classifier
-            model, params = load_classifier(spec)
-            return Loaded("classifier", spec, model, params, "conv5_3",
-                          image_size=config.get("image_size", 64))
+                from jaxdissect.world import generator
+                return generator.spec(spec)
+            from jaxdissect.world import classifier
+            return classifier.spec(spec)
         raise UserError(f"{spec!r} is a directory without model.json or config.json")
     from jaxdissect.checkpoints.registry import load_pretrained, load_registry
     names = load_registry()["checkpoints"]
     if spec not in names:
         raise UserError(f"unknown model {spec!r}: use world, world-classifier, "
-                        f"world-generator, a .pth file, a checkpoint directory or one of "
+                        f"world-generator, py:MODULE:FACTORY, a .pth file, a checkpoint "
+                        f"directory or one of "
                         f"{sorted(n for n, e in names.items() if e.get('arch'))}")
     model, params = load_pretrained(spec)
-    return _from_module(model, params, spec)
+    return spec_from_converted(names[spec]["arch"], model, params, spec)
 
 
-def load_data(spec: str, loaded: Loaded, num: int | None, seed: int, split: str = "val"):
-    """An ``ImageSource`` for ``loaded`` from a data spec."""
-    if loaded.kind == "generator":
+def _user_spec(text: str):
+    """``py:module:factory``: ``factory()`` (or the object itself) must be a ModelSpec."""
+    import importlib
+
+    from jaxdissect.spec import ModelSpec
+    try:
+        mod, attr = text[3:].rsplit(":", 1)
+        obj = getattr(importlib.import_module(mod), attr)
+    except (ValueError, ImportError, AttributeError) as e:
+        raise UserError(f"model {text!r}: cannot load ({e}); expected py:MODULE:FACTORY") \
+            from None
+    if callable(obj) and not isinstance(obj, ModelSpec):
+        obj = obj()
+    if not isinstance(obj, ModelSpec):
+        raise UserError(f"model {text!r} gave a {type(obj).__name__}, not a "
+                        "jaxdissect.spec.ModelSpec")
+    return obj
+
+
+def load_data(spec: str, model, num: int | None, seed: int, split: str = "val"):
+    """An ``ImageSource`` for the :class:`~jaxdissect.spec.ModelSpec` ``model``."""
+    if model.kind == "generator":
         if spec not in ("z", "world"):
             raise UserError(f"a generator reads latent samples: use --data z (got {spec!r})")
         from jaxdissect.data.source import ZSource
-        return ZSource(num or 10_000, loaded.z_dim, seed)
+        return ZSource(num or 10_000, model.z_dim, seed)
     if spec == "z":
         raise UserError("--data z is for generators; a classifier needs images")
     if spec == "world":
         from jaxdissect.world import WorldSource
-        # the world renders at 32, 64 or 128 pixels; larger models read it at 128
-        size = loaded.image_size if loaded.image_size in (32, 64, 128) else 128
-        return WorldSource(num or 2000, seed=seed, size=size)
+        # the world renders at 32, 64 or 128 pixels; larger models read it resized
+        side = model.input_size[0]
+        size = side if side in (32, 64, 128) else 128
+        source = WorldSource(num or 2000, seed=seed, size=size)
+        if (size, size) != tuple(model.input_size):
+            source = Resized(source, model.input_size)
+        return _match_classes(source, model, spec)
     if spec.startswith("tfds:"):
         from jaxdissect.data.tfds_source import TFDSSource
         try:
-            return TFDSSource(spec[5:], split="train" if split == "train" else "validation",
-                              num_examples=num, crop=loaded.image_size or 224)
+            source = TFDSSource(spec[5:], split="train" if split == "train" else "validation",
+                                num_examples=num, crop=model.input_size[0])
         except ImportError as e:
             raise UserError(str(e)) from None
+        return _match_classes(source, model, spec)
     root = spec
     if os.path.isdir(os.path.join(spec, split)):
         root = os.path.join(spec, split)
     from jaxdissect.data.folder import ImageFolderSource
-    src = ImageFolderSource(root, crop=loaded.image_size or 224,
-                            resize=max(256, loaded.image_size or 224))
+    try:
+        src = ImageFolderSource(root, size=tuple(model.input_size), policy=model.resize,
+                                class_names=model.class_names)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
     if num is not None and num < src.num_examples:
         src = Prefix(src, num)
     return src
+
+
+def _match_classes(source, model, spec: str):
+    """``source`` with labels in the model's class order (by class name)."""
+    names = getattr(source, "class_names", None)
+    if names is None or model.class_names is None or tuple(names) == tuple(model.class_names):
+        return source
+    missing = [n for n in names if n not in model.class_names]
+    if missing:
+        raise UserError(f"data {spec!r} has classes {missing} that {model.name} does not "
+                        f"know; its classes: {list(model.class_names)}")
+    return Relabelled(source, [model.class_names.index(n) for n in names],
+                      tuple(model.class_names))
+
+
+class Relabelled:
+    """``source`` with ``label`` mapped through ``mapping`` (source class -> model class)."""
+
+    def __init__(self, source, mapping, class_names):
+        self.inner, self.mapping = source, np.asarray(mapping, np.int32)
+        self.num_examples = source.num_examples
+        self.seg_labels = getattr(source, "seg_labels", None)
+        self.class_names = class_names
+
+    def identity(self) -> dict:
+        from jaxdissect.runtime.fingerprint import data_identity
+        return {"relabelled": self.mapping.tolist(), "of": data_identity(self.inner)}
+
+    def batch(self, start, stop):
+        b = dict(self.inner.batch(start, stop))
+        if "label" in b:
+            b["label"] = self.mapping[b["label"]]
+        return b
+
+
+class Resized:
+    """``source`` with images (and segmentations, nearest) resized to ``size``."""
+
+    def __init__(self, source, size):
+        self.inner, self.size = source, tuple(size)
+        self.num_examples = source.num_examples
+        self.seg_labels = getattr(source, "seg_labels", None)
+        self.class_names = getattr(source, "class_names", None)
+
+    def identity(self) -> dict:
+        from jaxdissect.runtime.fingerprint import data_identity
+        return {"resized": list(self.size), "of": data_identity(self.inner)}
+
+    def batch(self, start, stop):
+        b = dict(self.inner.batch(start, stop))
+        img = b["image"]
+        b["image"] = np.asarray(jax.image.resize(jnp.asarray(img), (len(img), *self.size, 3),
+                                                 "bilinear"))
+        return b
 
 
 class Prefix:
@@ -177,7 +225,7 @@ class TruthSegmenter:
         self.labels = labels
 
 
-def load_segmenter(spec: str, source, loaded: Loaded):
+def load_segmenter(spec: str, source, model=None):
     if spec == "truth":
         if getattr(source, "seg_labels", None) is None:
             raise UserError("--segmenter truth needs data with ground-truth segmentation "
@@ -201,39 +249,20 @@ def load_segmenter(spec: str, source, loaded: Loaded):
 
 # ---------------------------------------------------------------- dissection
 
-def _upsampler(loaded: Loaded, layer: str, act_hw, seg_hw, image_hw=None):
-    from jaxdissect.stats.upsample import Upsampler
-    if loaded.kind == "classifier" and hasattr(loaded.model, "layer_geometry"):
-        try:
-            geom = loaded.model.layer_geometry(layer)
-        except ValueError:
-            geom = None
-        if geom is not None:
-            return Upsampler.for_layers(geom, tuple(image_hw), tuple(seg_hw),
-                                        data_shape=tuple(act_hw))
-    return Upsampler.plain(tuple(act_hw), tuple(seg_hw))
-
-
-def make_compute(loaded: Loaded, layer: str, segmenter, seg_downsample: int = 1):
+def make_compute(model, layer: str, segmenter, seg_downsample: int = 1):
     """``compute(batch, params) -> (acts [b,h,w,u], seg [b,K,H,W])``, for
-    ``dissect(..., params=loaded.params)`` (the weights are then an argument of the
+    ``dissect(..., params=model.params)`` (the weights are then an argument of the
     compiled step, not constants folded into it), and ``forward(batch) -> (acts,
-    images)`` with ``loaded.params``. ``seg_downsample`` d keeps the centre pixel of each
+    images)`` with ``model.params``. ``seg_downsample`` d keeps the centre pixel of each
     d x d block of the segmentation (the reference dissects at a quarter of the image
     size)."""
-    model = loaded.model
     truth = isinstance(segmenter, TruthSegmenter)
 
-    if loaded.kind == "classifier":
-        def forward_with(batch, params):
-            x = jnp.asarray(batch["image"])
-            acts, _ = model.apply({"params": params}, loaded.preprocess(x), stop=layer)
-            return acts, x
-    else:
-        def forward_with(batch, params):
-            out, acts = model.apply({"params": params}, jnp.asarray(batch["z"]),
-                                    capture=(layer,))
-            return acts[layer], loaded.to_images(out)
+    def forward_with(batch, params):
+        inputs = batch["image"] if model.kind == "classifier" else batch["z"]
+        out, acts = model.run(params, jnp.asarray(inputs), capture=(layer,))
+        images = jnp.asarray(inputs) if model.kind == "classifier" else model.images(out)
+        return model.maps(layer, acts[layer]), images
 
     def compute(batch, params):
         acts, images = forward_with(batch, params)
@@ -244,42 +273,54 @@ def make_compute(loaded: Loaded, layer: str, segmenter, seg_downsample: int = 1)
         return acts, seg.astype(jnp.int32)
 
     def forward(batch):
-        return forward_with(batch, loaded.params)
+        return forward_with(batch, model.params)
 
     return compute, forward
 
 
-def run_dissection(loaded: Loaded, source, segmenter, layer: str, outdir: str, *,
+def check_layer(model, layer: str) -> None:
+    try:
+        model.check_layer(layer)
+    except KeyError as e:
+        raise UserError(str(e).strip("'\"")) from None
+
+
+def run_dissection(model, source, segmenter, layer: str, outdir: str, *,
                    quantile=0.01, miniou=0.04, batch_size=32, topk=5, progress=True,
-                   data_name="", seg_name="", index_link=None, seg_downsample=1):
-    """Dissect ``layer`` (cached in ``outdir/cache``), write the report with thumbnails.
-    Returns ``(DissectResult, report path)``."""
+                   data_name="", seg_name="", index_link=None, seg_downsample=1,
+                   upsample=None):
+    """Dissect ``layer`` of the :class:`~jaxdissect.spec.ModelSpec` ``model`` (cached in
+    ``outdir/cache``, keyed by the weights' fingerprint), write the report with
+    thumbnails. Returns ``(DissectResult, report path)``."""
     from jaxdissect import report
     from jaxdissect.experiments.dissect import dissect
     seg_downsample = 1 if seg_downsample is None else seg_downsample
     if seg_downsample < 1:
         raise UserError(f"--seg-downsample must be >= 1, got {seg_downsample}")
-    if layer not in loaded.model.layer_names:
-        raise UserError(f"layer {layer!r} not in {loaded.name}; layers: "
-                        f"{list(loaded.model.layer_names)}")
-    compute, forward = make_compute(loaded, layer, segmenter, seg_downsample)
+    check_layer(model, layer)
+    compute, forward = make_compute(model, layer, segmenter, seg_downsample)
     example = {k: v for k, v in source.batch(0, 1).items()}
-    acts_s, seg_s = jax.eval_shape(compute, example, loaded.params)
-    if len(acts_s.shape) != 4:
-        raise UserError(f"layer {layer!r} is not a convolutional layer [b,h,w,units]")
+    try:
+        acts_s, seg_s = jax.eval_shape(compute, example, model.params)
+    except ValueError as e:
+        raise UserError(f"layer {layer!r}: {e}") from None
     image_hw = example["image"].shape[1:3] if "image" in example else None
-    up = _upsampler(loaded, layer, acts_s.shape[1:3], seg_s.shape[2:], image_hw)
+    try:
+        up = model.upsampler(layer, acts_s.shape[1:3], seg_s.shape[2:], image_hw, upsample)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     levels = (0.005,) if quantile > 0.005 else ()
     res = dissect(compute, source, segmenter.labels, upsample=up, quantile=quantile,
                   levels=levels, miniou=miniou, batch_size=batch_size, topk=topk,
                   cache_dir=os.path.join(outdir, "cache"),
-                  cache_key={"model": loaded.name, "layer": layer, "data": data_name,
-                             "architecture": architecture(loaded.model),
+                  cache_key={"layer": layer, "data": data_name,
+                             "architecture": architecture(model.module),
                              "segmenter": seg_name, "n": source.num_examples,
                              "segmenter_weights": fingerprint(vars(segmenter),
                                                               arrays_only=True),
-                             "seg_downsample": seg_downsample},
-                  progress=progress, params=loaded.params)
+                             "seg_downsample": seg_downsample,
+                             "upsample": upsample or model.upsample},
+                  progress=progress, params=model.params)
     if not hosts.is_writer():  # the other processes tallied their slices; one writes
         return res, None
     strips = unit_thumbnails(forward, up, source, res, topk)
@@ -288,7 +329,7 @@ def run_dissection(loaded: Loaded, source, segmenter, layer: str, outdir: str, *
     for rec in res.units():
         rec["image"] = paths.get(rec["unit"])
         units.append(rec)
-    summary = {"model": loaded.name, "layer": layer, "quantile": quantile, "miniou": miniou,
+    summary = {"model": model.name, "layer": layer, "quantile": quantile, "miniou": miniou,
                "num_images": source.num_examples, "segmenter": seg_name, "data": data_name,
                "seg_grid": list(seg_s.shape[2:]),
                "units": units, "dissection": res.to_json(),
@@ -341,8 +382,13 @@ def unit_thumbnails(forward, up, source, res, topk):
 
 def add_common(p, kind_default_model="world"):
     p.add_argument("--model", default=kind_default_model,
-                   help="world | world-classifier | world-generator | registry name | "
-                        "FILE.pth | checkpoint DIR")
+                   help="world | world-classifier | world-generator | py:MODULE:FACTORY "
+                        "(a function returning a jaxdissect.spec.ModelSpec) | registry "
+                        "name | FILE.pth | checkpoint DIR (default: %(default)s)")
+    p.add_argument("--upsample", choices=("plain", "receptive-field"), default=None,
+                   help="how a layer's map is brought to the segmentation grid (default: "
+                        "the model's own; plain stretch for VGG-16 and generators, as "
+                        "the reference)")
     p.add_argument("--layer", default=None, help="layer to dissect/edit (default: conv5_3 "
                    "for classifiers, layer4 for generators)")
     p.add_argument("--segmenter", default=None,
@@ -367,12 +413,12 @@ def seg_downsample(args, seg_name: str) -> int:
     return 4 if seg_name in ("truth", "world") else 1
 
 
-def default_segmenter(args, loaded: Loaded) -> str:
+def default_segmenter(args, model) -> str:
     if args.segmenter:
         return args.segmenter
-    if loaded.kind == "classifier":
+    if model.kind == "classifier":
         return "truth" if args.data == "world" else "netpqc"
-    return "world" if loaded.name.startswith("world") or "world" in loaded.name else "netpqc"
+    return "world" if "world" in model.name else "netpqc"
 
 
 def check_positive(**kw):

@@ -35,14 +35,12 @@ def add_arguments(p):
 
 def experiment(loaded, layer, train, val, segmenter, seg_name, out, *, ks, curve_classes,
                quantile, miniou, batch_size, chunk, progress, data_name, index_link=None,
-               seg_downsample=1):
+               seg_downsample=1, upsample=None):
     """Dissect, then ablate; returns ``(result, dissect report, ablation page)``."""
     from jaxdissect import report
     from jaxdissect.experiments import ablate
-    num_classes = int(getattr(loaded.model, "num_classes", 0)) or None
-    names = val.class_names or loaded.class_names
-    if num_classes is None:
-        num_classes = len(names)
+    num_classes = loaded.num_classes
+    names = loaded.class_names or val.class_names
     if names is None or len(names) != num_classes:
         names = tuple(f"class {i}" for i in range(num_classes))
     curve = []
@@ -59,8 +57,8 @@ def experiment(loaded, layer, train, val, segmenter, seg_name, out, *, ks, curve
         loaded, val, segmenter, layer, os.path.join(out, "dissect"), quantile=quantile,
         miniou=miniou, batch_size=batch_size, progress=progress, data_name=data_name,
         seg_name=seg_name, index_link=index_link and os.path.join("..", index_link),
-        seg_downsample=seg_downsample)
-    split = ablate.split_classifier(loaded.model, loaded.params, layer, loaded.preprocess)
+        seg_downsample=seg_downsample, upsample=upsample)
+    split = ablate.split_classifier(loaded, layer)
     result = ablate.run_experiment(
         split, train, val, dres.num_units, num_classes, ks=ks, curve_classes=curve,
         unit_iou=dres.best_iou, class_names=names, layer=layer, batch_size=batch_size,
@@ -104,7 +102,8 @@ def run(args) -> int:
         loaded, layer, train, val, segmenter, seg_name, out, ks=ks, curve_classes=curve,
         quantile=args.quantile, miniou=args.miniou, batch_size=args.batch_size,
         chunk=args.chunk, progress=not args.no_progress, data_name=args.data,
-        index_link="index.html", seg_downsample=C.seg_downsample(args, seg_name))
+        index_link="index.html", seg_downsample=C.seg_downsample(args, seg_name),
+        upsample=args.upsample)
     findings = result.findings()
     index = report.write_index(out, [
         {"title": "Dissection", "href": "dissect/report.html",

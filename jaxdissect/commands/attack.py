@@ -53,8 +53,7 @@ def add_arguments(p):
 
 
 def _logits(model, params, images01):
-    from jaxdissect.models.vgg16 import preprocess
-    return model.apply({"params": params}, preprocess(images01))[0]
+    return model.run(params, images01)[0]
 
 
 _APPLY_FNS: dict = {}
@@ -71,8 +70,7 @@ def apply_fns(model, layer):
 
 
 def _layer(model, layer, params, images01):
-    from jaxdissect.models.vgg16 import preprocess
-    return model.apply({"params": params}, preprocess(images01), stop=layer)[0]
+    return model.maps(layer, model.activations(params, images01, layer))
 
 
 def class_index(name: str, class_names) -> int:
@@ -119,7 +117,7 @@ def class_ranking(loaded, layer, args, num_units, num_classes, out):
         return ranking, f"from {args.ranking}"
     from jaxdissect.experiments import ablate
     train = C.load_data(args.data, loaded, args.rank_images, C.WORLD_TRAIN_SEED, split="train")
-    split = ablate.split_classifier(loaded.model, loaded.params, layer, loaded.preprocess)
+    split = ablate.split_classifier(loaded, layer)
     masks = np.concatenate([np.zeros((1, num_units), np.float32),
                             np.eye(num_units, dtype=np.float32)])
     m = ablate.measure(split, train, masks, num_classes, batch_size=args.batch_size,
@@ -146,9 +144,7 @@ def run(args) -> int:
     if loaded.kind != "classifier":
         raise C.UserError(f"{args.model!r} is a generator; the attack needs a classifier")
     layer = args.layer or loaded.default_layer
-    if layer not in loaded.model.layer_names:
-        raise C.UserError(f"layer {layer!r} not in {loaded.name}; layers: "
-                          f"{list(loaded.model.layer_names)}")
+    C.check_layer(loaded, layer)
     seed = C.WORLD_VAL_SEED if args.seed is None else args.seed
     source = C.load_data(args.data, loaded, args.search_images, seed, split="val")
     class_names = loaded.class_names or getattr(source, "class_names", None)
@@ -158,7 +154,7 @@ def run(args) -> int:
     names = list(class_names) if class_names else [str(i) for i in range(max(src, tgt) + 1)]
     out = args.out or os.path.join("results", f"attack-{os.path.basename(loaded.name)}-"
                                    f"{names[src]}-{names[tgt]}")
-    apply_fn, layer_fn = apply_fns(loaded.model, layer)
+    apply_fn, layer_fn = apply_fns(loaded, layer)
     predict = lambda x: jnp.argmax(apply_fn(loaded.params, x), -1)  # noqa: E731
     num_classes = int(apply_fn(loaded.params, jnp.asarray(
         source.batch(0, 1)["image"], jnp.float32)).shape[-1])
@@ -189,7 +185,7 @@ def run(args) -> int:
             loaded, dsrc, segmenter, layer, os.path.join(out, "dissect"),
             quantile=args.quantile, miniou=args.miniou, batch_size=args.batch_size,
             progress=not args.no_progress, data_name=f"{args.data}@train",
-            seg_name=seg_name, seg_downsample=args.seg_downsample,
+            seg_name=seg_name, seg_downsample=args.seg_downsample, upsample=args.upsample,
             index_link=os.path.join("..", "attack.html"))
         unit_labels = [dres.unit_label(u) for u in range(num_units)]
         dissect_link = "dissect/report.html"

@@ -63,20 +63,19 @@ def default_concepts(dres, remove, insert):
 def experiment(loaded, layer, source, segmenter, seg_name, out, *, remove, insert,
                quantile, miniou, batch_size, chunk, sweep_samples, removal_samples,
                insertion_samples=None, max_remove, insert_units, progress, data_name,
-               index_link=None, seg_downsample=1):
+               index_link=None, seg_downsample=1, upsample=None):
     from jaxdissect import report
     from jaxdissect.experiments import intervene
     dres, dpath = C.run_dissection(
         loaded, source, segmenter, layer, os.path.join(out, "dissect"), quantile=quantile,
         miniou=miniou, batch_size=batch_size, progress=progress, data_name=data_name,
         seg_name=seg_name, index_link=index_link and os.path.join("..", index_link),
-        seg_downsample=seg_downsample)
+        seg_downsample=seg_downsample, upsample=upsample)
     rm, ins = default_concepts(dres, remove, insert)
     high = dres.levels.get(0.005)
     if high is None:
         raise C.UserError("insertion needs the 99.5% quantile level; use --quantile >= 0.005")
-    split = intervene.split_generator(loaded.model, loaded.params, layer, loaded.to_images
-                                      if hasattr(loaded, "to_images") else None)
+    split = intervene.split_generator(loaded, layer)
     result = intervene.run_experiment(
         split, segmenter, source, dres.iou, dres.labels, high, remove_concepts=rm,
         insert_concepts=ins, max_remove=max_remove, insert_units=insert_units,
@@ -114,7 +113,8 @@ def run(args) -> int:
         max_remove=args.max_remove,
         insert_units=args.insert_units, progress=not args.no_progress,
         data_name=f"z@{args.seed}", index_link="index.html",
-        seg_downsample=C.seg_downsample(args, seg_name))
+        seg_downsample=C.seg_downsample(args, seg_name),
+        upsample=args.upsample)
     findings = result.findings()
     index = report.write_index(out, [
         {"title": "Dissection", "href": "dissect/report.html",

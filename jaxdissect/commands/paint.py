@@ -88,6 +88,7 @@ def run(args) -> int:
         loaded, source, segmenter, layer, os.path.join(out, "dissect"), quantile=args.quantile,
         miniou=args.miniou, batch_size=args.batch_size, progress=not args.no_progress,
         data_name=f"z@{args.seed}", seg_name=seg_name, seg_downsample=args.seg_downsample,
+        upsample=args.upsample,
         index_link=os.path.join("..", "paint.html"))
     high = dres.levels.get(0.005)
     if not edits_spec:
@@ -97,8 +98,7 @@ def run(args) -> int:
     from jaxdissect.data.source import ZSource
     z = ZSource(args.num_z, loaded.z_dim, args.z_seed).batch(0, args.num_z)["z"]
     acts_shape = jax_shape(loaded, z, layer)
-    image = np.asarray(loaded.to_images(loaded.model.apply({"params": loaded.params},
-                                                           jnp.asarray(z[:1]))[0]))
+    image = np.asarray(loaded.images(loaded.run(loaded.params, jnp.asarray(z[:1]))[0]))
     image_hw = image.shape[1:3]
     stack, edits = [], []
     for concept, mode, box in edits_spec:
@@ -111,10 +111,9 @@ def run(args) -> int:
                           unit_iou=np.asarray(dres.iou[units, dres.labels.index(concept)],
                                               np.float64),
                           values=np.asarray(values, np.float64)))
-    _, outs = paint.paint(loaded.model, loaded.params, z, layer, paint.stack_edits(stack))
-    painted = np.asarray(loaded.to_images(outs))                  # [E, b, H, W, 3]
-    base = np.asarray(loaded.to_images(loaded.model.apply({"params": loaded.params},
-                                                          jnp.asarray(z))[0]))
+    _, outs = paint.paint(loaded, loaded.params, z, layer, paint.stack_edits(stack))
+    painted = np.asarray(loaded.images(outs))                  # [E, b, H, W, 3]
+    base = np.asarray(loaded.images(loaded.run(loaded.params, jnp.asarray(z))[0]))
     if not isinstance(segmenter, C.TruthSegmenter):
         for rec, imgs in zip(edits, painted):
             before, after, pixels = paint.measure_edit(
@@ -151,8 +150,6 @@ def run(args) -> int:
 
 def jax_shape(loaded, z, layer):
     import jax
-    if layer not in loaded.model.layer_names:
-        raise C.UserError(f"layer {layer!r} not in {loaded.name}; layers: "
-                          f"{list(loaded.model.layer_names)}")
-    return jax.eval_shape(lambda p, zz: loaded.model.apply({"params": p}, zz, stop=layer)[0],
+    C.check_layer(loaded, layer)
+    return jax.eval_shape(lambda p, zz: loaded.activations(p, zz, layer),
                           loaded.params, jnp.asarray(z)).shape

@@ -1,9 +1,13 @@
 """Images in class folders (the reference's Places layout) as an ``ImageSource``.
 
-``root/<class name>/<image>.jpg`` (any depth below the class folder); classes are
-the sorted folder names, images sorted by path. Each image is resized to 256x256
-and centre-cropped to 224x224, as the reference's Places365 transform does
-(``Resize((256, 256))``, ``CenterCrop(224)``); pixels are RGB float32 in [0, 1].
+``root/<class name>/<image>.jpg`` (any depth below the class folder); images sorted
+by path. Classes: with ``class_names`` (the model's, in its output order) each folder
+must be one of them and ``label`` is the model's index of its name; without, the
+sorted folder names. How an image reaches ``size`` is the model's ``policy``:
+``"resize-crop"``, the reference's Places365 transform (``Resize((256, 256))``,
+``CenterCrop(224)``, scaled to ``size``), or ``"stretch"`` (the whole image resized
+to ``size``: models trained on whole images, such as the world's). Pixels are RGB
+float32 in [0, 1].
 The Places365 archives the reference publishes unpack to ``places/val/...`` and
 ``places/train/...``: point ``root`` at ``val`` or ``train``.
 """
@@ -21,23 +25,33 @@ EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 class ImageFolderSource:
     seg_labels = None
 
-    def __init__(self, root: str, resize: int = 256, crop: int = 224):
+    def __init__(self, root: str, size: tuple[int, int] = (224, 224),
+                 policy: str = "resize-crop", class_names=None):
         if not os.path.isdir(root):
             raise FileNotFoundError(f"image folder {root!r} does not exist")
-        classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-        if not classes:
+        if policy not in ("resize-crop", "stretch"):
+            raise ValueError(f"policy must be 'resize-crop' or 'stretch', not {policy!r}")
+        folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        if not folders:
             raise ValueError(f"{root!r} has no class sub-folders (expected root/<class>/*.jpg)")
+        if class_names is None:
+            class_names = tuple(folders)
+        else:
+            class_names = tuple(class_names)
+            unknown = [f for f in folders if f not in class_names]
+            if unknown:
+                raise ValueError(f"{root!r}: folders {unknown} are not classes of the model "
+                                 f"(its classes: {list(class_names)})")
         items = []
-        for c, name in enumerate(classes):
+        for name in folders:
+            c = class_names.index(name)
             for dirpath, _, files in sorted(os.walk(os.path.join(root, name))):
                 items += [(os.path.join(dirpath, f), c) for f in sorted(files)
                           if f.lower().endswith(EXTENSIONS)]
         if not items:
             raise ValueError(f"{root!r} has class folders but no images ({EXTENSIONS})")
-        if crop > resize:
-            raise ValueError(f"crop {crop} is larger than resize {resize}")
-        self.root, self.resize, self.crop = root, resize, crop
-        self.class_names = tuple(classes)
+        self.root, self.size, self.policy = root, tuple(size), policy
+        self.class_names = class_names
         self.paths = [p for p, _ in items]
         self.labels = np.array([c for _, c in items], np.int32)
         self.num_examples = len(items)
@@ -57,16 +71,22 @@ class ImageFolderSource:
                 "transform": "RGB bilinear resize square, centre crop, /255"}
 
     def load(self, path: str) -> np.ndarray:
-        """One image ``[crop, crop, 3]`` float32 in [0, 1]."""
+        """One image ``[H, W, 3]`` (``size``) float32 in [0, 1]."""
+        h, w = self.size
         with Image.open(path) as im:
-            im = im.convert("RGB").resize((self.resize, self.resize), Image.BILINEAR)
-        off = (self.resize - self.crop) // 2
-        a = np.asarray(im, np.float32)[off:off + self.crop, off:off + self.crop] / 255.0
-        return a
+            im = im.convert("RGB")
+            if self.policy == "stretch":
+                im = im.resize((w, h), Image.BILINEAR)
+                return np.asarray(im, np.float32) / 255.0
+            # Places365: resize to 256x256, centre crop 224, for a 224 input
+            rh, rw = round(h * 256 / 224), round(w * 256 / 224)
+            im = im.resize((rw, rh), Image.BILINEAR)
+        oy, ox = (rh - h) // 2, (rw - w) // 2
+        return np.asarray(im, np.float32)[oy:oy + h, ox:ox + w] / 255.0
 
     def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
         if not 0 <= start <= stop <= self.num_examples:
             raise IndexError(f"range [{start}, {stop}) outside 0..{self.num_examples}")
         imgs = [self.load(p) for p in self.paths[start:stop]]
-        image = np.stack(imgs) if imgs else np.zeros((0, self.crop, self.crop, 3), np.float32)
+        image = np.stack(imgs) if imgs else np.zeros((0, *self.size, 3), np.float32)
         return {"image": image, "label": self.labels[start:stop]}

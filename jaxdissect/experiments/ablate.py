@@ -21,7 +21,7 @@ val images: a finding holds only when the whole interval clears its criterion.
 
 Every ablation is an ``Edit`` with ``alpha`` 1 on the removed units and value 0. The
 layer's activations are computed once per batch (``head``); a stack of edits is then
-run through only the layers after it (``tail``, ``model.apply(..., start=layer)``),
+run through only the layers after it (``tail``, ``spec.resume`` from the layer),
 ``jax.vmap``-ed over the stack, so a sweep over all units costs one head pass plus
 the tails.
 """
@@ -69,24 +69,22 @@ class Split(NamedTuple):
     single_unit: Callable | None = None
 
 
-def split_classifier(model, params, layer: str, preprocess=None) -> Split:
-    """Cut a classifier at ``layer`` under the model call contract: the head stops at
-    ``layer`` (``stop=layer``), the tail starts after it (``start=layer``) with the edit
-    applied to ``layer``'s output."""
-    prep = preprocess or (lambda x: x)
+def split_classifier(spec, layer: str) -> Split:
+    """Cut a classifier (a :class:`~jaxdissect.spec.ModelSpec`) at ``layer``: the head
+    computes ``layer``'s activation from ``batch["image"]``, the tail resumes from it
+    with the edit applied there (``spec.resume``: under ``jit`` only the layers after
+    the cut run)."""
 
     def head(p, batch):
-        out, _ = model.apply({"params": p}, prep(jnp.asarray(batch["image"])), stop=layer)
-        return out
+        return spec.activations(p, jnp.asarray(batch["image"]), layer)
 
     def tail(p, acts, edit):
-        out, _ = model.apply({"params": p}, acts, edits={layer: edit}, start=layer)
-        return out
+        return spec.resume(p, layer, acts, edits={layer: edit})
 
-    return Split(head, tail, params, vgg_single_unit_tail(model, layer))
+    return Split(head, tail, spec.params, vgg_single_unit_tail(spec, layer))
 
 
-def vgg_single_unit_tail(model, layer: str):
+def vgg_single_unit_tail(spec, layer: str):
     """For a ``VGG16`` cut at the conv layer just before ``pool5``: the logits with each
     single unit zeroed, ``(params, acts [b,h,w,u]) -> [u, b, classes]``; else None.
 
@@ -95,18 +93,20 @@ def vgg_single_unit_tail(model, layer: str):
     were. ``fc6`` is linear before its ReLU, so its pre-activation with c removed is
     the unedited one minus c's own contribution ``W6[:, c, :] @ pool_c``; all units'
     contributions together cost one ``fc6`` pass per image instead of one per
-    (unit, image). ``fc7`` and ``fc8a`` then run as usual (``model.apply(...,
-    start="fc6")``). The same numbers as the edited tail, up to float rounding.
+    (unit, image). ``fc7`` and ``fc8a`` then run as usual (``spec.resume`` from
+    ``fc6``). The same numbers as the edited tail, up to float rounding.
     """
+    from jaxdissect.models.layers import MaxPool
     from jaxdissect.models.vgg16 import VGG16, adaptive_avg_pool
+    model = spec.module
     names = getattr(model, "layer_names", ())
-    if not isinstance(model, VGG16) or "pool5" not in names or \
+    if not isinstance(model, VGG16) or "pool5" not in names or layer not in names or \
             names.index("pool5") != names.index(layer) + 1:
         return None
 
-    def single_unit(params, acts):
-        v = {"params": params}
-        pooled, _ = model.apply(v, acts, start=layer, stop="pool5")
+    def single_unit(variables, acts):
+        params = variables["params"]
+        pooled = MaxPool(2, 2).apply({}, acts)                   # VGG16's pool5
         q = adaptive_avg_pool(pooled, model.pool_hw)            # [b, P1, P2, u]
         b, p1, p2, u = q.shape
         qf = jnp.transpose(q, (0, 3, 1, 2)).reshape(b, u, p1 * p2)
@@ -114,7 +114,7 @@ def vgg_single_unit_tail(model, layer: str):
         own = jnp.einsum("bup,oup->ubo", qf, w)                 # [u, b, out]
         pre = own.sum(0) + params["fc6"]["bias"].reshape(1, -1)
         fc6 = jax.nn.relu(pre[None] - own)                      # [u, b, out]
-        logits, _ = model.apply(v, fc6.reshape(u * b, -1), start="fc6")
+        logits = spec.resume(variables, "fc6", fc6.reshape(u * b, -1))
         return logits.reshape(u, b, -1)
 
     return single_unit

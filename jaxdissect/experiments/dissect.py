@@ -36,11 +36,8 @@ original NetDissect's category-aware union, ``jaxdissect.stats.iou``; both paths
 Example (a classifier, the reference's conv5_3 setting)::
 
     up = Upsampler.plain((14, 14), (56, 56))
-    def compute(batch, params):
-        _, acts = model.apply({"params": params}, preprocess(batch["image"]),
-                              capture=("conv5_3",))
-        return acts["conv5_3"], segmenter(batch["image"])
-    result = dissect(compute, source, segmenter.labels, upsample=up, params=params,
+    compute = spec_compute(spec, "conv5_3", lambda batch, images: segmenter(images))
+    result = dissect(compute, source, segmenter.labels, upsample=up, params=spec.params,
                      cache_dir="results/vgg16-conv5_3", cache_key={"model": "vgg16"})
     result.best_label, result.best_iou, result.to_json()
 """
@@ -214,23 +211,20 @@ def auto_budget(levels, n_values: int, units: int, layers: int) -> int:
     return 4096
 
 
-def layer_compute(apply: Callable, layer: str,
-                  segment: Callable[[dict, jax.Array], jax.Array], *,
-                  input_key: str = "image",
-                  preprocess: Callable[[jax.Array], jax.Array] | None = None) -> Compute:
-    """A ``compute(batch, params)`` for ``dissect(..., params=params)`` from a model
-    following the call contract (``apply({"params": p}, x, capture=(layer,)) ->
-    (out, acts)``).
-
-    ``segment(batch, out) -> [b, K, Hs, Ws]``: e.g. ``lambda b, out:
-    segmenter(b["image"])`` for a classifier, ``lambda b, out:
-    segmenter(to_images(out))`` for a generator.
+def spec_compute(spec, layer: str, segment: Callable[[dict, jax.Array], jax.Array]
+                 ) -> Compute:
+    """A ``compute(batch, params)`` for ``dissect(..., params=spec.params)`` from a
+    :class:`~jaxdissect.spec.ModelSpec`: ``layer``'s activation as ``[b, h, w, units]``
+    (``spec.maps``) and ``segment(batch, images)``, where ``images`` are the batch's
+    images for a classifier and ``spec.images(output)`` for a generator; e.g.
+    ``lambda batch, images: segmenter(images)``, or ``lambda batch, images:
+    batch["seg"]`` for ground truth.
     """
     def compute(batch, params):
-        x = batch[input_key]
-        out, acts = apply({"params": params}, x if preprocess is None else preprocess(x),
-                          capture=(layer,))
-        return acts[layer], segment(batch, out)
+        inputs = batch["image"] if spec.kind == "classifier" else batch["z"]
+        out, acts = spec.run(params, jnp.asarray(inputs), capture=(layer,))
+        images = jnp.asarray(batch["image"]) if spec.kind == "classifier" else spec.images(out)
+        return spec.maps(layer, acts[layer]), segment(batch, images)
 
     return compute
 

@@ -51,21 +51,19 @@ Segment = Callable[[jax.Array], jax.Array]     # images -> seg [b, K, Hs, Ws] in
 Z99 = 2.58  # two-sided 99% normal quantile, as the reference's notebook uses
 
 
-def split_generator(model, params, layer: str, to_images=None) -> Split:
-    """Cut a generator at ``layer``: ``head(params, batch) -> acts`` from ``batch["z"]``;
-    ``tail(params, acts, edit) ->`` images in [0, 1] (``to_images`` maps the generator's
-    output range, e.g. ``lambda x: (x + 1) / 2`` for ProGAN's [-1, 1])."""
-    post = to_images or (lambda x: x)
+def split_generator(spec, layer: str) -> Split:
+    """Cut a generator (a :class:`~jaxdissect.spec.ModelSpec`) at ``layer``:
+    ``head(params, batch) -> acts`` from ``batch["z"]``; ``tail(params, acts, edit)
+    ->`` images (``spec.images``: ProGAN's ``(out + 1) / 2``, unclipped as the
+    reference segments them), running only the layers after ``layer`` under ``jit``."""
 
     def head(p, batch):
-        out, _ = model.apply({"params": p}, jnp.asarray(batch["z"]), stop=layer)
-        return out
+        return spec.activations(p, jnp.asarray(batch["z"]), layer)
 
     def tail(p, acts, edit):
-        out, _ = model.apply({"params": p}, acts, edits={layer: edit}, start=layer)
-        return jnp.clip(post(out), 0.0, 1.0)
+        return spec.images(spec.resume(p, layer, acts, edits={layer: edit}))
 
-    return Split(head, tail, params)
+    return Split(head, tail, spec.params)
 
 
 def label_presence(seg: jax.Array, num_labels: int) -> jax.Array:

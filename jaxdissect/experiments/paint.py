@@ -14,8 +14,8 @@ the region covers), and becomes the ``alpha`` of an ``Edit``
 (``jaxdissect.edits``): ``x * (1 - alpha) + value * alpha`` on the chosen units.
 
 ``paint`` runs a stack of ``E`` edits on a batch of ``b`` latents as one compiled
-program: the layer is computed once (``stop=layer``), and the rest of the
-generator (``start=layer``) is ``jax.vmap``-ed over the stack of edits.
+program: the layer is computed once, and the rest of the generator (``spec.resume``
+from that layer) is ``jax.vmap``-ed over the stack of edits.
 """
 
 from __future__ import annotations
@@ -126,30 +126,27 @@ def stack_edits(edits: Sequence[Edit]) -> Edit:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
-def _paint(model, params, layer, z, alpha, value):
-    acts, _ = model.apply({"params": params}, z, stop=layer)
+def _paint(spec, params, layer, z, alpha, value):
+    acts = spec.activations(params, z, layer)
 
     def one(a, v):
-        out, _ = model.apply({"params": params}, acts, edits={layer: Edit(a, v)}, start=layer)
-        return out
+        return spec.resume(params, layer, acts, edits={layer: Edit(a, v)})
 
     return acts, jax.vmap(one)(alpha, value)
 
 
-def paint(model, params, z, layer: str, edits: Edit) -> tuple[jax.Array, jax.Array]:
+def paint(spec, params, z, layer: str, edits: Edit) -> tuple[jax.Array, jax.Array]:
     """Generator outputs for every edit of a stack on every latent.
 
-    ``z [b, z_dim]``; ``edits`` a stacked ``Edit`` (``stack_edits``) with ``alpha
-    [E, 1 or b, h, w, u]`` and ``value [E, 1, 1, 1, u]``. Returns ``(acts [b, h, w, u]``
-    the unedited layer, ``out [E, b, ...]`` the generator's raw outputs, e.g. ProGAN's
-    images in [-1, 1]). Model and layer are static: one compile per (model, layer,
-    shapes).
+    ``spec`` a generator's :class:`~jaxdissect.spec.ModelSpec`; ``z [b, z_dim]``;
+    ``edits`` a stacked ``Edit`` (``stack_edits``) with ``alpha [E, 1 or b, h, w, u]``
+    and ``value [E, 1, 1, 1, u]``. Returns ``(acts [b, h, w, u]`` the unedited layer,
+    ``out [E, b, ...]`` the generator's raw outputs, e.g. ProGAN's images in [-1, 1]).
+    One compile per (spec, layer, shapes).
     """
-    if layer not in model.layer_names:
-        raise KeyError(f"layer {layer!r} not in the model; layers: {list(model.layer_names)}")
+    spec.check_layer(layer)
     z = jnp.asarray(z, jnp.float32)
-    acts_shape = jax.eval_shape(
-        lambda p, zz: model.apply({"params": p}, zz, stop=layer)[0], params, z).shape
+    acts_shape = jax.eval_shape(lambda p, zz: spec.activations(p, zz, layer), params, z).shape
     a = edits.alpha
     if a.ndim != 5 or a.shape[2:] != acts_shape[1:] or a.shape[1] not in (1, acts_shape[0]):
         raise ValueError(f"edit alpha must be [E, 1 or {acts_shape[0]}, {acts_shape[1]}, "
@@ -158,7 +155,7 @@ def paint(model, params, z, layer: str, edits: Edit) -> tuple[jax.Array, jax.Arr
     if edits.value.shape != (a.shape[0], 1, 1, 1, acts_shape[3]):
         raise ValueError(f"edit value must be [E, 1, 1, 1, {acts_shape[3]}], got "
                          f"{tuple(edits.value.shape)}")
-    return _paint(model, params, layer, z, edits.alpha, edits.value)
+    return _paint(spec, params, layer, z, edits.alpha, edits.value)
 
 
 def region_pixels(seg: jax.Array, label: int, region) -> jax.Array:

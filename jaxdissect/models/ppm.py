@@ -25,7 +25,6 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdissect.edits import Edits, apply_edit
 from jaxdissect.models.resample import adaptive_avg_pool, bilinear_resize, precise_roi_pool
 from jaxdissect.models.resnet import (
     ConvBNReLU,
@@ -66,63 +65,38 @@ class PyramidPooling(nn.Module):
         return jnp.concatenate(outs, axis=-1)
 
 
-def check_taps(layer_names, capture, edits, start=None, stop=None) -> tuple:
-    """Validate ``capture``/``edits`` against ``layer_names``; return capture as a tuple.
-
-    The segmentation networks are not chains (the decoder reads all four stages),
-    so ``start``/``stop`` are not offered; passing them is an error.
-    """
-    from jaxdissect.edits import check_edit_names
-
-    if start is not None or stop is not None:
-        raise ValueError("segmentation networks do not support start/stop")
-    capture = (capture,) if isinstance(capture, str) else tuple(capture or ())
-    unknown = [c for c in capture if c not in layer_names]
-    if unknown:
-        raise KeyError(f"capture names unknown layers {unknown}; known layers: {list(layer_names)}")
-    check_edit_names(edits, layer_names)
-    return capture
-
-
-class Taps:
-    """Applies ``edits[name]`` then records ``name`` if captured."""
-
-    def __init__(self, capture: tuple, edits: Edits | None):
-        self.capture, self.edits, self.acts = capture, edits, {}
-
-    def __call__(self, name, x):
-        x = apply_edit(self.edits, name, x)
-        if name in self.capture:
-            self.acts[name] = x
-        return x
-
-
 class PPMDecoder(nn.Module):
     """The reference's ``PPMDeepsup`` at inference: ``c4`` -> logits ``[b, h, w, n]``."""
 
     num_classes: int
 
     @nn.compact
-    def __call__(self, feats, tap=lambda name, x: x):
+    def __call__(self, feats):
         y = PyramidPooling("adaptive", name="ppm")(feats[-1])
-        y = tap("ppm_last", ConvBNReLU(512, 3, name="conv_last")(y))
+        y = ConvBNReLU(512, 3, name="conv_last")(y)
         return conv(self.num_classes, 1, bias=True, name="conv_last_cls")(y)
 
 
-class DilatedPPMNet(nn.Module):
-    """Colour segmenter: ``x [b, H, W, 3]`` normalised -> ``(logits [b, H/8, W/8, n], acts)``.
+def stage_paths(depths, prefix: str = "encoder/") -> dict[str, str]:
+    """``layer1``..``layer4`` -> the module path of each encoder stage's last block."""
+    from jaxdissect.models.resnet import STAGE_NAMES
+    return {STAGE_NAMES[s]: f"{prefix}{STAGE_NAMES[s]}_{d - 1}" for s, d in enumerate(depths)}
 
-    Capturable layers: ``layer1``..``layer4`` (encoder stages) and ``ppm_last``
-    (the 512-channel feature before the classifier).
+
+class DilatedPPMNet(nn.Module):
+    """Colour segmenter: ``x [b, H, W, 3]`` normalised -> logits ``[b, H/8, W/8, n]``.
+
+    Named layers (``layer_paths``, for :mod:`jaxdissect.taps`): ``layer1``..``layer4``
+    (encoder stages) and ``ppm_last`` (the 512-channel feature before the classifier).
     """
 
     num_classes: int
-    layer_names = ("layer1", "layer2", "layer3", "layer4", "ppm_last")
+
+    @property
+    def layer_paths(self) -> dict[str, str]:
+        return stage_paths((2, 2, 2, 2)) | {"ppm_last": "decoder/conv_last"}
 
     @nn.compact
-    def __call__(self, x, capture=(), edits: Edits | None = None, start=None, stop=None):
-        taps = Taps(check_taps(self.layer_names, capture, edits, start, stop), edits)
+    def __call__(self, x):
         feats = ResNet18DilatedEncoder(name="encoder")(x)
-        feats = [taps(n, f) for n, f in zip(self.layer_names[:4], feats)]
-        logits = PPMDecoder(self.num_classes, name="decoder")(feats, taps)
-        return logits, taps.acts
+        return PPMDecoder(self.num_classes, name="decoder")(feats)

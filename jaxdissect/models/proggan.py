@@ -22,9 +22,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdissect.edits import Edits
-from jaxdissect.models.sequence import run_chain
-
 # Published architectures by output resolution (as in the reference).
 SIZES_BY_RESOLUTION = {
     8: (512, 512, 512),
@@ -70,6 +67,7 @@ class WScaleConv(nn.Module):
     padding: int
     gain: float
     upsample: bool = False
+    leaky: bool = False    # LeakyReLU(0.2) after (every block but the output)
 
     @nn.compact
     def __call__(self, x):
@@ -83,16 +81,15 @@ class WScaleConv(nn.Module):
         pad = ((self.padding, self.padding), (self.padding, self.padding))
         y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), pad,
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y * (self.gain / math.sqrt(x.shape[-1])) + bias.reshape(1, 1, 1, -1)
+        y = y * (self.gain / math.sqrt(x.shape[-1])) + bias.reshape(1, 1, 1, -1)
+        return nn.leaky_relu(y, negative_slope=0.2) if self.leaky else y
 
 
 class ProgressiveGenerator(nn.Module):
-    """``model.apply({"params": p}, z, capture=(), edits=None, start=None, stop=None)``.
-
-    ``z``: ``[b, z_dim]`` with ``z_dim = sizes[0]`` (or, with ``start=L``, layer
-    L's output ``[b, h, w, c]``). Returns ``(image [b, R, R, 3], acts)``, the
-    image unclamped, roughly in [-1, 1]; with ``stop=L``, L's output instead.
-    """
+    """``model.apply({"params": p}, z) -> image [b, R, R, 3]``, unclamped, roughly in
+    [-1, 1]. ``z``: ``[b, z_dim]`` with ``z_dim = sizes[0]``. Each research-named
+    layer (``layer1`` ... ``layerN`` post-LeakyReLU, ``output_RxR``) is a submodule
+    whose output is that activation, for :mod:`jaxdissect.taps`."""
 
     sizes: Sequence[int] = SIZES_BY_RESOLUTION[256]
 
@@ -109,24 +106,33 @@ class ProgressiveGenerator(nn.Module):
         return output_resolution(self.sizes)
 
     @nn.compact
-    def __call__(self, z: jnp.ndarray, capture=(), edits: Edits | None = None,
-                 start: str | None = None, stop: str | None = None):
+    def __call__(self, z: jnp.ndarray):
         names = self.layer_names
         sizes = tuple(self.sizes)
-        leaky = functools.partial(nn.leaky_relu, negative_slope=0.2)
-        blocks = [WScaleConv(sizes[1], 4, 3, math.sqrt(2) / 4, name="layer1"),
-                  WScaleConv(sizes[1], 3, 1, math.sqrt(2) / 3, name="layer2")]
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"z must be [batch, {self.z_dim}]; got shape {z.shape}")
+        h = z.reshape(z.shape[0], 1, 1, z.shape[1])
+        h = WScaleConv(sizes[1], 4, 3, math.sqrt(2) / 4, leaky=True, name=names[0])(h)
+        h = WScaleConv(sizes[1], 3, 1, math.sqrt(2) / 3, leaky=True, name=names[1])(h)
+        i = 2
         for so in sizes[2:]:
-            blocks.append(WScaleConv(so, 3, 1, math.sqrt(2) / 3, upsample=True,
-                                     name=f"layer{len(blocks) + 1}"))
-            blocks.append(WScaleConv(so, 3, 1, math.sqrt(2) / 3, name=f"layer{len(blocks) + 1}"))
-        steps = [(name, lambda h, b=b: leaky(b(h))) for name, b in zip(names, blocks)]
-        steps.append((names[-1], WScaleConv(3, 1, 0, 1.0, name=names[-1])))
-        if start is None:
-            if z.ndim != 2 or z.shape[1] != self.z_dim:
-                raise ValueError(f"z must be [batch, {self.z_dim}]; got shape {z.shape}")
-            z = z.reshape(z.shape[0], 1, 1, z.shape[1])
-        return run_chain(steps, z, capture, edits, start, stop)
+            h = WScaleConv(so, 3, 1, math.sqrt(2) / 3, upsample=True, leaky=True,
+                           name=names[i])(h)
+            h = WScaleConv(so, 3, 1, math.sqrt(2) / 3, leaky=True, name=names[i + 1])(h)
+            i += 2
+        return WScaleConv(3, 1, 0, 1.0, name=names[-1])(h)
+
+
+def spec(model: ProgressiveGenerator, params, *, name: str = "proggan"):
+    """A :class:`~jaxdissect.spec.ModelSpec` for a ProGAN generator: layers
+    ``layer1`` ... ``output_RxR``, ``layer4`` by default, images ``(out + 1) / 2``
+    unclipped as the reference segments them."""
+    from jaxdissect.spec import ModelSpec, progan_images
+    names = model.layer_names
+    return ModelSpec.from_linen(model, params, kind="generator", name=name,
+                                layers={n: n for n in names},
+                                default_layer="layer4" if "layer4" in names else names[0],
+                                z_dim=model.z_dim, to_images=progan_images)
 
 
 def ProgressiveGeneratorFor(resolution: int):  # noqa: N802 - a class-like factory

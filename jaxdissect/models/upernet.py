@@ -25,8 +25,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdissect.edits import Edits
-from jaxdissect.models.ppm import PyramidPooling, Taps, check_taps
+from jaxdissect.models.ppm import PyramidPooling, stage_paths
 from jaxdissect.models.resample import bilinear_resize
 from jaxdissect.models.resnet import ConvBNReLU, ResNet50Encoder, conv
 
@@ -54,9 +53,9 @@ class UPerNetDecoder(nn.Module):
     fpn_dim: int = 512
 
     @nn.compact
-    def __call__(self, feats, tap=lambda name, x: x):
+    def __call__(self, feats):
         f = PyramidPooling("prroi", name="ppm")(feats[-1])
-        f = tap("ppm", ConvBNReLU(self.fpn_dim, 3, name="ppm_last_conv")(f))
+        f = ConvBNReLU(self.fpn_dim, 3, name="ppm_last_conv")(f)
         pyramid = [f]
         for i in reversed(range(len(feats) - 1)):
             lateral = ConvBNReLU(self.fpn_dim, 1, name=f"fpn_in_{i}")(feats[i])
@@ -66,7 +65,7 @@ class UPerNetDecoder(nn.Module):
         size = pyramid[0].shape[1:3]
         fused = jnp.concatenate([pyramid[0]] + [bilinear_resize(p, size) for p in pyramid[1:]],
                                 axis=-1)
-        fused = tap("fusion", ConvBNReLU(self.fpn_dim, 3, name="conv_fusion")(fused))
+        fused = ConvBNReLU(self.fpn_dim, 3, name="conv_fusion")(fused)
         return {
             "object": Head(self.fpn_dim, self.num_object, name="object_head")(fused),
             "part": Head(self.fpn_dim, self.num_part, name="part_head")(fused),
@@ -75,25 +74,27 @@ class UPerNetDecoder(nn.Module):
 
 
 class UnifiedParsingNet(nn.Module):
-    """``x [b, H, W, 3]`` (BGR, mean-subtracted, 0..255 scale) -> ``(logits, acts)``.
+    """``x [b, H, W, 3]`` (BGR, mean-subtracted, 0..255 scale) -> ``logits``: dict
+    ``object [b, H/4, W/4, num_object]``, ``part [.., num_part]`` (all objects' parts,
+    in the decoder's block order), ``material [.., num_material]``.
 
-    ``logits``: dict ``object [b, H/4, W/4, num_object]``, ``part [.., num_part]``
-    (all objects' parts, in the decoder's block order), ``material [.., num_material]``.
-    Capturable layers: ``layer1``..``layer4``, ``ppm`` (PPM output), ``fusion``
-    (fused FPN feature feeding the object and part heads).
+    Named layers (``layer_paths``, for :mod:`jaxdissect.taps`): ``layer1``..``layer4``,
+    ``ppm`` (PPM output), ``fusion`` (fused FPN feature feeding the object and part
+    heads).
     """
 
     num_object: int
     num_part: int
     num_material: int
     fpn_dim: int = 512
-    layer_names = ("layer1", "layer2", "layer3", "layer4", "ppm", "fusion")
+
+    @property
+    def layer_paths(self) -> dict[str, str]:
+        return stage_paths((3, 4, 6, 3)) | {"ppm": "decoder/ppm_last_conv",
+                                            "fusion": "decoder/conv_fusion"}
 
     @nn.compact
-    def __call__(self, x, capture=(), edits: Edits | None = None, start=None, stop=None):
-        taps = Taps(check_taps(self.layer_names, capture, edits, start, stop), edits)
+    def __call__(self, x):
         feats = ResNet50Encoder(name="encoder")(x)
-        feats = [taps(n, f) for n, f in zip(self.layer_names[:4], feats)]
-        logits = UPerNetDecoder(self.num_object, self.num_part, self.num_material,
-                                self.fpn_dim, name="decoder")(feats, taps)
-        return logits, taps.acts
+        return UPerNetDecoder(self.num_object, self.num_part, self.num_material,
+                              self.fpn_dim, name="decoder")(feats)

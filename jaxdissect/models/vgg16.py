@@ -27,8 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdissect.edits import Edits
-from jaxdissect.models.sequence import run_chain
+from jaxdissect.models.layers import ConvReLU, MaxPool
 
 # ImageNet statistics; the reference normalises Places365 images with these.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -77,6 +76,7 @@ class LinearOI(nn.Module):
     matrix product contracts the right axis instead). ``[b, in] -> [b, out]``."""
 
     features: int
+    relu: bool = False
 
     @nn.compact
     def __call__(self, x):
@@ -84,16 +84,17 @@ class LinearOI(nn.Module):
                        (self.features, x.shape[-1]))
         b = self.param("bias", nn.initializers.zeros, (self.features,))
         y = jax.lax.dot_general(x, w.astype(x.dtype), (((x.ndim - 1,), (1,)), ((), ())))
-        return y + b.reshape((1,) * (y.ndim - 1) + (-1,))
+        y = y + b.reshape((1,) * (y.ndim - 1) + (-1,))
+        return nn.relu(y) if self.relu else y
 
 
 class VGG16(nn.Module):
-    """VGG-16: ``model.apply({"params": p}, x, capture=(), edits=None, start=None, stop=None)``.
+    """VGG-16: ``model.apply({"params": p}, x) -> logits [b, num_classes]``.
 
-    ``x``: ``[b, H, W, 3]`` normalised images (or, with ``start=L``, layer L's
-    output). Returns ``(logits [b, num_classes], acts)``; with ``stop=L``, L's
-    output instead of logits. ``acts[name]`` is ``[b, h, w, units]`` for conv and
-    pool layers, ``[b, units]`` for fc layers.
+    ``x``: ``[b, H, W, 3]`` normalised images. Every research-named layer is a
+    submodule whose output is that activation (``conv*``, ``fc6``, ``fc7`` post-ReLU;
+    ``pool*``; ``fc8a`` the logits), so :mod:`jaxdissect.taps` captures and edits it
+    by name: ``[b, h, w, units]`` for conv and pool layers, ``[b, units]`` for fc.
     """
 
     widths: Sequence[int] = (64, 128, 256, 512, 512)
@@ -121,30 +122,37 @@ class VGG16(nn.Module):
         return geometry
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, capture=(), edits: Edits | None = None,
-                 start: str | None = None, stop: str | None = None):
+    def __call__(self, x: jnp.ndarray):
         if len(self.widths) != len(self.stage_depths):
             raise ValueError(f"widths {tuple(self.widths)} needs one entry per stage "
                              f"{tuple(self.stage_depths)}")
-        steps = []
         for s, (depth, width) in enumerate(zip(self.stage_depths, self.widths), start=1):
             for j in range(1, depth + 1):
-                conv = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), name=f"conv{s}_{j}")
-                steps.append((f"conv{s}_{j}", lambda h, conv=conv: nn.relu(conv(h))))
-            steps.append((f"pool{s}", lambda h: nn.max_pool(h, (2, 2), strides=(2, 2))))
+                x = ConvReLU(width, (3, 3), padding=((1, 1), (1, 1)), name=f"conv{s}_{j}")(x)
+            x = MaxPool(2, 2, name=f"pool{s}")(x)
+        x = adaptive_avg_pool(x, self.pool_hw)
+        # Flattened in channel-major (NCHW) order, as the reference's fc6 weight
+        # expects; transposing this small map is cheaper than permuting the weight.
+        x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+        x = LinearOI(self.fc_width, relu=True, name="fc6")(x)
+        x = LinearOI(self.fc_width, relu=True, name="fc7")(x)
+        return LinearOI(self.num_classes, name="fc8a")(x)
 
-        def fc6(h):
-            h = adaptive_avg_pool(h, self.pool_hw)
-            # Flattened in channel-major (NCHW) order, as the reference's fc6
-            # weight expects; transposing this small map is cheaper than
-            # permuting the weight.
-            h = jnp.transpose(h, (0, 3, 1, 2)).reshape(h.shape[0], -1)
-            return nn.relu(LinearOI(self.fc_width, name="fc6")(h))
 
-        steps.append(("fc6", fc6))
-        steps.append(("fc7", lambda h: nn.relu(LinearOI(self.fc_width, name="fc7")(h))))
-        steps.append(("fc8a", lambda h: LinearOI(self.num_classes, name="fc8a")(h)))
-        return run_chain(steps, x, capture, edits, start, stop)
+def spec(model: VGG16, params, *, name: str = "vgg16", input_size=(224, 224),
+         class_names=None, resize: str = "resize-crop", upsample: str = "plain"):
+    """A :class:`~jaxdissect.spec.ModelSpec` for a VGG-16: every research name a
+    layer, ImageNet normalisation, receptive-field geometry for conv and pool layers
+    (the reference stretches VGG-16 maps plainly: ``upsample="plain"``)."""
+    from jaxdissect.spec import ModelSpec
+    names = model.layer_names
+    return ModelSpec.from_linen(
+        model, params, kind="classifier", name=name, layers={n: n for n in names},
+        default_layer=f"conv{len(model.stage_depths)}_{model.stage_depths[-1]}",
+        input_size=tuple(input_size), preprocess=preprocess, resize=resize,
+        class_names=None if class_names is None else tuple(class_names),
+        geometry={n: tuple(model.layer_geometry(n)) for n in names if not n.startswith("fc")},
+        upsample=upsample)
 
 
 VGG16Places365 = functools.partial(VGG16, num_classes=365)

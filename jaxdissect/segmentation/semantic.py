@@ -56,7 +56,7 @@ class SemanticSegmenter:
         x = self.preprocess(images01)
         total = 0.0
         for s in self.segsizes:
-            logits, _ = self.model.apply({"params": params}, adaptive_avg_pool(x, (s, s)))
+            logits = self.model.apply({"params": params}, adaptive_avg_pool(x, (s, s)))
             p = jax.nn.softmax(bilinear_resize(logits, grid), axis=-1)
             out = jnp.zeros_like(p)  # channels in no category stay 0
             for ch in self.plan.channels:

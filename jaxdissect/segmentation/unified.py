@@ -78,7 +78,7 @@ class UnifiedParsingSegmenter:
         total = None
         for s in self.segsizes:
             xs = adaptive_avg_pool(x, (s, s))
-            logits, _ = self.model.apply({"params": params}, xs)
+            logits = self.model.apply({"params": params}, xs)
             up = {k: bilinear_resize(v, grid) for k, v in logits.items()}
             part = jnp.concatenate(
                 [jax.nn.softmax(up["part"][..., a:b], axis=-1)

@@ -46,9 +46,20 @@ def load_classifier(directory=None):
     return model, load_params(directory, abstract)
 
 
+def spec(directory=None):
+    """The world classifier as a :class:`~jaxdissect.spec.ModelSpec`: VGG-16 layer names,
+    64x64 whole images (``resize="stretch"``), the world's class names in output order."""
+    from jaxdissect.models import vgg16
+    model, params = load_classifier(directory)
+    size = read_config(DEFAULT_DIR if directory is None else directory).get("image_size", 64)
+    return vgg16.spec(model, params, name="world-classifier" if directory is None
+                      else str(directory), input_size=(size, size),
+                      class_names=CLASS_NAMES, resize="stretch")
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _logits(model, params, images01):
-    return model.apply({"params": params}, preprocess(images01))[0]
+    return model.apply({"params": params}, preprocess(images01))
 
 
 def classify(model, params, images01) -> jax.Array:

@@ -34,8 +34,8 @@ def load_generator(directory: str | Path | None = None):
     """Return ``(model, params)`` of the generator saved in ``directory``
     (default: the shipped ``weights/world/generator``).
 
-    ``model.apply({"params": params}, z [b, z_dim])`` gives ``(image [b, R, R, 3]
-    roughly in [-1, 1], acts)``; ``generate`` maps it to images in [0, 1].
+    ``model.apply({"params": params}, z [b, z_dim])`` gives images ``[b, R, R, 3]``
+    roughly in [-1, 1]; ``generate`` maps them to [0, 1].
     """
     config = read_config(DEFAULT_DIR if directory is None else directory)
     model = ProgressiveGenerator(sizes=tuple(config["sizes"]))
@@ -44,10 +44,23 @@ def load_generator(directory: str | Path | None = None):
     return model, load_params(DEFAULT_DIR if directory is None else directory, abstract)
 
 
+def to_images(out):
+    """Output -> images in [0, 1], clipped: the world segmenter's colour rule names
+    colours of pixels in [0, 1] (the reference segments ProGAN output unclipped)."""
+    return jnp.clip((out + 1.0) * 0.5, 0.0, 1.0)
+
+
+def spec(directory: str | Path | None = None):
+    """The world generator as a :class:`~jaxdissect.spec.ModelSpec` (``layer4``, 8x8)."""
+    from jaxdissect.models import proggan
+    model, params = load_generator(directory)
+    return proggan.spec(model, params, name="world-generator" if directory is None
+                        else str(directory)).replace(to_images=to_images)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _generate(model, params, z):
-    out, _ = model.apply({"params": params}, z)
-    return jnp.clip((out + 1.0) * 0.5, 0.0, 1.0)
+    return to_images(model.apply({"params": params}, z))
 
 
 def generate(model, params, z) -> jax.Array:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdissect import taps
 from jaxdissect.experiments.dissect import DissectResult, dissect
 from jaxdissect.models.vgg16 import preprocess
 from jaxdissect.stats.upsample import Upsampler
@@ -23,7 +24,8 @@ def dissect_classifier(model, params, source: WorldSource, segmenter=None, layer
 
     def compute(batch, params):
         x = jnp.asarray(batch["image"])
-        acts, _ = model.apply({"params": params}, preprocess(x), stop=layer)
+        acts = taps.run(model.apply, {"params": params}, preprocess(x),
+                        capture=(layer,))[1][layer]
         seg = jnp.asarray(batch["seg"]) if segmenter is None else segmenter(x)
         return acts, seg.astype(jnp.int32)
 

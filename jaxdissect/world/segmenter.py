@@ -54,7 +54,7 @@ def _segment(net, params, images01, size):
     if (h, w) != (size, size):
         images01 = jax.image.resize(images01, (b, size, size, 3), "linear")
         images01 = jnp.clip(images01, 0.0, 1.0)
-    logits, _ = net.apply({"params": params}, images01)
+    logits = net.apply({"params": params}, images01)
     layers = []
     for k, head in enumerate(net.split_heads(logits)):
         table = jnp.asarray(head_to_label(NET_LAYERS[k]))

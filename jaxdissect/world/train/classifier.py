@@ -101,7 +101,7 @@ def train_classifier(model: VGG16, *, seed: int, data_seed: int, steps: int, bat
         x = jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)
 
         def loss_fn(p):
-            logits, _ = model.apply({"params": p}, preprocess(x))
+            logits = model.apply({"params": p}, preprocess(x))
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -121,7 +121,7 @@ def classifier_accuracy(model: VGG16, params, source: WorldSource, n: int,
     ``[true, predicted]``."""
     @jax.jit
     def predict(p, x):
-        return jnp.argmax(model.apply({"params": p}, preprocess(x))[0], axis=-1)
+        return jnp.argmax(model.apply({"params": p}, preprocess(x)), axis=-1)
 
     c = len(source.class_names)
     confusion = np.zeros((c, c), np.int64)
@@ -159,7 +159,7 @@ def train_segmenter(net: SegNet, *, seed: int, data_seed: int, steps: int, batch
         seg = jnp.where(flip[:, None, None, None], seg[..., ::-1], seg)
 
         def loss_fn(p):
-            logits, _ = net.apply({"params": p}, x)
+            logits = net.apply({"params": p}, x)
             total = 0.0
             for k, head in enumerate(net.split_heads(logits)):
                 target = to_head[k][seg[:, k]]

@@ -11,7 +11,7 @@ both losses) is first shifted by a random whole-pixel offset in
 the translation of DiffAugment (Zhao et al. 2020), differentiable in the image.
 
 Images are NHWC in [-1, 1] (the generator's output range). The generator follows
-the model call contract: ``out, acts = generator.apply({"params": p}, z)``.
+plain Flax: ``out = generator.apply({"params": p}, z)``.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def make_step(generator: nn.Module, discriminator: nn.Module, h: GanHyper
     tx = adam(h)
 
     def gen(p, z):
-        return generator.apply({"params": p}, z)[0]
+        return generator.apply({"params": p}, z)
 
     def disc(p, x):
         return discriminator.apply({"params": p}, x)

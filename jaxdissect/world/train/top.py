@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdissect import taps
 from jaxdissect.models.vgg16 import VGG16, preprocess
 from jaxdissect.world.source import WorldSource
 from jaxdissect.world.train.classifier import _apply, he_rescale, learning_rate, make_optimizer
@@ -31,7 +32,7 @@ def cached_features(model: VGG16, params, source: WorldSource, layer: str, n: in
     its horizontal mirror, batch by batch) else ``n``."""
     @jax.jit
     def head(p, x):
-        return model.apply({"params": p}, preprocess(x), stop=layer)[0]
+        return taps.run(model.apply, {"params": p}, preprocess(x), capture=(layer,))[1][layer]
 
     feats, labels = [], []
     for a in range(0, n, batch):
@@ -53,7 +54,7 @@ def train_top(model: VGG16, base_params, feats: np.ndarray, labels: np.ndarray, 
               after: str = "conv5_2", act_l1: float = 0.0, seed: int = 0, steps: int = 3000,
               batch: int = 128, lr: float = 2e-3, warmup: int = 50,
               weight_decay: float = 1e-4, max_seconds: float = 1e9, log=None,
-              log_every: int = 500):
+              log_every: int = 500, image_size: int = 64):
     """Train the layers of ``model`` after ``after`` on cached ``feats [m, h, w, c]`` (the
     output of ``after``) and ``labels [m]``; the layers up to ``after`` are copied from
     ``base_params`` unchanged. Loss: cross-entropy + ``act_l1`` times the mean of the
@@ -66,8 +67,10 @@ def train_top(model: VGG16, base_params, feats: np.ndarray, labels: np.ndarray, 
     if not last_conv:
         raise ValueError(f"no convolution after {after!r} to train")
     last_conv = last_conv[-1]
-    init = model.init(jax.random.key(seed), jnp.zeros((1,) + feats.shape[1:], jnp.float32),
-                      start=after)["params"]
+    # linen derives each layer's initial values from its path alone, so initialising
+    # the whole network gives the same values for the trained layers
+    placeholder = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    init = model.init(jax.random.key(seed), placeholder)["params"]
     frozen = {k: v for k, v in base_params.items() if k not in train}
     params = he_rescale({k: init[k] for k in train})
     opt = make_optimizer(weight_decay)
@@ -77,8 +80,11 @@ def train_top(model: VGG16, base_params, feats: np.ndarray, labels: np.ndarray, 
         params, opt_state = state
 
         def loss_fn(p):
-            logits, acts = model.apply({"params": {**frozen, **p}}, x, start=after,
-                                       capture=(last_conv,))
+            # ``after``'s output is fed: under jit the frozen layers before it vanish
+            logits, acts = taps.run(model.apply, {"params": {**frozen, **p}},
+                                    jnp.broadcast_to(placeholder, (x.shape[0],)
+                                                     + placeholder.shape[1:]),
+                                    feed={after: x}, capture=(last_conv,))
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
             return ce + act_l1 * acts[last_conv].mean(), ce
 
