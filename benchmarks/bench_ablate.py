@@ -39,7 +39,7 @@ def main():
 
     from jaxdissect.checkpoints import convert_state_dict, model_from_config
     from jaxdissect.experiments import ablate
-    from jaxdissect.models.vgg16 import preprocess
+    from jaxdissect.models import vgg16
     from tests.reference_torch import torch_vgg16
 
     n, classes, units = args.images, 365, 512
@@ -58,7 +58,7 @@ def main():
         def batch(self, a, b):
             return {"image": images[a:b], "label": labels[a:b]}
 
-    split = ablate.split_classifier(model, params, "conv5_3", preprocess)
+    split = ablate.split_classifier(vgg16.spec(model, params), "conv5_3")
     print(f"VGG-16 conv5_3 single-unit sweep: {units} units x {n} images at 224, "
           f"{classes} classes; {jax.device_count()} JAX device(s), "
           f"torch threads {torch.get_num_threads()}")

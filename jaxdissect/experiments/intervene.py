@@ -23,7 +23,7 @@ over the pairs of contexts.
 
 A pixel "has" label l when any of the segmentation's K layers is l there; the pixel
 share of l is the fraction of the image's pixels that have it. Every edit runs
-through ``tail`` (``model.apply(..., start=layer)``) from activations computed once per
+through ``tail`` (``spec.resume`` from the layer) from activations computed once per
 batch, ``jax.vmap``-ed over a stack of edits, then through the segmenter.
 """
 
