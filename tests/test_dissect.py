@@ -278,12 +278,13 @@ def test_cache_is_keyed_by_weights_data_and_settings(tmp_path):
     kernel = np.zeros((1, 1, 3, 3), np.float32)
     kernel[0, 0, 0, 0] = kernel[0, 0, 1, 1] = kernel[0, 0, 2, 2] = 1.0
     params = {"conv": {"kernel": jnp.asarray(kernel), "bias": jnp.array([-0.5, -0.5, 0.0])}}
-    planted = layer_compute(Planted().apply, "conv", lambda batch, out: batch["seg"])
+    planted = spec_compute(planted_spec(params), "conv", lambda batch, images: batch["seg"])
     world = planted_world()
 
     def go(p, source, topk=2):
         return dissect(planted, source, LABELS, quantile=0.12, batch_size=5, progress=False,
-                       topk=topk, params=p, cache_dir=str(tmp_path), cache_key="planted")
+                       topk=topk, params={"params": p}, cache_dir=str(tmp_path),
+                       cache_key="planted")
 
     first = go(params, CountingSource(**world.arrays))
     again = CountingSource(**world.arrays)
@@ -291,12 +292,12 @@ def test_cache_is_keyed_by_weights_data_and_settings(tmp_path):
     assert again.reads == 1  # the shape probe only: every pass came from the cache
     swapped = {"conv": {"kernel": jnp.asarray(kernel[..., ::-1]), "bias": params["conv"]["bias"]}}
     fresh = dissect(planted, world, LABELS, quantile=0.12, batch_size=5, progress=False,
-                    topk=2, params=swapped)
+                    topk=2, params={"params": swapped})
     changed = go(swapped, CountingSource(**world.arrays))
     assert_same(changed, fresh)
     assert changed.best_label[0] != first.best_label[0]
     other_data = planted_world(seed=1)
     assert_same(go(params, other_data), dissect(planted, other_data, LABELS, quantile=0.12,
                                                 batch_size=5, progress=False, topk=2,
-                                                params=params))
+                                                params={"params": params}))
     assert go(params, world, topk=1).topk_images.shape[1] == 1  # a setting: a new tally

@@ -21,7 +21,6 @@ from jaxdissect.world import WorldSource
 from jaxdissect.world.vocab import LABELS
 from tests import user_models as um
 
-
 # ------------------------------------------------------------- hand-written oracles
 
 def linen_by_hand(params, x, features_edit=None):
