@@ -18,8 +18,14 @@ _EXPORTS = {
     "LabelSet": "jaxdissect.labels",
     "dissect": "jaxdissect.experiments.dissect",
     "DissectResult": "jaxdissect.experiments.dissect",
+    "spec_compute": "jaxdissect.experiments.dissect",
     "Upsampler": "jaxdissect.stats.upsample",
+    "ModelSpec": "jaxdissect.spec",
+    "run_taps": "jaxdissect.taps",
 }
+
+#: public names that are defined under another name in their module
+_RENAMED = {"run_taps": "run"}
 
 __all__ = sorted(_EXPORTS)
 
@@ -28,7 +34,7 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'jaxdissect' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), _RENAMED.get(name, name))
     globals()[name] = value
     return value
 
