@@ -119,13 +119,11 @@ def load_data(spec: str, model, num: int | None, seed: int, split: str = "val"):
         raise UserError("--data z is for generators; a classifier needs images")
     if spec == "world":
         from jaxdissect.world import WorldSource
-        # the world renders at 32, 64 or 128 pixels; larger models read it resized
+        # the world renders at 32, 64 or 128 pixels; models with a larger input read it
+        # at 128 (the reference's classifiers pool adaptively before their fc layers)
         side = model.input_size[0]
         size = side if side in (32, 64, 128) else 128
-        source = WorldSource(num or 2000, seed=seed, size=size)
-        if (size, size) != tuple(model.input_size):
-            source = Resized(source, model.input_size)
-        return _match_classes(source, model, spec)
+        return _match_classes(WorldSource(num or 2000, seed=seed, size=size), model, spec)
     if spec.startswith("tfds:"):
         from jaxdissect.data.tfds_source import TFDSSource
         try:
@@ -178,27 +176,6 @@ class Relabelled:
         b = dict(self.inner.batch(start, stop))
         if "label" in b:
             b["label"] = self.mapping[b["label"]]
-        return b
-
-
-class Resized:
-    """``source`` with images (and segmentations, nearest) resized to ``size``."""
-
-    def __init__(self, source, size):
-        self.inner, self.size = source, tuple(size)
-        self.num_examples = source.num_examples
-        self.seg_labels = getattr(source, "seg_labels", None)
-        self.class_names = getattr(source, "class_names", None)
-
-    def identity(self) -> dict:
-        from jaxdissect.runtime.fingerprint import data_identity
-        return {"resized": list(self.size), "of": data_identity(self.inner)}
-
-    def batch(self, start, stop):
-        b = dict(self.inner.batch(start, stop))
-        img = b["image"]
-        b["image"] = np.asarray(jax.image.resize(jnp.asarray(img), (len(img), *self.size, 3),
-                                                 "bilinear"))
         return b
 
 
