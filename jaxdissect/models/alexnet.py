@@ -119,3 +119,22 @@ def layer_geometry(model: AlexNet, layer: str) -> list[tuple[int, int, int]]:
             k = KERNELS[i - 1]
             geometry.append((k, 4, model.conv1_padding) if i == 1 else (k, 1, k // 2))
     return geometry
+
+
+def spec(model: AlexNet, variables, *, name: str = "alexnet", class_names=None,
+         input_size=None, resize: str = "resize-crop", upsample: str = "receptive-field"):
+    """A :class:`~jaxdissect.spec.ModelSpec` for an AlexNet: the research layers,
+    ``conv5`` by default, ImageNet normalisation, input 227x227 (reference layout) or
+    224x224 (torchvision), and receptive-field upsampling from each layer's
+    convolutions and pools, as the reference dissects AlexNet. ``fc6``-``fc8`` are one
+    value per image (a 1x1 map)."""
+    from jaxdissect.models.vgg16 import preprocess
+    from jaxdissect.spec import ModelSpec
+    if input_size is None:
+        size = INPUT_SIZE["reference" if model.pool_hw is None else "torchvision"]
+        input_size = (size, size)
+    return ModelSpec.from_linen(
+        model, variables, kind="classifier", name=name, layers={n: n for n in LAYER_NAMES},
+        default_layer="conv5", input_size=tuple(input_size), preprocess=preprocess,
+        resize=resize, class_names=None if class_names is None else tuple(class_names),
+        geometry={n: tuple(layer_geometry(model, n)) for n in LAYER_NAMES}, upsample=upsample)

@@ -176,3 +176,20 @@ def layer_geometry(model: ResNet, layer: str) -> list[tuple[int, int, int]]:
             geometry += ([(1, 1, 0), (3, stride, 1), (1, 1, 0)] if model.block == "bottleneck"
                          else [(3, stride, 1), (3, 1, 1)])
     return geometry
+
+
+def spec(model: ResNet, variables, *, name: str = "resnet", class_names=None,
+         input_size=(224, 224), resize: str = "resize-crop", upsample: str = "plain"):
+    """A :class:`~jaxdissect.spec.ModelSpec` for a ResNet: the research layers of this
+    module's docstring, ``layer4`` by default, ImageNet normalisation (the reference
+    normalises Places365 images so too), receptive-field geometry for every layer.
+    ``avgpool`` and ``fc`` are one value per image (a 1x1 map): dissecting them asks
+    which images, as wholes, a unit fires on. The reference upsamples ResNet-152's
+    ``layer4`` plainly (``upsample="plain"``)."""
+    from jaxdissect.models.vgg16 import preprocess
+    from jaxdissect.spec import ModelSpec
+    return ModelSpec.from_linen(
+        model, variables, kind="classifier", name=name, layers={n: n for n in LAYER_NAMES},
+        default_layer="layer4", input_size=tuple(input_size), preprocess=preprocess,
+        resize=resize, class_names=None if class_names is None else tuple(class_names),
+        geometry={n: tuple(layer_geometry(model, n)) for n in LAYER_NAMES}, upsample=upsample)

@@ -172,3 +172,25 @@ def tokens_to_map(tokens, grid: int):
     if n != 1 + grid * grid:
         raise ValueError(f"expected 1 + {grid}x{grid} tokens, got {n}")
     return tokens[:, 1:].reshape(b, grid, grid, c)
+
+
+def spec(model: ViT, variables, *, name: str = "vit", class_names=None,
+         resize: str = "resize-crop", upsample: str = "plain"):
+    """A :class:`~jaxdissect.spec.ModelSpec` for a ViT: ``encoder_layer_i`` and ``ln``
+    dissected as their patch-token grid (:func:`tokens_to_map`, class token dropped),
+    the last encoder layer by default; ``head`` one value per image (a 1x1 map).
+    ImageNet normalisation (torchvision's). Plain upsampling puts each token at its
+    patch's centre, which is where the ``patch x patch`` geometry puts it too."""
+    from jaxdissect.models.vgg16 import preprocess
+    from jaxdissect.spec import ModelSpec
+    paths = model.layer_paths
+    tokens = [n for n in paths if n != "head"]
+    patch = ((model.patch, model.patch, 0),)
+    return ModelSpec.from_linen(
+        model, variables, kind="classifier", name=name, layers=paths,
+        default_layer=f"encoder_layer_{model.depth - 1}",
+        input_size=(model.image_size, model.image_size), preprocess=preprocess,
+        resize=resize, class_names=None if class_names is None else tuple(class_names),
+        geometry={**{n: patch for n in tokens}, "head": patch + ((model.grid, 1, 0),)},
+        upsample=upsample,
+        to_map={n: functools.partial(tokens_to_map, grid=model.grid) for n in tokens})
