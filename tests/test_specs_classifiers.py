@@ -9,15 +9,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from jaxdissect.checkpoints import convert_state_dict, model_from_config
 from jaxdissect.checkpoints.architectures import as_variables
+from jaxdissect.cli import UserError
+from jaxdissect.commands._common import load_model
 from jaxdissect.edits import Edit, zero_units
 from jaxdissect.models import alexnet, tv_resnet, vit
 from jaxdissect.models.vgg16 import IMAGENET_MEAN, IMAGENET_STD
 from tests.torch_classifiers import (
     rel_err,
     run_hooked,
+    save_places365_tar,
     torch_alexnet_reference,
     torch_resnet,
     torch_vit,
@@ -143,3 +147,22 @@ def test_specs_refuse_unknown_layers():
     with pytest.raises(KeyError, match="layer5"):  # traced only: nothing is computed
         jax.eval_shape(lambda p, x: spec.run(p, x, capture=("layer5",)), spec.params,
                        images(224, 1))
+
+
+def test_command_model_spec_from_pth_files(tmp_path):
+    """``--model FILE.pth`` / ``FILE.pth.tar``: the architecture is found from the file."""
+    tm = torch_resnet("basic", (1, 1, 1, 1), num_classes=5, seed=5)
+    path = save_places365_tar(tm.state_dict(), tmp_path / "resnet_places365.pth.tar")
+    spec = load_model(str(path))
+    assert spec.layer_names == tv_resnet.LAYER_NAMES and spec.default_layer == "layer4"
+    x = images(224, n=1)
+    out = jax.jit(lambda p, x: spec.run(p, x)[0])(spec.params, x)
+    assert rel_err(out, run_hooked(tm, normalised(x), {})[0]) < 1e-4
+    small_vit = torch_vit(seed=6, image_size=32, depth=1, mlp_dim=8, num_classes=3)
+    torch.save(small_vit.state_dict(), tmp_path / "vit.pth")
+    assert load_model(str(tmp_path / "vit.pth")).layer_names == (
+        "encoder_layer_0", "ln", "head")
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(UserError, match="other.pth: not a state dict of a known "
+                                        "architecture.*as resnet: not a ResNet"):
+        load_model(str(tmp_path / "other.pth"))

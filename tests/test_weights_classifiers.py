@@ -2,7 +2,8 @@
 HTTP server: each entry's file name, arch and hash rule as shipped, its content a
 PyTorch model of the published layout (narrow or shallow where the converter reads
 widths and depths from the file, so the test stays fast); the fetched, verified,
-converted and cached model gives the torch model's logits."""
+converted and cached model gives the torch model's logits, directly and as the model
+spec that every command loads by the entry's name."""
 
 import functools
 import hashlib
@@ -19,6 +20,8 @@ from jaxdissect.checkpoints.architectures import as_variables
 from jaxdissect.checkpoints.registry import load_registry
 from jaxdissect.checkpoints.store import load_converted
 from jaxdissect.cli import main
+from jaxdissect.commands._common import load_model
+from jaxdissect.models.vgg16 import IMAGENET_MEAN, IMAGENET_STD
 from tests.torch_classifiers import (
     rel_err,
     run_hooked,
@@ -99,3 +102,10 @@ def test_fetch_converts_each_shipped_classifier(served, name, tmp_path, monkeypa
     x = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
     logits = jax.jit(model.apply)(as_variables(meta["arch"], tree), x)
     assert rel_err(logits, run_hooked(served["models"][name], x, {})[0]) < 1e-4
+    # The same entry as a command's --model: a spec taking images in [0, 1].
+    spec = load_model(name)
+    assert spec.name == name and spec.input_size == (size, size)
+    assert spec.default_layer in spec.layer_names
+    x01 = x * np.array(IMAGENET_STD, np.float32) + np.array(IMAGENET_MEAN, np.float32)
+    out = jax.jit(lambda p, x: spec.run(p, x)[0])(spec.params, x01)
+    assert rel_err(out, logits) < 1e-4

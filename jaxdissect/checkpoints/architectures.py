@@ -158,11 +158,14 @@ def _convert_classifier(state_dict: Mapping, arch: str, what: str):
 
 def spec_from_converted(arch: str, model, params, name: str, class_names=None):
     """The :class:`~jaxdissect.spec.ModelSpec` of a converted ``arch`` model (each
-    architecture module's ``spec`` factory)."""
-    from jaxdissect.models import proggan, vgg16
-    factories = {"vgg16": lambda: vgg16.spec(model, params, name=name,
-                                             class_names=class_names),
-                 "proggan": lambda: proggan.spec(model, params, name=name)}
+    architecture module's ``spec`` factory); ``params`` is the converted tree."""
+    from jaxdissect.models import alexnet, proggan, tv_resnet, vgg16, vit
+    factories = {"vgg16": vgg16.spec, "resnet": tv_resnet.spec, "alexnet": alexnet.spec,
+                 "vit": vit.spec}
+    if arch == "proggan":
+        return proggan.spec(model, params, name=name)
     if arch not in factories:
-        raise ValueError(f"no model spec for architecture {arch!r}; known: {sorted(factories)}")
-    return factories[arch]()
+        raise ValueError(f"no model spec for architecture {arch!r}; known: "
+                         f"{sorted(factories) + ['proggan']}")
+    tree = as_variables(arch, params) if arch in VARIABLE_TREES else params
+    return factories[arch](model, tree, name=name, class_names=class_names)

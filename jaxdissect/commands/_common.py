@@ -47,14 +47,14 @@ def load_model(spec: str):
     if spec.startswith("py:"):
         return _user_spec(spec)
     from jaxdissect.checkpoints.architectures import spec_from_converted
-    if spec.endswith(".pth"):
+    if spec.endswith((".pth", ".pth.tar")):
         if not os.path.isfile(spec):
             raise UserError(f"model file {spec!r} does not exist")
         from jaxdissect import checkpoints as ck
         from jaxdissect.checkpoints.pth import load_state_dict
         state = load_state_dict(spec)
         errors = []
-        for arch in ("vgg16", "proggan"):
+        for arch in ck.ARCHITECTURES:
             try:
                 config, params = ck.convert_state_dict(state, arch, what=os.path.basename(spec))
             except (ck.CheckpointMismatch, KeyError, ValueError) as e:
@@ -62,7 +62,8 @@ def load_model(spec: str):
                 continue
             return spec_from_converted(arch, ck.model_from_config(arch, config),
                                        jax.tree_util.tree_map(jnp.asarray, params), spec)
-        raise UserError(f"{spec}: not a VGG-16 or ProGAN state dict ({'; '.join(errors)})")
+        raise UserError(f"{spec}: not a state dict of a known architecture "
+                        f"({'; '.join(errors)})")
     if os.path.isdir(spec):
         if os.path.isfile(os.path.join(spec, "model.json")):
             from jaxdissect.checkpoints.store import load_converted

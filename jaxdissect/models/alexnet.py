@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdissect.models.named import ConvReLU, LinearReLU, MaxPool, flatten_nchw
+from jaxdissect.models.layers import ConvReLU, MaxPool, flatten_nchw
 from jaxdissect.models.vgg16 import LinearOI, adaptive_avg_pool
 
 #: Research layer names, input first.
@@ -86,8 +86,8 @@ class AlexNet(nn.Module):
         elif x.shape[1:3] != (6, 6):
             raise ValueError(f"pool5 is {x.shape[1]}x{x.shape[2]} but fc6 needs 6x6: this "
                              f"AlexNet (no adaptive pool) takes 227x227 inputs")
-        x = LinearReLU(self.fc_width, name="fc6")(flatten_nchw(x))
-        x = LinearReLU(self.fc_width, name="fc7")(x)
+        x = LinearOI(self.fc_width, relu=True, name="fc6")(flatten_nchw(x))
+        x = LinearOI(self.fc_width, relu=True, name="fc7")(x)
         return LinearOI(self.num_classes, name="fc8")(x)
 
 

@@ -37,7 +37,7 @@ from typing import Sequence
 
 import flax.linen as nn
 
-from jaxdissect.models.named import GlobalAvgPool, MaxPool, ReLU
+from jaxdissect.models.layers import GlobalAvgPool, MaxPool, ReLU
 from jaxdissect.models.resnet import conv
 from jaxdissect.models.vgg16 import LinearOI
 
