@@ -11,11 +11,12 @@ on first use), a local ``.pth`` file (converted safely, without torch), or a dir
 
 Data specs: ``world`` (the synthetic world; ground-truth segmentation), a folder in
 the reference's Places layout (``root/<class>/*.jpg``), ``tfds:places365_small``
-(needs tensorflow-datasets), or ``z`` (latent samples for generators).
+(needs tensorflow-datasets), ``broden:DIR`` (the Broden layout), or ``z`` (latent
+samples for generators).
 
-Segmenter specs: ``truth`` (the data's ground truth; the world has it), ``world``
-(the shipped world segmenter), a reference segmenter name such as ``netpqc``, or
-``py:module:name`` (your own ``Segmenter`` object or class).
+Segmenter specs: ``truth`` (the data's ground truth; the world has it), ``broden``
+(Broden's annotation), ``world`` (the shipped world segmenter), a reference segmenter
+name such as ``netpqc``, or ``py:module:name`` (your own ``Segmenter`` object or class).
 """
 
 from __future__ import annotations
@@ -125,6 +126,13 @@ def load_data(spec: str, model, num: int | None, seed: int, split: str = "val"):
         side = model.input_size[0]
         size = side if side in (32, 64, 128) else 128
         return _match_classes(WorldSource(num or 2000, seed=seed, size=size), model, spec)
+    if spec.startswith("broden:"):
+        from jaxdissect.data.broden import broden_from_spec
+        try:
+            src = broden_from_spec(spec, size=tuple(model.input_size))
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(str(e)) from None
+        return Prefix(src, num) if num is not None and num < src.num_examples else src
     if spec.startswith("tfds:"):
         from jaxdissect.data.tfds_source import TFDSSource
         try:
@@ -209,6 +217,12 @@ def load_segmenter(spec: str, source, model=None):
             raise UserError("--segmenter truth needs data with ground-truth segmentation "
                             "(--data world); use --segmenter world or netpqc")
         return TruthSegmenter(source.seg_labels)
+    if spec == "broden":
+        from jaxdissect.data.broden import BrodenSegmenter
+        try:
+            return BrodenSegmenter(source)
+        except ValueError as e:
+            raise UserError(str(e)) from None
     if spec == "world":
         from jaxdissect.world.segmenter import load_segmenter as world_seg
         return world_seg()
@@ -234,7 +248,8 @@ def make_compute(model, layer: str, segmenter, seg_downsample: int = 1):
     images)`` with ``model.params``. ``seg_downsample`` d keeps the centre pixel of each
     d x d block of the segmentation (the reference dissects at a quarter of the image
     size)."""
-    truth = isinstance(segmenter, TruthSegmenter)
+    # the data's own annotation (world truth, Broden) rather than a model's
+    truth = isinstance(segmenter, TruthSegmenter) or getattr(segmenter, "reads_batch", False)
 
     def forward_with(batch, params):
         inputs = batch["image"] if model.kind == "classifier" else batch["z"]
@@ -266,10 +281,11 @@ def check_layer(model, layer: str) -> None:
 def run_dissection(model, source, segmenter, layer: str, outdir: str, *,
                    quantile=0.01, miniou=0.04, batch_size=32, topk=5, progress=True,
                    data_name="", seg_name="", index_link=None, seg_downsample=1,
-                   upsample=None):
+                   upsample=None, iou_rule="pnas"):
     """Dissect ``layer`` of the :class:`~jaxdissect.spec.ModelSpec` ``model`` (cached in
     ``outdir/cache``, keyed by the weights' fingerprint), write the report with
-    thumbnails. Returns ``(DissectResult, report path)``."""
+    thumbnails and NetDissect's ``tally.csv``. Returns ``(DissectResult, report
+    path)``."""
     from jaxdissect import report
     from jaxdissect.experiments.dissect import dissect
     seg_downsample = 1 if seg_downsample is None else seg_downsample
@@ -298,7 +314,7 @@ def run_dissection(model, source, segmenter, layer: str, outdir: str, *,
                                                               arrays_only=True),
                              "seg_downsample": seg_downsample,
                              "upsample": upsample or model.upsample},
-                  progress=progress, params=model.params)
+                  progress=progress, params=model.params, iou_rule=iou_rule)
     if not hosts.is_writer():  # the other processes tallied their slices; one writes
         return res, None
     strips = unit_thumbnails(forward, up, source, res, topk)
@@ -313,8 +329,19 @@ def run_dissection(model, source, segmenter, layer: str, outdir: str, *,
                "units": units, "dissection": res.to_json(),
                "iou_shape": list(res.iou.shape)}
     atomic_write(os.path.join(outdir, "iou.npy"), lambda f: np.save(f, res.iou))
+    write_tally_csv(res, source, outdir)
     path = report.write_dissection(outdir, summary, index_link=index_link)
     return res, path
+
+
+def write_tally_csv(res, source, outdir: str) -> str:
+    """``outdir/tally.csv`` in NetDissect's schema (Broden data: its category order)."""
+    from jaxdissect.data.broden import innermost
+    from jaxdissect.report.netdissect_csv import write_csv
+    broden = innermost(source)
+    order = None if broden is None else [
+        c for c in broden.categories if c in res.labels.category_names]
+    return write_csv(res, os.path.join(outdir, "tally.csv"), order)
 
 
 def architecture(model) -> dict:
@@ -370,8 +397,9 @@ def add_common(p, kind_default_model="world"):
     p.add_argument("--layer", default=None, help="layer to dissect/edit (default: conv5_3 "
                    "for classifiers, layer4 for generators)")
     p.add_argument("--segmenter", default=None,
-                   help="truth | world | netpqc (reference segmenters); default: truth for "
-                        "world images, world for the world generator, netpqc otherwise")
+                   help="truth | world | netpqc (reference segmenters) | broden (the "
+                        "annotation of --data broden:DIR); default: truth for world images, "
+                        "broden for Broden, world for the world generator, netpqc otherwise")
     p.add_argument("--quantile", type=float, default=0.01, help="top quantile for thresholds")
     p.add_argument("--miniou", type=float, default=0.04, help="IoU needed to label a unit")
     p.add_argument("--seg-downsample", type=int, default=None,
@@ -395,6 +423,8 @@ def default_segmenter(args, model) -> str:
     if args.segmenter:
         return args.segmenter
     if model.kind == "classifier":
+        if str(args.data or "").startswith("broden:"):
+            return "broden"
         return "truth" if args.data == "world" else "netpqc"
     return "world" if "world" in model.name else "netpqc"
 

@@ -1,8 +1,10 @@
 """``jaxdissect dissect``: label every unit of a layer with the concept it detects.
 
 Writes ``OUT/report.html`` (unit cards with top images, sortable and filterable),
-``OUT/concepts.svg``, ``OUT/report.json``, ``OUT/iou.npy`` and ``OUT/cache/`` (the
-passes it resumes from; re-running with the same arguments reuses them).
+``OUT/concepts.svg``, ``OUT/report.json``, ``OUT/iou.npy``, ``OUT/tally.csv`` (the
+original NetDissect's per-unit table) and ``OUT/cache/`` (the passes it resumes from;
+re-running with the same arguments reuses them). ``--data broden:DIR --segmenter
+broden`` dissects on Broden, ``--iou-rule netdissect`` with NetDissect's union.
 """
 
 from __future__ import annotations
@@ -17,14 +19,19 @@ HELP = "dissect one layer of a classifier or generator: unit labels, IoU, HTML r
 def add_arguments(p):
     C.add_common(p)
     p.add_argument("--data", default=None,
-                   help="world | image folder (Places layout) | tfds:places365_small | z "
-                        "(default: world for classifiers, z for generators)")
+                   help="world | image folder (Places layout) | tfds:places365_small | "
+                        "broden:DIR (Broden layout) | z (default: world for classifiers, z "
+                        "for generators)")
     p.add_argument("--num-images", type=int, default=None,
                    help="images / z samples (default: 2000 world images, all folder images, "
                         "10000 z samples)")
     p.add_argument("--seed", type=int, default=None,
                    help="world seed or z seed (default: 4 for world images, 1 for z)")
     p.add_argument("--topk", type=int, default=5, help="top images per unit card")
+    p.add_argument("--iou-rule", choices=("pnas", "netdissect"), default="pnas",
+                   help="IoU union: the PNAS paper's (default), or the original "
+                        "NetDissect's, counting a unit only in images where it touches the "
+                        "label's category")
 
 
 def resolve(args):
@@ -56,7 +63,7 @@ def run(args) -> int:
         loaded, source, segmenter, layer, out, quantile=args.quantile, miniou=args.miniou,
         batch_size=args.batch_size, topk=args.topk, progress=not args.no_progress,
         data_name=data_name, seg_name=seg_name, seg_downsample=C.seg_downsample(args, seg_name),
-        upsample=args.upsample)
+        upsample=args.upsample, iou_rule=args.iou_rule)
     if path is None:  # not the writing process (several processes, see --coordinator)
         return 0
     n = int(res.labelled.sum())
