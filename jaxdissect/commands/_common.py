@@ -110,8 +110,10 @@ def _user_spec(text: str):
     return obj
 
 
-def load_data(spec: str, model, num: int | None, seed: int, split: str = "val"):
-    """An ``ImageSource`` for the :class:`~jaxdissect.spec.ModelSpec` ``model``."""
+def load_data(spec: str, model, num: int | None, seed: int, split: str = "val",
+              skip_bad: bool = False):
+    """An ``ImageSource`` for the :class:`~jaxdissect.spec.ModelSpec` ``model``
+    (``skip_bad``: leave out a folder's unreadable images; see :func:`skipped_images`)."""
     if model.kind == "generator":
         if spec not in ("z", "world"):
             raise UserError(f"a generator reads latent samples: use --data z (got {spec!r})")
@@ -147,7 +149,7 @@ def load_data(spec: str, model, num: int | None, seed: int, split: str = "val"):
     from jaxdissect.data.folder import ImageFolderSource
     try:
         src = ImageFolderSource(root, size=tuple(model.input_size), policy=model.resize,
-                                class_names=model.class_names)
+                                class_names=model.class_names, skip_bad=skip_bad)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     if num is not None and num < src.num_examples:
@@ -186,6 +188,11 @@ class Relabelled:
         if "label" in b:
             b["label"] = self.mapping[b["label"]]
         return b
+
+
+def skipped_images(source) -> int:
+    """How many unreadable images ``source`` (or the folder it is a prefix of) left out."""
+    return len(getattr(getattr(source, "inner", source), "skipped", ()))
 
 
 class Prefix:
@@ -325,6 +332,7 @@ def run_dissection(model, source, segmenter, layer: str, outdir: str, *,
         units.append(rec)
     summary = {"model": model.name, "layer": layer, "quantile": quantile, "miniou": miniou,
                "num_images": source.num_examples, "segmenter": seg_name, "data": data_name,
+               "skipped_images": skipped_images(source),
                "seg_grid": list(seg_s.shape[2:]),
                "units": units, "dissection": res.to_json(),
                "iou_shape": list(res.iou.shape)}

@@ -32,6 +32,9 @@ def add_arguments(p):
                    help="IoU union: the PNAS paper's (default), or the original "
                         "NetDissect's, counting a unit only in images where it touches the "
                         "label's category")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out a folder's unreadable images (counted in the report) "
+                        "instead of stopping at the first")
 
 
 def resolve(args):
@@ -47,7 +50,7 @@ def resolve(args):
     args.data = data
     seed = args.seed if args.seed is not None else (
         1 if loaded.kind == "generator" else C.WORLD_VAL_SEED)
-    source = C.load_data(data, loaded, args.num_images, seed)
+    source = C.load_data(data, loaded, args.num_images, seed, skip_bad=args.skip_bad_images)
     seg_name = C.default_segmenter(args, loaded)
     segmenter = C.load_segmenter(seg_name, source, loaded)
     out = args.out or os.path.join("results", "-".join(

@@ -23,10 +23,14 @@ EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
 
 class ImageFolderSource:
+    """``skip_bad``: decode every image once up front and leave out those that cannot
+    be read (listed in ``skipped`` as ``(path, reason)``); otherwise an unreadable
+    image is a ``ValueError`` naming its file when its batch is read."""
+
     seg_labels = None
 
     def __init__(self, root: str, size: tuple[int, int] = (224, 224),
-                 policy: str = "resize-crop", class_names=None):
+                 policy: str = "resize-crop", class_names=None, skip_bad: bool = False):
         if not os.path.isdir(root):
             raise FileNotFoundError(f"image folder {root!r} does not exist")
         if policy not in ("resize-crop", "stretch"):
@@ -51,6 +55,18 @@ class ImageFolderSource:
         if not items:
             raise ValueError(f"{root!r} has class folders but no images ({EXTENSIONS})")
         self.root, self.size, self.policy = root, tuple(size), policy
+        self.skipped: list[tuple[str, str]] = []
+        if skip_bad:
+            good = []
+            for path, c in items:
+                try:
+                    self.load(path)
+                    good.append((path, c))
+                except ValueError as e:
+                    self.skipped.append((path, str(e)))
+            if not good:
+                raise ValueError(f"{root!r}: none of its {len(items)} images can be read")
+            items = good
         self.class_names = class_names
         self.paths = [p for p, _ in items]
         self.labels = np.array([c for _, c in items], np.int32)
@@ -67,11 +83,21 @@ class ImageFolderSource:
                      .encode())
         return {"source": "folder", "root": os.path.abspath(self.root),
                 "num_examples": self.num_examples, "files": h.hexdigest()[:32],
-                "classes": list(self.class_names), "resize": self.resize, "crop": self.crop,
-                "transform": "RGB bilinear resize square, centre crop, /255"}
+                "classes": list(self.class_names), "size": list(self.size),
+                "policy": self.policy, "skipped": len(self.skipped),
+                "transform": "RGB bilinear resize (stretch, or resize-crop at 256/224), /255"}
 
     def load(self, path: str) -> np.ndarray:
-        """One image ``[H, W, 3]`` (``size``) float32 in [0, 1]."""
+        """One image ``[H, W, 3]`` (``size``) float32 in [0, 1]; ``ValueError`` naming the
+        file if it cannot be decoded (corrupt, truncated, not an image, too large)."""
+        try:
+            return self._load(path)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ValueError(f"{path}: cannot read this image ({type(e).__name__}: "
+                             f"{str(e).strip() or 'no detail'}); remove it or pass "
+                             f"--skip-bad-images") from None
+
+    def _load(self, path: str) -> np.ndarray:
         h, w = self.size
         with Image.open(path) as im:
             im = im.convert("RGB")

@@ -57,6 +57,7 @@ from jaxdissect.labels import LabelSet
 from jaxdissect.runtime import cache, sweep
 from jaxdissect.runtime import devices as sharding
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
+from jaxdissect.stats.checks import DataCheck
 from jaxdissect.stats.iou import (
     IoUTally,
     best_by_category,
@@ -306,7 +307,7 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
             data=data_identity(source), labels=labels, levels=all_levels, budget=budget,
             topk=topk, units=units, grid=grid, layers=int(seg_shape.shape[1]),
             upsample="default" if default_upsample else _callable_identity(upsample),
-            iou_rule=iou_rule)
+            iou_rule=iou_rule, checks="finite,labels")
 
     def run(name, step, empty, *replicated, key=key):
         return sweep.sweep(step, empty, source, batch_size=batch_size,
@@ -327,23 +328,25 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         # pixels' labels, plus the top images.
         def one_pass(stat, batch, p):
             acts, seg, valid, index = model(batch, p)
-            top, images = stat.parts
+            top, images, check = stat.parts
             return sharding.Joint((top.update(upsample(acts), seg, valid, index),
-                                   images.update(image_max(acts), index, valid)))
+                                   images.update(image_max(acts), index, valid),
+                                   check.update(acts, seg, valid, index, len(labels))))
 
         layers = int(seg_shape.shape[1])
         state = run("onepass", one_pass, sharding.Joint(
             (TopLabels.empty(units, budget, len(labels), layers, categories is not None),
-             TopK.empty(units, topk))),
+             TopK.empty(units, topk), DataCheck.empty())),
             params)
-        toplabels, topstat = state.parts
+        toplabels, topstat, check = state.parts
+        check.raise_if_bad(len(labels), lambda i: _name_image(source, i))
         thresholds = toplabels.thresholds(all_levels)
         by_level = {q: np.asarray(t, np.float32) for q, t in zip(all_levels, thresholds)}
         t_main = by_level[all_levels[0]]
         counts = toplabels.counts(t_main, categories)
     else:
         by_level, topstat = _radix_thresholds(run, model, upsample, units, all_levels,
-                                              topk, params)
+                                              topk, params, source, len(labels))
         t_main = by_level[all_levels[0]]
 
         # Pass 4: exact IoU counts at the main threshold.
@@ -368,18 +371,22 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         iou_rule=iou_rule, category_area=counts.get("category_area"))
 
 
-def _radix_thresholds(run, model, upsample, units, all_levels, topk, params):
-    """Passes 1-3 of the radix path: ``({q: thresholds [u]}, TopK)``."""
+def _radix_thresholds(run, model, upsample, units, all_levels, topk, params, source,
+                      num_labels):
+    """Passes 1-3 of the radix path: ``({q: thresholds [u]}, TopK)``; the data check
+    (``stats.checks``) in pass 1."""
     def pass1(stat, batch, p):
-        acts, _, valid, index = model(batch, p)
-        hist, images = stat.parts
+        acts, seg, valid, index = model(batch, p)
+        hist, images, check = stat.parts
         return sharding.Joint((hist.update(upsample(acts), valid),
-                               images.update(image_max(acts), index, valid)))
+                               images.update(image_max(acts), index, valid),
+                               check.update(acts, seg, valid, index, num_labels)))
 
     state = run("quantile", pass1, sharding.Joint(
         (RadixHistogram.empty(units, len(all_levels), *RADIX_SCHEDULE[0]),
-         TopK.empty(units, topk))), params)
-    hist, topstat = state.parts
+         TopK.empty(units, topk), DataCheck.empty())), params)
+    hist, topstat, check = state.parts
+    check.raise_if_bad(num_labels, lambda i: _name_image(source, i))
     n = int(hist.count.to_numpy())
     ranks = np.tile([rank_for_level(q, n) for q in all_levels], (units, 1))
     prefix, ranks = radix_refine(hist, ranks)
@@ -392,6 +399,14 @@ def _radix_thresholds(run, model, upsample, units, all_levels, topk, params):
         prefix, ranks = radix_refine(hist, ranks)
     thresholds = key_to_float(prefix).T
     return {q: np.asarray(t, np.float32) for q, t in zip(all_levels, thresholds)}, topstat
+
+
+def _name_image(source, i: int) -> str:
+    """``image i`` of ``source``, with its file where the source has one."""
+    while not hasattr(source, "paths") and hasattr(source, "inner"):
+        source = source.inner  # a prefix of a folder
+    paths = getattr(source, "paths", None)
+    return f"image {i} ({paths[i]})" if paths is not None and i < len(paths) else f"image {i}"
 
 
 def _callable_identity(fn) -> Any:

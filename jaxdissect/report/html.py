@@ -93,6 +93,11 @@ def page(title: str, body: str) -> str:
             f"<body>\n{body}\n</body></html>\n")
 
 
+def skipped_note(n: int) -> str:
+    """`` (N unreadable images skipped)`` when a folder's bad images were left out."""
+    return f" ({n} unreadable image{'s' * (n != 1)} skipped)" if n else ""
+
+
 def dissection_page(result: dict, svg_name: str | None = "concepts.svg",
                     index_link: str | None = None) -> str:
     """``report.html`` from a dissection result (see ``jaxdissect.report.write``)."""
@@ -104,7 +109,8 @@ def dissection_page(result: dict, svg_name: str | None = "concepts.svg",
     head.append(
         f"<p>{labelled} of {len(units)} units labelled (IoU &gt; {result['miniou']}); "
         f"threshold: top {result['quantile']:g} quantile of each unit's activations over "
-        f"{result.get('num_images', '?')} inputs; segmenter: "
+        f"{result.get('num_images', '?')} inputs"
+        f"{skipped_note(result.get('skipped_images', 0))}; segmenter: "
         f"{html.escape(str(result.get('segmenter', '')))}.</p>")
     if svg_name:
         head.append(f"<h2>Labelled units per concept</h2><img class=\"plot\" "

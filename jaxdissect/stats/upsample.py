@@ -12,13 +12,16 @@ pixel ``t`` samples source coordinate ``(t + 0.5) * data / target - 0.5``.
 Sampling is bilinear with zero padding outside the source (as ``grid_sample``
 with ``align_corners=True, padding_mode="zeros"`` on the reference's grid).
 Bilinear sampling on a separable grid is two small matrices, so ``Upsampler`` is
-two einsums: ``out[b, y, x, u] = sum_ij Wy[y, i] Wx[x, j] acts[b, i, j, u]``.
+two einsums: ``out[b, y, x, u] = sum_ij Wy[y, i] Wx[x, j] acts[b, i, j, u]``. A
+non-finite input makes NaN exactly the outputs with a non-zero weight on it (not,
+through ``0 * NaN``, its whole row and column).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
@@ -159,5 +162,21 @@ class Upsampler:
         if acts.ndim != 4 or tuple(acts.shape[1:3]) != self.data_shape:
             raise ValueError(f"expected acts [batch, {self.data_shape[0]}, "
                              f"{self.data_shape[1]}, units], got {acts.shape}")
-        x = jnp.einsum("xj,bijc->bixc", self.wx, acts.astype(jnp.float32))
+        acts = acts.astype(jnp.float32)
+        finite = jnp.isfinite(acts)
+        # NaN * 0 is NaN: a non-finite value would spread over its whole row and column
+        # of the output through the zero weights. Only when there is one (the cond runs
+        # one branch), interpolate the finite values and mark NaN exactly the outputs
+        # with a non-zero weight on a non-finite input.
+        return jax.lax.cond(finite.all(), self._interpolate,
+                            lambda a: self._interpolate_masked(a, finite), acts)
+
+    def _interpolate(self, acts):
+        x = jnp.einsum("xj,bijc->bixc", self.wx, acts)
         return jnp.einsum("yi,bixc->byxc", self.wy, x)
+
+    def _interpolate_masked(self, acts, finite):
+        out = self._interpolate(jnp.where(finite, acts, 0.0))
+        touch = Upsampler((self.wy != 0).astype(jnp.float32), (self.wx != 0).astype(
+            jnp.float32))._interpolate((~finite).astype(jnp.float32))
+        return jnp.where(touch > 0, jnp.nan, out)
