@@ -7,6 +7,7 @@ hooks (the reference's ``conv5`` is its in-place-rectified output, so the hook i
 import jax
 import numpy as np
 import pytest
+import torch
 
 from jaxdissect.checkpoints import CheckpointMismatch, convert_state_dict, model_from_config
 from jaxdissect.checkpoints.architectures import as_variables
@@ -85,13 +86,26 @@ def test_lrn_equals_numpy_definition():
     np.testing.assert_allclose(got, x / (1 + 1e-4 * mean) ** 0.75, rtol=1e-6)
 
 
-def test_wrong_input_size_and_wrong_file_are_clear_errors():
-    model = model_from_config("alexnet", {"widths": [8, 16, 16, 16, 16],
-                                          "groups": [1, 2, 1, 2, 2], "conv1_padding": 0,
-                                          "lrn": True, "pool_hw": None, "fc_width": 8,
-                                          "num_classes": 5})
-    with pytest.raises(ValueError, match="takes 227x227 inputs"):
-        jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 224, 224, 3), np.float32))
+def test_other_input_sizes_pool_pool5_adaptively():
+    """The reference layout at 224x224 (pool5 5x5): pool5 is pooled to 6x6 as torch's
+    ``AdaptiveAvgPool2d(6)`` pools it."""
+    tm = torch_alexnet_reference(seed=5, widths=(8, 16, 16, 16, 16), fc_width=8)
+    cfg, var = convert_state_dict({k: v.numpy() for k, v in tm.state_dict().items()},
+                                  "alexnet")
+    assert cfg["image_size"] == 227
+    x = np.random.default_rng(1).normal(size=(1, 224, 224, 3)).astype(np.float32)
+    got = jax.jit(model_from_config("alexnet", cfg).apply)(var, x)
+    with torch.no_grad():
+        h = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+        for name, m in tm.named_children():
+            if name == "flatten":
+                h = torch.nn.functional.adaptive_avg_pool2d(h, 6).flatten(1)
+            else:
+                h = m(h)
+    assert rel_err(got, h.numpy()) < 1e-4
+
+
+def test_wrong_file_is_a_clear_error():
     with pytest.raises(CheckpointMismatch, match="not an AlexNet checkpoint"):
         convert_state_dict({"conv_proj.weight": np.zeros((4, 3, 2, 2))}, "alexnet")
     small = torch_alexnet_reference(seed=4, widths=(8, 16, 16, 16, 16), fc_width=8)

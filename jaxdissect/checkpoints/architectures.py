@@ -34,7 +34,6 @@ from jaxdissect.checkpoints.tables import (
     vgg16_shapes,
     vgg16_table,
 )
-from jaxdissect.models.alexnet import INPUT_SIZE as ALEXNET_INPUT_SIZE
 from jaxdissect.models.alexnet import AlexNet
 from jaxdissect.models.proggan import ProgressiveGenerator
 from jaxdissect.models.tv_resnet import ResNet
@@ -122,10 +121,6 @@ def _input_shape(arch: str, config: Mapping) -> tuple:
     """A (small where the model allows) input that creates every variable."""
     if arch == "resnet":
         return (1, 32, 32, 3)
-    if arch == "alexnet":
-        layout = "reference" if config.get("pool_hw") is None else "torchvision"
-        size = ALEXNET_INPUT_SIZE[layout]
-        return (1, size, size, 3)
     return (1, config["image_size"], config["image_size"], 3)
 
 

@@ -11,7 +11,9 @@
 
 Both are the same module with different fields (:data:`REFERENCE`,
 :data:`TORCHVISION`); the tables in :mod:`jaxdissect.checkpoints.tv_tables` map either
-state dict onto it.
+state dict onto it. Both pool ``pool5`` adaptively to 6x6 before ``fc6``: the identity at
+the size each was trained at (``image_size``), and what lets the reference layout,
+which has no such pool, take other sizes (the world's 128x128 images) as VGG-16 does.
 
 Research layers (each a module path) are the reference's names, with its in-place
 ReLU: ``conv1`` .. ``conv5`` are the rectified convolution outputs (a hook on the
@@ -66,7 +68,7 @@ class AlexNet(nn.Module):
     groups: Sequence[int] = (1, 2, 1, 2, 2)
     conv1_padding: int = 0
     lrn: bool = True
-    pool_hw: tuple[int, int] | None = None   # adaptive average pool before fc6 (torchvision)
+    image_size: int = 227     # the input size it was trained at (its spec's input size)
     fc_width: int = 4096
     num_classes: int = 365
 
@@ -81,21 +83,16 @@ class AlexNet(nn.Module):
                 x = MaxPool(3, 2, name=f"pool{i}")(x)
             if i in (1, 2) and self.lrn:
                 x = LocalResponseNorm(name=f"lrn{i}")(x)
-        if self.pool_hw is not None:
-            x = adaptive_avg_pool(x, tuple(self.pool_hw))
-        elif x.shape[1:3] != (6, 6):
-            raise ValueError(f"pool5 is {x.shape[1]}x{x.shape[2]} but fc6 needs 6x6: this "
-                             f"AlexNet (no adaptive pool) takes 227x227 inputs")
+        x = adaptive_avg_pool(x, (6, 6))
         x = LinearOI(self.fc_width, relu=True, name="fc6")(flatten_nchw(x))
         x = LinearOI(self.fc_width, relu=True, name="fc7")(x)
         return LinearOI(self.num_classes, name="fc8")(x)
 
 
 REFERENCE = dict(widths=(96, 256, 384, 384, 256), groups=(1, 2, 1, 2, 2), conv1_padding=0,
-                 lrn=True, pool_hw=None)
+                 lrn=True, image_size=227)
 TORCHVISION = dict(widths=(64, 192, 384, 256, 256), groups=(1, 1, 1, 1, 1), conv1_padding=2,
-                   lrn=False, pool_hw=(6, 6))
-INPUT_SIZE = {"reference": 227, "torchvision": 224}
+                   lrn=False, image_size=224)
 
 AlexNetPlaces365 = functools.partial(AlexNet, **REFERENCE, num_classes=365)
 AlexNetTorchvision = functools.partial(AlexNet, **TORCHVISION, num_classes=1000)
@@ -124,15 +121,14 @@ def layer_geometry(model: AlexNet, layer: str) -> list[tuple[int, int, int]]:
 def spec(model: AlexNet, variables, *, name: str = "alexnet", class_names=None,
          input_size=None, resize: str = "resize-crop", upsample: str = "receptive-field"):
     """A :class:`~jaxdissect.spec.ModelSpec` for an AlexNet: the research layers,
-    ``conv5`` by default, ImageNet normalisation, input 227x227 (reference layout) or
-    224x224 (torchvision), and receptive-field upsampling from each layer's
+    ``conv5`` by default, ImageNet normalisation, input ``model.image_size`` (227 for
+    the reference layout, 224 for torchvision's), and receptive-field upsampling from each layer's
     convolutions and pools, as the reference dissects AlexNet. ``fc6``-``fc8`` are one
     value per image (a 1x1 map)."""
     from jaxdissect.models.vgg16 import preprocess
     from jaxdissect.spec import ModelSpec
     if input_size is None:
-        size = INPUT_SIZE["reference" if model.pool_hw is None else "torchvision"]
-        input_size = (size, size)
+        input_size = (model.image_size, model.image_size)
     return ModelSpec.from_linen(
         model, variables, kind="classifier", name=name, layers={n: n for n in LAYER_NAMES},
         default_layer="conv5", input_size=tuple(input_size), preprocess=preprocess,
