@@ -261,6 +261,32 @@ def _vgg_keys(bad_key: str, bad_shape):
     return p_odict(items), storages
 
 
+def _keys(shapes: dict):
+    """A state dict of ones with these ``{key: shape}`` entries."""
+    items, storages = [], {}
+    for i, (k, shape) in enumerate(shapes.items()):
+        n = max(int(np.prod(shape)), 1)
+        storages[str(i)] = np.ones(n, np.float32)
+        items.append((p_str(k), p_tensor(str(i), n, shape)))
+    return p_odict(items), storages
+
+
+def _resnet(fc_shape):
+    return _keys({"conv1.weight": (2, 3, 1, 1), **{f"layer{s}.0.conv1.weight": (2, 2, 1, 1)
+                                                    for s in range(1, 5)}, "fc.weight": fc_shape})
+
+
+def _alexnet(conv3_shape):
+    return _keys({**{f"conv{i}.weight": (2, 2, 1, 1) for i in range(1, 6)},
+                  "conv3.weight": conv3_shape, "fc7.weight": (2, 2), "fc8.weight": (2, 2)})
+
+
+def _vit(proj_shape):
+    return _keys({"conv_proj.weight": proj_shape, "encoder.pos_embedding": (1, 5, 768),
+                  "heads.head.weight": (2, 768),
+                  "encoder.layers.encoder_layer_0.mlp.0.weight": (4, 768)})
+
+
 def _proggan_bad(shape):
     n = max(int(np.prod(shape)), 1)
     return p_odict([(p_str("layer1.conv.weight"), p_tensor("0", n, shape))]), {
@@ -392,8 +418,18 @@ CONTENT = {
     "vgg_1d_fc": lambda: _vgg_keys("classifier.fc7.weight", (2,)),
     "proggan_1d_kernel": lambda: _proggan_bad((8,)),
     "proggan_0d_kernel": lambda: _proggan_bad(()),
+    "resnet_0d_fc": lambda: _resnet(()),
+    "resnet_1d_fc": lambda: _resnet((3,)),
+    "alexnet_1d_conv": lambda: _alexnet((2,)),
+    "alexnet_0d_conv": lambda: _alexnet(()),
+    "vit_1d_conv_proj": lambda: _vit((768,)),
+    "vit_2d_pos_embedding": lambda: _keys({
+        "conv_proj.weight": (768, 3, 2, 2), "encoder.pos_embedding": (5, 768),
+        "heads.head.weight": (2, 768), "encoder.layers.encoder_layer_0.mlp.0.weight": (4, 768)}),
 }
-ARCH = {"proggan_1d_kernel": "proggan", "proggan_0d_kernel": "proggan"}
+ARCH = {"proggan_1d_kernel": "proggan", "proggan_0d_kernel": "proggan",
+        "resnet_0d_fc": "resnet", "resnet_1d_fc": "resnet", "alexnet_1d_conv": "alexnet",
+        "alexnet_0d_conv": "alexnet", "vit_1d_conv_proj": "vit", "vit_2d_pos_embedding": "vit"}
 
 
 # -- container attacks ----------------------------------------------------------------

@@ -129,16 +129,19 @@ def _convert_classifier(state_dict: Mapping, arch: str, what: str):
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
         state_dict = state_dict["state_dict"]
     state_dict = tv_tables.drop_batch_counters(tv_tables.strip_module_prefix(state_dict))
-    if arch == "resnet":
-        layout = tv_tables.resnet_layout(state_dict)
-        config = tv_tables.resnet_config(state_dict)
-    elif arch == "alexnet":
-        layout = tv_tables.alexnet_layout(state_dict)
-        config = tv_tables.alexnet_config(state_dict)
-    else:
-        layout = "torchvision"
-        state_dict = tv_tables.rename_old_vit_keys(state_dict)
-        config = tv_tables.vit_config(state_dict)
+    try:
+        if arch == "resnet":
+            layout = tv_tables.resnet_layout(state_dict)
+            config = tv_tables.resnet_config(state_dict)
+        elif arch == "alexnet":
+            layout = tv_tables.alexnet_layout(state_dict)
+            config = tv_tables.alexnet_config(state_dict)
+        else:
+            layout = "torchvision"
+            state_dict = tv_tables.rename_old_vit_keys(state_dict)
+            config = tv_tables.vit_config(state_dict)
+    except CheckpointMismatch as e:
+        raise CheckpointMismatch(f"{what} (as {arch}): {e}") from None
     model = model_from_config(arch, config)
     shapes = tv_tables.variable_shapes(model, _input_shape(arch, config))
     if arch == "resnet":

@@ -44,6 +44,18 @@ def apply_transform(transform: str, w: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown transform {transform!r}")
 
 
+def dim_of(state_dict: Mapping, key: str, axis: int, ndim: int) -> int:
+    """``state_dict[key].shape[axis]``, after checking the entry has ``ndim`` dimensions:
+    a 0-d or 1-d entry where a kernel belongs is a :class:`CheckpointMismatch` naming
+    the key, not an ``IndexError``."""
+    shape = tuple(getattr(state_dict[key], "shape", ()))
+    if len(shape) != ndim:
+        kind = {4: "a convolution kernel", 2: "a weight matrix"}.get(ndim, "an array")
+        raise CheckpointMismatch(f"{key!r} has shape {list(shape)}, but {kind} there is "
+                                 f"{ndim}-d")
+    return int(shape[axis])
+
+
 def flatten_params(tree: Mapping, prefix: str = "") -> dict:
     """Nested dict -> ``{"a/b/c": leaf}``."""
     flat = {}

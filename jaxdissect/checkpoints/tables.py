@@ -14,7 +14,7 @@ import itertools
 import re
 from typing import Mapping
 
-from jaxdissect.checkpoints.convert import CheckpointMismatch, Table
+from jaxdissect.checkpoints.convert import CheckpointMismatch, Table, dim_of
 from jaxdissect.models.proggan import progan_layer_names
 from jaxdissect.models.vgg16 import STAGE_DEPTHS, vgg_layer_names
 
@@ -51,17 +51,6 @@ def vgg16_shapes(config: Mapping) -> dict:
     return shapes
 
 
-def _dim(state_dict: Mapping, key: str, axis: int, ndim: int) -> int:
-    """``state_dict[key].shape[axis]``, after checking the entry has ``ndim`` dimensions
-    (a 0-d or 1-d entry where a kernel belongs is an error naming the key)."""
-    shape = tuple(getattr(state_dict[key], "shape", ()))
-    if len(shape) != ndim:
-        kind = "convolution kernel" if ndim == 4 else "weight matrix"
-        raise CheckpointMismatch(f"{key!r} has shape {list(shape)}, but a {kind} there is "
-                                 f"{ndim}-d")
-    return int(shape[axis])
-
-
 def vgg16_config(state_dict: Mapping) -> dict:
     """VGG16 constructor arguments read from a reference state dict."""
     widths = []
@@ -71,13 +60,13 @@ def vgg16_config(state_dict: Mapping) -> dict:
             raise CheckpointMismatch(
                 f"not a VGG-16 checkpoint in the reference layout: no key {key!r} "
                 f"(found keys like {sorted(state_dict)[:4]})")
-        widths.append(_dim(state_dict, key, 0, 4))
+        widths.append(dim_of(state_dict, key, 0, 4))
     for key in ("classifier.fc7.weight", "classifier.fc8a.weight"):
         if key not in state_dict:
             raise CheckpointMismatch(f"not a VGG-16 checkpoint: no key {key!r}")
     return dict(widths=tuple(widths),
-                fc_width=_dim(state_dict, "classifier.fc7.weight", 0, 2),
-                num_classes=_dim(state_dict, "classifier.fc8a.weight", 0, 2))
+                fc_width=dim_of(state_dict, "classifier.fc7.weight", 0, 2),
+                num_classes=dim_of(state_dict, "classifier.fc8a.weight", 0, 2))
 
 
 def rename_old_proggan_keys(state_dict: Mapping) -> dict:
@@ -109,9 +98,9 @@ def proggan_sizes(state_dict: Mapping) -> tuple[int, ...]:
         if key not in state_dict:
             break
         if i == 0:
-            sizes.append(_dim(state_dict, key, 1, 4))
+            sizes.append(dim_of(state_dict, key, 1, 4))
         if i % 2 == 0:
-            sizes.append(_dim(state_dict, key, 0, 4))
+            sizes.append(dim_of(state_dict, key, 0, 4))
     if len(sizes) < 2:
         raise CheckpointMismatch(
             "not a ProGAN generator checkpoint: no key 'layer1.conv.weight' "

@@ -34,7 +34,7 @@ from typing import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from jaxdissect.checkpoints.convert import CheckpointMismatch, Table, flatten_params
+from jaxdissect.checkpoints.convert import CheckpointMismatch, Table, dim_of, flatten_params
 
 #: Flax leaf name -> (PyTorch leaf name, transform).
 LEAF_RULES = {
@@ -149,7 +149,7 @@ def resnet_config(state_dict: Mapping) -> dict:
     if fc not in state_dict:
         raise CheckpointMismatch(f"not a ResNet classifier checkpoint: no key {fc!r}")
     block = "bottleneck" if key(1, 0, "conv3") in state_dict else "basic"
-    return dict(block=block, depths=tuple(depths), num_classes=int(state_dict[fc].shape[0]))
+    return dict(block=block, depths=tuple(depths), num_classes=dim_of(state_dict, fc, 0, 2))
 
 
 def resnet_table(shapes: Mapping[str, tuple], layout: str) -> Table:
@@ -181,17 +181,16 @@ def alexnet_config(state_dict: Mapping) -> dict:
         key = f"{name(f'conv{i}')}.weight"
         if key not in state_dict:
             raise CheckpointMismatch(f"not an AlexNet checkpoint: no key {key!r}")
-        w = state_dict[key]
-        widths.append(int(w.shape[0]))
-        groups.append(max(cin // int(w.shape[1]), 1))
-        cin = int(w.shape[0])
+        widths.append(dim_of(state_dict, key, 0, 4))
+        groups.append(max(cin // max(dim_of(state_dict, key, 1, 4), 1), 1))
+        cin = widths[-1]
     for fc in ("fc7", "fc8"):
         if f"{name(fc)}.weight" not in state_dict:
             raise CheckpointMismatch(f"not an AlexNet checkpoint: no key {name(fc)}.weight")
     base = REFERENCE if layout == "reference" else TORCHVISION
     return {**base, "widths": tuple(widths), "groups": tuple(groups),
-            "fc_width": int(state_dict[f"{name('fc7')}.weight"].shape[0]),
-            "num_classes": int(state_dict[f"{name('fc8')}.weight"].shape[0])}
+            "fc_width": dim_of(state_dict, f"{name('fc7')}.weight", 0, 2),
+            "num_classes": dim_of(state_dict, f"{name('fc8')}.weight", 0, 2)}
 
 
 def alexnet_table(shapes: Mapping[str, tuple], layout: str) -> Table:
@@ -223,11 +222,12 @@ def vit_config(state_dict: Mapping) -> dict:
         if key not in state_dict:
             raise CheckpointMismatch(f"not a torchvision ViT checkpoint: no key {key!r} "
                                      f"(found keys like {sorted(state_dict)[:4]})")
-    hidden, _, patch, _ = state_dict["conv_proj.weight"].shape
+    hidden = dim_of(state_dict, "conv_proj.weight", 0, 4)
+    patch = dim_of(state_dict, "conv_proj.weight", 2, 4)
     depth = 0
     while f"encoder.layers.encoder_layer_{depth}.ln_1.weight" in state_dict:
         depth += 1
-    tokens = int(state_dict["encoder.pos_embedding"].shape[1])
+    tokens = dim_of(state_dict, "encoder.pos_embedding", 1, 3)
     grid = round((tokens - 1) ** 0.5)
     if grid * grid + 1 != tokens:
         raise CheckpointMismatch(f"encoder.pos_embedding has {tokens} tokens, not 1 + a "
@@ -237,6 +237,6 @@ def vit_config(state_dict: Mapping) -> dict:
                                  f"in the weights and is known only for torchvision's "
                                  f"widths {sorted(VIT_HEADS)}")
     return dict(patch=int(patch), hidden=int(hidden), depth=depth, heads=VIT_HEADS[int(hidden)],
-                mlp_dim=int(state_dict["encoder.layers.encoder_layer_0.mlp.0.weight"].shape[0]),
-                num_classes=int(state_dict["heads.head.weight"].shape[0]),
+                mlp_dim=dim_of(state_dict, "encoder.layers.encoder_layer_0.mlp.0.weight", 0, 2),
+                num_classes=dim_of(state_dict, "heads.head.weight", 0, 2),
                 image_size=grid * int(patch))
