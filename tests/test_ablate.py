@@ -166,24 +166,34 @@ def test_killed_sweep_resumes_to_same_counts(setup, tmp_path):
     model, params, train, _ = setup
     split = ablate.split_classifier(classifier_spec(params, model), "conv5_3")
     masks = np.eye(UNITS)
-    cache = str(tmp_path / "c.npz")
-    fresh = ablate.ablation_masks_counts(split, train, masks, CLASSES, batch_size=8,
-                                         progress=False)
+    kw = dict(batch_size=8, progress=False, replicates=3, focus=np.arange(UNITS) % CLASSES)
+    fresh = ablate.ablation_masks_counts(split, train, masks, CLASSES, **kw)
     with pytest.raises(KeyboardInterrupt):
-        import jaxdissect.runtime.resume as r
-        old = r.ResumableSum.__init__.__defaults__
-        r.ResumableSum.__init__.__defaults__ = (0.0,)  # save after every batch
-        try:
-            ablate.ablation_masks_counts(split, _Dies(train, 24), masks, CLASSES,
-                                         batch_size=8, cachefile=cache, progress=False)
-        finally:
-            r.ResumableSum.__init__.__defaults__ = old
-    with np.load(cache) as f:
-        assert int(f["_next"]) == 24 and not bool(f["_done"])
-    resumed = ablate.ablation_masks_counts(split, train, masks, CLASSES, batch_size=8,
-                                           cachefile=cache, progress=False)
+        ablate.ablation_masks_counts(split, _Dies(train, 24), masks, CLASSES,
+                                     cache_dir=str(tmp_path), checkpoint_every=1, **kw)
+    [ckpt] = tmp_path.glob("ablate-*.npz")
+    import json
+    with np.load(ckpt) as f:
+        assert json.loads(str(f["meta"]))["offset"] == 24
+    resumed = ablate.ablation_masks_counts(split, _Dies(train, 40), masks, CLASSES,
+                                           cache_dir=str(tmp_path), **kw)
     for k in fresh:
         np.testing.assert_array_equal(fresh[k], resumed[k])
+
+
+def test_four_devices_give_the_one_device_counts(setup):
+    model, params, train, _ = setup
+    devices = jax.local_devices()
+    if len(devices) < 4:
+        pytest.skip("needs 4 devices (XLA_FLAGS=--xla_force_host_platform_device_count=4)")
+    split = ablate.split_classifier(model, params, "conv5_3")
+    masks = np.concatenate([np.eye(UNITS), [[1, 0, 1, 0, 0, 1]]])
+    kw = dict(batch_size=8, chunk=3, progress=False, replicates=4,
+              focus=np.arange(UNITS + 1) % CLASSES)
+    one = ablate.ablation_masks_counts(split, train, masks, CLASSES, devices=devices[:1], **kw)
+    four = ablate.ablation_masks_counts(split, train, masks, CLASSES, devices=devices[:4], **kw)
+    for k in one:
+        np.testing.assert_array_equal(one[k], four[k], err_msg=k)
 
 
 def test_bad_input_is_named(setup):
@@ -191,8 +201,11 @@ def test_bad_input_is_named(setup):
     split = ablate.split_classifier(classifier_spec(params, model), "conv5_3")
     with pytest.raises(ValueError, match="units"):
         ablate.measure(split, train, np.zeros((2, UNITS + 1)), CLASSES, progress=False)
-    with pytest.raises(ValueError, match="class labels"):
+    with pytest.raises(ValueError, match="scores 5 classes but num_classes is 2"):
         ablate.measure(split, train, np.zeros((1, UNITS)), 2, progress=False)
+    bad = ArraySource(image=train.arrays["image"], label=train.arrays["label"] + 3)
+    with pytest.raises(ValueError, match=r"class labels must lie in \[0, 5\)"):
+        ablate.measure(split, bad, np.zeros((1, UNITS)), CLASSES, progress=False)
 
 
 def test_vgg_single_unit_shortcut_equals_edited_tail():
@@ -220,3 +233,4 @@ def test_vgg_single_unit_shortcut_equals_edited_tail():
     for k in ("true", "pred", "correct", "total"):
         np.testing.assert_array_equal(a[k], b[k])
     np.testing.assert_allclose(a["logp"], b["logp"], rtol=1e-5)
+    np.testing.assert_allclose(a["drop"], b["drop"], rtol=1e-4, atol=1e-4)

@@ -184,3 +184,7 @@ class ArraySource:
 
     def batch(self, start, stop):
         return {k: v[start:stop] for k, v in self.arrays.items()}
+
+    def identity(self):
+        from jaxdissect.runtime.fingerprint import fingerprint
+        return {"source": "arrays", "content": fingerprint(self.arrays)}

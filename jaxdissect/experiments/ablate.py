@@ -35,9 +35,10 @@ from typing import Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from jaxdissect.data.source import ImageSource
-from jaxdissect.edits import Edit, mask_chunks
+from jaxdissect.edits import Edit
 from jaxdissect.experiments import results
 from jaxdissect.experiments.significance import (
     LEVEL,
@@ -46,7 +47,9 @@ from jaxdissect.experiments.significance import (
     pct,
     poisson_weights,
 )
-from jaxdissect.runtime.resume import ResumableSum
+from jaxdissect.runtime import cache, sweep
+from jaxdissect.runtime.fingerprint import data_identity, fingerprint
+from jaxdissect.stats.fixed import FixedSum, parts
 
 #: the k of the paper's "k most important units" sweep
 DEFAULT_KS = (1, 2, 3, 4, 5, 20, 64, 128, 256)
@@ -171,133 +174,155 @@ def metrics_from_counts(true_counts, pred_counts, correct_counts, total) -> Clas
     return ClassMetrics(precision, recall, (k + tn) / n, tnr, (recall + tnr) / 2)
 
 
-def _class_counts(logits, labels, num_classes):
-    """Predictions per class, correct predictions per class, and per true class the
-    sum of the log-probability given to it (``[C]`` each)."""
-    pred = jnp.argmax(logits, axis=-1)
-    onehot_pred = jax.nn.one_hot(pred, num_classes, dtype=jnp.int32)
-    hit = (pred == labels).astype(jnp.int32)
-    onehot_true = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-    logp = jnp.sum(jax.nn.log_softmax(logits.astype(jnp.float32), -1) * onehot_true, -1)
-    return onehot_pred.sum(0), (onehot_pred * hit[:, None]).sum(0), \
-        (onehot_true * logp[:, None]).sum(0)
+@struct.dataclass
+class ClassTally:
+    """Classification counts of a classifier under ``E`` edits (``C`` classes).
 
+    ``true [C]`` examples of each class, ``total``; per edit ``pred [E, C]``
+    predictions of each class and ``correct [E, C]`` correct ones (int32); per edit
+    and true class, exact fixed-point sums (``stats.fixed``) of the log-probability
+    of the true class ``logp [E, C]`` and of its logit's drop from the unedited
+    model ``drop [E, C]``. With ``B`` bootstrap replicates, per replicate (Poisson
+    weights of each example's index) ``boot_true [B, C]``, ``boot_total [B]`` and,
+    for each edit's focus class, ``boot_pred [B, E]`` and ``boot_correct [B, E]``.
+    ``bad``: examples whose label lies outside ``[0, C)``.
+    """
 
-# ---------------------------------------------------------------- the sweep engine
+    true: jnp.ndarray
+    total: jnp.ndarray
+    pred: jnp.ndarray
+    correct: jnp.ndarray
+    logp: FixedSum
+    drop: FixedSum
+    boot_true: jnp.ndarray
+    boot_total: jnp.ndarray
+    boot_pred: jnp.ndarray
+    boot_correct: jnp.ndarray
+    bad: jnp.ndarray
+
+    @classmethod
+    def empty(cls, edits: int, classes: int, replicates: int = 0) -> "ClassTally":
+        i = lambda *shape: jnp.zeros(shape, jnp.int32)  # noqa: E731
+        return cls(i(classes), i(), i(edits, classes), i(edits, classes),
+                   FixedSum.zeros((edits, classes)), FixedSum.zeros((edits, classes)),
+                   i(replicates, classes), i(replicates), i(replicates, edits),
+                   i(replicates, edits), i())
+
+    def update(self, logits, base, labels, valid, focus, weights) -> "ClassTally":
+        """Adds a batch: ``logits [E, b, C]`` edited, ``base [b, C]`` unedited,
+        ``labels [b]``, ``valid [b]``, ``focus [E]``, ``weights [b, B]`` int32."""
+        classes = self.true.shape[0]
+        ok = valid & (labels >= 0) & (labels < classes)
+        true = jax.nn.one_hot(labels, classes, dtype=jnp.int32) * ok[:, None]   # [b, C]
+        base_true = jnp.sum(base * true, -1)                                    # [b]
+        w = weights * ok[:, None]                                               # [b, B]
+
+        def one(out, f):                       # one edit's logits [b, C]
+            pred = jax.nn.one_hot(jnp.argmax(out, -1), classes, dtype=jnp.int32) * ok[:, None]
+            logp = jnp.sum(jax.nn.log_softmax(out.astype(jnp.float32), -1) * true, -1)
+            drop = base_true - jnp.sum(out * true, -1)
+            is_f = pred[:, f]
+            return (pred.sum(0), (pred * true).sum(0),
+                    parts(logp[:, None] * true, self.logp.bits),
+                    parts(drop[:, None] * true, self.drop.bits),
+                    w.T @ is_f, w.T @ (is_f * true[:, f]))
+
+        pred, correct, lp, dr, bp, bc = jax.vmap(one)(logits, focus)
+        return ClassTally(
+            self.true + true.sum(0), self.total + ok.sum(dtype=jnp.int32),
+            self.pred + pred, self.correct + correct, self.logp.add_parts(*lp),
+            self.drop.add_parts(*dr), self.boot_true + w.T @ true, self.boot_total + w.sum(0),
+            self.boot_pred + bp.T, self.boot_correct + bc.T,
+            self.bad + (valid & ~ok).sum(dtype=jnp.int32))
+
+    def merge(self, other: "ClassTally") -> "ClassTally":
+        return ClassTally(*(a.merge(b) if isinstance(a, FixedSum) else a + b
+                            for a, b in zip(self._values(), other._values())))
+
+    def _values(self) -> list:
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+
+    def compute(self) -> dict:
+        """NumPy counts (int64) and sums (float64), as ``ablation_masks_counts`` returns."""
+        out = {f.name: np.asarray(getattr(self, f.name), np.int64)
+               for f in dataclasses.fields(self) if f.name not in ("logp", "drop")}
+        out["logp"], out["drop"] = self.logp.to_numpy(), self.drop.to_numpy()
+        return out
+
 
 def ablation_masks_counts(split: Split, source: ImageSource, masks: np.ndarray,
                           num_classes: int, *, batch_size: int = 32, chunk: int = 64,
-                          cachefile: str | None = None, desc: str = "ablate",
-                          progress: bool = True, focus: np.ndarray | None = None,
-                          replicates: int = 0, seed: int = 0) -> dict:
+                          cache_dir: str | None = None, name: str = "ablate",
+                          cache_key=None, progress: bool = True,
+                          focus: np.ndarray | None = None, replicates: int = 0,
+                          seed: int = 0, devices=None, checkpoint_every: int = 20) -> dict:
     """Classification counts of the model with each row of ``masks`` ablated.
 
     ``masks [E, units]`` in [0, 1]: the ``alpha`` of an edit with value 0 (1 = unit
-    removed). Activations are computed once per batch; the E edits run through the
-    tail ``chunk`` at a time, vmapped. Returns integer arrays ``true [C]``,
-    ``pred [E, C]``, ``correct [E, C]`` and ``total``. With ``cachefile`` the running
-    sums are saved after each batch, so a killed run resumes where it stopped.
+    removed). One ``runtime.sweep`` over ``source`` (its process's slice, every local
+    device): per batch the layer is computed once (``split.head``), the stack of
+    edits runs through the tail inside the step, ``chunk`` edits at a time
+    (``lax.map``), and a ``ClassTally`` adds the counts. Returns
+    ``ClassTally.compute()``: ``true [C]``, ``pred [E, C]``, ``correct [E, C]``,
+    ``logp`` and ``drop [E, C]`` (sums over each class's examples), ``total``, and
+    the bootstrap counts. With ``cache_dir`` the sweep checkpoints under ``name``,
+    keyed by the weights' fingerprint, the data's identity, the masks and every
+    setting, plus ``cache_key`` (what those do not show: the model and layer), so a
+    killed run resumes where it stopped.
 
     ``focus [E]`` (one class per edit) with ``replicates`` B > 0 adds Poisson-bootstrap
-    counts (``significance.poisson_weights`` of each example's index, ``seed``):
-    ``boot_true [B, C]``, ``boot_total [B]``, and for each edit's focus class
-    ``boot_pred [B, E]`` (predictions of it) and ``boot_correct [B, E]``.
+    counts (``significance.poisson_weights`` of each example's index, ``seed``).
     """
-    masks, padded, pad = mask_chunks(masks, chunk)
+    masks = np.asarray(masks, np.float32)
+    if masks.ndim != 2:
+        raise ValueError(f"masks must be [edits, units], got shape {masks.shape}")
     n_edits, n_units = masks.shape
-    chunk = padded.shape[1]
-    boot = replicates > 0
-    if boot:
-        focus = np.asarray(focus, np.int32)
-        if focus.shape != (n_edits,):
-            raise ValueError(f"focus must give one class per edit ({n_edits}), got "
-                             f"{focus.shape}")
-        focus_chunks = np.concatenate([focus, np.zeros(pad, np.int32)]).reshape(-1, chunk)
-
-    @jax.jit
-    def step(params, acts, labels, mask_chunk):
-        if acts.shape[-1] != n_units:
-            raise ValueError(f"layer has {acts.shape[-1]} units but masks have {n_units}")
-
-        def one(alpha):
-            a = alpha.reshape(1, 1, 1, -1)  # NHWC broadcast without rank promotion
-            out = split.tail(params, acts, Edit(a, jnp.zeros_like(a)))
-            return _class_counts(out, labels, num_classes)
-
-        return jax.vmap(one)(mask_chunk)
-
-    @jax.jit
-    def boot_step(params, acts, labels, index, mask_chunk, focus_chunk):
-        w = poisson_weights(index, replicates, seed).astype(jnp.float32)      # [b, B]
-
-        def one(alpha, c):
-            a = alpha.reshape(1, 1, 1, -1)
-            pred = jnp.argmax(split.tail(params, acts, Edit(a, jnp.zeros_like(a))), -1) == c
-            hit = (pred & (labels == c)).astype(jnp.float32)
-            return w.T @ pred.astype(jnp.float32), w.T @ hit                   # [B] each
-
-        p, k = jax.vmap(one)(mask_chunk, focus_chunk)                          # [c, B]
-        true = w.T @ jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)    # [B, C]
-        return p.T, k.T, true, w.sum(0)
-
+    focus = np.zeros(n_edits, np.int32) if focus is None else np.asarray(focus, np.int32)
+    if focus.shape != (n_edits,):
+        raise ValueError(f"focus must give one class per edit ({n_edits}), got {focus.shape}")
+    chunk = max(1, min(chunk, n_edits))
     # one-hot rows (a single-unit sweep) can take the split's exact shortcut: every
     # unit's logits at once per batch, then the rows' units are read out
-    onehot = (split.single_unit is not None and np.isin(masks, (0.0, 1.0)).all()
-              and (masks.sum(1) == 1).all())
-    if onehot:
-        unit_of = jnp.asarray(masks.argmax(1))
+    onehot = bool(split.single_unit is not None and np.isin(masks, (0.0, 1.0)).all()
+                  and (masks.sum(1) == 1).all())
+    unit_of = masks.argmax(1).astype(np.int32)
 
-        @jax.jit
-        def fast_step(params, acts, labels):
-            logits = split.single_unit(params, acts)[unit_of]
-            return jax.vmap(lambda o: _class_counts(o, labels, num_classes))(logits)
-
-    head_j = jax.jit(split.head)
-    key = {"masks": masks, "num_classes": num_classes, "batch_size": batch_size,
-           "n": source.num_examples, "focus": focus if boot else None,
-           "replicates": replicates, "seed": seed}
-    acc = ResumableSum(cachefile, key, {
-        "true": np.zeros((num_classes,), np.int64),
-        "pred": np.zeros((n_edits, num_classes), np.int64),
-        "correct": np.zeros((n_edits, num_classes), np.int64),
-        "logp": np.zeros((n_edits, num_classes)),
-        "total": np.zeros((), np.int64),
-        **({"boot_pred": np.zeros((replicates, n_edits), np.int64),
-            "boot_correct": np.zeros((replicates, n_edits), np.int64),
-            "boot_true": np.zeros((replicates, num_classes), np.int64),
-            "boot_total": np.zeros((replicates,), np.int64)} if boot else {})})
-    for start, batch in acc.batches(source, batch_size, desc=desc, progress=progress):
-        labels = jnp.asarray(batch["label"], jnp.int32)
-        if int(np.max(batch["label"])) >= num_classes or int(np.min(batch["label"])) < 0:
-            raise ValueError(f"class labels must lie in [0, {num_classes})")
-        acts = head_j(split.params, {k: v for k, v in batch.items() if k == "image"})
-        pred = np.zeros((n_edits + pad, num_classes), np.int64)
-        corr = np.zeros_like(pred)
-        logp = np.zeros((n_edits + pad, num_classes))
+    def step(stat, batch, params, masks, focus, unit_of):
+        acts = split.head(params, batch)
+        if acts.shape[-1] != n_units:
+            raise ValueError(f"layer has {acts.shape[-1]} units but masks have {n_units}")
+        zero = jnp.zeros((1, 1, 1, n_units), acts.dtype)
+        base = split.tail(params, acts, Edit(zero, zero))
+        if base.shape[-1] != num_classes:
+            raise ValueError(f"the model scores {base.shape[-1]} classes but num_classes is "
+                             f"{num_classes}")
         if onehot:
-            p, c, lp = fast_step(split.params, acts, labels)
-            pred[:n_edits], corr[:n_edits], logp[:n_edits] = p, c, lp
+            logits = split.single_unit(params, acts)[unit_of]
         else:
-            for i, mc in enumerate(padded):
-                sl = slice(i * chunk, (i + 1) * chunk)
-                pred[sl], corr[sl], logp[sl] = step(split.params, acts, labels,
-                                                    jnp.asarray(mc))
-        extra = {}
-        if boot:
-            bp = np.zeros((replicates, n_edits + pad))
-            bk = np.zeros_like(bp)
-            index = jnp.arange(start, start + len(batch["label"]), dtype=jnp.int32)
-            for i, (mc, fc) in enumerate(zip(padded, focus_chunks)):
-                sl = slice(i * chunk, (i + 1) * chunk)
-                bp[:, sl], bk[:, sl], bt, bn = boot_step(
-                    split.params, acts, labels, index, jnp.asarray(mc), jnp.asarray(fc))
-            # float32 sums of small integer weights are exact
-            extra = dict(boot_pred=bp[:, :n_edits].round(), boot_correct=bk[:, :n_edits].round(),
-                         boot_true=np.asarray(bt).round(), boot_total=np.asarray(bn).round())
-        acc.add(start, batch_stop=start + len(batch["label"]), true=np.bincount(
-            batch["label"], minlength=num_classes), pred=pred[:n_edits],
-            correct=corr[:n_edits], logp=logp[:n_edits], total=len(batch["label"]), **extra)
-    return acc.result()
+            def one(alpha):
+                a = alpha.reshape(1, 1, 1, -1)  # NHWC broadcast without rank promotion
+                return split.tail(params, acts, Edit(a, jnp.zeros_like(a)))
+            logits = jax.lax.map(one, masks, batch_size=chunk)
+        index = batch["index"]
+        weights = poisson_weights(index, replicates, seed) if replicates else \
+            jnp.zeros((index.shape[0], 0), jnp.int32)
+        return stat.update(logits, base, batch["label"].astype(jnp.int32), batch["valid"],
+                           focus, weights)
+
+    key = None
+    if cache_dir is not None:
+        key = cache.content_key(cache_key, "ablation", weights=fingerprint(split.params),
+                                data=data_identity(source), masks=masks, focus=focus,
+                                classes=num_classes, replicates=replicates, seed=seed,
+                                shortcut=onehot)
+    stat = sweep.sweep(step, ClassTally.empty(n_edits, num_classes, replicates), source,
+                       batch_size=batch_size, replicated=(split.params, masks, focus, unit_of),
+                       name=name, key=key, cache_dir=cache_dir,
+                       checkpoint_every=checkpoint_every, progress=progress, devices=devices)
+    out = stat.compute()
+    if out["bad"]:
+        raise ValueError(f"class labels must lie in [0, {num_classes}); {out['bad']} do not")
+    return out
 
 
 def measure(split: Split, source: ImageSource, masks: np.ndarray, num_classes: int,
@@ -547,7 +572,7 @@ def run_experiment(split: Split, train: ImageSource, val: ImageSource,
                    class_names: Sequence[str] | None = None, layer: str = "",
                    replicates: int = 200, seed: int = 0,
                    batch_size: int = 32, chunk: int = 64, cache_dir: str | None = None,
-                   progress: bool = True) -> AblationResult:
+                   cache_key=None, progress: bool = True, devices=None) -> AblationResult:
     """The paper's classifier ablation experiment.
 
     Ranks units per class on ``train`` by single-unit ablation, then measures on
@@ -555,24 +580,20 @@ def run_experiment(split: Split, train: ImageSource, val: ImageSource,
     and with only those kept, for ``ks`` (capped at ``num_units``), and for every k in
     1..units-1 for ``curve_classes``. ``unit_iou [units]`` (best IoU of each unit from
     dissection) adds the importance-versus-IoU table. ``replicates`` Poisson-bootstrap
-    replicates of the val images (``seed``) give the findings' intervals.
+    replicates of the val images (``seed``) give the findings' intervals. Every
+    measurement is one ``runtime.sweep`` (``ablation_masks_counts``), checkpointed in
+    ``cache_dir`` under content keys (``cache_key`` names the model and layer).
     """
-    import os
-
     if replicates < 2:
         raise ValueError(f"replicates must be >= 2 for the findings' intervals, got "
                          f"{replicates}")
 
-    def cache(name):
-        return None if cache_dir is None else os.path.join(cache_dir, name)
-
-    kw = dict(batch_size=batch_size, chunk=chunk, progress=progress)
+    kw = dict(batch_size=batch_size, chunk=chunk, progress=progress, cache_dir=cache_dir,
+              cache_key=cache_key, devices=devices)
     none = np.zeros((1, num_units), np.float32)
-    base_train = measure(split, train, none, num_classes, cachefile=cache(
-        "baseline_train.npz"), desc="baseline (train)", **kw).row(0)
+    base_train = measure(split, train, none, num_classes, name="baseline-train", **kw).row(0)
     sc = ablation_masks_counts(split, train, np.eye(num_units, dtype=np.float32), num_classes,
-                               cachefile=cache("single_unit_train.npz"),
-                               desc="single-unit ablation (train)", **kw)
+                               name="single-unit-train", **kw)
     single = metrics_from_counts(sc["true"], sc["pred"], sc["correct"], sc["total"])
     with np.errstate(divide="ignore", invalid="ignore"):
         single_logp = sc["logp"] / sc["true"][None, :].astype(np.float64)
@@ -586,8 +607,7 @@ def run_experiment(split: Split, train: ImageSource, val: ImageSource,
     focus = np.concatenate([np.arange(num_classes),
                             np.repeat(np.arange(num_classes), len(ks) * 2)])
     vc = ablation_masks_counts(split, val, stack, num_classes,
-                               cachefile=cache("class_sets_val.npz"),
-                               desc="class unit sets (val)", focus=focus,
+                               name="class-sets-val", focus=focus,
                                replicates=replicates, seed=seed, **kw)
     sets = metrics_from_counts(vc["true"], vc["pred"], vc["correct"], vc["total"])
     classes = np.arange(num_classes)
@@ -609,7 +629,7 @@ def run_experiment(split: Split, train: ImageSource, val: ImageSource,
     for c in curve_classes:
         rm, kp = class_set_masks(ranking[c:c + 1], all_k)
         cm = measure(split, val, np.concatenate([rm[0], kp[0]]), num_classes,
-                     cachefile=cache(f"curve_class{c}_val.npz"), desc=f"curve class {c}", **kw)
+                     name=f"curve-class{c}-val", **kw)
         b = cm.balanced_accuracy[:, c]
         curves[int(c)] = ClassCurve(all_k, b[:len(all_k)], b[len(all_k):])
     names = tuple(class_names) if class_names is not None else \

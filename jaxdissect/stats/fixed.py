@@ -1,0 +1,67 @@
+"""Exact, order-free sums of real values: each value is rounded once to a multiple
+of ``2**-bits`` (fixed point), then the integers are summed exactly.
+
+Floating-point sums depend on the order of the additions, so a statistic summed
+in float32 over 1 device and over 4 (or over 1 process and 2) differs in its last
+bits. Here every example's value ``x`` becomes ``q = round(x * 2**bits)`` (int32,
+``|x|`` clipped to ``2**(30 - bits)``), split into ``hi = q >> 15`` and ``lo = q &
+0x7fff``, and the halves are summed into ``stats.wide.Wide`` counters (exact int32
+arithmetic with a carry). The total is ``(sum(hi) * 2**15 + sum(lo)) / 2**bits``,
+the same for any split of the examples over batches, devices and processes.
+
+``bits`` trades range for resolution: 24 for shares in [-1, 1] (resolution 6e-8;
+pixel shares of images up to 4096 pixels are exact), 16 for log-probabilities and
+logit differences up to 16384 (resolution 1.5e-5).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxdissect.stats.wide import Wide
+
+_SPLIT = 15
+
+
+def parts(x: jnp.ndarray, bits: int, axis=0) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``(hi, lo)`` int32 sums over ``axis`` of the fixed-point values of ``x``; each
+    sum is exact for up to ``2**13`` values along ``axis``."""
+    limit = float(2 ** (30 - bits)) - 1.0
+    q = jnp.round(jnp.clip(x.astype(jnp.float32), -limit, limit) * (2.0 ** bits))
+    q = q.astype(jnp.int32)
+    return (q >> _SPLIT).sum(axis, dtype=jnp.int32), (q & ((1 << _SPLIT) - 1)).sum(
+        axis, dtype=jnp.int32)
+
+
+@struct.dataclass
+class FixedSum:
+    """Exact sums ``[...]`` of values rounded to multiples of ``2**-bits``."""
+
+    hi: Wide
+    lo: Wide
+    bits: int = struct.field(pytree_node=False, default=16)
+
+    @classmethod
+    def zeros(cls, shape, bits: int = 16) -> "FixedSum":
+        return cls(Wide.zeros(shape), Wide.zeros(shape), bits)
+
+    def add(self, x: jnp.ndarray, axis=0, where: jnp.ndarray | None = None) -> "FixedSum":
+        """Adds ``x`` summed over ``axis`` (the values where ``where`` holds)."""
+        if where is not None:
+            x = jnp.where(where, x, 0.0)
+        return self.add_parts(*parts(x, self.bits, axis))
+
+    def add_parts(self, hi: jnp.ndarray, lo: jnp.ndarray) -> "FixedSum":
+        """Adds sums made by ``parts`` (e.g. inside a ``vmap``)."""
+        # Wide's carry is a floor shift, so signed addends below 2**30 are exact too
+        return FixedSum(self.hi.add(hi), self.lo.add(lo), self.bits)
+
+    def merge(self, other: "FixedSum") -> "FixedSum":
+        return FixedSum(self.hi.merge(other.hi), self.lo.merge(other.lo), self.bits)
+
+    def to_numpy(self) -> np.ndarray:
+        """The sums as float64."""
+        q = (self.hi.to_numpy() << _SPLIT) + self.lo.to_numpy()
+        return q.astype(np.float64) / 2.0 ** self.bits
