@@ -150,3 +150,21 @@ def test_bad_input_is_named(setup):
     with pytest.raises(ValueError, match="masks"):
         intervene.ablation_share_deltas(split, TinySegmenter(), src, np.zeros(3), L,
                                         progress=False)
+
+
+def test_four_devices_give_the_one_device_sums(setup):
+    _, src, split = setup
+    devices = jax.local_devices()
+    if len(devices) < 4:
+        pytest.skip("needs 4 devices (XLA_FLAGS=--xla_force_host_platform_device_count=4)")
+    masks = np.eye(UNITS)[:5]
+    kw = dict(batch_size=8, chunk=2, progress=False)
+    one = intervene.ablation_share_deltas(split, TinySegmenter(), src, masks, L,
+                                          devices=devices[:1], **kw)
+    four = intervene.ablation_share_deltas(split, TinySegmenter(), src, masks, L, **kw)
+    ins = [intervene.insertion_by_context(split, TinySegmenter(), src, np.array([1, 4]),
+                                          np.array([3.0, 2.5]), 3, L, devices=d, **kw)
+           for d in (devices[:1], devices[:4])]
+    for a, b in ((one, four), tuple(ins)):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -49,7 +49,7 @@ from jaxdissect.experiments.significance import (
 )
 from jaxdissect.runtime import cache, sweep
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
-from jaxdissect.stats.fixed import FixedSum, parts
+from jaxdissect.stats.fixed import FixedSum, merge_fields, numpy_fields, parts
 
 #: the k of the paper's "k most important units" sweep
 DEFAULT_KS = (1, 2, 3, 4, 5, 20, 64, 128, 256)
@@ -236,18 +236,11 @@ class ClassTally:
             self.bad + (valid & ~ok).sum(dtype=jnp.int32))
 
     def merge(self, other: "ClassTally") -> "ClassTally":
-        return ClassTally(*(a.merge(b) if isinstance(a, FixedSum) else a + b
-                            for a, b in zip(self._values(), other._values())))
-
-    def _values(self) -> list:
-        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+        return merge_fields(self, other)
 
     def compute(self) -> dict:
         """NumPy counts (int64) and sums (float64), as ``ablation_masks_counts`` returns."""
-        out = {f.name: np.asarray(getattr(self, f.name), np.int64)
-               for f in dataclasses.fields(self) if f.name not in ("logp", "drop")}
-        out["logp"], out["drop"] = self.logp.to_numpy(), self.drop.to_numpy()
-        return out
+        return numpy_fields(self)
 
 
 def ablation_masks_counts(split: Split, source: ImageSource, masks: np.ndarray,

@@ -31,20 +31,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from jaxdissect.data.source import ImageSource
-from jaxdissect.edits import Edit, mask_chunks
+from jaxdissect.edits import Edit
 from jaxdissect.experiments import results
 from jaxdissect.experiments.ablate import Split
 from jaxdissect.experiments.significance import LEVEL, Finding, bonferroni_z, pct
 from jaxdissect.labels import LabelSet
-from jaxdissect.runtime.resume import ResumableSum
+from jaxdissect.runtime import cache, sweep
+from jaxdissect.runtime.fingerprint import data_identity, fingerprint
+from jaxdissect.stats.fixed import FixedSum, merge_fields, numpy_fields
 
 Segment = Callable[[jax.Array], jax.Array]     # images -> seg [b, K, Hs, Ws] int
 
@@ -87,57 +89,92 @@ def _unit_edit(alpha, value):
 
 # ---------------------------------------------------------------- ablation sweeps
 
+SHARE_BITS = 24   # pixel shares in [-1, 1]: exact for images up to 4096 pixels
+
+
+def _edit_key(split: Split, source, cache_key, **settings) -> str:
+    """A sweep's content key: the weights' fingerprint, the data's identity, the
+    settings and ``cache_key`` (the model, layer and segmenter)."""
+    return cache.content_key(cache_key, weights=fingerprint(split.params),
+                             data=data_identity(source), **settings)
+
+
+@struct.dataclass
+class ShareTally:
+    """Sums over samples of each label's pixel share unedited (``base``, ``base_sq``
+    ``[L]``) and of its change under each of ``E`` edits (``delta``, ``delta_sq``,
+    ``delta_base`` (times the unedited share) ``[E, L]``), exact fixed-point sums;
+    ``n`` samples."""
+
+    base: FixedSum
+    base_sq: FixedSum
+    delta: FixedSum
+    delta_sq: FixedSum
+    delta_base: FixedSum
+    n: jnp.ndarray
+
+    @classmethod
+    def empty(cls, edits: int, labels: int) -> "ShareTally":
+        f = lambda *shape: FixedSum.zeros(shape, SHARE_BITS)  # noqa: E731
+        return cls(f(labels), f(labels), f(edits, labels), f(edits, labels), f(edits, labels),
+                   jnp.zeros((), jnp.int32))
+
+    def update(self, base, edited, valid) -> "ShareTally":
+        """``base [b, L]`` unedited shares, ``edited [E, b, L]``, ``valid [b]``."""
+        v = valid[:, None]
+        d = edited - base[None]
+        return ShareTally(
+            self.base.add(base, 0, v), self.base_sq.add(base * base, 0, v),
+            self.delta.add(d, 1, v), self.delta_sq.add(d * d, 1, v),
+            self.delta_base.add(d * base[None], 1, v), self.n + valid.sum(dtype=jnp.int32))
+
+    def merge(self, other: "ShareTally") -> "ShareTally":
+        return merge_fields(self, other)
+
+    def compute(self) -> dict:
+        return numpy_fields(self)
+
+
 def ablation_share_deltas(split: Split, segment: Segment, source: ImageSource,
                           masks: np.ndarray, num_labels: int, *, batch_size: int = 16,
-                          chunk: int = 16, cachefile: str | None = None,
-                          desc: str = "ablate", progress: bool = True) -> dict:
+                          chunk: int = 16, cache_dir: str | None = None,
+                          name: str = "ablate", cache_key=None, progress: bool = True,
+                          devices=None, checkpoint_every: int = 20) -> dict:
     """Per-sample change in every label's pixel share with each row of ``masks`` zeroed.
 
-    ``masks [E, units]`` (1 = unit zeroed). Returns sums over samples: ``base [L]`` and
-    ``base_sq [L]`` (unedited shares), ``delta [E, L]`` and ``delta_sq [E, L]``
-    (edited minus unedited, per sample), ``delta_base [E, L]`` (their products with
-    the unedited share), and ``n``.
+    ``masks [E, units]`` (1 = unit zeroed). One ``runtime.sweep``: per batch the layer
+    once (``split.head``), the unedited images segmented, then the stack of edits
+    through the tail and the segmenter inside the step, ``chunk`` at a time
+    (``lax.map``), into a ``ShareTally``. Returns its sums (``ShareTally.compute``):
+    ``base [L]``, ``base_sq [L]``, ``delta [E, L]``, ``delta_sq [E, L]``,
+    ``delta_base [E, L]`` and ``n``. With ``cache_dir`` it checkpoints under ``name``
+    (content-keyed, ``cache_key`` naming the model, layer and segmenter).
     """
-    masks, padded, pad = mask_chunks(masks, chunk)
+    masks = np.asarray(masks, np.float32)
+    if masks.ndim != 2:
+        raise ValueError(f"masks must be [edits, units], got shape {masks.shape}")
     n_edits, n_units = masks.shape
-    chunk = padded.shape[1]
+    chunk = max(1, min(chunk, n_edits))
 
     def shares(params, acts, alpha):
         images = split.tail(params, acts, _unit_edit(alpha, jnp.zeros(())))
         return pixel_shares(segment(images), num_labels)
 
-    @jax.jit
-    def base_step(params, acts):
+    def step(stat, batch, params, masks):
+        acts = split.head(params, batch)
         if acts.shape[-1] != n_units:
             raise ValueError(f"layer has {acts.shape[-1]} units but masks have {n_units}")
-        return shares(params, acts, jnp.zeros((n_units,)))
+        base = shares(params, acts, jnp.zeros((n_units,)))
+        edited = jax.lax.map(lambda a: shares(params, acts, a), masks, batch_size=chunk)
+        return stat.update(base, edited, batch["valid"])
 
-    @jax.jit
-    def step(params, acts, base, mask_chunk):
-        d = jax.vmap(lambda a: shares(params, acts, a) - base)(mask_chunk)  # [E, b, L]
-        return d.sum(1), (d * d).sum(1), (d * base[None]).sum(1)
-
-    head_j = jax.jit(split.head)
-    params = split.params
-    key = {"masks": masks, "L": num_labels, "bs": batch_size, "n": source.num_examples,
-           "kind": "share_deltas+cross"}
-    acc = ResumableSum(cachefile, key, {
-        "base": np.zeros((num_labels,)), "base_sq": np.zeros((num_labels,)),
-        "delta": np.zeros((n_edits, num_labels)), "delta_sq": np.zeros((n_edits, num_labels)),
-        "delta_base": np.zeros((n_edits, num_labels)), "n": np.zeros((), np.int64)})
-    for start, batch in acc.batches(source, batch_size, desc=desc, progress=progress):
-        acts = head_j(params, batch)
-        base = base_step(params, acts)
-        d = np.zeros((n_edits + pad, num_labels))
-        d2, db = np.zeros_like(d), np.zeros_like(d)
-        for i, mc in enumerate(padded):
-            rows = slice(i * chunk, (i + 1) * chunk)
-            d[rows], d2[rows], db[rows] = step(params, acts, base, jnp.asarray(mc))
-        b = np.asarray(base, np.float64)
-        acc.add(start, start + b.shape[0], base=b.sum(0), base_sq=(b * b).sum(0),
-                delta=d[:n_edits], delta_sq=d2[:n_edits], delta_base=db[:n_edits],
-                n=b.shape[0])
-    return acc.result()
+    key = None if cache_dir is None else _edit_key(split, source, cache_key, kind="shares",
+                                                   masks=masks, labels=num_labels)
+    stat = sweep.sweep(step, ShareTally.empty(n_edits, num_labels), source,
+                       batch_size=batch_size, replicated=(split.params, masks), name=name,
+                       key=key, cache_dir=cache_dir, checkpoint_every=checkpoint_every,
+                       progress=progress, devices=devices)
+    return stat.compute()
 
 
 def mean_and_stderr(total, total_sq, n):
@@ -229,92 +266,110 @@ def removal_curve(deltas: dict, concept: int, ns: Sequence[int], name: str = "",
 
 # ---------------------------------------------------------------- insertion
 
+@struct.dataclass
+class ContextTally:
+    """Per edit location (``E`` of them) and context label: sums of the concept's
+    share added (``ctx_sum``, ``ctx_sq`` ``[E, L]``, exact fixed-point) and the
+    number of (sample, location) edits (``ctx_n [E, L]``); per location over all
+    samples ``loc_sum``, ``loc_sq`` ``[E]``; ``n`` samples."""
+
+    ctx_sum: FixedSum
+    ctx_sq: FixedSum
+    ctx_n: jnp.ndarray
+    loc_sum: FixedSum
+    loc_sq: FixedSum
+    n: jnp.ndarray
+
+    @classmethod
+    def empty(cls, edits: int, labels: int) -> "ContextTally":
+        f = lambda *shape: FixedSum.zeros(shape, SHARE_BITS)  # noqa: E731
+        return cls(f(edits, labels), f(edits, labels), jnp.zeros((edits, labels), jnp.int32),
+                   f(edits), f(edits), jnp.zeros((), jnp.int32))
+
+    def update(self, d, ctx, valid) -> "ContextTally":
+        """``d [E, b]`` share added per edit and sample, ``ctx [E, b, L]`` bool
+        context labels, ``valid [b]``."""
+        ctx = ctx & valid[None, :, None]
+        dd = jnp.where(ctx, d[..., None], 0.0)                          # [E, b, L]
+        v = valid[None, :]
+        return ContextTally(
+            self.ctx_sum.add(dd, 1), self.ctx_sq.add(dd * dd, 1),
+            self.ctx_n + ctx.sum(1, dtype=jnp.int32), self.loc_sum.add(d, 1, v),
+            self.loc_sq.add(d * d, 1, v), self.n + valid.sum(dtype=jnp.int32))
+
+    def merge(self, other: "ContextTally") -> "ContextTally":
+        return merge_fields(self, other)
+
+    def compute(self) -> dict:
+        return numpy_fields(self)
+
+
 def insertion_by_context(split: Split, segment: Segment, source: ImageSource,
                          units: np.ndarray, values: np.ndarray, concept: int,
                          num_labels: int, *, batch_size: int = 16, chunk: int = 16,
-                         cachefile: str | None = None, desc: str = "insert",
-                         progress: bool = True) -> dict:
+                         cache_dir: str | None = None, name: str = "insert",
+                         cache_key=None, progress: bool = True, devices=None,
+                         checkpoint_every: int = 20) -> dict:
     """Concept pixels added by setting ``units`` to ``values`` at each feature-map location.
 
     For each location (y, x) of the layer's ``[h, w]`` grid and each sample, the change
     in the number of pixels having ``concept``, as a fraction of the image's pixels;
     the context of a sample at (y, x) is every non-empty label of the unedited
     segmentation at the centre pixel of that location's cell (the reference's rule).
-    Returns sums: ``ctx_sum [h*w, L]``, ``ctx_sq [h*w, L]``, ``ctx_n [h*w, L]`` (per
-    location and context label), ``loc_sum [h*w]``, ``loc_sq``, ``n`` and the grid.
+    One ``runtime.sweep`` with the ``h * w`` edits ``lax.map``-ed inside the step into a
+    ``ContextTally``. Returns its sums: ``ctx_sum [h*w, L]``, ``ctx_sq [h*w, L]``,
+    ``ctx_n [h*w, L]`` (per location and context label), ``loc_sum [h*w]``,
+    ``loc_sq``, ``n`` and the ``grid``.
     """
     units = np.asarray(units)
     values = np.asarray(values, np.float32)
     if units.shape != values.shape:
         raise ValueError(f"units {units.shape} and values {values.shape} differ in shape")
-    head_j = jax.jit(split.head)
-    params = split.params
-    first = head_j(params, source.batch(0, 1))
-    _, h, w, n_units = first.shape
+    probe = sweep.first_batch(source, batch_size, devices)
+    _, h, w, n_units = jax.eval_shape(split.head, split.params, probe).shape
     if units.size and (units.min() < 0 or units.max() >= n_units):
         raise ValueError(f"units must lie in [0, {n_units})")
     value = np.zeros((n_units,), np.float32)
     value[units] = values
     unit_mask = np.zeros((n_units,), np.float32)
     unit_mask[units] = 1
-    locs = np.eye(h * w, dtype=np.float32).reshape(h * w, h, w, 1) * unit_mask  # [E,h,w,U]
-    n_edits = h * w
-    chunk = max(1, min(chunk, n_edits))
-    pad = (-n_edits) % chunk
-    alphas = np.concatenate([locs, np.zeros((pad, h, w, n_units), np.float32)])
-    ys, xs = np.divmod(np.arange(n_edits + pad) % n_edits, w)
-    value_j = jnp.asarray(value)
+    alphas = np.eye(h * w, dtype=np.float32).reshape(h * w, h, w, 1) * unit_mask  # [E,h,w,U]
+    ys, xs = np.divmod(np.arange(h * w, dtype=np.int32), w)
+    chunk = max(1, min(chunk, h * w))
 
     def concept_share(images):
         return label_presence(segment(images), num_labels)[..., concept].mean(
             axis=(1, 2), dtype=jnp.float32)
 
-    @jax.jit
-    def base_step(params, acts):
-        seg = segment(split.tail(params, acts, _unit_edit(jnp.zeros((n_units,)), value_j)))
-        return seg, label_presence(seg, num_labels)[..., concept].mean(
-            axis=(1, 2), dtype=jnp.float32)
-
-    @jax.jit
-    def step(params, acts, base_seg, base_share, alpha_chunk, cy, cx):
-        hs, ws = base_seg.shape[2] // h, base_seg.shape[3] // w
-
-        def one(alpha, y, x):
-            d = concept_share(split.tail(params, acts, _unit_edit(alpha, value_j))) - base_share
-            centre = jax.lax.dynamic_slice_in_dim(jax.lax.dynamic_slice_in_dim(
-                base_seg, y * hs + hs // 2, 1, axis=2), x * ws + ws // 2, 1, axis=3)[:, :, 0, 0]
-            ctx = (centre[..., None] == jnp.arange(num_labels).reshape(1, 1, -1)).any(1)
-            ctx = ctx.at[:, 0].set(False).astype(jnp.float32)
-            return (ctx * d[:, None]).sum(0), (ctx * (d * d)[:, None]).sum(0), ctx.sum(0), \
-                d.sum(), (d * d).sum()
-
-        return jax.vmap(one)(alpha_chunk, cy, cx)
-
-    key = {"units": units, "values": values, "concept": concept, "L": num_labels,
-           "bs": batch_size, "n": source.num_examples, "kind": "insertion"}
-    acc = ResumableSum(cachefile, key, {
-        "ctx_sum": np.zeros((n_edits, num_labels)), "ctx_sq": np.zeros((n_edits, num_labels)),
-        "ctx_n": np.zeros((n_edits, num_labels), np.int64), "loc_sum": np.zeros((n_edits,)),
-        "loc_sq": np.zeros((n_edits,)), "n": np.zeros((), np.int64)})
-    for start, batch in acc.batches(source, batch_size, desc=desc, progress=progress):
-        acts = head_j(params, batch)
-        base_seg, base_share = base_step(params, acts)
+    def step(stat, batch, params, value, alphas, ys, xs):
+        acts = split.head(params, batch)
+        base_seg = segment(split.tail(params, acts, _unit_edit(jnp.zeros((n_units,)), value)))
         if base_seg.shape[2] % h or base_seg.shape[3] % w:
             raise ValueError(f"segmentation {base_seg.shape[2:]} is not a multiple of the "
                              f"layer grid {(h, w)}")
-        parts = [np.zeros((n_edits + pad, num_labels)), np.zeros((n_edits + pad, num_labels)),
-                 np.zeros((n_edits + pad, num_labels)), np.zeros(n_edits + pad),
-                 np.zeros(n_edits + pad)]
-        for i in range(0, n_edits + pad, chunk):
-            out = step(params, acts, base_seg, base_share, jnp.asarray(alphas[i:i + chunk]),
-                       jnp.asarray(ys[i:i + chunk]), jnp.asarray(xs[i:i + chunk]))
-            for p, o in zip(parts, out):
-                p[i:i + chunk] = np.asarray(o)
-        acc.add(start, start + int(base_share.shape[0]), ctx_sum=parts[0][:n_edits],
-                ctx_sq=parts[1][:n_edits], ctx_n=parts[2][:n_edits].round(),
-                loc_sum=parts[3][:n_edits], loc_sq=parts[4][:n_edits],
-                n=int(base_share.shape[0]))
-    out = acc.result()
+        base_share = label_presence(base_seg, num_labels)[..., concept].mean(
+            axis=(1, 2), dtype=jnp.float32)
+        hs, ws = base_seg.shape[2] // h, base_seg.shape[3] // w
+
+        def one(args):
+            alpha, y, x = args
+            d = concept_share(split.tail(params, acts, _unit_edit(alpha, value))) - base_share
+            centre = jax.lax.dynamic_slice_in_dim(jax.lax.dynamic_slice_in_dim(
+                base_seg, y * hs + hs // 2, 1, axis=2), x * ws + ws // 2, 1, axis=3)[:, :, 0, 0]
+            ctx = (centre[..., None] == jnp.arange(num_labels).reshape(1, 1, -1)).any(1)
+            return d, ctx.at[:, 0].set(False)
+
+        d, ctx = jax.lax.map(one, (alphas, ys, xs), batch_size=chunk)
+        return stat.update(d, ctx, batch["valid"])
+
+    key = None if cache_dir is None else _edit_key(
+        split, source, cache_key, kind="insertion", units=units, values=values,
+        concept=concept, labels=num_labels)
+    stat = sweep.sweep(step, ContextTally.empty(h * w, num_labels), source,
+                       batch_size=batch_size, replicated=(split.params, value, alphas, ys, xs),
+                       name=name, key=key, cache_dir=cache_dir,
+                       checkpoint_every=checkpoint_every, progress=progress, devices=devices)
+    out = stat.compute()
     out["grid"] = np.array([h, w])
     return out
 
@@ -461,24 +516,21 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
                    max_remove: int = 30, insert_units: int = 20, sweep_samples: int | None = None,
                    removal_samples: int | None = None, insertion_samples: int | None = None,
                    batch_size: int = 16, chunk: int = 16,
-                   layer: str = "", cache_dir: str | None = None,
-                   progress: bool = True) -> "InterventionResult":
+                   layer: str = "", cache_dir: str | None = None, cache_key=None,
+                   progress: bool = True, devices=None) -> "InterventionResult":
     """The paper's generator experiments.
 
     ``iou [units, L]`` from dissection; ``high_values [units]`` each unit's 99.5%
     quantile level. ``sweep_samples`` limits the per-unit sweep to the first samples
     (the reference used 10,000 for insertion and fewer for sweeps).
     """
-    def cache(name):
-        return None if cache_dir is None else os.path.join(cache_dir, name)
-
     iou = np.asarray(iou)
     n_units, n_labels = iou.shape
-    kw = dict(batch_size=batch_size, chunk=chunk, progress=progress)
+    kw = dict(batch_size=batch_size, chunk=chunk, progress=progress, cache_dir=cache_dir,
+              cache_key=cache_key, devices=devices)
     sweep_src = source if sweep_samples is None else _Prefix(source, sweep_samples)
     per_unit = ablation_share_deltas(split, segment, sweep_src, np.eye(n_units),
-                                     n_labels, cachefile=cache("unit_ablation.npz"),
-                                     desc="per-unit ablation", **kw)
+                                     n_labels, name="unit-ablation", **kw)
     n = int(per_unit["n"])
     base_mean, base_se = mean_and_stderr(per_unit["base"], per_unit["base_sq"], n)
     removal, insertion = {}, {}
@@ -490,16 +542,14 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
             masks[i, order[:k]] = 1
         removal_src = source if removal_samples is None else _Prefix(source, removal_samples)
         d = ablation_share_deltas(split, segment, removal_src, masks, n_labels,
-                                  cachefile=cache(f"removal_{labels.names[c]}.npz"),
-                                  desc=f"remove {labels.names[c]} units", **kw)
+                                  name=f"removal-{labels.names[c]}", **kw)
         removal[labels.names[c]] = removal_curve(d, c, ns, labels.names[c], order)
     for c in insert_concepts:
         units = best_iou_units(iou, c, min(insert_units, n_units))
         ins_src = source if insertion_samples is None else _Prefix(source, insertion_samples)
         sums = insertion_by_context(split, segment, ins_src, units,
                                     np.asarray(high_values)[units], c, n_labels,
-                                    cachefile=cache(f"insertion_{labels.names[c]}.npz"),
-                                    desc=f"insert {labels.names[c]} units", **kw)
+                                    name=f"insertion-{labels.names[c]}", **kw)
         insertion[labels.names[c]] = summarize_insertion(sums, labels, concept=labels.names[c],
                                                          units=units)
     return InterventionResult(layer, labels, n_units, base_mean, base_se,

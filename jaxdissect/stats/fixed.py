@@ -16,6 +16,8 @@ logit differences up to 16384 (resolution 1.5e-5).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
@@ -65,3 +67,24 @@ class FixedSum:
         """The sums as float64."""
         q = (self.hi.to_numpy() << _SPLIT) + self.lo.to_numpy()
         return q.astype(np.float64) / 2.0 ** self.bits
+
+
+def merge_fields(a, b):
+    """Merges two statistics (``struct.dataclass``es) field by field: ``FixedSum`` and
+    ``Wide`` fields by their ``merge``, int32 counts by addition."""
+    return type(a)(*(x.merge(y) if hasattr(x, "merge") else x + y
+                     for x, y in zip(_values(a), _values(b))))
+
+
+def numpy_fields(stat) -> dict:
+    """A statistic's fields as NumPy: sums as float64, counts as int64."""
+    return {name: (v.to_numpy() if hasattr(v, "to_numpy") else np.asarray(v, np.int64))
+            for name, v in zip(_names(stat), _values(stat))}
+
+
+def _names(stat) -> list[str]:
+    return [f.name for f in dataclasses.fields(stat)]
+
+
+def _values(stat) -> list:
+    return [getattr(stat, n) for n in _names(stat)]
