@@ -20,7 +20,6 @@ from typing import Mapping
 
 import flax.struct
 import jax.numpy as jnp
-import numpy as np
 
 
 @flax.struct.dataclass
@@ -82,23 +81,3 @@ def set_units(units, values, n_units: int, region=None, dtype=jnp.float32) -> Ed
     if region is not None:
         alpha = jnp.asarray(region, dtype)[..., None] * alpha[None, None, :]
     return Edit(alpha=alpha, value=value)
-
-
-def mask_chunks(masks, chunk: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """A stack of unit masks ``[E, units]`` (one edit's ``alpha`` per row) split for
-    a vmapped sweep run ``chunk`` edits at a time.
-
-    Returns ``(masks, chunks, pad)``: ``masks`` as float32, ``chunks``
-    ``[ceil(E / c), c, units]`` with ``c = min(chunk, E)`` and the last chunk padded
-    with ``pad`` all-zero rows (identity edits), so every chunk has one shape and the
-    sweep compiles once.
-    """
-    masks = np.asarray(masks, np.float32)
-    if masks.ndim != 2:
-        raise ValueError(f"masks must be [edits, units], got shape {masks.shape}")
-    n_edits, n_units = masks.shape
-    chunk = max(1, min(chunk, n_edits))
-    pad = (-n_edits) % chunk
-    chunks = np.concatenate([masks, np.zeros((pad, n_units), np.float32)]).reshape(
-        -1, chunk, n_units)
-    return masks, chunks, pad

@@ -218,6 +218,20 @@ def test_class_logit_drop_vs_torch_loop(setup):
         d = base[np.arange(10), labels] - out[np.arange(10), labels]
         want[:, u] = np.bincount(labels, weights=d, minlength=5) / np.bincount(labels)
     np.testing.assert_allclose(drop, want, rtol=1e-4, atol=1e-5)
+    # the attack's class ranking: balanced-accuracy damage, ties by the logit drop
+    pred0 = base.argmax(1)
+
+    def ba(pred):
+        out = []
+        for c in range(5):
+            t, p = labels == c, pred == c
+            out.append(((t & p).sum() / t.sum() + (~t & ~p).sum() / (~t).sum()) / 2)
+        return np.array(out)
+
+    damage = np.stack([ba(torch_classifier(params, ablate=[u])(imgs).numpy().argmax(1))
+                       - ba(pred0) for u in range(6)], 1)              # [C, u]
+    got = attack.importance_ranking(split, src, 6, 5, batch_size=4, chunk=4, progress=False)
+    np.testing.assert_array_equal(got, attack.rank_with_tiebreak(damage, want))
 
 
 def test_rank_with_tiebreak():

@@ -8,7 +8,6 @@ from jaxdissect.edits import (
     apply_edit,
     check_edit_names,
     keep_only_units,
-    mask_chunks,
     set_units,
     zero_units,
 )
@@ -62,14 +61,3 @@ def test_apply_edit_identity_and_unknown_names():
     assert apply_edit({"fc7": zero_units([0], 5)}, "conv5_3", x) is x
     with pytest.raises(KeyError, match="conv9"):
         check_edit_names({"conv9": zero_units([0], 5)}, ("conv5_3",))
-
-
-def test_mask_chunks_pads_with_identity_rows():
-    masks = np.eye(5, dtype=np.float32)[:3]
-    m, chunks, pad = mask_chunks(masks, 2)
-    assert chunks.shape == (2, 2, 5) and pad == 1
-    np.testing.assert_array_equal(chunks.reshape(-1, 5)[:3], masks)
-    np.testing.assert_array_equal(chunks.reshape(-1, 5)[3], 0)
-    assert mask_chunks(masks, 10)[1].shape == (1, 3, 5)
-    with pytest.raises(ValueError, match="edits, units"):
-        mask_chunks(np.zeros(5), 2)

@@ -147,3 +147,39 @@ def test_concept_units_and_region_pixels():
     np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="differ"):
         paint.region_pixels(jnp.asarray(seg), 2, np.ones((5, 6)))
+
+
+def test_paint_source_sweep_equals_paint_on_any_device_count(gen):
+    """The sweep (batches of 2 then 1, on 1 and 4 devices) paints what ``paint``
+    paints, and counts each edit's label pixels in its region as NumPy does."""
+    from jaxdissect.experiments.intervene import split_generator
+    from tests.tiny_nets import ArraySource
+
+    params, z = gen
+    high = np.full(UNITS, 2.5, np.float32)
+    m1 = paint.region_to_grid(paint.box_mask((16, 16), (0, 0, 0.5, 0.5)), (8, 8))
+    m2 = paint.region_to_grid(np.random.default_rng(3).uniform(size=(3, 16, 16)), (8, 8))
+    stack = paint.stack_edits([paint.paint_edit([0, 3], UNITS, m1, "on", high),
+                               paint.paint_edit([2, 4, 7], UNITS, m2, "off")])
+    _, want = paint.paint(MODEL, params, z, "layer4", stack)
+    split = split_generator(MODEL, params, "layer4")
+
+    def segment(images):            # 2 label layers from the image's channels
+        return jnp.stack([1 + (images[..., 0] > 0), 3 * (images[..., 1] > 0.1)], 1)
+
+    regions = np.stack([paint.box_mask((16, 16), (0, 0, 0.5, 0.5)),
+                        paint.box_mask((16, 16), (0.5, 0, 1, 1))])
+    outs = [paint.paint_source(split, ArraySource(z=z), stack, batch_size=2, chunk=1,
+                               segment=segment, labels=[2, 3], regions=regions, devices=d)
+            for d in (jax.local_devices()[:1], jax.local_devices())]
+    for out in outs:
+        # split_generator's tail clips to [0, 1] (its images)
+        np.testing.assert_allclose(out["images"], np.clip(np.asarray(want), 0, 1), rtol=1e-4,
+                                   atol=1e-5)
+        for e, label in enumerate((2, 3)):
+            for images, key in ((out["base"], "before"), (out["images"][e], "after")):
+                seg = np.asarray(segment(jnp.asarray(images)))
+                np.testing.assert_array_equal(
+                    out[key][e], ((seg == label).any(1) & (regions[e] > 0.5)).sum((1, 2)))
+    # (the generator's convolutions round differently at 1 and 2 latents per device)
+    np.testing.assert_allclose(outs[0]["images"], outs[1]["images"], atol=1e-5)

@@ -118,16 +118,11 @@ def class_ranking(loaded, layer, args, num_units, num_classes, out):
     from jaxdissect.experiments import ablate
     train = C.load_data(args.data, loaded, args.rank_images, C.WORLD_TRAIN_SEED, split="train")
     split = ablate.split_classifier(loaded, layer)
-    masks = np.concatenate([np.zeros((1, num_units), np.float32),
-                            np.eye(num_units, dtype=np.float32)])
-    m = ablate.measure(split, train, masks, num_classes, batch_size=args.batch_size,
-                       cachefile=os.path.join(out, "cache", f"single_unit_{layer}.npz"),
-                       desc="single-unit ablation (train)", progress=not args.no_progress)
     from jaxdissect.experiments import attack
-    drop, _ = attack.class_logit_drop(split, train, num_units, num_classes,
-                                      batch_size=args.batch_size)
-    damage = (m.balanced_accuracy[1:] - m.balanced_accuracy[0][None, :]).T    # [C, u]
-    ranking = attack.rank_with_tiebreak(damage, drop)
+    ranking = attack.importance_ranking(
+        split, train, num_units, num_classes, batch_size=args.batch_size,
+        cache_dir=os.path.join(out, "cache"), cache_key={"model": loaded.name, "layer": layer},
+        name="importance-train", progress=not args.no_progress)
     return ranking, (f"single-unit ablation on {train.num_examples} train-split images "
                      f"(balanced-accuracy damage, ties broken by the class logit's drop)")
 

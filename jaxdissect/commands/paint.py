@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -111,14 +112,23 @@ def run(args) -> int:
                           unit_iou=np.asarray(dres.iou[units, dres.labels.index(concept)],
                                               np.float64),
                           values=np.asarray(values, np.float64)))
-    _, outs = paint.paint(loaded, loaded.params, z, layer, paint.stack_edits(stack))
-    painted = np.asarray(loaded.images(outs))                  # [E, b, H, W, 3]
-    base = np.asarray(loaded.images(loaded.run(loaded.params, jnp.asarray(z))[0]))
-    if not isinstance(segmenter, C.TruthSegmenter):
-        for rec, imgs in zip(edits, painted):
-            before, after, pixels = paint.measure_edit(
-                segmenter, base, imgs, dres.labels.index(rec["concept"]), rec["box"])
-            rec.update(segmenter=seg_name, region_pixels=pixels, before=before, after=after)
+    from jaxdissect.experiments.intervene import split_generator
+    split = split_generator(loaded, layer)
+    measure = not isinstance(segmenter, C.TruthSegmenter)
+    regions = labels = None
+    if measure:
+        seg_hw = tuple(jax.eval_shape(segmenter, jnp.zeros((1,) + image_hw + (3,))).shape[2:])
+        regions = np.stack([paint.box_mask(seg_hw, e["box"]) for e in edits])
+        labels = [dres.labels.index(e["concept"]) for e in edits]
+    res = paint.paint_source(split, ZSource(args.num_z, loaded.z_dim, args.z_seed),
+                             paint.stack_edits(stack), batch_size=args.batch_size,
+                             segment=segmenter if measure else None, labels=labels,
+                             regions=regions)
+    painted, base = res["images"], res["base"]                    # [E, b, H, W, 3], [b, ...]
+    if measure:
+        for rec, region, before, after in zip(edits, regions, res["before"], res["after"]):
+            rec.update(segmenter=seg_name, region_pixels=int(region.sum()), before=before,
+                       after=after)
     result = paint.PaintResult(model=loaded.name, layer=layer, z_seed=args.z_seed,
                                num_z=args.num_z, dissection_samples=args.num_samples,
                                edits=tuple(paint.PaintEdit(**e) for e in edits))
@@ -149,7 +159,6 @@ def run(args) -> int:
 
 
 def jax_shape(loaded, z, layer):
-    import jax
     C.check_layer(loaded, layer)
     return jax.eval_shape(lambda p, zz: loaded.activations(p, zz, layer),
                           loaded.params, jnp.asarray(z)).shape

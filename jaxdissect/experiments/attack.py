@@ -306,55 +306,42 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- class importance
 
 def class_logit_drop(split, source, num_units: int, num_classes: int, *,
-                     batch_size: int = 32, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
+                     batch_size: int = 32, chunk: int = 32, **sweep_kw
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """``(drop [C, u], count [C])``: per class c and unit u, the mean over the images
     of class c of ``logit_c(unedited) - logit_c(unit u zeroed)``.
 
     A continuous companion of the single-unit balanced-accuracy damage
     (``jaxdissect.experiments.ablate``): on a model that is right almost always, removing one unit
     rarely flips a prediction, so many units tie on accuracy; the logit drop orders
-    them. ``split`` is an ``ablate.Split`` (head once per batch; the vmapped edits run
-    through the tail only).
+    them. The same sweep as the ablation's (``ablate.ablation_masks_counts``, whose
+    ``drop`` it reads; ``sweep_kw`` go to it), so one pass gives both.
     """
-    from jaxdissect.edits import Edit
+    from jaxdissect.experiments.ablate import ablation_masks_counts
+    c = ablation_masks_counts(split, source, np.eye(num_units, dtype=np.float32), num_classes,
+                              batch_size=batch_size, chunk=chunk, **sweep_kw)
+    return logit_drop(c), c["true"]
 
-    chunk = max(1, min(chunk, num_units))
-    n_chunks = -(-num_units // chunk)
-    eye = np.zeros((n_chunks * chunk, num_units), np.float32)
-    eye[np.arange(num_units), np.arange(num_units)] = 1
 
-    @jax.jit
-    def step(params, acts, labels, masks):
-        base = split.tail(params, acts, Edit(jnp.zeros((1, 1, 1, num_units)),
-                                             jnp.zeros((1, 1, 1, num_units))))
-        onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)      # [b, C]
-        base_c = jnp.sum(base * onehot, axis=-1)                              # [b]
+def logit_drop(counts: dict) -> np.ndarray:
+    """``[C, E]`` mean drop of each class's logit under each edit, from
+    ``ablate.ablation_masks_counts``'s sums."""
+    return counts["drop"].T / np.maximum(counts["true"], 1)[:, None]
 
-        def one(m):
-            a = m.reshape(1, 1, 1, -1)
-            out = split.tail(params, acts, Edit(a, jnp.zeros_like(a)))
-            return onehot.T @ (base_c - jnp.sum(out * onehot, axis=-1))      # [C]
 
-        return jax.vmap(one)(masks)                                           # [chunk, C]
-
-    head = jax.jit(split.head)
-    total = np.zeros((n_chunks * chunk, num_classes))
-    count = np.zeros(num_classes, np.int64)
-    for start in range(0, source.num_examples, batch_size):
-        batch = source.batch(start, min(start + batch_size, source.num_examples))
-        labels = np.asarray(batch["label"])
-        if labels.min() < 0 or labels.max() >= num_classes:
-            raise ValueError(f"class labels must lie in [0, {num_classes})")
-        acts = head(split.params, {"image": batch["image"]})
-        if acts.shape[-1] != num_units:
-            raise ValueError(f"layer has {acts.shape[-1]} units, expected {num_units}")
-        for i in range(n_chunks):
-            total[i * chunk:(i + 1) * chunk] += np.asarray(
-                step(split.params, acts, jnp.asarray(labels, jnp.int32),
-                     jnp.asarray(eye[i * chunk:(i + 1) * chunk])), np.float64)
-        count += np.bincount(labels, minlength=num_classes)
-    drop = total[:num_units].T / np.maximum(count, 1)[:, None]
-    return drop, count
+def importance_ranking(split, source, num_units: int, num_classes: int, **sweep_kw
+                       ) -> np.ndarray:
+    """``[C, u]``: per class, units by the damage their single removal does to its
+    balanced accuracy on ``source``, ties broken by the drop of its logit
+    (``rank_with_tiebreak``); the unedited model and every single-unit ablation in
+    one sweep (``ablate.ablation_masks_counts``; ``sweep_kw`` go to it)."""
+    from jaxdissect.experiments.ablate import ablation_masks_counts, metrics_from_counts
+    masks = np.concatenate([np.zeros((1, num_units), np.float32),
+                            np.eye(num_units, dtype=np.float32)])
+    c = ablation_masks_counts(split, source, masks, num_classes, **sweep_kw)
+    ba = metrics_from_counts(c["true"], c["pred"], c["correct"], c["total"]).balanced_accuracy
+    damage = (ba[1:] - ba[0][None, :]).T                                      # [C, u]
+    return rank_with_tiebreak(damage, logit_drop(c)[:, 1:])   # row 0: unedited, drop 0
 
 
 def rank_with_tiebreak(damage: np.ndarray, drop: np.ndarray) -> np.ndarray:

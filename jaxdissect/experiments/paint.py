@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from jaxdissect.edits import Edit, set_units
 from jaxdissect.experiments import results
 from jaxdissect.experiments.significance import LEVEL, Finding, t_interval
+from jaxdissect.runtime import devices as sharding
+from jaxdissect.runtime import sweep
 
 MODES = ("on", "off")
 
@@ -245,11 +248,98 @@ class PaintResult(results.Saved):
 
 
 
-def measure_edit(segment, base_images, painted_images, label: int, box) -> tuple:
-    """``(before [b], after [b], region pixels)``: ``label``'s pixels inside ``box`` of
-    ``segment(images) -> [b, K, Hs, Ws]`` on the unedited and the painted images."""
-    seg0 = segment(jnp.asarray(base_images))
-    region = box_mask(tuple(seg0.shape[2:]), box)
-    before = np.asarray(region_pixels(seg0, label, region))
-    after = np.asarray(region_pixels(segment(jnp.asarray(painted_images)), label, region))
-    return before, after, int(region.sum())
+# ---------------------------------------------------------------- painting a source
+
+@struct.dataclass
+class Gathered:
+    """Per-example rows ``[N, ...]`` (any pytree of them) gathered from a sweep: each
+    valid example's row is added at its global index, so devices and processes
+    fill disjoint rows and ``merge`` (addition) is exact."""
+
+    rows: Any
+
+    @classmethod
+    def empty(cls, shapes) -> "Gathered":
+        """``shapes``: a pytree of ``jax.ShapeDtypeStruct`` ``[N, ...]``."""
+        return cls(jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+
+    def update(self, rows, index, valid, axis: int = 0) -> "Gathered":
+        """Adds ``rows`` (``[b, ...]`` along ``axis``) at ``index [b]`` where ``valid``."""
+        def put(buf, r):
+            mask = valid.reshape((1,) * axis + (-1,) + (1,) * (r.ndim - axis - 1))
+            r = jnp.where(mask, r, jnp.zeros((), r.dtype))
+            return buf.at[(slice(None),) * axis + (index,)].add(r)
+        return Gathered(jax.tree_util.tree_map(put, self.rows, rows))
+
+    def merge(self, other: "Gathered") -> "Gathered":
+        return Gathered(jax.tree_util.tree_map(jnp.add, self.rows, other.rows))
+
+
+def paint_source(split, source, edits: Edit, *, batch_size: int = 16, chunk: int = 8,
+                 segment=None, labels=None, regions=None, progress: bool = False,
+                 devices=None) -> dict:
+    """Paints every edit of a stack on every example of ``source`` (e.g. a ``ZSource``)
+    in one ``runtime.sweep``: per batch the layer once (``split.head``), then the
+    stack through ``split.tail`` inside the step (``lax.map``, ``chunk`` at a time).
+
+    ``edits``: a stacked ``Edit`` (``stack_edits``), alpha ``[E, 1 or N, h, w, u]``
+    (per-example regions are indexed by the examples' global indices). With
+    ``segment`` (images -> ``[b, K, Hs, Ws]``), ``labels [E]`` and ``regions [E, Hs,
+    Ws]``, also counts each edit's label pixels inside its region before and after.
+    Returns ``{"images": [E, N, ...], "base": [N, ...]}`` (``split.tail``'s outputs,
+    edited and unedited) plus ``"before"``, ``"after"`` ``[E, N]`` int32 when measured.
+    """
+    n = source.num_examples
+    probe = sweep.first_batch(source, batch_size, devices)
+    acts = jax.eval_shape(split.head, split.params, probe)
+    a = edits.alpha
+    if a.ndim != 5 or a.shape[2:] != acts.shape[1:] or a.shape[1] not in (1, n):
+        raise ValueError(f"edit alpha must be [E, 1 or {n}, {acts.shape[1]}, {acts.shape[2]}, "
+                         f"{acts.shape[3]}], got {tuple(a.shape)}")
+    measure = segment is not None
+    labels = jnp.asarray(np.zeros(a.shape[0]) if labels is None else labels, jnp.int32)
+    regions = jnp.asarray(np.zeros((a.shape[0], 1, 1)) if regions is None else regions) > 0.5
+
+    def step(stat, batch, params, alpha, value, labels, regions):
+        acts = split.head(params, batch)
+        index = batch["index"]
+        alpha = alpha if alpha.shape[1] == 1 else alpha[:, index]
+        zero = jnp.zeros((1, 1, 1, acts.shape[-1]), acts.dtype)
+        base = split.tail(params, acts, Edit(zero, zero))
+        seg0 = segment(base) if measure else None
+
+        def one(args):
+            a, v, label, region = args
+            out = split.tail(params, acts, Edit(a, v))
+            if not measure:
+                return out, ()
+            return out, (region_pixels(seg0, label, region), region_pixels(segment(out),
+                                                                            label, region))
+
+        images, counts = jax.lax.map(one, (alpha, value, labels, regions), batch_size=chunk)
+        rows = {"images": images, "base": base}
+        if measure:
+            rows.update(before=counts[0].astype(jnp.int32), after=counts[1].astype(jnp.int32))
+        s = stat.parts
+        new = [s[0].update({"base": rows.pop("base")}, index, batch["valid"]),
+               s[1].update(rows, index, batch["valid"], axis=1)]
+        return sharding.Joint(tuple(new))
+
+    base_shape = jax.eval_shape(lambda p, b: split.tail(p, split.head(p, b), Edit(
+        jnp.zeros((1, 1, 1, acts.shape[-1])), jnp.zeros((1, 1, 1, acts.shape[-1])))),
+        split.params, probe)
+    e = a.shape[0]
+    stacked = {"images": jax.ShapeDtypeStruct((e, n) + base_shape.shape[1:], base_shape.dtype)}
+    if measure:
+        stacked.update(before=jax.ShapeDtypeStruct((e, n), jnp.int32),
+                       after=jax.ShapeDtypeStruct((e, n), jnp.int32))
+    empty = sharding.Joint((
+        Gathered.empty({"base": jax.ShapeDtypeStruct((n,) + base_shape.shape[1:],
+                                                     base_shape.dtype)}),
+        Gathered.empty(stacked)))
+    stat = sweep.sweep(step, empty, source, batch_size=batch_size,
+                       replicated=(split.params, edits.alpha, edits.value, labels, regions),
+                       name="paint", progress=progress, devices=devices)
+    out = {k: np.asarray(v) for k, v in stat.parts[1].rows.items()}
+    out["base"] = np.asarray(stat.parts[0].rows["base"])
+    return out
