@@ -186,7 +186,7 @@ def test_four_devices_give_the_one_device_counts(setup):
     devices = jax.local_devices()
     if len(devices) < 4:
         pytest.skip("needs 4 devices (XLA_FLAGS=--xla_force_host_platform_device_count=4)")
-    split = ablate.split_classifier(model, params, "conv5_3")
+    split = ablate.split_classifier(classifier_spec(params, model), "conv5_3")
     masks = np.concatenate([np.eye(UNITS), [[1, 0, 1, 0, 0, 1]]])
     kw = dict(batch_size=8, chunk=3, progress=False, replicates=4,
               focus=np.arange(UNITS + 1) % CLASSES)

@@ -161,8 +161,9 @@ def test_paint_source_sweep_equals_paint_on_any_device_count(gen):
     m2 = paint.region_to_grid(np.random.default_rng(3).uniform(size=(3, 16, 16)), (8, 8))
     stack = paint.stack_edits([paint.paint_edit([0, 3], UNITS, m1, "on", high),
                                paint.paint_edit([2, 4, 7], UNITS, m2, "off")])
-    _, want = paint.paint(MODEL, params, z, "layer4", stack)
-    split = split_generator(MODEL, params, "layer4")
+    spec = proggan.spec(MODEL, params)
+    _, want = paint.paint(spec, spec.params, z, "layer4", stack)
+    split = split_generator(spec, "layer4")
 
     def segment(images):            # 2 label layers from the image's channels
         return jnp.stack([1 + (images[..., 0] > 0), 3 * (images[..., 1] > 0.1)], 1)
@@ -173,8 +174,8 @@ def test_paint_source_sweep_equals_paint_on_any_device_count(gen):
                                segment=segment, labels=[2, 3], regions=regions, devices=d)
             for d in (jax.local_devices()[:1], jax.local_devices())]
     for out in outs:
-        # split_generator's tail clips to [0, 1] (its images)
-        np.testing.assert_allclose(out["images"], np.clip(np.asarray(want), 0, 1), rtol=1e-4,
+        # split_generator's tail gives the spec's images, (out + 1) / 2
+        np.testing.assert_allclose(out["images"], (np.asarray(want) + 1) / 2, rtol=1e-4,
                                    atol=1e-5)
         for e, label in enumerate((2, 3)):
             for images, key in ((out["base"], "before"), (out["images"][e], "after")):
