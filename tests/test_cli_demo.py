@@ -45,7 +45,7 @@ def test_demo_small(tmp_path):
     from jaxdissect.world.classifier import load_classifier
     model, params = load_classifier()
     b = WorldSource(48, seed=4, size=64).batch(0, 48)
-    logits = model.apply({"params": params}, preprocess(jax.numpy.asarray(b["image"])))[0]
+    logits = model.apply({"params": params}, preprocess(jax.numpy.asarray(b["image"])))
     pred, y = np.asarray(logits).argmax(1), b["label"]
     res = json.loads((out / "classifier" / "ablate" / "ablation.json").read_text())
     for c, got in enumerate(res["baseline_val"]["balanced_accuracy"]):
