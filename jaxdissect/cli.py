@@ -1,8 +1,10 @@
 """The ``jaxdissect`` command: thin dispatch to ``jaxdissect.commands.<name>``.
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``. Modules are imported only when their command runs, so a
-broken optional dependency of one command does not break the others.
+``run(args) -> int``. Command modules import no JAX at module level (their ``run``
+imports it), so ``jaxdissect --help`` and every ``jaxdissect COMMAND --help`` answer
+at once; ``tests/test_cli_help.py`` holds them to it. Every option's help states its
+default (``state_defaults`` adds ``(default: ...)`` where the text does not say it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ COMMANDS = {
     "weights": "jaxdissect.commands.weights",
     "attack": "jaxdissect.commands.attack",
     "paint": "jaxdissect.commands.paint",
+    "serve": "jaxdissect.commands.serve",
 }
 
 
@@ -26,8 +29,28 @@ class UserError(Exception):
     """An error caused by bad input; printed without a traceback, exit status 2."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def state_defaults(parser: argparse.ArgumentParser) -> None:
+    """Appends ``(default: X)`` to the help of every option of ``parser`` and its
+    sub-parsers whose help does not already say its default (``off`` for flags)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                state_defaults(sub)
+            continue
+        text = action.help or ""
+        if not action.option_strings or "default" in text or action.default is \
+                argparse.SUPPRESS or action.help is argparse.SUPPRESS:
+            continue
+        if action.required:
+            action.help = f"{text} (required)".strip()
+        elif isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            action.help = f"{text} (default: off)".strip()
+        else:
+            action.help = f"{text} (default: %(default)s)".strip()
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    """The ``jaxdissect`` parser and ``{command: module}`` (no JAX imported)."""
     parser = argparse.ArgumentParser(prog="jaxdissect", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     available = {}
@@ -41,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         available[name] = mod
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
+    state_defaults(parser)
+    return parser, available
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser, available = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxdissect.cli import UserError
 from jaxdissect.runtime import hosts
-from jaxdissect.runtime.cache import atomic_write
-from jaxdissect.runtime.fingerprint import fingerprint
+
+# JAX is imported inside the functions that use it: the commands' argument parsers
+# (``--help``) import this module and must not wait for JAX.
 
 #: world seeds: training images of the shipped classifier use seed 1, its held-out
 #: evaluation seed 2; experiments read seeds 3 (rank / "train") and 4 (val).
@@ -51,6 +50,9 @@ def load_model(spec: str):
     if spec.endswith((".pth", ".pth.tar")):
         if not os.path.isfile(spec):
             raise UserError(f"model file {spec!r} does not exist")
+        import jax
+        import jax.numpy as jnp
+
         from jaxdissect import checkpoints as ck
         from jaxdissect.checkpoints.pth import load_state_dict
         state = load_state_dict(spec)
@@ -255,6 +257,7 @@ def make_compute(model, layer: str, segmenter, seg_downsample: int = 1):
     images)`` with ``model.params``. ``seg_downsample`` d keeps the centre pixel of each
     d x d block of the segmentation (the reference dissects at a quarter of the image
     size)."""
+    import jax.numpy as jnp
     # the data's own annotation (world truth, Broden) rather than a model's
     truth = isinstance(segmenter, TruthSegmenter) or getattr(segmenter, "reads_batch", False)
 
@@ -293,8 +296,12 @@ def run_dissection(model, source, segmenter, layer: str, outdir: str, *,
     ``outdir/cache``, keyed by the weights' fingerprint), write the report with
     thumbnails and NetDissect's ``tally.csv``. Returns ``(DissectResult, report
     path)``."""
+    import jax
+
     from jaxdissect import report
     from jaxdissect.experiments.dissect import dissect
+    from jaxdissect.runtime.cache import atomic_write
+    from jaxdissect.runtime.fingerprint import fingerprint
     seg_downsample = 1 if seg_downsample is None else seg_downsample
     if seg_downsample < 1:
         raise UserError(f"--seg-downsample must be >= 1, got {seg_downsample}")
@@ -364,6 +371,8 @@ def architecture(model) -> dict:
 
 def unit_thumbnails(forward, up, source, res, topk):
     """``{unit: (images [k,H,W,3], masks [k,H,W])}`` for each unit's top images."""
+    import jax
+
     from jaxdissect.report.thumbs import resize_mask
     top = res.topk_images[:, :topk]
     wanted = sorted({int(i) for i in top.ravel() if i >= 0})
@@ -414,8 +423,9 @@ def add_common(p, kind_default_model="world"):
                    help="dissect on every d-th segmentation pixel (block centres); default 4 "
                         "for the world's full-size ground truth and world segmenter (the "
                         "reference dissects on a quarter-size grid), else 1")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--out", default=None, help="results folder")
+    p.add_argument("--batch-size", type=int, default=32, help="inputs per compiled step")
+    p.add_argument("--out", default=None, help="results folder (default: a folder under "
+                   "results/ named after the command, model and layer)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     hosts.add_arguments(p)
 

@@ -29,7 +29,8 @@ def add_arguments(p):
     p.add_argument("--ks", default="1,2,3,4,5,20,64,128,256",
                    help="set sizes k (comma-separated; capped at the number of units)")
     p.add_argument("--curve-classes", default="",
-                   help="classes (names or indices, comma-separated) to chart for every k")
+                   help="classes (names or indices, comma-separated) to chart for every k "
+                        "(default: none)")
     p.add_argument("--chunk", type=int, default=64, help="edits per compiled step")
 
 

@@ -19,8 +19,6 @@ import functools
 import json
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxdissect.commands import _common as C
@@ -85,6 +83,7 @@ def class_index(name: str, class_names) -> int:
 def find_images(source, label: int, predict, want: int, batch_size: int):
     """The first ``want`` images of class ``label`` that ``predict`` gets right;
     returns ``(indices, images, looked_at)`` with ``looked_at`` images of the class seen."""
+    import jax.numpy as jnp
     idx, imgs, seen = [], [], 0
     for start in range(0, source.num_examples, batch_size):
         b = source.batch(start, min(start + batch_size, source.num_examples))
@@ -128,6 +127,9 @@ def class_ranking(loaded, layer, args, num_units, num_classes, out):
 
 
 def run(args) -> int:
+    import jax
+    import jax.numpy as jnp
+
     from jaxdissect.experiments import attack
     from jaxdissect.report import applications as A
     C.check_positive(num_images=args.num_images, search_images=args.search_images,

@@ -42,8 +42,8 @@ def add_arguments(p):
                    "(default: door if labelled)")
     p.add_argument("--generator", default="world-generator",
                    help="generator checkpoint (default: the shipped world generator)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--batch-size", type=int, default=32, help="inputs per compiled step")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def run(args) -> int:

@@ -22,14 +22,16 @@ HELP = "generator interventions: unit ablation, concept removal and insertion by
 
 def add_arguments(p):
     C.add_common(p, kind_default_model="world-generator")
-    p.add_argument("--num-samples", type=int, default=10_000,
-                   help="z samples for dissection and insertion (paper: 10000)")
-    p.add_argument("--sweep-samples", type=int, default=None,
-                   help="z samples for the per-unit ablation sweep (default: all)")
-    p.add_argument("--removal-samples", type=int, default=None,
-                   help="z samples for the removal curves (default: all)")
-    p.add_argument("--insertion-samples", type=int, default=None,
-                   help="z samples for the insertion experiment (default: all)")
+    p.add_argument("--num-samples", type=int, default=1000,
+                   help="z samples for the dissection, and at most for each experiment "
+                        "(paper: 10000)")
+    p.add_argument("--sweep-samples", type=int, default=32,
+                   help="z samples for the per-unit ablation sweep (its cost is units x "
+                        "samples generator passes)")
+    p.add_argument("--removal-samples", type=int, default=128,
+                   help="z samples for the removal curves")
+    p.add_argument("--insertion-samples", type=int, default=64,
+                   help="z samples for the insertion experiment (cost: samples x locations)")
     p.add_argument("--seed", type=int, default=1, help="z seed (paper: 1)")
     p.add_argument("--remove", action="append", default=None,
                    help="concept whose best-IoU units are removed (repeatable; default: "
@@ -37,9 +39,18 @@ def add_arguments(p):
     p.add_argument("--insert", action="append", default=None,
                    help="concept whose top units are inserted (repeatable; default: door "
                         "if labelled, else the removal concept)")
-    p.add_argument("--max-remove", type=int, default=30)
-    p.add_argument("--insert-units", type=int, default=20)
+    p.add_argument("--max-remove", type=int, default=30,
+                   help="removal curves go from 0 to this many units")
+    p.add_argument("--insert-units", type=int, default=20, help="units inserted per concept")
     p.add_argument("--chunk", type=int, default=16, help="edits per compiled step")
+
+
+def check_concepts(labels, *groups) -> None:
+    """A clear error, before any work, for a concept name the segmenter does not know."""
+    names = list(labels.names[1:])
+    for name in (n for g in groups for n in (g or ())):
+        if name not in names:
+            raise C.UserError(f"unknown concept {name!r}; the segmenter's labels are {names}")
 
 
 def default_concepts(dres, remove, insert):
@@ -53,10 +64,7 @@ def default_concepts(dres, remove, insert):
     if not insert:
         door = labels.names.index("door") if "door" in labels.names else None
         insert = ["door"] if door is not None and counts[door] > 0 else [remove[0]]
-    for name in list(remove) + list(insert):
-        if name not in labels.names[1:]:
-            raise C.UserError(f"unknown concept {name!r}; the segmenter's labels are "
-                              f"{list(labels.names[1:])}")
+    check_concepts(labels, remove, insert)
     return [labels.index(n) for n in remove], [labels.index(n) for n in insert]
 
 
@@ -95,6 +103,11 @@ def run(args) -> int:
                      chunk=args.chunk, insert_units=args.insert_units)
     if args.max_remove < 0:
         raise C.UserError("--max-remove must be >= 0")
+    if not 0.005 <= args.quantile < 1:
+        raise C.UserError(f"--quantile must be in [0.005, 1): insertion sets units to their "
+                          f"99.5% quantile level, got {args.quantile}")
+    if not 0 < args.miniou < 1:
+        raise C.UserError(f"--miniou must be in (0, 1), got {args.miniou}")
     loaded = C.load_model(args.model)
     if loaded.kind != "generator":
         raise C.UserError(f"{args.model!r} is a classifier; use jaxdissect ablate")
@@ -103,6 +116,8 @@ def run(args) -> int:
     source = C.load_data("z", loaded, args.num_samples, args.seed)
     seg_name = C.default_segmenter(args, loaded)
     segmenter = C.load_segmenter(seg_name, source, loaded)
+    check_concepts(segmenter.labels, args.remove, args.insert)   # before the dissection
+    C.check_layer(loaded, layer)
     out = args.out or os.path.join("results",
                                    f"intervene-{os.path.basename(loaded.name)}-{layer}")
     result, dres, dpath, page = experiment(

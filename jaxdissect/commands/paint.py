@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxdissect.commands import _common as C
@@ -64,6 +62,9 @@ def default_edits(dres) -> list[str]:
 
 
 def run(args) -> int:
+    import jax
+    import jax.numpy as jnp
+
     from jaxdissect.experiments import paint
     from jaxdissect.report import applications as A
     C.check_positive(units=args.units, num_z=args.num_z, num_samples=args.num_samples,
@@ -71,6 +72,8 @@ def run(args) -> int:
     edits_spec = [parse_edit(s) for s in (args.edit or [])]   # fail early on bad syntax
     for _, _, box in edits_spec:
         paint.box_mask((4, 4), box)                            # range check
+    if args.quantile < 0.005 and (not edits_spec or any(m == "on" for _, m, _ in edits_spec)):
+        raise C.UserError("turning units on needs their 99.5% levels; use --quantile >= 0.005")
     loaded = C.load_model(args.model)
     if loaded.kind != "generator":
         raise C.UserError(f"{args.model!r} is a classifier; painting needs a generator")
@@ -159,6 +162,8 @@ def run(args) -> int:
 
 
 def jax_shape(loaded, z, layer):
+    import jax
+    import jax.numpy as jnp
     C.check_layer(loaded, layer)
     return jax.eval_shape(lambda p, zz: loaded.activations(p, zz, layer),
                           loaded.params, jnp.asarray(z)).shape

@@ -10,9 +10,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jaxdissect.checkpoints import ARCHITECTURES
-from jaxdissect.checkpoints.registry import cache_dir, convert_file, fetch, load_registry
 from jaxdissect.cli import UserError
+
+# the checkpoint modules (and JAX) are imported when the command runs, not for --help
+#: the architectures ``--arch`` accepts (``jaxdissect.checkpoints.ARCHITECTURES``; a test
+#: keeps the two equal)
+ARCHS = ("vgg16", "proggan", "resnet", "alexnet", "vit")
 
 HELP = "list, fetch (download, verify, convert, cache) or convert published checkpoints"
 
@@ -25,7 +28,7 @@ def add_arguments(parser):
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     c = sub.add_parser("convert", help="convert a local .pth file to a jaxdissect checkpoint")
     c.add_argument("file", help="PyTorch .pth file (zip or legacy format)")
-    c.add_argument("--arch", required=True, choices=ARCHITECTURES)
+    c.add_argument("--arch", required=True, choices=ARCHS)
     c.add_argument("--out", required=True, help="output directory (must be new or empty)")
 
 
@@ -39,6 +42,7 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    from jaxdissect.checkpoints.registry import cache_dir, convert_file, fetch, load_registry
     if args.action == "list":
         reg = load_registry()
         cache = cache_dir()

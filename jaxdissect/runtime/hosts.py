@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 
-import jax
+# JAX is imported where it is used: ``add_arguments`` serves the commands' ``--help``.
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         return False
     if num_processes == 1 and not env and not cluster:
         return False  # one process: nothing to coordinate
+    import jax
     log.info("jax.distributed.initialize(%s, %s, %s)%s", coordinator, num_processes,
              process_id, f" via {cluster}" if cluster else "")
     jax.distributed.initialize(coordinator, num_processes, process_id)
@@ -97,19 +98,23 @@ def _env_int(name: str) -> int | None:
 
 def is_initialized() -> bool:
     """Whether ``jax.distributed`` is running in this process."""
+    import jax
     return bool(jax.distributed.is_initialized())
 
 
 def process_index() -> int:
+    import jax
     return jax.process_index()
 
 
 def process_count() -> int:
+    import jax
     return jax.process_count()
 
 
 def is_writer() -> bool:
     """True in the one process that writes results (process 0)."""
+    import jax
     return jax.process_index() == 0
 
 
@@ -122,9 +127,10 @@ def add_arguments(parser) -> None:
                         "JAX_COORDINATOR_ADDRESS, or SLURM / TPU pod detection, else one "
                         "process)")
     g.add_argument("--num-processes", type=int, default=None, metavar="N",
-                   help="number of processes")
+                   help="number of processes (default: from the environment, else 1)")
     g.add_argument("--process-id", type=int, default=None, metavar="I",
-                   help="this process's index, 0..N-1")
+                   help="this process's index, 0..N-1 (default: from the environment, "
+                        "else 0)")
 
 
 def initialize_from_args(args) -> bool:

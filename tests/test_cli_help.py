@@ -1,0 +1,74 @@
+"""The command line answers ``--help`` without importing JAX, and every option's help
+states its default."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from jaxdissect import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PROBE = r"""
+import contextlib, io, json, sys
+from jaxdissect import cli
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        cli.main(sys.argv[1:])
+    except SystemExit as e:
+        code = e.code
+print(json.dumps({"code": code, "jax": sorted(m for m in sys.modules
+                                              if m == "jax" or m.startswith(("jax.", "flax"))),
+                  "text": out.getvalue()}))
+"""
+
+
+def _help(*argv):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv, "--help"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_help_of_every_command_without_jax():
+    parser, commands = cli.build_parser()
+    assert set(commands) == set(cli.COMMANDS)      # every command module imports
+    for argv in [()] + [(name,) for name in cli.COMMANDS] + [("weights", "convert")]:
+        r = _help(*argv)
+        assert r["code"] == 0
+        assert r["jax"] == [], f"jaxdissect {' '.join(argv)} --help imported {r['jax'][:5]}"
+        assert "usage: jaxdissect" in r["text"]
+    assert "serve" in _help()["text"]
+
+
+def _options(parser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from _options(sub)
+        elif action.option_strings and not isinstance(action, argparse._HelpAction):
+            yield parser.prog, action
+
+
+def test_every_option_states_its_default():
+    parser, _ = cli.build_parser()
+    seen = 0
+    for prog, action in _options(parser):
+        seen += 1
+        assert "default" in action.help or "(required)" in action.help, (prog, action.dest)
+        formatter = parser._get_formatter()
+        text = formatter._expand_help(action)
+        assert "(default: None)" not in text, (prog, action.option_strings, text)
+    assert seen > 50
+
+
+def test_weights_arch_choices_match_the_converters():
+    from jaxdissect.checkpoints import ARCHITECTURES
+    from jaxdissect.commands import weights
+    assert tuple(weights.ARCHS) == tuple(ARCHITECTURES)
