@@ -291,7 +291,7 @@ def check_layer(model, layer: str) -> None:
 def run_dissection(model, source, segmenter, layer: str, outdir: str, *,
                    quantile=0.01, miniou=0.04, batch_size=32, topk=5, progress=True,
                    data_name="", seg_name="", index_link=None, seg_downsample=1,
-                   upsample=None, iou_rule="pnas"):
+                   upsample=None, iou_rule="pnas", model_spec=None):
     """Dissect ``layer`` of the :class:`~jaxdissect.spec.ModelSpec` ``model`` (cached in
     ``outdir/cache``, keyed by the weights' fingerprint), write the report with
     thumbnails and NetDissect's ``tally.csv``. Returns ``(DissectResult, report
@@ -337,7 +337,8 @@ def run_dissection(model, source, segmenter, layer: str, outdir: str, *,
     for rec in res.units():
         rec["image"] = paths.get(rec["unit"])
         units.append(rec)
-    summary = {"model": model.name, "layer": layer, "quantile": quantile, "miniou": miniou,
+    summary = {"model": model.name, "model_spec": model_spec or model.name, "layer": layer,
+               "quantile": quantile, "miniou": miniou,
                "num_images": source.num_examples, "segmenter": seg_name, "data": data_name,
                "skipped_images": skipped_images(source),
                "seg_grid": list(seg_s.shape[2:]),
@@ -374,7 +375,7 @@ def unit_thumbnails(forward, up, source, res, topk):
     import jax
 
     from jaxdissect.report.thumbs import resize_mask
-    top = res.topk_images[:, :topk]
+    top = np.where(res.fires[:, None], res.topk_images[:, :topk], -1)
     wanted = sorted({int(i) for i in top.ravel() if i >= 0})
     if not wanted:
         return {}
@@ -389,6 +390,8 @@ def unit_thumbnails(forward, up, source, res, topk):
             acts_up[i], images[i] = np.asarray(a[j]), np.asarray(im[j])
     out = {}
     for u in range(top.shape[0]):
+        if not res.fires[u]:        # never above its threshold: no top images to show
+            continue
         imgs, masks = [], []
         for i in top[u]:
             if i < 0:

@@ -66,7 +66,7 @@ def run(args) -> int:
         loaded, source, segmenter, layer, out, quantile=args.quantile, miniou=args.miniou,
         batch_size=args.batch_size, topk=args.topk, progress=not args.no_progress,
         data_name=data_name, seg_name=seg_name, seg_downsample=C.seg_downsample(args, seg_name),
-        upsample=args.upsample, iou_rule=args.iou_rule)
+        upsample=args.upsample, iou_rule=args.iou_rule, model_spec=args.model)
     if path is None:  # not the writing process (several processes, see --coordinator)
         return 0
     n = int(res.labelled.sum())

@@ -138,14 +138,22 @@ class DissectResult:
         """``{category: (label [u], iou [u])}``: each unit's best label per category."""
         return best_by_category(self.iou, self.labels.categories)
 
+    @property
+    def fires(self) -> np.ndarray:
+        """``[u]`` bool: the unit is above its threshold somewhere (a unit that never
+        fires, e.g. a dead ReLU, has no region, no concept and no top images)."""
+        return np.asarray(self.unit_area) > 0
+
     def units(self) -> list[dict]:
-        """One record per unit: unit, label, category, iou, labelled, threshold,
-        top images."""
+        """One record per unit: unit, label, category, iou, labelled, fires, threshold,
+        top images (none for a unit that never fires)."""
+        fires = self.fires
         return [{"unit": u, "label": self.labels.names[self.best_label[u]],
                  "category": self.labels.categories[self.best_label[u]],
                  "iou": float(self.best_iou[u]), "labelled": bool(self.labelled[u]),
-                 "threshold": float(self.thresholds[u]),
-                 "top_images": [int(i) for i in self.topk_images[u] if i >= 0]}
+                 "fires": bool(fires[u]), "threshold": float(self.thresholds[u]),
+                 "top_images": [int(i) for i in self.topk_images[u] if i >= 0]
+                 if fires[u] else []}
                 for u in range(self.num_units)]
 
     def union_unit_area(self) -> np.ndarray:

@@ -84,9 +84,12 @@ def write_unit_thumbnails(outdir: str, strips: dict[int, tuple[np.ndarray, np.nd
 
 def write_dissection(outdir: str, result: dict, index_link: str | None = None) -> str:
     os.makedirs(outdir, exist_ok=True)
-    labelled = [(u["label"], u["category"]) for u in result["units"] if u["labelled"]]
+    labelled = [(u["label"], u["category"]) for u in result["units"]
+                if u["labelled"] and u.get("fires", True)]
+    name = f"{result.get('model', 'model')} {result['layer']}"
     write_text(os.path.join(outdir, "concepts.svg"), concept_bargraph(
-        labelled, title=f"{len(labelled)} labelled units of {result['layer']}"))
+        labelled, title=f"Labelled units per concept: {name} ({len(labelled)} of "
+                        f"{len(result['units'])} units)"))
     dump_json(os.path.join(outdir, "report.json"), result)
     return write_text(os.path.join(outdir, "report.html"),
                       dissection_page(result, "concepts.svg", index_link))

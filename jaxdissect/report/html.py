@@ -23,6 +23,7 @@ h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em}
 .card .info{font-size:13px;margin-bottom:4px}
 .card .label{font-weight:bold} .card .cat{color:#666}
 .card.unlabelled .label{color:#999;font-weight:normal}
+.card.silent{background:#f4f4f4} .silent-mark{color:#a33;font-style:italic}
 .card img{display:block;image-rendering:pixelated}
 table{border-collapse:collapse;font-size:14px} td,th{border:1px solid #ddd;padding:3px 8px}
 .finding{padding:.4em .8em;margin:.4em 0;border-left:4px solid #55B05B;background:#f4fbf4}
@@ -47,20 +48,28 @@ SCRIPT = r"""
   }
   function render(){
     const cat = catSel.value, minIou = parseFloat(iouIn.value) || 0, key = sortSel.value;
-    let units = data.units.filter(u => (cat === 'all' || u.category === cat) && u.iou >= minIou);
-    const cmp = {
-      iou: (a, b) => b.iou - a.iou || a.unit - b.unit,
+    let units = data.units.filter(u => u.fires ? (cat === 'all' || u.category === cat)
+      && u.iou >= minIou : cat === 'all' && minIou <= 0);
+    const cmp = {   // units that never fire last
+      iou: (a, b) => (b.fires - a.fires) || b.iou - a.iou || a.unit - b.unit,
       unit: (a, b) => a.unit - b.unit,
-      label: (a, b) => a.label.localeCompare(b.label) || b.iou - a.iou,
-      category: (a, b) => a.category.localeCompare(b.category) || b.iou - a.iou,
+      label: (a, b) => (b.fires - a.fires) || a.label.localeCompare(b.label) || b.iou - a.iou,
+      category: (a, b) => (b.fires - a.fires) || a.category.localeCompare(b.category)
+        || b.iou - a.iou,
     }[key];
     units.sort(cmp);
     cards.textContent = '';
     for (const u of units) {
       const d = document.createElement('div');
-      d.className = 'card' + (u.labelled ? '' : ' unlabelled');
-      d.dataset.unit = u.unit; d.dataset.category = u.category; d.dataset.iou = u.iou;
+      d.className = 'card' + (u.fires ? (u.labelled ? '' : ' unlabelled') : ' silent');
+      d.dataset.unit = u.unit; d.dataset.category = u.fires ? u.category : '';
+      d.dataset.iou = u.iou;
       const info = document.createElement('div'); info.className = 'info';
+      if (!u.fires) {      // never above its threshold: no concept, no top images
+        info.innerHTML = '<span class="unit">unit ' + u.unit + '</span> '
+          + '<span class="silent-mark">never fires</span>';
+        d.appendChild(info); cards.appendChild(d); continue;
+      }
       info.innerHTML = '<span class="unit">unit ' + u.unit + '</span> <span class="label"></span>'
         + ' <span class="cat"></span> <span class="iou">IoU ' + u.iou.toFixed(3) + '</span>';
       info.querySelector('.label').textContent = u.label;
@@ -101,13 +110,19 @@ def skipped_note(n: int) -> str:
 def dissection_page(result: dict, svg_name: str | None = "concepts.svg",
                     index_link: str | None = None) -> str:
     """``report.html`` from a dissection result (see ``jaxdissect.report.write``)."""
-    units = result["units"]
+    units = [dict(u, fires=u.get("fires", True)) for u in result["units"]]
+    for u in units:
+        if not u["fires"]:
+            u["labelled"], u["image"] = False, None
     labelled = sum(u["labelled"] for u in units)
-    head = [f"<h1>Dissection of {html.escape(result.get('model', 'model'))} "
-            f"layer {html.escape(result['layer'])}</h1>"]
+    silent = sum(not u["fires"] for u in units)
+    name = f"{result.get('model', 'model')} {result['layer']}"
+    head = [f"<h1>Dissection of {html.escape(name)}</h1>"]
     head += back_link_html(index_link)
     head.append(
-        f"<p>{labelled} of {len(units)} units labelled (IoU &gt; {result['miniou']}); "
+        f"<p>{labelled} of {len(units)} units labelled (IoU &gt; {result['miniou']})"
+        + (f"; {silent} never fire (never above their threshold: no concept, no top "
+           f"images)" if silent else "") + "; "
         f"threshold: top {result['quantile']:g} quantile of each unit's activations over "
         f"{result.get('num_images', '?')} inputs"
         f"{skipped_note(result.get('skipped_images', 0))}; segmenter: "
@@ -125,11 +140,11 @@ def dissection_page(result: dict, svg_name: str | None = "concepts.svg",
         "<span><span id=\"shown\">0</span> units shown</span></div>"
         "<div id=\"cards\" class=\"cards\"></div>")
     data = {"units": [{k: u[k] for k in ("unit", "label", "category", "iou", "labelled",
-                                         "image")} for u in units]}
+                                         "fires", "image")} for u in units]}
     body = "\n".join(head) + controls + (
         f"<script type=\"application/json\" id=\"report-data\">{_json_for_script(data)}"
         f"</script><script>{SCRIPT}</script>")
-    return page(f"dissection {result['layer']}", body)
+    return page(f"{name}: dissection", body)
 
 
 def back_link_html(index_link: str | None) -> list[str]:

@@ -37,63 +37,89 @@ def concept_counts(labelled: Sequence[tuple[str, str]],
     return bars, cats
 
 
-def concept_bargraph(labelled: Sequence[tuple[str, str]], bar_height: int = 100,
-                     bar_width: int = 12, title: str | None = None) -> str:
+def _ticks(top: int, most: int = 5) -> list[int]:
+    """Whole-number axis ticks 0..``top`` at the first 1-2-5 step giving at most
+    ``most`` intervals."""
+    step = next(m * 10 ** e for e in range(12) for m in (1, 2, 5) if top / (m * 10 ** e) <= most)
+    return list(range(0, top + 1, step))
+
+
+def concept_bargraph(labelled: Sequence[tuple[str, str]], bar_width: int = 14,
+                     title: str | None = None, font_size: int = 11) -> str:
     """A standalone SVG document charting units per concept (``labelled`` holds one
-    ``(concept, category)`` pair per labelled unit)."""
+    ``(concept, category)`` pair per labelled unit).
+
+    The drawing grows with the data: one bar slot of ``max(bar_width + 4, font_size +
+    5)`` pixels per concept (labels are vertical, so neighbours never overlap), a plot
+    as tall as the largest count needs (10 px a unit, 120 to 260 px), room below for
+    the longest label; a title, a y axis in units with gridlines, and a legend of
+    categories."""
     bars, cats = concept_counts(labelled)
-    gap = bar_width / 4
-    text_h = bar_height  # room for 45-degree labels
-    left, top, legend_w = 40, 28 if title else 8, 120
-    bars_w = max(1, len(bars)) * (bar_width + gap)
-    width = max(left + bars_w + legend_w, 7 * len(title or "") + left)
-    height = top + bar_height + text_h
+    pitch = max(bar_width + 4, font_size + 5)
+    bar_width = min(bar_width, pitch - 4)
+    top_count = max((n for _, _, n in bars), default=1)
+    plot_h = min(260, max(120, 10 * top_count))
+    char_w = 0.62 * font_size                     # sans-serif average advance
+    label_h = 8 + char_w * max((len(name) for name, _, _ in bars), default=4)
+    legend_w = 24 + char_w * max((len(f"{n} {c}s") for c, n in cats), default=8)
+    left, top = 46, 34 if title else 12
+    bars_w = max(1, len(bars)) * pitch
+    title_w = left + 0.6 * 13 * len(title or "")
+    width = max(left + bars_w + 16 + legend_w, title_w) + 8
+    height = top + plot_h + label_h + 18
     svg = ET.Element("svg", xmlns="http://www.w3.org/2000/svg", version="1.1",
                      width=f"{width:.0f}", height=f"{height:.0f}",
                      viewBox=f"0 0 {width:.0f} {height:.0f}")
     svg.set("class", "concept-bargraph")
     font = "font-family:sans-serif;font-size:%dpx"
+    ET.SubElement(svg, "rect", x="0", y="0", width=f"{width:.0f}", height=f"{height:.0f}",
+                  fill="#ffffff")
     if title:
-        t = ET.SubElement(svg, "text", x=str(left), y="14", style=font % 13)
+        t = ET.SubElement(svg, "text", x=str(left), y="18", style=font % 13 +
+                          ";font-weight:bold")
         t.text = title
-    top_count = max((n for _, _, n in bars), default=1)
-    unit_h = bar_height / top_count
-    base_y = top + bar_height
-    # axis ticks
-    for v in sorted({1, (top_count + 1) // 2, top_count}):
-        t = ET.SubElement(svg, "text", x=str(left - 4), y=f"{base_y - v * unit_h + 4:.1f}",
-                          style=font % 10 + ";text-anchor:end")
-        t.text = str(v)
-    t = ET.SubElement(svg, "text", x="10", y=f"{base_y - bar_height / 2:.1f}",
-                      style=font % 10 + ";text-anchor:middle",
-                      transform=f"rotate(-90 10 {base_y - bar_height / 2:.1f})")
-    t.text = "units"
+    unit_h = plot_h / top_count
+    base_y = top + plot_h
     x = float(left)
     colour = {}
-    for i, (cat, n) in enumerate(cats):
+    for i, (cat, n) in enumerate(cats):                 # category bands and legend
         colour[cat] = PALETTE[i % len(PALETTE)]
-        w = (bar_width + gap) * n - gap
-        ET.SubElement(svg, "rect", x=f"{x:.1f}", y=f"{top:.1f}", width=f"{w:.1f}",
-                      height=f"{bar_height:.1f}", fill=colour[cat][1])
-        # legend to the right of the bars: one swatch and count per category
+        ET.SubElement(svg, "rect", x=f"{x:.1f}", y=f"{top:.1f}", width=f"{pitch * n:.1f}",
+                      height=f"{plot_h:.1f}", fill=colour[cat][1])
         ly = top + 4 + 16 * i
-        ET.SubElement(svg, "rect", x=f"{left + bars_w + 10:.1f}", y=f"{ly:.1f}", width="10",
+        ET.SubElement(svg, "rect", x=f"{left + bars_w + 16:.1f}", y=f"{ly:.1f}", width="10",
                       height="10", fill=colour[cat][0])
-        label = ET.SubElement(svg, "text", x=f"{left + bars_w + 24:.1f}", y=f"{ly + 9:.1f}",
-                              style=font % 11)
+        label = ET.SubElement(svg, "text", x=f"{left + bars_w + 30:.1f}", y=f"{ly + 9:.1f}",
+                              style=font % font_size)
         label.text = f"{n} {cat}{'s' if n != 1 else ''}"
-        x += (bar_width + gap) * n
+        x += pitch * n
+    for v in _ticks(top_count):                         # y axis: units, with gridlines
+        y = base_y - v * unit_h
+        ET.SubElement(svg, "line", x1=str(left - 3), x2=f"{left + bars_w:.1f}", y1=f"{y:.1f}",
+                      y2=f"{y:.1f}", stroke="#ffffff" if v else "#444444",
+                      **{"stroke-width": "1"})
+        t = ET.SubElement(svg, "text", x=str(left - 6), y=f"{y + 4:.1f}",
+                          style=font % 10 + ";text-anchor:end")
+        t.text = str(v)
+    t = ET.SubElement(svg, "text", x="12", y=f"{base_y - plot_h / 2:.1f}",
+                      style=font % 11 + ";text-anchor:middle",
+                      transform=f"rotate(-90 12 {base_y - plot_h / 2:.1f})")
+    t.text = "labelled units (count)"
     x = float(left)
     for name, cat, n in bars:
-        r = ET.SubElement(svg, "rect", x=f"{x:.1f}", y=f"{base_y - n * unit_h:.1f}",
-                          width=str(bar_width), height=f"{n * unit_h:.1f}", fill=colour[cat][0])
+        r = ET.SubElement(svg, "rect", x=f"{x + (pitch - bar_width) / 2:.1f}",
+                          y=f"{base_y - n * unit_h:.1f}", width=str(bar_width),
+                          height=f"{n * unit_h:.1f}", fill=colour[cat][0])
         r.set("data-concept", name)
         r.set("data-count", str(n))
         ET.SubElement(r, "title").text = f"{name} ({cat}): {n} unit{'s' if n != 1 else ''}"
-        lx, ly = x + bar_width, base_y + 6
+        lx, ly = x + pitch / 2 + font_size * 0.35, base_y + 5
         t = ET.SubElement(svg, "text", x=f"{lx:.1f}", y=f"{ly:.1f}",
-                          style=font % bar_width + ";text-anchor:end",
-                          transform=f"rotate(-45 {lx:.1f} {ly:.1f})")
+                          style=font % font_size + ";text-anchor:end",
+                          transform=f"rotate(-90 {lx:.1f} {ly:.1f})")
         t.text = name
-        x += bar_width + gap
+        x += pitch
+    t = ET.SubElement(svg, "text", x=f"{left + bars_w / 2:.1f}", y=f"{height - 4:.1f}",
+                      style=font % 11 + ";text-anchor:middle")
+    t.text = "concept (bands: category)"
     return ET.tostring(svg, encoding="unicode")
