@@ -4,6 +4,7 @@ grows with the concepts (labels never overlap), titles without repeated words.""
 from __future__ import annotations
 
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
 
@@ -64,3 +65,40 @@ def test_concept_chart_grows_and_labels_do_not_overlap():
         assert "Labelled units per concept" in texts and "labelled units (count)" in texts
     assert widths[0] < widths[1] < widths[2]
     assert widths[2] > 120 * 13
+
+
+def test_every_plot_has_a_title_and_labelled_axes(tmp_path, monkeypatch):
+    from jaxdissect.report import applications, plots
+    figs = []
+
+    def keep(fig, path):
+        figs.append((os.path.basename(path), fig))
+        return os.path.basename(path)
+    monkeypatch.setattr(plots, "_save", keep)
+    p = lambda name: str(tmp_path / name)   # noqa: E731
+    names = ["a", "b", "c"]
+    rng = np.random.default_rng(0)
+    plots.ablation_classes(p("classes.png"), names, rng.random(3), rng.random(3),
+                           rng.random(3), 2)
+    plots.ablation_k(p("k.png"), [1, 2, 4], rng.random((3, 3)), rng.random((3, 3)),
+                     rng.random(3))
+    plots.ablation_curve(p("curve.png"), "a", [0, 1, 2], [0.9, 0.8, 0.6], [0.5, 0.6, 0.9], 0.9)
+    plots.importance_vs_iou(p("iou.png"), [{"classes": 1, "units": 4, "mean_iou": 0.1,
+                                            "stderr": 0.01, "at_least": False}], 5)
+    curve = {"n_units": [0, 1, 2], "removed_fraction": [0, 0.3, 0.5],
+             "ci99_low": [0, 0.1, 0.3], "ci99_high": [0, 0.4, 0.6]}
+    plots.removal_curve(p("removal.png"), "tree", curve)
+    ins = {"contexts": [{"name": "sky", "category": "object", "mean_added": 0.01,
+                         "stderr": 0.001}], "per_location_mean_added": rng.random((4, 4))}
+    plots.insertion_contexts(p("ctx.png"), "door", ins)
+    plots.insertion_map(p("map.png"), "door", ins)
+    plots.unit_ablation_heatmap(p("heat.png"), rng.normal(size=(5, 4)), ["-", "a", "b", "c"],
+                                [0, 0.2, 0.3, 0.5])
+    applications.unit_shift_plot(p("shift.png"), rng.normal(size=6), [0, 1], [2, 3])
+    applications.importance_scatter(p("scatter.png"), rng.normal(size=6), np.arange(6), "a")
+    assert len(figs) == 10
+    for name, fig in figs:
+        main_axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        for ax in main_axes:
+            assert ax.get_title(), f"{name}: an axes without a title"
+            assert ax.get_xlabel() and ax.get_ylabel(), f"{name}: an unlabelled axis"

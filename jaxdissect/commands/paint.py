@@ -147,7 +147,7 @@ def run(args) -> int:
         for i in range(len(z)):
             Image.fromarray(A.to_u8(painted[e, i])).save(os.path.join(
                 out, "images", f"edit{e}_{rec['concept']}_{rec['mode']}_z{i}.png"))
-    page = A.write_paint(out, result, grid_png)
+    page = A.write_paint(out, result, grid_png, dissection_link="dissect/report.html")
     for rec in records:
         m = rec.get("measured")
         msg = f"{rec['concept']} {rec['mode']} in box {rec['box']}"

@@ -158,7 +158,8 @@ def write_ablation(outdir: str, result, unit_labels=None,
     body.append(table_html(["class", "val images", "precision", "recall", "balanced acc.",
                             f"top {s['k']} removed", f"only top {s['k']} kept",
                             "most important units (train)"], rows))
-    return write_text(os.path.join(outdir, "ablation.html"), page("ablation", "\n".join(body)))
+    return write_text(os.path.join(outdir, "ablation.html"), page("Classifier unit ablation",
+                                                                "\n".join(body)))
 
 
 def write_intervention(outdir: str, result, index_link: str | None = None) -> str:
@@ -197,7 +198,7 @@ def write_intervention(outdir: str, result, index_link: str | None = None) -> st
                                [[r["name"], r["category"], r["count"], f"{r['mean_added']:.4f}",
                                  f"{r['stderr']:.4f}"] for r in ins["contexts"]]))
     return write_text(os.path.join(outdir, "intervention.html"),
-                      page("intervention", "\n".join(body)))
+                      page("Generator interventions", "\n".join(body)))
 
 
 def write_index(outdir: str, parts: list[dict], title: str = "jaxdissect results",

@@ -65,15 +65,17 @@ def unit_shift_plot(path: str, delta, moved_up, moved_down, labels=None, top: in
     ax.bar(np.arange(d.size), d[order], color=np.where(d[order] < 0, plots.BLUE, plots.ORANGE),
            width=1.0)
     ax.axhline(0, color="#888", lw=0.8)
-    ax.set_xlabel("units, sorted by change")
-    ax.set_ylabel("mean activation change\n(adversarial - clean)")
+    ax.set_xlabel("units, sorted by change (rank)")
+    ax.set_ylabel("mean activation change\n(adversarial - clean; activation units)")
+    ax.set_title("Every unit's change in mean activation under the attack", fontsize=9)
     named = [int(u) for u in moved_down[:top]] + [int(u) for u in moved_up[:top]][::-1]
     y = np.arange(len(named))
     bx.barh(y, d[named], color=[plots.BLUE if d[u] < 0 else plots.ORANGE for u in named])
     bx.set_yticks(y, [_unit_name(u, labels) for u in named], fontsize=7)
     bx.invert_yaxis()
     bx.axvline(0, color="#888", lw=0.8)
-    bx.set_xlabel("change")
+    bx.set_xlabel("mean activation change (activation units)")
+    bx.set_ylabel("unit (number, label)")
     bx.set_title(f"{top} lowered most / {top} raised most", fontsize=9)
     fig.tight_layout()
     return plots._save(fig, path)
@@ -89,7 +91,8 @@ def importance_scatter(path: str, delta, ranking_row, class_name: str) -> str:
     ax.scatter(pos, d[np.arange(d.size)], s=10, c=plots.BLUE)
     ax.axhline(0, color="#888", lw=0.8)
     ax.set_xlabel(f"importance rank for {class_name} (0 = most important)")
-    ax.set_ylabel("mean activation change")
+    ax.set_ylabel("mean activation change\n(activation units)")
+    ax.set_title(f"Units important to {class_name}: how the attack moved them", fontsize=9)
     return plots._save(fig, path)
 
 
@@ -146,20 +149,25 @@ def write_attack(outdir: str, result, examples: str, index_link: str | None = No
     body.append(table_html(["moved", "unit", "label", "change",
                             f"rank for {result.source_class}",
                             f"rank for {result.target_class}"], rows))
-    return write_text(os.path.join(outdir, "attack.html"), page("attack", "\n".join(body)))
+    return write_text(os.path.join(outdir, "attack.html"), page(
+        f"Attack: {result.source_class} to {result.target_class}", "\n".join(body)))
 
 
-def write_paint(outdir: str, result, grid: str, index_link: str | None = None) -> str:
+def write_paint(outdir: str, result, grid: str, index_link: str | None = None,
+                dissection_link: str | None = None) -> str:
     """``paint.html``, ``paint.json`` and ``paint.npz`` from an
-    ``experiments.paint.PaintResult``."""
+    ``experiments.paint.PaintResult``; ``dissection_link``: the dissection's report that
+    chose the units (relative)."""
     os.makedirs(outdir, exist_ok=True)
     dump_json(os.path.join(outdir, "paint.json"), result.to_json())
     result.save(os.path.join(outdir, "paint.npz"))
     body = [f"<h1>Painting with units of {html.escape(result.model)} "
             f"{html.escape(result.layer)}</h1>"]
     body += back_link_html(index_link)
+    dissection = (f"<a href=\"{html.escape(dissection_link)}\">a dissection</a>"
+                  if dissection_link else "a dissection")
     body.append(f"<p>Columns: the unedited image, then one per edit (region outlined). "
-                f"Rows: {result.num_z} latents (seed {result.z_seed}); units from a dissection "
+                f"Rows: {result.num_z} latents (seed {result.z_seed}); units from {dissection} "
                 f"of {result.dissection_samples} samples.</p>")
     body.append(f"<p><img src=\"{grid}\" alt=\"painted images\"></p>")
     findings = result.findings()
@@ -179,4 +187,5 @@ def write_paint(outdir: str, result, grid: str, index_link: str | None = None) -
     body.append(table_html(["concept", "mode", "box (y0, x0, y1, x1)", "units",
                             "best units", "concept pixels in box before", "after",
                             "change"], rows))
-    return write_text(os.path.join(outdir, "paint.html"), page("paint", "\n".join(body)))
+    return write_text(os.path.join(outdir, "paint.html"), page(
+        f"{result.model} {result.layer}: painting with units", "\n".join(body)))

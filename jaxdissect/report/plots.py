@@ -40,8 +40,11 @@ def ablation_classes(path, class_names, base, removed, kept, k):
         ax.axvline(np.nanmean(v), color=c, lw=1, ls="--")
     ax.axvline(0.5, color="gray", lw=0.8)
     ax.set_yticks(y, class_names, fontsize=8)
-    ax.set_xlabel("balanced single-class accuracy (val)")
-    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=8, frameon=False)
+    ax.set_ylabel("class")
+    ax.set_xlabel("balanced single-class accuracy on val (fraction; chance 0.5)")
+    ax.set_title(f"Per-class accuracy with each class's {k} most important units removed "
+                 f"or kept", fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return _save(fig, path)
 
 
@@ -56,8 +59,9 @@ def ablation_k(path, ks, removed, kept, base):
     ax.axhline(0.5, c="gray", lw=0.8, ls=":", label="chance")
     ax.set_xscale("log")
     ax.set_xticks(ks, [str(x) for x in ks])
-    ax.set_xlabel("k (units per class set)")
-    ax.set_ylabel("mean balanced accuracy")
+    ax.set_xlabel("k (units in each class's set, log scale)")
+    ax.set_ylabel("mean balanced accuracy\n(val, fraction)")
+    ax.set_title("Mean balanced accuracy against the size of the unit set", fontsize=9)
     ax.legend(fontsize=8, frameon=False)
     return _save(fig, path)
 
@@ -68,8 +72,10 @@ def ablation_curve(path, class_name, k, removed, kept, base):
     ax.plot(k, removed, c=BLUE, lw=1.2, label="removing the most important units together")
     ax.plot(k, kept, c=ORANGE, lw=1.2, label="removing all but the most important units")
     ax.axhline(base, c=GREEN, lw=0.8, label="baseline")
-    ax.set_xlabel("number of units removed / kept")
-    ax.set_ylabel(f"balanced accuracy: {class_name}")
+    ax.set_xlabel("number of units removed / kept (units)")
+    ax.set_ylabel("balanced accuracy (fraction)")
+    ax.set_title(f"{class_name}: the most important units removed together, or kept alone",
+                 fontsize=9)
     ax.legend(fontsize=8, frameon=False)
     return _save(fig, path)
 
@@ -85,8 +91,11 @@ def importance_vs_iou(path, rows, cutoff):
     for x, r in zip(xs, rows):
         ax.text(x, 0, f"n={r['units']}", ha="center", va="bottom", color="white", fontsize=7)
     ax.set_xticks(xs, [f">={x}" if r["at_least"] else str(x) for x, r in zip(xs, rows)])
-    ax.set_xlabel(f"number of classes for which the unit is important (top {cutoff})")
-    ax.set_ylabel("mean best IoU")
+    ax.set_xlabel(f"number of classes for which the unit is important (top {cutoff}; "
+                  f"classes)")
+    ax.set_ylabel("mean best IoU (0 to 1)")
+    ax.set_title("Units important to more classes, and how well they match a concept",
+                 fontsize=9)
     return _save(fig, path)
 
 
@@ -97,8 +106,9 @@ def removal_curve(path, concept, curve):
     ax.fill_between(n, curve["ci99_low"], curve["ci99_high"], color=GREEN, alpha=0.5,
                     label="99% confidence interval")
     ax.plot(n, curve["removed_fraction"], c=BLUE, lw=2, label="mean")
-    ax.set_xlabel(f"number of units removed (ranked by IoU with {concept})")
-    ax.set_ylabel(f"share of {concept} pixels removed")
+    ax.set_xlabel(f"units removed (count; ranked by IoU with {concept})")
+    ax.set_ylabel(f"{concept} pixels removed\n(% of the unedited)")
+    ax.set_title(f"Removing the units of {concept}", fontsize=9)
     ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     ax.grid(lw=0.4)
     ax.legend(fontsize=8, frameon=False)
@@ -114,7 +124,9 @@ def insertion_contexts(path, concept, summary, top=15):
             color=BLUE, error_kw=dict(lw=1, capsize=2))
     ax.set_yticks(y, [f"{r['name']} ({r['category']})" for r in rows], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"{concept} pixels added (share of image), by context at the edit")
+    ax.set_xlabel(f"{concept} pixels added (share of the image; bars: 99% interval)")
+    ax.set_ylabel("context label at the edit")
+    ax.set_title(f"Inserting {concept}: the effect depends on the context", fontsize=9)
     return _save(fig, path)
 
 
@@ -122,10 +134,10 @@ def insertion_map(path, concept, summary):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.2, 3))
     im = ax.imshow(np.asarray(summary["per_location_mean_added"]), cmap="viridis")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the image added")
     ax.set_title(f"{concept} added per edit location", fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set_xlabel("edit location: feature-map column")
+    ax.set_ylabel("feature-map row")
     return _save(fig, path)
 
 
@@ -138,7 +150,8 @@ def unit_ablation_heatmap(path, delta, label_names, baseline, min_share=0.01):
     lim = max(np.abs(d).max(), 1e-6)
     im = ax.imshow(d, aspect="auto", cmap="RdBu", vmin=-lim, vmax=lim, interpolation="nearest")
     ax.set_xticks(range(len(cols)), [label_names[i] for i in cols], rotation=90, fontsize=7)
-    ax.set_ylabel("unit")
+    ax.set_xlabel(f"concept (those covering at least {min_share:.0%} of the images)")
+    ax.set_ylabel("unit (index)")
     fig.colorbar(im, ax=ax, label="relative change of pixel share")
     ax.set_title("zeroing one unit: change in each class's pixel share", fontsize=9)
     return _save(fig, path)
