@@ -246,7 +246,27 @@ def test_rank_with_tiebreak():
 
 def test_attack_compiles_once(setup):
     params, images, pred = setup
-    before = attack._attack._cache_size()
+    before = attack._attack_steps._cache_size()
     for target, c in ((0, 1.0), (3, np.arange(6, dtype=np.float32))):
         attack.cw_attack(apply_logits, params, images, target, steps=3, c=c)
-    assert attack._attack._cache_size() == before + 1
+    assert attack._attack_steps._cache_size() == before + 1
+
+
+def test_attack_in_chunks_equals_one_scan(setup, capsys):
+    """The steps run in compiled chunks (progress after each) give what one scan over all
+    the steps gives."""
+    params, images, _ = setup
+    target = jnp.full((images.shape[0],), 1, jnp.int32)
+    c = jnp.ones((images.shape[0],), jnp.float32)
+    assert attack._chunk(40) == 20 and attack._chunk(37) == 1 and attack._chunk(7) == 7
+    got = attack.cw_attack(apply_logits, params, images, 1, steps=40, progress=True)
+    carry = attack._attack_init(jnp.asarray(images), learning_rate=0.01)
+    carry = attack._attack_steps(apply_logits, params, jnp.asarray(images), target, c, carry,
+                                 jnp.int32(0), steps=40, learning_rate=0.01, kappa=0.0)
+    want = attack._attack_finish(apply_logits, params, jnp.asarray(images), target, carry,
+                                 steps=40)
+    for f in ("adversarial", "success", "l2", "logits", "first_success"):
+        np.testing.assert_allclose(np.asarray(getattr(got, f), np.float64),
+                                   np.asarray(getattr(want, f), np.float64),
+                                   rtol=1e-6, atol=1e-6, err_msg=f)
+    assert "attack (Adam steps)" in capsys.readouterr().err

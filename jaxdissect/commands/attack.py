@@ -127,11 +127,15 @@ def class_ranking(loaded, layer, args, num_units, num_classes, out):
 
 
 def run(args) -> int:
+    import sys
+    import time
+
     import jax
     import jax.numpy as jnp
 
     from jaxdissect.experiments import attack
     from jaxdissect.report import applications as A
+    t0 = time.perf_counter()
     C.check_positive(num_images=args.num_images, search_images=args.search_images,
                      steps=args.steps, lr=args.lr, top=args.top, rank_images=args.rank_images,
                      batch_size=args.batch_size)
@@ -161,16 +165,27 @@ def run(args) -> int:
     num_units = int(jax.eval_shape(lambda x: layer_fn(loaded.params, x), example).shape[-1])
     if args.ranking:     # check the file before the attack runs
         class_ranking(loaded, layer, args, num_units, num_classes, out)
+
+    def say(msg):   # what the command is doing, for the steps without their own bar
+        if not args.no_progress:
+            print(f"[{time.perf_counter() - t0:5.0f}s] {msg}", file=sys.stderr, flush=True)
+    say(f"looking for {args.num_images} correctly classified {names[src]} images among "
+        f"{source.num_examples}")
     idx, images, seen = find_images(source, src, predict, args.num_images, args.batch_size)
     if not idx:
         raise C.UserError(f"no correctly classified {names[src]!r} image among the first "
                           f"{source.num_examples} ({seen} of that class); raise "
                           f"--search-images")
+    say(f"attacking {len(idx)} {names[src]} images towards {names[tgt]} ({args.steps} "
+        f"Adam steps; the first chunk compiles)")
     res = attack.cw_attack(apply_fn, loaded.params, images, tgt, steps=args.steps,
-                           learning_rate=args.lr, c=args.c, kappa=args.kappa)
+                           learning_rate=args.lr, c=args.c, kappa=args.kappa,
+                           progress=not args.no_progress)
     adv = np.asarray(res.adversarial)
     shift = attack.unit_shift(layer_fn, loaded.params, images, adv,
                               batch_size=args.batch_size)
+    say("ranking the units of each class" + (f" (from {args.ranking})" if args.ranking else
+        f" by single-unit ablation on {args.rank_images} train images"))
     ranking, ranking_from = class_ranking(loaded, layer, args, num_units, num_classes, out)
     unit_labels, dissect_link = None, None
     if args.dissect_images > 0:

@@ -99,11 +99,23 @@ class CWResult:
     first_success: jax.Array
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "steps", "learning_rate", "kappa"))
-def _attack(apply_fn, params, images01, target, c, *, steps, learning_rate, kappa):
-    opt = optax.adam(learning_rate)
+def _l2(a, b):
+    return jnp.sqrt(jnp.sum(jnp.square(a - b), axis=(1, 2, 3)))
+
+
+@functools.partial(jax.jit, static_argnames=("learning_rate",))
+def _attack_init(images01, *, learning_rate):
     w0 = to_tanh_space(images01)
     b = images01.shape[0]
+    return (w0, optax.adam(learning_rate).init(w0), images01,
+            jnp.full((b,), jnp.inf, images01.dtype), jnp.full((b,), -1, jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "steps", "learning_rate", "kappa"))
+def _attack_steps(apply_fn, params, images01, target, c, carry, offset, *, steps,
+                  learning_rate, kappa):
+    """``steps`` Adam steps from ``carry``, numbered ``offset``, ``offset + 1``, ..."""
+    opt = optax.adam(learning_rate)
     grad = jax.grad(cw_loss, argnums=2)
 
     def step(carry, i):
@@ -111,7 +123,7 @@ def _attack(apply_fn, params, images01, target, c, *, steps, learning_rate, kapp
         # score the current iterate, then move: keeps the best successful iterate
         adv = from_tanh_space(w)
         hit = jnp.argmax(apply_fn(params, adv), axis=-1) == target
-        l2 = jnp.sqrt(jnp.sum(jnp.square(adv - images01), axis=(1, 2, 3)))
+        l2 = _l2(adv, images01)
         better = hit & (l2 < best_l2)
         best = jnp.where(better[:, None, None, None], adv, best)
         best_l2 = jnp.where(better, l2, best_l2)
@@ -120,13 +132,17 @@ def _attack(apply_fn, params, images01, target, c, *, steps, learning_rate, kapp
         updates, opt_state = opt.update(g, opt_state, w)
         return (optax.apply_updates(w, updates), opt_state, best, best_l2, first), None
 
-    init = (w0, opt.init(w0), images01, jnp.full((b,), jnp.inf, images01.dtype),
-            jnp.full((b,), -1, jnp.int32))
-    (w, _, best, best_l2, first), _ = jax.lax.scan(step, init, jnp.arange(steps))
+    carry, _ = jax.lax.scan(step, carry, offset + jnp.arange(steps))
+    return carry
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "steps"))
+def _attack_finish(apply_fn, params, images01, target, carry, *, steps):
+    w, _, best, best_l2, first = carry
     # the final iterate too
     adv = from_tanh_space(w)
     hit = jnp.argmax(apply_fn(params, adv), axis=-1) == target
-    l2 = jnp.sqrt(jnp.sum(jnp.square(adv - images01), axis=(1, 2, 3)))
+    l2 = _l2(adv, images01)
     better = hit & (l2 < best_l2)
     first = jnp.where(hit & (first < 0), steps, first)
     best = jnp.where(better[:, None, None, None], adv, best)
@@ -134,13 +150,37 @@ def _attack(apply_fn, params, images01, target, c, *, steps, learning_rate, kapp
     best = jnp.where(found[:, None, None, None], best, adv)
     logits = apply_fn(params, best)
     success = jnp.argmax(logits, axis=-1) == target
-    l2_best = jnp.sqrt(jnp.sum(jnp.square(best - images01), axis=(1, 2, 3)))
-    return CWResult(best, success, l2_best, logits, first)
+    return CWResult(best, success, _l2(best, images01), logits, first)
+
+
+def _chunk(steps: int, most: int = 20) -> int:
+    """The largest divisor of ``steps`` up to ``most``: steps per compiled call (one
+    compile; progress after every call)."""
+    return max(d for d in range(1, min(steps, most) + 1) if steps % d == 0)
+
+
+def _attack(apply_fn, params, images01, target, c, *, steps, learning_rate, kappa,
+            progress=False):
+    from tqdm.auto import tqdm
+    carry = _attack_init(images01, learning_rate=learning_rate)
+    chunk = _chunk(steps)
+    with tqdm(total=steps, desc="attack (Adam steps)", unit="step", disable=not progress,
+              leave=False) as bar:
+        for offset in range(0, steps, chunk):
+            carry = _attack_steps(apply_fn, params, images01, target, c, carry,
+                                  jnp.int32(offset), steps=chunk,
+                                  learning_rate=learning_rate, kappa=kappa)
+            if progress:
+                jax.block_until_ready(carry)
+            bar.update(chunk)
+    return _attack_finish(apply_fn, params, images01, target, carry, steps=steps)
 
 
 def cw_attack(apply_fn: ApplyFn, params, images01, target, *, steps: int = 200,
-              learning_rate: float = 0.01, c=1.0, kappa: float = 0.0) -> CWResult:
-    """Targeted CW-L2 attack on a batch (see the module docstring).
+              learning_rate: float = 0.01, c=1.0, kappa: float = 0.0,
+              progress: bool = False) -> CWResult:
+    """Targeted CW-L2 attack on a batch (see the module docstring). The steps run in
+    compiled chunks (``_chunk``); ``progress`` shows a bar updated after each.
 
     ``apply_fn(params, images01) -> logits`` must be a hashable function (a module-level
     function or a ``functools.partial`` of one; it is a static argument of the compiled
@@ -162,7 +202,7 @@ def cw_attack(apply_fn: ApplyFn, params, images01, target, *, steps: int = 200,
         raise ValueError(f"target class must lie in [0, {num_classes}), got {sorted(set(t))}")
     c = jnp.broadcast_to(jnp.asarray(c, jnp.float32), (b,))
     return _attack(apply_fn, params, images01, target, c, steps=int(steps),
-                   learning_rate=float(learning_rate), kappa=float(kappa))
+                   learning_rate=float(learning_rate), kappa=float(kappa), progress=progress)
 
 
 # ---------------------------------------------------------------- units it moves
