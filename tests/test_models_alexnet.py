@@ -103,6 +103,9 @@ def test_other_input_sizes_pool_pool5_adaptively():
             else:
                 h = m(h)
     assert rel_err(got, h.numpy()) < 1e-4
+    with pytest.raises(ValueError, match="a 64x64 input is too small for this AlexNet"):
+        jax.eval_shape(model_from_config("alexnet", cfg).init, jax.random.key(0),
+                       np.zeros((1, 64, 64, 3), np.float32))
 
 
 def test_wrong_file_is_a_clear_error():

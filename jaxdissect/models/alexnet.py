@@ -74,6 +74,7 @@ class AlexNet(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        size = x.shape[1:3]
         for i, (width, groups, k) in enumerate(zip(self.widths, self.groups, KERNELS), 1):
             pad = self.conv1_padding if i == 1 else k // 2
             x = ConvReLU(width, (k, k), strides=4 if i == 1 else 1,
@@ -83,6 +84,10 @@ class AlexNet(nn.Module):
                 x = MaxPool(3, 2, name=f"pool{i}")(x)
             if i in (1, 2) and self.lrn:
                 x = LocalResponseNorm(name=f"lrn{i}")(x)
+        if min(x.shape[1:3]) < 1:
+            raise ValueError(f"a {size[0]}x{size[1]} input is too small for this AlexNet "
+                             f"(pool5 is empty; it was trained at {self.image_size}x"
+                             f"{self.image_size})")
         x = adaptive_avg_pool(x, (6, 6))
         x = LinearOI(self.fc_width, relu=True, name="fc6")(flatten_nchw(x))
         x = LinearOI(self.fc_width, relu=True, name="fc7")(x)
