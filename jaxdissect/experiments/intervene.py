@@ -529,8 +529,11 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
     kw = dict(batch_size=batch_size, chunk=chunk, progress=progress, cache_dir=cache_dir,
               cache_key=cache_key, devices=devices)
     sweep_src = source if sweep_samples is None else _Prefix(source, sweep_samples)
-    per_unit = ablation_share_deltas(split, segment, sweep_src, np.eye(n_units),
-                                     n_labels, name="unit-ablation", **kw)
+    # every unit's edit runs on each batch: batches small enough that the bar moves at
+    # least 8 times (the sums are exact at any batch size)
+    per_unit = ablation_share_deltas(split, segment, sweep_src, np.eye(n_units), n_labels,
+                                     name="unit-ablation", **{**kw, "batch_size": max(
+                                         1, min(batch_size, -(-sweep_src.num_examples // 8)))})
     n = int(per_unit["n"])
     base_mean, base_se = mean_and_stderr(per_unit["base"], per_unit["base_sq"], n)
     removal, insertion = {}, {}
