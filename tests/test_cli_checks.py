@@ -40,3 +40,10 @@ def test_paint_on_needs_the_high_level_before_work(gan, capsys):
     assert cli.main(argv) == 2
     assert "99.5%" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_demo_checks_its_concepts_before_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--remove", "unicorn", "--out", str(out), "--no-progress"]) == 2
+    assert "unknown concept 'unicorn'" in capsys.readouterr().err
+    assert not out.exists()

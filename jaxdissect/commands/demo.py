@@ -64,6 +64,11 @@ def run(args) -> int:
     except FileNotFoundError as e:
         gen = None
         print(f"warning: the generator half of the demo is skipped: {e}", flush=True)
+    if gen is not None and (args.remove or args.insert):   # before any work
+        from jaxdissect.commands.intervene import check_concepts
+        from jaxdissect.world.vocab import LABELS  # the world segmenter's labels
+        check_concepts(LABELS, [args.remove] if args.remove else [],
+                       [args.insert] if args.insert else [])
     val = C.load_data("world", clf, args.images, C.WORLD_VAL_SEED)
     train = C.load_data("world", clf, args.images, C.WORLD_TRAIN_SEED)
     truth = C.load_segmenter("truth", val, clf)
