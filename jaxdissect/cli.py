@@ -87,4 +87,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as jaxdissect.cli, not __main__, so that commands raise the UserError caught here
+    from jaxdissect.cli import main as _main
+    sys.exit(_main())

@@ -72,3 +72,14 @@ def test_weights_arch_choices_match_the_converters():
     from jaxdissect.checkpoints import ARCHITECTURES
     from jaxdissect.commands import weights
     assert tuple(weights.ARCHS) == tuple(ARCHITECTURES)
+
+
+def test_serve_refuses_a_missing_folder_in_one_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for argv in (["serve", str(tmp_path / "nothing")], ["serve", str(tmp_path)],
+                 ["serve", str(tmp_path), "--port", "70000"]):
+        proc = subprocess.run([sys.executable, "-m", "jaxdissect.cli", *argv], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("jaxdissect serve: error:"), proc.stderr
+        assert "Traceback" not in proc.stderr
