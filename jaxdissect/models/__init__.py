@@ -1,9 +1,19 @@
-"""Flax models with the reference's research layer names (see the model call contract)."""
+"""Flax models with the reference's research layer names: each named activation is a
+submodule's output, captured and edited from outside by :mod:`jaxdissect.taps`."""
 
+from jaxdissect.models.alexnet import AlexNet, AlexNetPlaces365, AlexNetTorchvision  # noqa: F401
 from jaxdissect.models.proggan import (  # noqa: F401
     SIZES_BY_RESOLUTION,
     ProgressiveGenerator,
     ProgressiveGeneratorFor,
+)
+from jaxdissect.models.tv_resnet import (  # noqa: F401
+    ResNet,
+    ResNet18,
+    ResNet34,
+    ResNet50,
+    ResNet101,
+    ResNet152,
 )
 from jaxdissect.models.vgg16 import (  # noqa: F401
     VGG16,
@@ -11,3 +21,4 @@ from jaxdissect.models.vgg16 import (  # noqa: F401
     VGG16Places365,
     preprocess,
 )
+from jaxdissect.models.vit import ViT, ViT_B_16, ViT_B_32, ViT_L_16  # noqa: F401
