@@ -22,6 +22,7 @@ import numpy as np
 
 LAYERS = 2  # segmentation layers
 NUM_LABELS = 6
+CLASSES = 3  # of the ablation experiment's classifier
 
 
 def make_source(n: int = 40, size: int = 12):
@@ -50,7 +51,14 @@ def make_source(n: int = 40, size: int = 12):
                 seg[1, : rng.integers(0, size)] = 0
                 imgs.append(img)
                 segs.append(seg)
-            return {"image": np.stack(imgs), "seg": np.stack(segs)}
+            images = np.stack(imgs)
+            # class labels for the ablation experiment: mostly the exact classifier's
+            # own answer, so accuracies are far from chance
+            pred = np.asarray(_classify(images)).argmax(1)
+            noise = np.array([np.random.default_rng([8, i]).integers(-1, CLASSES)
+                              for i in range(start, stop)])
+            label = np.where(noise < 0, pred, noise).astype(np.int32)
+            return {"image": images, "seg": np.stack(segs), "label": label}
 
         def identity(self):
             return {"source": "multihost-test", "n": n, "size": size}
@@ -100,10 +108,90 @@ def run_dissect(source, args, budget=None):
         "topk_images")} | {f"level{q}": t for q, t in result.levels.items()}
 
 
+def exact_split():
+    """The test model cut after conv2 (6 units), with exact tails: a classifier (sum
+    pooling, dyadic linear layer -> ``CLASSES`` logits) and a generator-like one
+    (units repeated to 12x12 and mixed into 3 image channels), as ``ablate.Split``s."""
+    import jax.numpy as jnp
+
+    from jaxdissect.experiments.ablate import Split
+    apply, params = make_model()
+    w_cls = jnp.asarray(np.random.default_rng(6).integers(-3, 4, (6, CLASSES))
+                        .astype(np.float32) / 128)
+    # the units' typical pooled values, so that the classes split the data
+    centre = jnp.asarray([[-85, 102, -125, 253, -151, 451]], jnp.float32)
+    w_img = jnp.asarray(np.random.default_rng(5).integers(-2, 3, (6, 3))
+                        .astype(np.float32) / 4)
+
+    def head(p, batch):
+        return apply({"params": p}, jnp.asarray(batch["image"]))
+
+    def classify(p, acts, edit):
+        return (edit(acts).sum((1, 2)) - centre) @ w_cls
+
+    def draw(p, acts, edit):
+        up = jnp.repeat(jnp.repeat(edit(acts), 2, 1), 2, 2)         # [b, 12, 12, 6]
+        return up @ w_img
+
+    return Split(head, classify, params), Split(head, draw, params)
+
+
+def segment_drawn(images):
+    """``[b, 12, 12, 3]`` -> ``[b, 2, 12, 12]`` labels by thresholds."""
+    import jax.numpy as jnp
+    return jnp.stack([1 + (images[..., 0] > 0) + (images[..., 1] > 1),
+                      jnp.where(images[..., 2] > 0, 4, 5)], 1).astype(jnp.int32)
+
+
+def _classify(images):
+    """The unedited exact classifier's logits ``[b, CLASSES]``."""
+    import jax.numpy as jnp
+    split, _ = exact_split()
+    zero = jnp.zeros((1, 1, 1, 6))
+    from jaxdissect.edits import Edit
+    return split.tail(split.params, split.head(split.params, {"image": images}),
+                      Edit(zero, zero))
+
+
+def _devices(args):
+    import jax
+    return None if args.devices_used is None else jax.local_devices()[:args.devices_used]
+
+
+def run_ablate(source, args):
+    """The whole ablation experiment; its ``to_json`` as one string."""
+    import json
+
+    from jaxdissect.experiments import ablate
+    split, _ = exact_split()
+    result = ablate.run_experiment(
+        split, source, source, 6, CLASSES, ks=(1, 2, 4), curve_classes=(0,),
+        unit_iou=np.linspace(0, 0.3, 6), replicates=20, batch_size=args.batch_size, chunk=4,
+        cache_dir=args.cache, cache_key="multihost-test", progress=False,
+        devices=_devices(args))
+    return {"json": np.array(json.dumps(result.to_json(), sort_keys=True))}
+
+
+def run_intervene(source, args):
+    """The whole intervention experiment; its ``to_json`` as one string."""
+    import json
+
+    from jaxdissect.experiments import intervene
+    _, split = exact_split()
+    iou = np.random.default_rng(2).random((6, NUM_LABELS))
+    result = intervene.run_experiment(
+        split, segment_drawn, source, iou, source.seg_labels, np.full(6, 2.0),
+        remove_concepts=(1,), insert_concepts=(4,), max_remove=3, insert_units=2,
+        batch_size=args.batch_size, chunk=4, cache_dir=args.cache,
+        cache_key="multihost-test", progress=False, devices=_devices(args))
+    return {"json": np.array(json.dumps(result.to_json(), sort_keys=True))}
+
+
 #: experiment name -> run(source, args) -> {name: array}
 EXPERIMENTS = {"dissect": run_dissect,
                # three radix passes and an IoU pass: four merges across processes
-               "dissect-radix": lambda source, args: run_dissect(source, args, budget=8)}
+               "dissect-radix": lambda source, args: run_dissect(source, args, budget=8),
+               "ablate": run_ablate, "intervene": run_intervene}
 
 
 def main(argv=None) -> int:

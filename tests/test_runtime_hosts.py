@@ -1,8 +1,10 @@
 """Several processes under jax.distributed on loopback (CPU collectives): 2 and 4
-processes give exactly the 1-process result on 1 and 4 devices, every process ends
-with it, and a killed process resumes its slice. The test starts the processes."""
+processes give exactly the 1-process result on 1 and 4 devices (dissection on both
+paths, the whole ablation and intervention experiments), every process ends with
+it, and a killed process resumes its slice. The test starts the processes."""
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -85,13 +87,35 @@ def one_process():
     return one
 
 
+@pytest.fixture(scope="module")
+def one_process_experiments():
+    """The ablation and intervention experiments' results (``to_json``) in one process
+    on 1 and 4 forced devices: identical."""
+    out = {}
+    for name in ("ablate", "intervene"):
+        one, four = (worker.EXPERIMENTS[name](worker.make_source(), argparse.Namespace(
+            batch_size=6, cache=None, devices_used=d)) for d in (1, None))
+        assert_equal(one, four)
+        out[name] = one
+    res = json.loads(str(out["ablate"]["json"]))
+    assert 0.6 < res["summary"]["mean_baseline_ba"] < 1     # not trivial
+    res = json.loads(str(out["intervene"]["json"]))
+    assert max(res["removal"]["sky"]["removed_fraction"]) > 0.1
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("count,devices", [(2, 2), (4, 1)])
-def test_processes_give_the_one_process_result(one_process, tmp_path, count, devices):
-    wait(launch(tmp_path, count, devices, experiments=("dissect", "dissect-radix")), tmp_path)
+def test_processes_give_the_one_process_result(one_process, one_process_experiments, tmp_path,
+                                               count, devices):
+    wait(launch(tmp_path, count, devices, experiments=(
+        "dissect", "dissect-radix", "ablate", "intervene")), tmp_path, timeout=600)
     for name in ("dissect", "dissect-radix"):
         for got in results(tmp_path, count, name):  # every process holds the merged result
             assert_equal(got, one_process)
+    for name, want in one_process_experiments.items():
+        for got in results(tmp_path, count, name):
+            assert_equal(got, want)
 
 
 @pytest.mark.slow
@@ -105,7 +129,6 @@ def test_killed_process_resumes_its_slice(one_process, tmp_path):
     [ckpt] = cache.glob("onepass-*-p1of2.npz")
     from jaxdissect.runtime import cache as cache_mod
     with np.load(ckpt) as f:
-        import json
         meta = json.loads(str(f["meta"]))
     assert meta["start"] == 20 and meta["offset"] == 32  # two batches of 6 kept
     wait(launch(tmp_path, 2, 1, "--cache", str(cache)), tmp_path)
