@@ -187,6 +187,26 @@ def _iou(inter, unit_area, label_area) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros(np.shape(inter)), where=union > 0)
 
 
+def benjamini_hochberg(p_values, fdr: float) -> np.ndarray:
+    """``[n]`` bool: the hypotheses rejected by the Benjamini-Hochberg step-up
+    procedure at false-discovery rate ``fdr`` (the largest ``k`` with ``p_(k) <= k
+    fdr / n``, and every p-value up to it). NaN p-values are never rejected and do
+    not count in ``n``."""
+    if not 0 < fdr < 1:
+        raise ValueError(f"false-discovery rate must be in (0, 1), got {fdr}")
+    p = np.asarray(p_values, np.float64).reshape(-1)
+    tested = ~np.isnan(p)
+    n = int(tested.sum())
+    out = np.zeros(p.shape, bool)
+    if n == 0:
+        return out
+    ordered = np.sort(p[tested])
+    passing = np.flatnonzero(ordered <= fdr * np.arange(1, n + 1) / n)
+    if len(passing):
+        out[tested] = p[tested] <= ordered[passing[-1]]
+    return out
+
+
 def batch_permutations(key: jax.Array, valid: jnp.ndarray, count: int) -> jnp.ndarray:
     """``[count, b]`` int32: uniform random permutations ``pi`` of the valid images
     (``pi(i)`` valid for valid ``i``; ``pi(i) = i`` for padding)."""
