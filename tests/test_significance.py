@@ -9,23 +9,9 @@ from jaxdissect.experiments.label_significance import Significance, significance
 from jaxdissect.labels import LabelSet
 from jaxdissect.stats.permutation import benjamini_hochberg
 from jaxdissect.stats.upsample import Upsampler
+from tests.tiny_nets import ArraySource
 
 LABELS = LabelSet.from_pairs([("sky", "object"), ("tree", "object"), ("brick", "material")])
-
-
-class ArraySource:
-    seg_labels = LABELS
-    class_names = None
-
-    def __init__(self, **arrays):
-        self.arrays = arrays
-        self.num_examples = len(next(iter(arrays.values())))
-
-    def batch(self, start, stop):
-        return {k: v[start:stop] for k, v in self.arrays.items()}
-
-    def identity(self):
-        return {"n": self.num_examples, "sum": float(self.arrays["acts"].sum())}
 
 
 def planted_source(n=48, seed=0):
