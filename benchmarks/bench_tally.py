@@ -5,22 +5,27 @@ Inputs: N images x U units of activations already on the 56x56 segmentation grid
 and a K=2 segmentation with L labels. Both sides compute thresholds at the top-q
 level (q = 0.01) and the unit-by-label IoU at those thresholds.
 
-* torch (reference algorithms, our own code): a KLL-style running quantile sketch
-  at r = 8192 (compactor levels, top capacity 2r shrinking by 0.67 per level, sort
-  and keep every other element with a random offset, weighted readout with
-  interpolation) fed 10 images per batch; then IoU from conditional means of the
-  indicator (a > t), one image at a time, one masked selection per present label
-  with a running mean/variance per label, as the reference's
-  ``tally_conditional_mean`` + ``iou_from_conditional_indicator_mean`` do.
+* torch (the reference's algorithms, written here from their description), run
+  as ``dissect_experiment.py`` runs them, every image in order: the quantile
+  sketch (``ReferenceQuantile``: ``runningstats.RunningQuantile``) fed 10 images
+  per batch; the top-k pass (image maxima, k = 100) 50 per batch; then IoU from
+  conditional means of the indicator (a > t), one image per batch, one masked
+  selection per present label with a running mean/variance per label
+  (``tally_conditional_mean`` + ``iou_from_conditional_indicator_mean``). Twice:
+  at the sketch's default resolution r = 3072, which is what the reference runs
+  (its ``tally_quantile(..., r=8192)`` builds ``RunningQuantile()`` without passing
+  ``r``), and at r = 8192, what its call asks for.
 * jaxdissect, the path ``dissect`` takes on these inputs (ceil(q n) <= budget):
   ONE pass of ``TopLabels`` (each unit's ``budget`` largest values with their
-  pixels' labels; exact thresholds and exact IoU counts), one compiled sharded
-  step per batch, then a host readout.
+  pixels' labels; exact thresholds and exact IoU counts) and ``TopK`` (top 100
+  images), one compiled sharded step per batch, then a host readout.
 * jaxdissect, the path for data too large for the budget, printed alongside: three
-  exact radix passes, then an ``IoUTally`` pass (exact integer counts).
+  exact radix passes (the first with ``TopK``), then an ``IoUTally`` pass (exact
+  integer counts).
 
-Prints the times, the ratios, each method's threshold error against the exact
-thresholds (NumPy ``partition`` on all the data at once) and the IoU error.
+Prints the times, the ratios against both reference runs, each method's
+threshold error against the exact thresholds (NumPy ``partition`` on all the
+data at once) and the IoU error.
 Compilation is excluded (a warm-up step on the same shapes).
 
     python benchmarks/bench_tally.py            # 64 x 512 x 56 x 56, 60 labels
@@ -47,7 +52,11 @@ from jaxdissect.stats import (
     rank_for_level,
 )
 from jaxdissect.stats.quantile import key_to_float
+from jaxdissect.stats.topk import TopK, image_max
 from jaxdissect.stats.toplabels import TopLabels
+
+#: top images per unit, both sides (the reference's ``tally_topk`` default)
+TOPK = 100
 
 
 def make_inputs(images, units, size, labels, seed=0):
@@ -68,51 +77,132 @@ def make_inputs(images, units, size, labels, seed=0):
 # torch: the reference's algorithms
 
 
-class TorchKLL:
-    """KLL-style sketch per unit, all units compacted in lockstep."""
+class ReferenceQuantile:
+    """The reference's quantile sketch (``runningstats.RunningQuantile``), written
+    from its description: a KLL-style sorted sampler of resolution ``2 r``.
 
-    def __init__(self, r: int, depth: int, seed: int = 0):
+    Level ``h`` holds samples of weight ``2**h`` in a preallocated ``[depth, cap_h]``
+    buffer; level 0 (the newest, smallest) receives the data. When it is full the
+    data shifts up: a level is sorted and every other element (random offset)
+    moves to the next, as long as a level has less free room than half the
+    previous one's capacity. When the top level has no room, a new level 0 is
+    inserted with capacity ``ceil(2 r * 0.67**levels)`` rounded up to 8 (at least
+    ``buffersize = min(128, (2 r + 7) // 8)``); every older level's index grows by
+    one, so its data either moves down a level (if that leaves the lower level the
+    same room invariant) or is halved in place. Once a new level would hold fewer
+    than 2 samples, the sketch instead halves its sampling rate and Bernoulli-
+    subsamples incoming data. Extremes are tracked from every sorted level-0
+    buffer (and scanned from raw data when subsampling). Readout: all retained
+    samples sorted with their weights, the extremes added with weight 0, and each
+    quantile interpolated in the normalised mid-point cumulative weights.
+    """
+
+    def __init__(self, r: int = 3 * 1024, seed: int = 0):
         self.resolution = 2 * r
-        self.levels = [torch.empty(depth, 0)]
+        self.buffersize = min(128, (self.resolution + 7) // 8)
+        self.samplerate = 1.0
+        self.levels: list[torch.Tensor] = []
+        self.used: list[int] = []
         self.gen = torch.Generator().manual_seed(seed)
-        self.lo = torch.full((depth,), math.inf)
-        self.hi = torch.full((depth,), -math.inf)
-
-    def capacity(self, h: int) -> int:
-        top = len(self.levels) - 1
-        return max(8, -8 * (-int(math.ceil(self.resolution * 0.67 ** (top - h))) // 8))
+        self.count = 0
 
     def add(self, x: torch.Tensor) -> None:  # x [n, depth]
-        x = x.t()
-        while x.shape[1]:
-            room = self.capacity(0) - self.levels[0].shape[1]
-            self.levels[0] = torch.cat([self.levels[0], x[:, :room]], dim=1)
-            x = x[:, room:]
-            if self.levels[0].shape[1] >= self.capacity(0):
-                self.compact()
+        if not self.levels:
+            depth = x.shape[1]
+            self.levels = [torch.zeros(depth, self.resolution, dtype=x.dtype)]
+            self.used = [0]
+            self.lo = torch.full((depth,), math.inf, dtype=x.dtype)
+            self.hi = torch.full((depth,), -math.inf, dtype=x.dtype)
+        self.count += len(x)
+        if self.samplerate >= 1.0:
+            self._fill(x)
+            return
+        self._extremes(x.min(0).values, x.max(0).values)
+        chunk = int(math.ceil(self.buffersize / self.samplerate))
+        for i in range(0, len(x), chunk):
+            part = self._subsample(x[i:i + chunk])
+            if len(part):
+                self._fill(part)
 
-    def compact(self) -> None:
+    def _subsample(self, x):
+        keep = torch.rand(len(x), generator=self.gen) < self.samplerate
+        return x[keep]
+
+    def _bit(self) -> int:
+        return int(torch.randint(0, 2, (1,), generator=self.gen))
+
+    def _extremes(self, lo, hi):
+        self.lo, self.hi = torch.minimum(self.lo, lo), torch.maximum(self.hi, hi)
+
+    def _need(self, h: int) -> int:
+        """Free room level ``h`` must keep: half the capacity of level ``h - 1``."""
+        return -(-self.levels[h - 1].shape[1] // 2) if h else 1
+
+    def _fill(self, x):
+        i = 0
+        while i < len(x):
+            room = self.levels[0].shape[1] - self.used[0]
+            if room == 0:
+                if not self._shift():  # the sketch started (or kept) subsampling
+                    x = x[i:]
+                    if self.samplerate >= 0.5:
+                        self._extremes(x.min(0).values, x.max(0).values)
+                    x, i = self._subsample(x), 0
+                room = self.levels[0].shape[1] - self.used[0]
+            take = min(room, len(x) - i)
+            at = self.used[0]
+            self.levels[0][:, at:at + take] = x[i:i + take].t()
+            self.used[0] += take
+            i += take
+
+    def _shift(self) -> bool:
         h = 0
-        while h < len(self.levels) and self.levels[h].shape[1] >= self.capacity(h):
-            data = torch.sort(self.levels[h], dim=1).values
-            if h == 0:
-                self.lo = torch.minimum(self.lo, data[:, 0])
-                self.hi = torch.maximum(self.hi, data[:, -1])
-            even = data.shape[1] // 2 * 2
-            offset = int(torch.randint(0, 2, (1,), generator=self.gen))
+        while self.levels[h].shape[1] - self.used[h] < self._need(h):
             if h + 1 == len(self.levels):
-                self.levels.append(torch.empty(data.shape[0], 0))
-            self.levels[h + 1] = torch.cat([self.levels[h + 1], data[:, offset:even:2]], dim=1)
-            self.levels[h] = data[:, even:]
+                return self._expand()
+            data = self.levels[h][:, :self.used[h]].sort(dim=1).values
+            if h == 0 and self.samplerate >= 1.0:
+                self._extremes(data[:, 0], data[:, -1])
+            half = data[:, self._bit()::2]
+            at = self.used[h + 1]
+            self.levels[h + 1][:, at:at + half.shape[1]] = half
+            self.used[h], self.used[h + 1] = 0, at + half.shape[1]
             h += 1
+        return True
+
+    def _expand(self) -> bool:
+        cap = int(math.ceil(self.resolution * 0.67 ** len(self.levels)))
+        grew = cap >= 2
+        if grew:
+            cap = max(self.buffersize, -8 * (-cap // 8))
+            self.levels.insert(0, torch.zeros(self.levels[0].shape[0], cap,
+                                              dtype=self.levels[0].dtype))
+            self.used.insert(0, 0)
+        else:
+            self.samplerate *= 0.5
+        for h in range(1, len(self.levels)):
+            amount = self.used[h]
+            if amount == 0:
+                continue
+            at = self.used[h - 1]
+            if self.levels[h - 1].shape[1] - (amount + at) >= self._need(h - 1):
+                self.levels[h - 1][:, at:at + amount] = self.levels[h][:, :amount]
+                self.used[h - 1], self.used[h] = at + amount, 0
+            else:
+                data = self.levels[h][:, :amount].sort(dim=1).values
+                if h == 1:
+                    self._extremes(data[:, 0], data[:, -1])
+                half = data[:, self._bit()::2]
+                self.levels[h][:, :half.shape[1]] = half
+                self.used[h] = half.shape[1]
+        return grew
 
     def quantile(self, p: float) -> torch.Tensor:
-        if self.levels[0].shape[1]:
-            self.lo = torch.minimum(self.lo, self.levels[0].min(1).values)
-            self.hi = torch.maximum(self.hi, self.levels[0].max(1).values)
-        values = torch.cat(self.levels, dim=1)
-        weights = torch.cat([torch.full((lv.shape[1],), 2.0 ** h)
-                             for h, lv in enumerate(self.levels)])
+        if self.used[0]:
+            head = self.levels[0][:, :self.used[0]]
+            self._extremes(head.min(1).values, head.max(1).values)
+        values = torch.cat([lv[:, :n] for lv, n in zip(self.levels, self.used)], dim=1)
+        weights = torch.cat([torch.full((n,), 2.0 ** h) for h, n in enumerate(self.used)])
         values, order = torch.sort(values, dim=1)
         w = weights[order]
         values = torch.cat([self.lo[:, None], values, self.hi[:, None]], dim=1)
@@ -121,6 +211,25 @@ class TorchKLL:
         cum, values = cum.numpy(), values.numpy()
         return torch.tensor([np.interp(p, cum[u], values[u]) for u in range(len(values))],
                             dtype=torch.float32)
+
+
+class ReferenceTopK:
+    """The reference's ``RunningTopK``: each unit's ``k`` largest per-image values
+    (here the image maximum, as ``dissect_experiment``'s topk pass), kept by
+    ``torch.topk`` over the running top and each new batch."""
+
+    def __init__(self, k: int = 100):
+        self.k, self.values, self.index, self.seen = k, None, None, 0
+
+    def add(self, x: torch.Tensor) -> None:  # x [b, depth]
+        idx = torch.arange(self.seen, self.seen + len(x))[:, None].expand(x.shape)
+        self.seen += len(x)
+        values, index = x.t(), idx.t()
+        if self.values is not None:
+            values = torch.cat([self.values, values], dim=1)
+            index = torch.cat([self.index, index], dim=1)
+        top, pos = values.topk(min(self.k, values.shape[1]), dim=1)
+        self.values, self.index = top, index.gather(1, pos)
 
 
 class TorchRunningMean:
@@ -143,14 +252,34 @@ class TorchRunningMean:
         self.count = total
 
 
-def torch_reference(acts_nchw: torch.Tensor, seg: torch.Tensor, q: float, r: int = 8192):
+#: the reference's per-pass batch sizes (``dissect_experiment.py`` / ``tally.py``):
+#: rq by ``tally_quantile`` (default 10), topk 50, condi99 by
+#: ``tally_conditional_mean`` (default 1)
+REF_BATCH = {"quantile": 10, "topk": 50, "iou": 1}
+
+
+def torch_reference(acts_nchw: torch.Tensor, seg: torch.Tensor, q: float, r: int):
+    """The reference's passes over every image in order (its ``FixedSubsetSampler``
+    over ``range(sample_size)``, ``sample_size = len(dataset)``): the quantile
+    sketch at resolution ``r``; the top-k pass (image maxima, k = 100); the
+    conditional-mean pass, one image per batch. Returns ``(thresholds, iou,
+    seconds of the quantile pass, of the top-k pass, of the IoU pass)``."""
     units = acts_nchw.shape[1]
     start = time.perf_counter()
-    sketch = TorchKLL(r, units)
-    for i in range(0, len(acts_nchw), 10):
-        sketch.add(acts_nchw[i:i + 10].permute(0, 2, 3, 1).reshape(-1, units))
+    sketch = ReferenceQuantile(r)
+    step = REF_BATCH["quantile"]
+    for i in range(0, len(acts_nchw), step):
+        sketch.add(acts_nchw[i:i + step].permute(0, 2, 3, 1).reshape(-1, units))
     level = sketch.quantile(1 - q)
     t_quantile = time.perf_counter() - start
+
+    start = time.perf_counter()
+    top = ReferenceTopK(100)
+    step = REF_BATCH["topk"]
+    for i in range(0, len(acts_nchw), step):
+        a = acts_nchw[i:i + step]
+        top.add(a.reshape(a.shape[0], units, -1).max(2).values)
+    t_topk = time.perf_counter() - start
 
     start = time.perf_counter()
     cond: dict[int, TorchRunningMean] = {}
@@ -174,7 +303,7 @@ def torch_reference(acts_nchw: torch.Tensor, seg: torch.Tensor, q: float, r: int
         isect = stat.mean * gt
         iou[:, c] = isect / (act + gt - isect)
     t_iou = time.perf_counter() - start
-    return level.numpy(), iou.numpy(), t_quantile, t_iou
+    return level.numpy(), iou.numpy(), t_quantile, t_topk, t_iou
 
 
 # ---------------------------------------------------------------------------
@@ -205,10 +334,18 @@ def jax_dissect(acts, seg, q, labels, batch, budget):
 
     def batches():
         for i in range(0, len(acts), batch):
-            yield {"a": acts[i:i + batch], "s": seg[i:i + batch]}
+            yield {"a": acts[i:i + batch], "s": seg[i:i + batch],
+                   "i": np.arange(i, i + len(acts[i:i + batch]), dtype=np.int32)}
 
-    empty = TopLabels.empty(units, budget, labels, layers)
-    state, t_pass = _timed_pass(lambda s, b: s.update(b["a"], b["s"]), empty, batches)
+    def update(stat, b):
+        top, images = stat.parts
+        return devices.Joint((top.update(b["a"], b["s"]),
+                              images.update(image_max(b["a"]), b["i"])))
+
+    empty = devices.Joint((TopLabels.empty(units, budget, labels, layers),
+                           TopK.empty(units, TOPK)))
+    joint, t_pass = _timed_pass(update, empty, batches)
+    state = joint.parts[0]
     start = time.perf_counter()
     thresholds = state.thresholds(q)
     iou = state.iou(thresholds)
@@ -223,12 +360,22 @@ def jax_radix(acts, q, labels, batch, thresholds_exact):
 
     def batches():
         for i in range(0, len(acts), batch):
-            yield {"a": acts[i:i + batch]}
+            yield {"a": acts[i:i + batch],
+                   "i": np.arange(i, i + len(acts[i:i + batch]), dtype=np.int32)}
+
+    def first(stat, b):  # pass 1 also tallies the top images, as dissect's
+        hist, images = stat.parts
+        return devices.Joint((hist.update(b["a"]), images.update(image_max(b["a"]), b["i"])))
 
     t_quantile, prefix, ranks = 0.0, None, None
     for known, bits in RADIX_SCHEDULE:
         empty = RadixHistogram.empty(units, 1, known, bits, prefix)
-        hist, t = _timed_pass(lambda h, b: h.update(b["a"]), empty, batches)
+        if prefix is None:
+            joint, t = _timed_pass(first, devices.Joint((empty, TopK.empty(units, TOPK))),
+                                   batches)
+            hist = joint.parts[0]
+        else:
+            hist, t = _timed_pass(lambda h, b: h.update(b["a"]), empty, batches)
         t_quantile += t
         start = time.perf_counter()
         if ranks is None:
@@ -294,25 +441,33 @@ def main():
 
     t_exact, iou_exact, flat = exact(acts, seg, args.quantile, args.labels)
     acts_t = torch.from_numpy(acts).permute(0, 3, 1, 2)  # the reference's NCHW layout
-    ref_t, ref_iou, ref_q, ref_i = torch_reference(acts_t, torch.from_numpy(seg), args.quantile)
+    seg_t = torch.from_numpy(seg)
+    # what the reference runs (tally_quantile drops its r=8192: RunningQuantile()), and
+    # the r=8192 sketch its call asks for (the variant this benchmark measured before)
+    refs = {r: torch_reference(acts_t, seg_t, args.quantile, r) for r in (3 * 1024, 8192)}
     jd_t, jd_iou, jd_pass, jd_read = jax_dissect(acts, seg, args.quantile, args.labels,
                                                  args.batch, budget)
     rx_q = jax_radix(acts, args.quantile, args.labels, args.batch, t_exact)
     rx_iou, rx_i = jax_iou_pass(acts, seg, args.labels, args.batch, t_exact)
 
-    ref_total, jd_total, rx_total = ref_q + ref_i, jd_pass + jd_read, rx_q + rx_i
-    print(f"torch reference       : quantile pass {ref_q:7.3f}s + IoU pass {ref_i:7.3f}s "
-          f"= {ref_total:7.3f}s")
-    print(f"jaxdissect (one pass) : thresholds+IoU pass {jd_pass:7.3f}s + readout "
+    jd_total, rx_total = jd_pass + jd_read, rx_q + rx_i
+    for r, (_, _, q_s, k_s, i_s) in refs.items():
+        name = "as run, r=3072" if r == 3 * 1024 else "its r=8192 call"
+        print(f"torch reference ({name:15s}): quantile pass {q_s:7.3f}s + top-k pass "
+              f"{k_s:6.3f}s + IoU pass {i_s:7.3f}s = {q_s + k_s + i_s:7.3f}s")
+    print(f"jaxdissect (one pass) : thresholds+IoU+top-k pass {jd_pass:7.3f}s + readout "
           f"{jd_read:6.3f}s = {jd_total:7.3f}s (budget {budget}; compile not counted)")
-    print(f"jaxdissect (radix)    : 3 radix passes {rx_q:7.3f}s + IoU pass {rx_i:7.3f}s "
-          f"= {rx_total:7.3f}s (the path when ceil(q n) exceeds the budget)")
-    print(f"speed-up              : one pass {ref_total / jd_total:6.1f}x   "
-          f"radix path {ref_total / rx_total:6.1f}x   (IoU pass alone {ref_i / rx_i:5.1f}x)")
-    for name, t, iou in (("torch KLL r=8192", ref_t, ref_iou), ("jaxdissect exact", jd_t, jd_iou),
-                         ("jaxdissect radix", t_exact, rx_iou)):
+    print(f"jaxdissect (radix)    : 3 radix passes (+top-k) {rx_q:7.3f}s + IoU pass "
+          f"{rx_i:7.3f}s = {rx_total:7.3f}s (the path when ceil(q n) exceeds the budget)")
+    for r, (_, _, q_s, k_s, i_s) in refs.items():
+        total = q_s + k_s + i_s
+        print(f"speed-up vs r={r:<5d}    : one pass {total / jd_total:6.1f}x   radix path "
+              f"{total / rx_total:6.1f}x   (IoU pass alone {i_s / rx_i:5.1f}x)")
+    rows = [(f"torch sketch r={r}", t, iou) for r, (t, iou, *_) in refs.items()]
+    rows += [("jaxdissect exact", jd_t, jd_iou), ("jaxdissect radix", t_exact, rx_iou)]
+    for name, t, iou in rows:
         cols = min(iou.shape[1], iou_exact.shape[1])
-        print(f"{name:17s}: threshold max |err| {np.max(np.abs(t - t_exact)):.3g}, "
+        print(f"{name:19s}: threshold max |err| {np.max(np.abs(t - t_exact)):.3g}, "
               f"units not exact {int(np.sum(t != t_exact))}/{len(t)}, "
               f"rank error {rank_error(flat, t, t_exact):.2e} of n; "
               f"IoU max |err| {np.max(np.abs(iou[:, :cols] - iou_exact[:, :cols])):.3g}")
