@@ -11,6 +11,7 @@ from jaxdissect.stats.upsample import (
     Upsampler,
     sequence_data_size,
     sequence_scale_offset,
+    two_taps,
 )
 
 VGG_CONV5_3 = [(3, 1, 1)] * 2 + [(2, 2, 0)] + [(3, 1, 1)] * 2 + [(2, 2, 0)] + \
@@ -95,6 +96,22 @@ def test_upsampler_equals_numpy_and_grid_sample(case):
     got = np.asarray(jax.jit(lambda u, a: u(a))(up, jnp.asarray(acts, jnp.float32)))
     np.testing.assert_allclose(got, numpy_bilinear(acts, gy, gx), atol=2e-5)
     np.testing.assert_allclose(got, torch_grid_sample(acts, gy, gx), atol=2e-5)
+    # the two-tap blends agree with the dense matrices (the fallback) to rounding
+    assert up.taps is not None
+    dense = Upsampler(up.wy, up.wx)
+    np.testing.assert_allclose(got, np.asarray(dense(jnp.asarray(acts, jnp.float32))),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_matrices_with_more_taps_use_the_dense_path():
+    wy = np.full((3, 2), 0.5, np.float32)
+    wx = np.array([[0.2, 0.3, 0.5], [1, 0, 0]], np.float32)  # 3 taps in a row
+    assert Upsampler.create((2, 2), (3, 4)).taps is not None
+    assert two_taps(wx) is None
+    assert two_taps(wy) == ((0, 0, 0), (1, 1, 1), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    acts = np.random.default_rng(1).random((1, 2, 3, 2)).astype(np.float32)
+    got = Upsampler(jnp.asarray(wy), jnp.asarray(wx))(jnp.asarray(acts))
+    np.testing.assert_allclose(got, np.einsum("yi,xj,bijc->byxc", wy, wx, acts), rtol=1e-6)
 
 
 def test_wrong_shape_is_a_clear_error():
