@@ -227,3 +227,28 @@ def test_unit_thumbnails_hold_one_run(tmp_path):
     second = report.write_unit_thumbnails(str(tmp_path), {0: (imgs, masks)})
     assert second == {0: first[0]}
     assert os.listdir(tmp_path / "units") == ["unit_0000.png"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install "
+                    "chromium; .ci/run installs it)")
+def test_unit_cards_show_p_values_and_intervals(tmp_path):
+    res = fake_result()
+    tested = [u for u in res["units"] if u["labelled"]]
+    for i, u in enumerate(tested):
+        u.update(p_value=0.0005 * (i + 1), iou_low=u["iou"] - 0.01, iou_high=u["iou"] + 0.02,
+                 null_iou=0.004)
+    res["significance"] = {"tested": len(tested), "permutations": 1000, "level": 0.95,
+                           "fdr": 0.01, "discoveries": 2, "max_p": None}
+    path = report.write_dissection(str(tmp_path), res)
+    assert json.load(open(tmp_path / "report.json"))["units"][0].keys() >= {"unit", "iou"}
+    out = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         f"--user-data-dir={tempfile.mkdtemp()}", "--virtual-time-budget=3000",
+         "--dump-dom", "file://" + os.path.abspath(path)],
+        capture_output=True, text=True, timeout=120)
+    sig = re.findall(r'<div class="sig">([^<]*)</div>', out.stdout)
+    assert len(sig) == len(tested)
+    first = tested[0]
+    assert (f"p 5.0e-4, IoU {first['iou'] - 0.01:.3f}-{first['iou'] + 0.02:.3f}, "
+            f"chance 0.004") in sig
+    assert "2 of " + str(len(tested)) + " labels survive a 1% false-discovery rate" in out.stdout

@@ -1,7 +1,9 @@
 """HTML pages: the dissection report (unit cards), experiment pages, the index.
 
 ``report.html`` holds one card per unit: its top images (a PNG strip with the
-above-threshold region highlighted), unit number, label, category and IoU. Cards
+above-threshold region highlighted), unit number, label, category and IoU, and,
+when the labels were tested (``experiments.significance``), the label's
+permutation p-value and the IoU's bootstrap interval. Cards
 are rendered in the browser from the JSON embedded in the page; sorting and
 filtering by category and IoU work from the controls and from the URL hash, e.g.
 ``report.html#cat=object&miniou=0.1&sort=iou`` (so a link, or a headless browser,
@@ -25,6 +27,7 @@ h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em}
 .card.unlabelled .label{color:#999;font-weight:normal}
 .card.silent{background:#f4f4f4} .silent-mark{color:#a33;font-style:italic}
 .card img{display:block;image-rendering:pixelated}
+.card .sig{color:#555;font-size:12px}
 table{border-collapse:collapse;font-size:14px} td,th{border:1px solid #ddd;padding:3px 8px}
 .finding{padding:.4em .8em;margin:.4em 0;border-left:4px solid #55B05B;background:#f4fbf4}
 .finding.no{border-left-color:#D92E2B;background:#fbf4f4}
@@ -72,6 +75,14 @@ SCRIPT = r"""
       }
       info.innerHTML = '<span class="unit">unit ' + u.unit + '</span> <span class="label"></span>'
         + ' <span class="cat"></span> <span class="iou">IoU ' + u.iou.toFixed(3) + '</span>';
+      if (u.p_value != null) {
+        const sig = document.createElement('div'); sig.className = 'sig';
+        sig.textContent = 'p ' + (u.p_value < 0.001 ? u.p_value.toExponential(1)
+                                                     : u.p_value.toFixed(3))
+          + (u.iou_low != null ? ', IoU ' + u.iou_low.toFixed(3) + '-' + u.iou_high.toFixed(3) : '')
+          + (u.null_iou != null ? ', chance ' + u.null_iou.toFixed(3) : '');
+        info.appendChild(sig);
+      }
       info.querySelector('.label').textContent = u.label;
       info.querySelector('.cat').textContent = '(' + u.category + ')';
       d.appendChild(info);
@@ -127,6 +138,9 @@ def dissection_page(result: dict, svg_name: str | None = "concepts.svg",
         f"{result.get('num_images', '?')} inputs"
         f"{skipped_note(result.get('skipped_images', 0))}; segmenter: "
         f"{html.escape(str(result.get('segmenter', '')))}.</p>")
+    sig = result.get("significance")
+    if sig:
+        head.append(significance_html(sig))
     if svg_name:
         head.append(f"<h2>Labelled units per concept</h2><img class=\"plot\" "
                     f"src=\"{html.escape(svg_name)}\" alt=\"units per concept\">")
@@ -139,12 +153,26 @@ def dissection_page(result: dict, svg_name: str | None = "concepts.svg",
         "<option value=\"category\">category</option></select></label>"
         "<span><span id=\"shown\">0</span> units shown</span></div>"
         "<div id=\"cards\" class=\"cards\"></div>")
-    data = {"units": [{k: u[k] for k in ("unit", "label", "category", "iou", "labelled",
-                                         "fires", "image")} for u in units]}
+    data = {"units": [{k: u.get(k) for k in ("unit", "label", "category", "iou", "labelled",
+                                             "fires", "image", "p_value", "iou_low",
+                                             "iou_high", "null_iou")} for u in units]}
     body = "\n".join(head) + controls + (
         f"<script type=\"application/json\" id=\"report-data\">{_json_for_script(data)}"
         f"</script><script>{SCRIPT}</script>")
     return page(f"{name}: dissection", body)
+
+
+def significance_html(sig: dict) -> str:
+    """One paragraph on the labels' significance test (``sig``: ``tested``,
+    ``permutations``, ``level``, ``fdr``, ``discoveries``, optional ``max_p``)."""
+    text = (f"<p>Significance: each labelled unit's IoU with its label against "
+            f"{sig['permutations']} image permutations (its maps paired with other "
+            f"images' segmentations); {sig['discoveries']} of {sig['tested']} labels "
+            f"survive a {sig['fdr']:.0%} false-discovery rate (Benjamini-Hochberg). "
+            f"Intervals: {sig['level']:.0%} bootstrap over images.")
+    if sig.get("max_p") is not None:
+        text += f" Labels with p &gt; {sig['max_p']:g} are dropped."
+    return text + "</p>"
 
 
 def back_link_html(index_link: str | None) -> list[str]:
