@@ -110,6 +110,9 @@ def significance(compute: Callable, source, result, *,
     interval's coverage; ``seed``: the draws'. With ``cache_dir`` the sweep
     checkpoints like dissect's passes (``cache_key`` as there).
     """
+    if getattr(result, "iou_rule", "pnas") != "pnas":
+        raise ValueError(f"label significance is defined for the pnas IoU rule (a unit's "
+                         f"whole area in the union), not {result.iou_rule!r}")
     if units is None:
         units = np.flatnonzero(result.labelled)
     units = np.asarray(units, np.int64).reshape(-1)
