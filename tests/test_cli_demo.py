@@ -39,6 +39,9 @@ def test_demo_small(tmp_path):
         assert (out / link).is_file(), link
     if (WORLD / "generator" / "config.json").is_file():
         assert "generator/intervene/intervention.html" in links
+    # the labels' significance: stated on the index and printed
+    assert "survive a 1% false-discovery rate" in index
+    assert "false-discovery rate" in run.stdout
     # the reported baseline against the classifier's own full forward and NumPy counts
     from jaxdissect.models.vgg16 import preprocess
     from jaxdissect.world import WorldSource

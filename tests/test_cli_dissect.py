@@ -90,6 +90,8 @@ def test_report_files_and_resume(run_dissect, capsys):
     (["--quantile", "2"], "--quantile"),
     (["--model", "nosuchmodel"], "unknown model"),
     (["--data", "z", "--model", "PTH"], "--data z is for generators"),
+    (["--max-p", "2"], "--max-p"),
+    (["--significance", "--iou-rule", "netdissect"], "pnas IoU rule"),
 ])
 def test_bad_input_exits_2(run_dissect, extra, msg, capsys, tmp_path):
     pth = str(run_dissect[1].parent / "tiny_vgg.pth")
@@ -97,6 +99,26 @@ def test_bad_input_exits_2(run_dissect, extra, msg, capsys, tmp_path):
     argv = ["dissect", "--model", pth, "--num-images", "4", "--out", str(tmp_path)] + extra
     assert cli.main(argv) == 2
     assert msg in capsys.readouterr().err
+
+
+def test_significance_and_max_p(run_dissect, capsys, tmp_path):
+    """--max-p tests every label and keeps those with p <= max_p; report.json and the
+    cards carry p-values and intervals."""
+    _, _, argv = run_dissect
+    out = tmp_path / "sig"
+    assert cli.main(argv + ["--out", str(out), "--max-p", "0.05", "--permutations", "200"]) == 0
+    printed = capsys.readouterr().out
+    rep = json.load(open(out / "report.json"))
+    tested = [u for u in rep["units"] if u.get("p_value") is not None]
+    assert tested and rep["significance"]["tested"] == len(tested)
+    assert all(u["iou"] > 0.04 for u in tested)
+    for u in rep["units"]:
+        assert u["labelled"] == (u["iou"] > 0.04 and u.get("p_value") is not None
+                                 and u["p_value"] <= 0.05)
+        if u.get("p_value") is not None:
+            assert 1 / 201 <= u["p_value"] <= 1 and u["iou_low"] <= u["iou_high"]
+    assert "false-discovery rate" in printed and "p <= 0.05" in printed
+    assert "labels survive a 1% false-discovery rate" in (out / "report.html").read_text()
 
 
 def test_changed_weights_at_the_same_path_give_new_results(tmp_path):

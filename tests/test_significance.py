@@ -1,10 +1,12 @@
 """The significance pass of a dissection: p-values and intervals per labelled unit,
 Benjamini-Hochberg."""
 
+import json
+
 import numpy as np
 import pytest
 
-from jaxdissect.experiments.dissect import dissect
+from jaxdissect.experiments.dissect import DissectResult, dissect
 from jaxdissect.experiments.label_significance import Significance, significance
 from jaxdissect.labels import LabelSet
 from jaxdissect.stats.permutation import benjamini_hochberg
@@ -28,7 +30,7 @@ def compute(batch):
     return batch["acts"], batch["seg"]
 
 
-def test_significance_of_a_planted_unit_and_noise():
+def test_significance_of_a_planted_unit_and_noise(tmp_path):
     src = planted_source()
     up = Upsampler.plain((4, 4), (8, 8))
     res = dissect(compute, src, LABELS, upsample=up, quantile=0.1, miniou=0.01,
@@ -53,6 +55,19 @@ def test_significance_of_a_planted_unit_and_noise():
                         progress=False)
     assert np.array_equal(sig2.units, np.flatnonzero(res.labelled))
     assert np.array_equal(sig2.p_value, sig.p_value[sig2.units])
+    # the result carries it: --max-p drops labels, records and files keep it
+    assert res.labelled.all()
+    carried = res.with_significance(sig, max_p=0.001)
+    assert carried.labelled.tolist() == [True, False, False]
+    recs = carried.units()
+    assert recs[0]["p_value"] == sig.p_value[0] and recs[1]["iou_low"] == sig.iou_low[1]
+    assert json.loads(json.dumps(carried.to_json()))["significance"]["units"] == [0, 1, 2]
+    carried.save(str(tmp_path / "r.npz"))
+    back = DissectResult.load(str(tmp_path / "r.npz"))
+    assert back.max_p == 0.001 and np.array_equal(back.labelled, carried.labelled)
+    assert np.array_equal(back.significance.p_value, sig.p_value)
+    with pytest.raises(ValueError, match="max_p"):
+        res.with_significance(sig, max_p=0)
 
 
 def test_a_different_compute_is_refused():

@@ -291,11 +291,14 @@ def check_layer(model, layer: str) -> None:
 def run_dissection(model, source, segmenter, layer: str, outdir: str, *,
                    quantile=0.01, miniou=0.04, batch_size=32, topk=5, progress=True,
                    data_name="", seg_name="", index_link=None, seg_downsample=1,
-                   upsample=None, iou_rule="pnas", model_spec=None):
+                   upsample=None, iou_rule="pnas", model_spec=None, significance=False,
+                   max_p=None, permutations=1000):
     """Dissect ``layer`` of the :class:`~jaxdissect.spec.ModelSpec` ``model`` (cached in
     ``outdir/cache``, keyed by the weights' fingerprint), write the report with
-    thumbnails and NetDissect's ``tally.csv``. Returns ``(DissectResult, report
-    path)``."""
+    thumbnails and NetDissect's ``tally.csv``. With ``significance`` (or ``max_p``),
+    test every label (``experiments.label_significance``: ``permutations`` image
+    permutations, a bootstrap interval) and drop labels with p > ``max_p``. Returns
+    ``(DissectResult, report path)``."""
     import jax
 
     from jaxdissect import report
@@ -318,17 +321,19 @@ def run_dissection(model, source, segmenter, layer: str, outdir: str, *,
     except ValueError as e:
         raise UserError(str(e)) from None
     levels = (0.005,) if quantile > 0.005 else ()
+    cache_key = {"layer": layer, "data": data_name, "architecture": architecture(model.module),
+                 "segmenter": seg_name, "n": source.num_examples,
+                 "segmenter_weights": fingerprint(vars(segmenter), arrays_only=True),
+                 "seg_downsample": seg_downsample, "upsample": upsample or model.upsample}
     res = dissect(compute, source, segmenter.labels, upsample=up, quantile=quantile,
                   levels=levels, miniou=miniou, batch_size=batch_size, topk=topk,
-                  cache_dir=os.path.join(outdir, "cache"),
-                  cache_key={"layer": layer, "data": data_name,
-                             "architecture": architecture(model.module),
-                             "segmenter": seg_name, "n": source.num_examples,
-                             "segmenter_weights": fingerprint(vars(segmenter),
-                                                              arrays_only=True),
-                             "seg_downsample": seg_downsample,
-                             "upsample": upsample or model.upsample},
+                  cache_dir=os.path.join(outdir, "cache"), cache_key=cache_key,
                   progress=progress, params=model.params, iou_rule=iou_rule)
+    sig_summary = None
+    if (significance or max_p is not None) and res.labelled.any():
+        res, sig_summary = label_significance(res, compute, source, up, model.params,
+                                              outdir, cache_key, batch_size, permutations,
+                                              max_p, progress)
     if not hosts.is_writer():  # the other processes tallied their slices; one writes
         return res, None
     strips = unit_thumbnails(forward, up, source, res, topk)
@@ -343,11 +348,28 @@ def run_dissection(model, source, segmenter, layer: str, outdir: str, *,
                "skipped_images": skipped_images(source),
                "seg_grid": list(seg_s.shape[2:]),
                "units": units, "dissection": res.to_json(),
-               "iou_shape": list(res.iou.shape)}
+               "iou_shape": list(res.iou.shape), "significance": sig_summary}
     atomic_write(os.path.join(outdir, "iou.npy"), lambda f: np.save(f, res.iou))
     write_tally_csv(res, source, outdir)
     path = report.write_dissection(outdir, summary, index_link=index_link)
     return res, path
+
+
+def label_significance(res, compute, source, up, params, outdir, cache_key, batch_size,
+                       permutations, max_p, progress):
+    """The significance sweep of ``res``'s labels: ``(res carrying it, report summary)``."""
+    from jaxdissect.experiments.label_significance import significance
+    if max_p is not None and not 0 < max_p <= 1:
+        raise UserError(f"--max-p must be in (0, 1], got {max_p}")
+    check_positive(permutations=permutations)
+    sig = significance(compute, source, res, upsample=up, params=params,
+                       batch_size=batch_size, permutations=permutations,
+                       cache_dir=os.path.join(outdir, "cache"), cache_key=cache_key,
+                       progress=progress)
+    summary = {"tested": len(sig.units), "permutations": sig.permutations,
+               "level": sig.level, "fdr": 0.01,
+               "discoveries": int(sig.discoveries(0.01).sum()), "max_p": max_p}
+    return res.with_significance(sig, max_p), summary
 
 
 def write_tally_csv(res, source, outdir: str) -> str:

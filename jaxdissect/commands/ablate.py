@@ -36,8 +36,9 @@ def add_arguments(p):
 
 def experiment(loaded, layer, train, val, segmenter, seg_name, out, *, ks, curve_classes,
                quantile, miniou, batch_size, chunk, progress, data_name, index_link=None,
-               seg_downsample=1, upsample=None):
-    """Dissect, then ablate; returns ``(result, dissect report, ablation page)``."""
+               seg_downsample=1, upsample=None, significance=False):
+    """Dissect (with ``significance``, testing its labels), then ablate; returns
+    ``(result, dissect report, ablation page)``."""
     from jaxdissect import report
     from jaxdissect.experiments import ablate
     num_classes = loaded.num_classes
@@ -58,7 +59,7 @@ def experiment(loaded, layer, train, val, segmenter, seg_name, out, *, ks, curve
         loaded, val, segmenter, layer, os.path.join(out, "dissect"), quantile=quantile,
         miniou=miniou, batch_size=batch_size, progress=progress, data_name=data_name,
         seg_name=seg_name, index_link=index_link and os.path.join("..", index_link),
-        seg_downsample=seg_downsample, upsample=upsample)
+        seg_downsample=seg_downsample, upsample=upsample, significance=significance)
     split = ablate.split_classifier(loaded, layer)
     result = ablate.run_experiment(
         split, train, val, dres.num_units, num_classes, ks=ks, curve_classes=curve,

@@ -78,17 +78,21 @@ def run(args) -> int:
         clf, "conv5_3", train, val, truth, "truth", os.path.join(out, "classifier"),
         ks=[1, 2, 3, 4, 5, 20, 64, 128, 256], curve_classes=["0"], quantile=0.01,
         miniou=0.04, batch_size=args.batch_size, chunk=64, progress=progress,
-        data_name=f"world@{C.WORLD_VAL_SEED}", index_link="../index.html", seg_downsample=4)
+        data_name=f"world@{C.WORLD_VAL_SEED}", index_link="../index.html", seg_downsample=4,
+        significance=True)
     s = ares.summary()
     step(f"classifier: mean balanced accuracy {s['mean_baseline_ba']:.3f}; top-{s['k']} "
          f"removed {s['mean_removed_ba']:.3f}; only top-{s['k']} kept {s['mean_kept_ba']:.3f}")
+    step(f"classifier dissection: {int(cdres.labelled.sum())} units labelled"
+         f"{_fdr_text(cdres)}")
 
     findings = ares.findings()
     parts = [
         {"title": "Classifier dissection (world VGG-16, conv5_3)",
          "href": "classifier/dissect/report.html",
          "text": f"{int(cdres.labelled.sum())}/{cdres.num_units} units labelled, "
-                 f"{_n_concepts(cdres)} concepts; unit cards with top images"},
+                 f"{_n_concepts(cdres)} concepts{_fdr_text(cdres)}; unit cards with top "
+                 f"images"},
         {"title": "Classifier unit ablation", "href": "classifier/ablate/ablation.html",
          "text": "per-class importance, sets of units removed / kept, importance vs IoU"},
         {"title": "Concept chart (classifier)", "href": "classifier/dissect/concepts.svg",
@@ -114,6 +118,15 @@ def run(args) -> int:
     return 0
 
 
+def _fdr_text(d) -> str:
+    """How many of a dissection's labels survive a 1% false-discovery rate."""
+    sig = d.significance
+    if sig is None:
+        return ""
+    return (f"; {int(sig.discoveries(0.01).sum())} of {len(sig.units)} labels survive a 1% "
+            f"false-discovery rate (Benjamini-Hochberg over image-permutation p-values)")
+
+
 def _n_concepts(d):
     return len({int(d.best_label[u]) for u in range(d.num_units) if d.labelled[u]})
 
@@ -131,13 +144,14 @@ def _generator_half(args, gen, out, progress, step):
         batch_size=args.batch_size, chunk=16, sweep_samples=args.sweep_samples,
         removal_samples=args.removal_samples, insertion_samples=args.insertion_samples,
         max_remove=30, insert_units=20, progress=progress, data_name="z@1",
-        index_link="../index.html", seg_downsample=4)
+        index_link="../index.html", seg_downsample=4, significance=True)
+    step(f"generator dissection: {int(gdres.labelled.sum())} units labelled{_fdr_text(gdres)}")
 
     parts = [
         {"title": "Generator dissection (world ProGAN, layer4)",
          "href": "generator/dissect/report.html",
          "text": f"{int(gdres.labelled.sum())}/{gdres.num_units} units labelled, "
-                 f"{_n_concepts(gdres)} concepts"},
+                 f"{_n_concepts(gdres)} concepts{_fdr_text(gdres)}"},
         {"title": "Generator interventions", "href": "generator/intervene/intervention.html",
          "text": "per-unit ablation, concept removal, insertion by context"},
         {"title": "Concept chart (generator)", "href": "generator/dissect/concepts.svg",

@@ -35,6 +35,16 @@ def add_arguments(p):
     p.add_argument("--skip-bad-images", action="store_true",
                    help="leave out a folder's unreadable images (counted in the report) "
                         "instead of stopping at the first")
+    p.add_argument("--significance", action="store_true",
+                   help="test every label: a p-value against image permutations (the unit's "
+                        "maps paired with other images' segmentations) and a bootstrap "
+                        "interval of its IoU, in one more pass over the data")
+    p.add_argument("--max-p", type=float, default=None,
+                   help="keep only labels with a p-value at most this (implies "
+                        "--significance)")
+    p.add_argument("--permutations", type=int, default=1000,
+                   help="image permutations per label test (the smallest p-value is "
+                        "1/(permutations+1))")
 
 
 def resolve(args):
@@ -44,6 +54,12 @@ def resolve(args):
         raise C.UserError(f"--quantile must be in (0, 1), got {args.quantile}")
     if not 0 < args.miniou < 1:
         raise C.UserError(f"--miniou must be in (0, 1), got {args.miniou}")
+    if args.max_p is not None and not 0 < args.max_p <= 1:
+        raise C.UserError(f"--max-p must be in (0, 1], got {args.max_p}")
+    C.check_positive(permutations=args.permutations)
+    if (args.significance or args.max_p is not None) and args.iou_rule != "pnas":
+        raise C.UserError("--significance and --max-p test the pnas IoU rule; drop "
+                          "--iou-rule netdissect")
     loaded = C.load_model(args.model)
     layer = args.layer or loaded.default_layer
     data = args.data or ("z" if loaded.kind == "generator" else "world")
@@ -66,12 +82,18 @@ def run(args) -> int:
         loaded, source, segmenter, layer, out, quantile=args.quantile, miniou=args.miniou,
         batch_size=args.batch_size, topk=args.topk, progress=not args.no_progress,
         data_name=data_name, seg_name=seg_name, seg_downsample=C.seg_downsample(args, seg_name),
-        upsample=args.upsample, iou_rule=args.iou_rule, model_spec=args.model)
+        upsample=args.upsample, iou_rule=args.iou_rule, model_spec=args.model,
+        significance=args.significance, max_p=args.max_p, permutations=args.permutations)
     if path is None:  # not the writing process (several processes, see --coordinator)
         return 0
     n = int(res.labelled.sum())
     concepts = len({res.best_label[u] for u in range(res.num_units) if res.labelled[u]})
-    print(f"{loaded.name} {layer}: {n}/{res.num_units} units labelled (IoU > {args.miniou}), "
+    rule = f"IoU > {args.miniou}" + ("" if args.max_p is None else f", p <= {args.max_p:g}")
+    print(f"{loaded.name} {layer}: {n}/{res.num_units} units labelled ({rule}), "
           f"{concepts} distinct concepts")
+    if res.significance is not None:
+        sig = res.significance
+        print(f"significance: {int(sig.discoveries(0.01).sum())}/{len(sig.units)} tested "
+              f"labels survive a 1% false-discovery rate ({sig.permutations} permutations)")
     print(os.path.abspath(path))
     return 0

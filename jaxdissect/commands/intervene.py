@@ -71,14 +71,14 @@ def default_concepts(dres, remove, insert):
 def experiment(loaded, layer, source, segmenter, seg_name, out, *, remove, insert,
                quantile, miniou, batch_size, chunk, sweep_samples, removal_samples,
                insertion_samples=None, max_remove, insert_units, progress, data_name,
-               index_link=None, seg_downsample=1, upsample=None):
+               index_link=None, seg_downsample=1, upsample=None, significance=False):
     from jaxdissect import report
     from jaxdissect.experiments import intervene
     dres, dpath = C.run_dissection(
         loaded, source, segmenter, layer, os.path.join(out, "dissect"), quantile=quantile,
         miniou=miniou, batch_size=batch_size, progress=progress, data_name=data_name,
         seg_name=seg_name, index_link=index_link and os.path.join("..", index_link),
-        seg_downsample=seg_downsample, upsample=upsample)
+        seg_downsample=seg_downsample, upsample=upsample, significance=significance)
     rm, ins = default_concepts(dres, remove, insert)
     high = dres.levels.get(0.005)
     if high is None:

@@ -96,7 +96,10 @@ class DissectResult:
         activation, descending (image -1 if fewer than k images);
     iou_rule: "pnas" or "netdissect"; category_area ``[u, C]`` int64 (the
         "netdissect" rule's unit area per category of ``labels.category_names``)
-        or None.
+        or None;
+    significance: the labels' permutation test
+        (``experiments.label_significance.Significance``) or None; max_p: with it,
+        a unit is labelled only if its label's p-value is at most ``max_p``.
     """
 
     labels: LabelSet
@@ -116,6 +119,8 @@ class DissectResult:
     num_examples: int
     iou_rule: str = "pnas"
     category_area: np.ndarray | None = None
+    significance: Any = None
+    max_p: float | None = None
 
     @property
     def num_units(self) -> int:
@@ -123,8 +128,19 @@ class DissectResult:
 
     @property
     def labelled(self) -> np.ndarray:
-        """``[u]`` bool: the unit's best IoU exceeds ``miniou``."""
-        return self.best_iou > self.miniou
+        """``[u]`` bool: the unit's best IoU exceeds ``miniou`` (and, with ``max_p``,
+        its label was tested with a p-value of at most ``max_p``)."""
+        ok = self.best_iou > self.miniou
+        if self.max_p is not None and self.significance is not None:
+            ok &= self.significance.per_unit(self.num_units)["p_value"] <= self.max_p
+        return ok
+
+    def with_significance(self, significance, max_p: float | None = None):
+        """This result carrying ``significance`` (a ``Significance`` of its labels);
+        ``max_p`` drops labels whose p-value exceeds it."""
+        if max_p is not None and not 0 < max_p <= 1:
+            raise ValueError(f"max_p must be in (0, 1], got {max_p}")
+        return dataclasses.replace(self, significance=significance, max_p=max_p)
 
     def unit_label(self, unit: int) -> str | None:
         """The unit's concept name if labelled, else None."""
@@ -146,15 +162,21 @@ class DissectResult:
 
     def units(self) -> list[dict]:
         """One record per unit: unit, label, category, iou, labelled, fires, threshold,
-        top images (none for a unit that never fires)."""
-        fires = self.fires
-        return [{"unit": u, "label": self.labels.names[self.best_label[u]],
-                 "category": self.labels.categories[self.best_label[u]],
-                 "iou": float(self.best_iou[u]), "labelled": bool(self.labelled[u]),
-                 "fires": bool(fires[u]), "threshold": float(self.thresholds[u]),
-                 "top_images": [int(i) for i in self.topk_images[u] if i >= 0]
-                 if fires[u] else []}
-                for u in range(self.num_units)]
+        top images (none for a unit that never fires); with ``significance``, also
+        p_value, iou_low, iou_high, null_iou (None where the unit was not tested)."""
+        fires, labelled = self.fires, self.labelled
+        records = [{"unit": u, "label": self.labels.names[self.best_label[u]],
+                    "category": self.labels.categories[self.best_label[u]],
+                    "iou": float(self.best_iou[u]), "labelled": bool(labelled[u]),
+                    "fires": bool(fires[u]), "threshold": float(self.thresholds[u]),
+                    "top_images": [int(i) for i in self.topk_images[u] if i >= 0]
+                    if fires[u] else []}
+                   for u in range(self.num_units)]
+        if self.significance is not None:
+            for name, values in self.significance.per_unit(self.num_units).items():
+                for rec, v in zip(records, values):
+                    rec[name] = None if np.isnan(v) else float(v)
+        return records
 
     def union_unit_area(self) -> np.ndarray:
         """The unit's side of each IoU's union: ``[u]`` (pnas) or ``[u, L]``."""
@@ -174,6 +196,8 @@ class DissectResult:
                                      "iou": [float(x) for x in iou]}
                                  for c, (lab, iou) in self.best_by_category().items()},
             "pairs": [{"unit": u, "label": c, "iou": i} for u, c, i in self.pairs()],
+            **({} if self.significance is None else {
+                "significance": self.significance.to_json(), "max_p": self.max_p}),
         }
 
     def save(self, path: str) -> None:
@@ -188,6 +212,8 @@ class DissectResult:
                 "miniou": self.miniou, "pixels": int(self.pixels),
                 "num_examples": self.num_examples,
                 "levels": {repr(q): [float(v) for v in t] for q, t in self.levels.items()}}
+        if self.significance is not None:
+            meta.update(significance=self.significance.to_json(), max_p=self.max_p)
         cache.save_tree(path, arrays, **meta)
 
     @classmethod
@@ -199,8 +225,13 @@ class DissectResult:
                             "unit_area", "label_area", "topk_values", "topk_images") + (
                 ("category_area",) if "leaf9" in data.files else ()))
             arrays = {n: data[f"leaf{i}"] for i, n in enumerate(names)}
+        sig = meta.get("significance")
+        if sig is not None:
+            from jaxdissect.experiments.label_significance import Significance
+            sig = Significance.from_json(sig)
         return cls(labels=LabelSet.from_json(meta["labels"]), quantile=meta["quantile"],
-                   iou_rule=meta.get("iou_rule", "pnas"),
+                   iou_rule=meta.get("iou_rule", "pnas"), significance=sig,
+                   max_p=meta.get("max_p"),
                    miniou=meta["miniou"], pixels=meta["pixels"],
                    num_examples=meta["num_examples"],
                    levels={float(q): np.asarray(v, np.float32)
