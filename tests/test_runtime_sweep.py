@@ -172,10 +172,11 @@ def test_sources_state_their_identity(tmp_path):
     from jaxdissect.data.folder import ImageFolderSource
     (tmp_path / "a").mkdir()
     Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / "a" / "x.png")
-    first = ImageFolderSource(str(tmp_path), resize=8, crop=8).identity()
-    assert first != ImageFolderSource(str(tmp_path), resize=8, crop=4).identity()
+    first = ImageFolderSource(str(tmp_path), size=(8, 8)).identity()
+    assert first != ImageFolderSource(str(tmp_path), size=(4, 4)).identity()
+    assert first != ImageFolderSource(str(tmp_path), size=(8, 8), policy="stretch").identity()
     Image.new("RGB", (9, 8), (10, 20, 30)).save(tmp_path / "a" / "x.png")  # rewritten
-    assert first != ImageFolderSource(str(tmp_path), resize=8, crop=8).identity()
+    assert first != ImageFolderSource(str(tmp_path), size=(8, 8)).identity()
     with pytest.warns(UserWarning, match="no identity"):
         data_identity(type("Bare", (), {"num_examples": 2,
                                         "batch": lambda self, a, b: {"x": np.arange(a, b)}})())
