@@ -1,0 +1,232 @@
+"""jaxdissect beside the reference's algorithms in PyTorch, on whatever accelerator
+JAX finds (GPU, TPU, else CPU), same device for both where torch can use it.
+
+1. Dissection of VGG-16 conv5_3 (random weights, 512 units) on ``--images`` images
+   (default 2,000) at 224x224 against a synthetic segmentation at 56x56 (each
+   image's own random rectangles of 20 labels, drawn from its index):
+   * jaxdissect: ``experiments.dissect.dissect`` (one pass: exact top values with
+     their labels, thresholds at the 99.5% level, IoU, top images; one
+     ``runtime.sweep``), the activations stretched to 56x56 by ``Upsampler.plain``;
+   * PyTorch, the reference's two passes: the 99.5% level of each unit's upsampled
+     activations (exact, by a running top-k merge on the device), then the IoU
+     counts of (activation > level) against every label, the same upsampling
+     matrices applied by einsum.
+2. The full single-unit ablation sweep (512 units) on ``--ablate-images`` images:
+   * jaxdissect: ``ablate.ablation_masks_counts`` (conv5_3 once per batch, the 512
+     edits inside the step), with the fc6-by-linearity shortcut and with the
+     generic edited tail;
+   * PyTorch, as the reference's ``intervention_experiment.py``: one full forward
+     of every image per ablated unit, timed on ``--torch-units`` units and
+     extrapolated linearly to 512 (the script says so).
+
+Times include compilation on the first jaxdissect call; the script then repeats each
+jaxdissect call with JAX's compilation cache warm. It prints the results' agreement
+(thresholds, best labels, class counts) and the ratios. Designed for under 8
+minutes on one GPU (``python benchmarks/accelerator.py``); ``--small`` (16 images at
+112, 8 for the sweep, 2 torch units) proves it runs on a CPU in a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+
+# torch shares the device: JAX must not take 75% of its memory up front
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+
+import numpy as np  # noqa: E402
+from _vgg import agreement, torch_single_unit_loop, vgg_setup  # noqa: E402
+
+NUM_LABELS = 20     # synthetic segmentation labels 1..20 (0: none)
+QUANTILE = 0.005    # the reference's conv5_3 level: each unit's top 0.5%
+
+
+class SyntheticSource:
+    """Random images ``[size, size, 3]``, labels and a 1-layer segmentation
+    ``[1, seg, seg]`` of random rectangles, each example a function of its index."""
+
+    def __init__(self, n, size, seg, classes, seed=0):
+        from jaxdissect.labels import LabelSet
+        self.num_examples, self.size, self.seg, self.classes = n, size, seg, classes
+        self.seed = seed
+        self.seg_labels = LabelSet.from_pairs(
+            [(f"label{i}", "object" if i % 2 else "part") for i in range(1, NUM_LABELS + 1)])
+        self.class_names = None
+
+    def batch(self, start, stop):
+        images, segs, labels = [], [], []
+        for i in range(start, stop):
+            rng = np.random.default_rng([self.seed, i])
+            images.append(rng.random((self.size, self.size, 3), dtype=np.float32))
+            seg = np.full((self.seg, self.seg), rng.integers(1, NUM_LABELS + 1), np.int32)
+            for _ in range(4):
+                y0, x0 = rng.integers(0, self.seg, 2)
+                h, w = rng.integers(self.seg // 8, self.seg // 2, 2)
+                seg[y0:y0 + h, x0:x0 + w] = rng.integers(1, NUM_LABELS + 1)
+            segs.append(seg[None])
+            labels.append(rng.integers(0, self.classes))
+        return {"image": np.stack(images), "seg": np.stack(segs),
+                "label": np.array(labels, np.int32)}
+
+    def identity(self):
+        return {"source": "synthetic", "n": self.num_examples, "size": self.size,
+                "seg": self.seg, "seed": self.seed}
+
+
+def torch_dissect(tmodel, source, wy, wx, batch_size, device):
+    """The reference's two passes in torch: ``(thresholds [u], iou [u, L], seconds)``."""
+    import torch
+
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
+    wy_t = torch.as_tensor(np.array(wy), device=device)
+    wx_t = torch.as_tensor(np.array(wx), device=device)
+    feats = tmodel.features.to(device).eval()
+    names = [n for n, _ in feats.named_children()]
+    head = feats[:names.index("relu5_3") + 1]
+    n, seg = source.num_examples, source.seg
+    k = math.ceil(QUANTILE * n * seg * seg)
+
+    def upsampled(start, stop):
+        b = source.batch(start, stop)
+        x = torch.from_numpy(b["image"]).to(device).permute(0, 3, 1, 2)
+        acts = head((x - mean) / std)                                   # [b, u, h, w]
+        up = torch.einsum("yi,xj,buij->buyx", wy_t, wx_t, acts)         # [b, u, S, S]
+        return up, torch.from_numpy(b["seg"][:, 0]).to(device).long()
+
+    def sync():
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    with torch.no_grad():
+        sync()
+        t0 = time.perf_counter()
+        top = None
+        for s in range(0, n, batch_size):                               # pass 1: levels
+            up, _ = upsampled(s, min(s + batch_size, n))
+            vals = up.permute(1, 0, 2, 3).reshape(up.shape[1], -1)
+            vals = vals if top is None else torch.cat([top, vals], 1)
+            top = torch.topk(vals, min(k, vals.shape[1]), dim=1).values
+        t = top[:, k - 1]
+        inter = unit_area = label_area = 0
+        for s in range(0, n, batch_size):                               # pass 2: IoU
+            up, lab = upsampled(s, min(s + batch_size, n))
+            active = (up > t.view(1, -1, 1, 1)).float()
+            onehot = torch.nn.functional.one_hot(lab, NUM_LABELS + 1).float()  # [b,S,S,L]
+            inter = inter + torch.einsum("buyx,byxl->ul", active, onehot)
+            unit_area = unit_area + active.sum((0, 2, 3))
+            label_area = label_area + onehot.sum((0, 1, 2))
+        iou = inter / (unit_area[:, None] + label_area[None] - inter).clamp(min=1)
+        sync()
+        seconds = time.perf_counter() - t0
+    return t.cpu().numpy(), iou.cpu().numpy(), seconds
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small", action="store_true",
+                    help="16 images at 112 (segmentation 28), 8 for the sweep, 2 torch units")
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--ablate-images", type=int, default=500)
+    ap.add_argument("--torch-units", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=100)
+    args = ap.parse_args()
+    if args.small:
+        args.images, args.size, args.ablate_images, args.torch_units = 16, 112, 8, 2
+        args.batch_size = 8
+    seg = args.size // 4
+
+    import jax
+    import torch
+
+    from jaxdissect.experiments import ablate
+    from jaxdissect.experiments.dissect import dissect
+    from jaxdissect.stats.upsample import Upsampler
+
+    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="jaxcache-"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    dev = jax.devices()[0]
+    tdev = "cuda" if torch.cuda.is_available() and dev.platform == "gpu" else "cpu"
+    tname = torch.cuda.get_device_name(0) if tdev == "cuda" else \
+        f"CPU ({torch.get_num_threads()} threads)"
+    print(f"JAX: {dev.platform} {getattr(dev, 'device_kind', '')}; PyTorch: {tname}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    if tdev == "cpu" and dev.platform != "cpu":
+        print("NOTE: torch has no CUDA here, so the PyTorch side runs on the CPU: the "
+              "ratios below compare different devices", flush=True)
+
+    classes, units = 365, 512
+    tmodel, spec = vgg_setup(classes, size=args.size)
+    source = SyntheticSource(args.images, args.size, seg, classes)
+    h = spec.activations(spec.params, np.zeros((1, args.size, args.size, 3), np.float32),
+                         "conv5_3").shape[1]
+    up = Upsampler.plain((h, h), (seg, seg))
+    devices = jax.devices()[:1]
+
+    def compute(batch, p):
+        return spec.activations(p, batch["image"], "conv5_3"), batch["seg"]
+
+    # 1. dissection
+    print(f"\n1. dissection: VGG-16 conv5_3 ({units} units), {args.images} images at "
+          f"{args.size}, segmentation {seg}x{seg} ({NUM_LABELS} labels), level "
+          f"{1 - QUANTILE:.1%}, batch {args.batch_size}", flush=True)
+    t_jax = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        res = dissect(compute, source, source.seg_labels, upsample=up, quantile=QUANTILE,
+                      batch_size=args.batch_size, params=spec.params, progress=False,
+                      devices=devices)
+        t_jax.append(time.perf_counter() - t0)
+    print(f"jaxdissect: {t_jax[0]:.1f} s (compile included), {t_jax[1]:.1f} s (warm cache)",
+          flush=True)
+    thr, iou, t_torch = torch_dissect(tmodel, source, up.wy, up.wx, args.batch_size, tdev)
+    print(f"PyTorch reference (two passes, exact levels): {t_torch:.1f} s", flush=True)
+    rel = np.abs(res.thresholds - thr) / np.maximum(np.abs(thr), 1e-6)
+    same = (np.asarray(res.best_label) == iou[:, 1:].argmax(1) + 1).mean()
+    print(f"agreement: thresholds max relative difference {rel.max():.2e}; best label equal "
+          f"for {same:.1%} of units; IoU max difference "
+          f"{np.abs(res.iou[:, 1:] - iou[:, 1:]).max():.2e}")
+    print(f"ratio PyTorch / jaxdissect: {t_torch / t_jax[0]:.1f}x (compile included), "
+          f"{t_torch / t_jax[1]:.1f}x (warm)", flush=True)
+
+    # 2. the single-unit ablation sweep
+    n_abl = args.ablate_images
+    print(f"\n2. single-unit ablation sweep: {units} units x {n_abl} images, {classes} "
+          f"classes", flush=True)
+    asrc = SyntheticSource(n_abl, args.size, seg, classes, seed=1)
+    split = ablate.split_classifier(spec, "conv5_3")
+    times, counts = {}, {}
+    for which, s in (("shortcut", split), ("generic", split._replace(single_unit=None))):
+        t = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            counts[which] = ablate.ablation_masks_counts(
+                s, asrc, np.eye(units), classes, batch_size=min(args.batch_size, 50),
+                chunk=64, progress=False, devices=devices)
+            t.append(time.perf_counter() - t0)
+        times[which] = t
+        print(f"jaxdissect, {which}: {t[0]:.1f} s (compile included), {t[1]:.1f} s (warm)",
+              flush=True)
+    b = asrc.batch(0, n_abl)
+    tested = list(range(0, units, units // args.torch_units))[:args.torch_units]
+    t_part, tcounts = torch_single_unit_loop(tmodel, b["image"], b["label"], tested, classes,
+                                             device=tdev)
+    t_loop = t_part / len(tested) * units
+    print(f"PyTorch loop, one full forward per unit: {len(tested)} units in {t_part:.1f} s, "
+          f"EXTRAPOLATED linearly to {units} units: {t_loop:.1f} s")
+    print(f"class counts agree with jaxdissect (shortcut) for "
+          f"{agreement(tcounts, counts['shortcut'])}/{len(tested)} timed units")
+    for which, (cold, warm) in times.items():
+        print(f"ratio PyTorch loop / jaxdissect ({which}): {t_loop / cold:.0f}x (compile "
+              f"included), {t_loop / warm:.0f}x (warm)")
+
+
+if __name__ == "__main__":
+    main()
