@@ -4,7 +4,8 @@
 ``TopLabels`` (one pass: exact thresholds and IoU counts from each unit's top
 values with their pixels' labels), ``Quantile`` and ``RadixHistogram`` (exact
 thresholds), ``TopK`` (top images per unit), ``IoUTally`` (exact intersection/union
-counts), ``merge_top`` (the per-unit top-B selection kernel), ``Upsampler``.
+counts), ``PermutationTally`` (image-permutation p-values and bootstrap intervals of
+unit-concept IoUs), ``merge_top`` (the per-unit top-B selection kernel), ``Upsampler``.
 """
 
 from jaxdissect.stats.iou import (  # noqa: F401
@@ -14,6 +15,7 @@ from jaxdissect.stats.iou import (  # noqa: F401
     iou_from_counts,
     pairs_above,
 )
+from jaxdissect.stats.permutation import PermutationTally, benjamini_hochberg  # noqa: F401
 from jaxdissect.stats.quantile import (  # noqa: F401
     RADIX_SCHEDULE,
     Quantile,
