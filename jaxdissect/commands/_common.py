@@ -192,6 +192,27 @@ class Relabelled:
         return b
 
 
+def writes_results(run):
+    """Decorate a command's ``run``: the folder it opens with :func:`results` is swapped
+    in when it returns, left as it was if it raises."""
+    from jaxdissect.runtime import outdir
+    return outdir.writes_results(run)
+
+
+def results(args, command: str, default: str) -> str:
+    """Where ``command`` writes: a staging folder swapped into ``args.out`` (or
+    ``default``) when its decorated ``run`` returns (``runtime.outdir``): never half
+    written, never mixing two runs, another command's folder only with ``--force``."""
+    from jaxdissect.runtime import outdir
+    return outdir.open_results(args.out or default, command, getattr(args, "force", False))
+
+
+def final_path(path: str) -> str:
+    """A written file's path as it will be once its folder is swapped in."""
+    from jaxdissect.runtime import outdir
+    return outdir.final_path(path)
+
+
 def skipped_images(source) -> int:
     """How many unreadable images ``source`` (or the folder it is a prefix of) left out."""
     return len(getattr(getattr(source, "inner", source), "skipped", ()))
@@ -451,8 +472,15 @@ def add_common(p, kind_default_model="world"):
     p.add_argument("--batch-size", type=int, default=32, help="inputs per compiled step")
     p.add_argument("--out", default=None, help="results folder (default: a folder under "
                    "results/ named after the command, model and layer)")
+    add_force(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     hosts.add_arguments(p)
+
+
+def add_force(p):
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even if it holds another command's results or files "
+                        "jaxdissect did not write")
 
 
 def seg_downsample(args, seg_name: str) -> int:

@@ -83,6 +83,7 @@ def parse_ks(text):
     return ks
 
 
+@C.writes_results
 def run(args) -> int:
     from jaxdissect import report
     C.check_positive(num_images=args.num_images, train_images=args.train_images,
@@ -98,7 +99,8 @@ def run(args) -> int:
                         C.WORLD_TRAIN_SEED, split="train")
     seg_name = C.default_segmenter(args, loaded)
     segmenter = C.load_segmenter(seg_name, val, loaded)
-    out = args.out or os.path.join("results", f"ablate-{os.path.basename(loaded.name)}-{layer}")
+    out = C.results(args, "ablate", os.path.join(
+        "results", f"ablate-{os.path.basename(loaded.name)}-{layer}"))
     curve = [c.strip() for c in args.curve_classes.split(",") if c.strip()]
     result, dres, dpath, page = experiment(
         loaded, layer, train, val, segmenter, seg_name, out, ks=ks, curve_classes=curve,
@@ -118,5 +120,5 @@ def run(args) -> int:
           f"only top-{s['k']} kept {s['mean_kept_ba']:.3f}")
     for f in findings:
         print(f.plain())
-    print(os.path.abspath(index))
+    print(C.final_path(index))
     return 0

@@ -126,6 +126,7 @@ def class_ranking(loaded, layer, args, num_units, num_classes, out):
                      f"(balanced-accuracy damage, ties broken by the class logit's drop)")
 
 
+@C.writes_results
 def run(args) -> int:
     import sys
     import time
@@ -153,8 +154,8 @@ def run(args) -> int:
     if src == tgt:
         raise C.UserError("--source and --target are the same class")
     names = list(class_names) if class_names else [str(i) for i in range(max(src, tgt) + 1)]
-    out = args.out or os.path.join("results", f"attack-{os.path.basename(loaded.name)}-"
-                                   f"{names[src]}-{names[tgt]}")
+    out = C.results(args, "attack", os.path.join(
+        "results", f"attack-{os.path.basename(loaded.name)}-{names[src]}-{names[tgt]}"))
     apply_fn, layer_fn = apply_fns(loaded, layer)
     predict = lambda x: jnp.argmax(apply_fn(loaded.params, x), -1)  # noqa: E731
     num_classes = int(apply_fn(loaded.params, jnp.asarray(
@@ -220,5 +221,5 @@ def run(args) -> int:
     page = A.write_attack(out, result, examples, dissect_link=dissect_link)
     for f in result.findings():
         print(f.plain())
-    print(os.path.abspath(page))
+    print(C.final_path(page))
     return 0

@@ -26,6 +26,7 @@ HELP = "run every experiment on the built-in synthetic world and write one linke
 
 def add_arguments(p):
     p.add_argument("--out", default=os.path.join("results", "demo"), help="results folder")
+    C.add_force(p)
     p.add_argument("--images", type=int, default=1000,
                    help="world images for dissection and for each ablation split")
     p.add_argument("--samples", type=int, default=1000,
@@ -46,13 +47,14 @@ def add_arguments(p):
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+@C.writes_results
 def run(args) -> int:
     from jaxdissect import report
     from jaxdissect.commands import ablate as ablate_cmd
     C.check_positive(images=args.images, samples=args.samples, batch_size=args.batch_size,
                      sweep_samples=args.sweep_samples, removal_samples=args.removal_samples,
                      insertion_samples=args.insertion_samples)
-    out, progress, t0 = args.out, not args.no_progress, time.perf_counter()
+    out, progress, t0 = C.results(args, "demo", args.out), not args.no_progress, time.perf_counter()
 
     def step(msg):
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", flush=True)
@@ -114,7 +116,7 @@ def run(args) -> int:
     for f in findings:
         print("  " + f.plain())
     step("done")
-    print(os.path.abspath(index))
+    print(C.final_path(index))
     return 0
 
 

@@ -76,8 +76,10 @@ def resolve(args):
     return loaded, layer, source, segmenter, seg_name, f"{data}@{seed}", out
 
 
+@C.writes_results
 def run(args) -> int:
     loaded, layer, source, segmenter, seg_name, data_name, out = resolve(args)
+    out = C.results(args, "dissect", out)
     res, path = C.run_dissection(
         loaded, source, segmenter, layer, out, quantile=args.quantile, miniou=args.miniou,
         batch_size=args.batch_size, topk=args.topk, progress=not args.no_progress,
@@ -95,5 +97,5 @@ def run(args) -> int:
         sig = res.significance
         print(f"significance: {int(sig.discoveries(0.01).sum())}/{len(sig.units)} tested "
               f"labels survive a 1% false-discovery rate ({sig.permutations} permutations)")
-    print(os.path.abspath(path))
+    print(C.final_path(path))
     return 0

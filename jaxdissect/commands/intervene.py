@@ -95,6 +95,7 @@ def experiment(loaded, layer, source, segmenter, seg_name, out, *, remove, inser
     return result, dres, dpath, page
 
 
+@C.writes_results
 def run(args) -> int:
     from jaxdissect import report
     C.check_positive(num_samples=args.num_samples, sweep_samples=args.sweep_samples,
@@ -118,8 +119,8 @@ def run(args) -> int:
     segmenter = C.load_segmenter(seg_name, source, loaded)
     check_concepts(segmenter.labels, args.remove, args.insert)   # before the dissection
     C.check_layer(loaded, layer)
-    out = args.out or os.path.join("results",
-                                   f"intervene-{os.path.basename(loaded.name)}-{layer}")
+    out = C.results(args, "intervene", os.path.join(
+        "results", f"intervene-{os.path.basename(loaded.name)}-{layer}"))
     result, dres, dpath, page = experiment(
         loaded, layer, source, segmenter, seg_name, out, remove=args.remove,
         insert=args.insert, quantile=args.quantile, miniou=args.miniou,
@@ -139,5 +140,5 @@ def run(args) -> int:
         title=f"Interventions in {loaded.name} {layer}", findings=findings)
     for f in findings:
         print(f.plain())
-    print(os.path.abspath(index))
+    print(C.final_path(index))
     return 0

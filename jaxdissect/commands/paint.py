@@ -61,6 +61,7 @@ def default_edits(dres) -> list[str]:
     return [f"{best}:off:0,0,1,0.5", f"{best}:on:0,0.5,1,1"]
 
 
+@C.writes_results
 def run(args) -> int:
     import jax
     import jax.numpy as jnp
@@ -87,7 +88,8 @@ def run(args) -> int:
         if concept not in names[1:]:
             raise C.UserError(f"unknown concept {concept!r}; the segmenter's labels are "
                               f"{names[1:]}")
-    out = args.out or os.path.join("results", f"paint-{os.path.basename(loaded.name)}-{layer}")
+    out = C.results(args, "paint", os.path.join(
+        "results", f"paint-{os.path.basename(loaded.name)}-{layer}"))
     dres, _ = C.run_dissection(
         loaded, source, segmenter, layer, os.path.join(out, "dissect"), quantile=args.quantile,
         miniou=args.miniou, batch_size=args.batch_size, progress=not args.no_progress,
@@ -157,7 +159,7 @@ def run(args) -> int:
         print(msg)
     for f in result.findings():
         print(f.plain())
-    print(os.path.abspath(page))
+    print(C.final_path(page))
     return 0
 
 
