@@ -234,3 +234,19 @@ def test_vgg_single_unit_shortcut_equals_edited_tail():
         np.testing.assert_array_equal(a[k], b[k])
     np.testing.assert_allclose(a["logp"], b["logp"], rtol=1e-5)
     np.testing.assert_allclose(a["drop"], b["drop"], rtol=1e-4, atol=1e-4)
+
+
+def test_sweep_step_traces_once(setup):
+    """40 examples in batches of 16 (the last one short, padded): the step with its
+    stack of edits is traced once."""
+    model, params, train, _ = setup
+    split = ablate.split_classifier(classifier_spec(params, model), "conv5_3")
+    traces = []
+
+    def head(p, batch):
+        traces.append(1)
+        return split.head(p, batch)
+
+    ablate.ablation_masks_counts(split._replace(head=head), train, np.eye(UNITS)[:4], CLASSES,
+                                 batch_size=16, chunk=3, progress=False)
+    assert len(traces) == 1
