@@ -569,3 +569,6 @@ class _Prefix:
 
     def batch(self, start, stop):
         return self.inner.batch(start, stop)
+
+    def identity(self):
+        return {"prefix": self.num_examples, "of": data_identity(self.inner)}
