@@ -22,8 +22,10 @@ val images: a finding holds only when the whole interval clears its criterion.
 Every ablation is an ``Edit`` with ``alpha`` 1 on the removed units and value 0. The
 layer's activations are computed once per batch (``head``); a stack of edits is then
 run through only the layers after it (``tail``, ``spec.resume`` from the layer),
-``jax.vmap``-ed over the stack, so a sweep over all units costs one head pass plus
-the tails.
+``vmap``-ed over chunks of the stack (``lax.map``) inside one compiled step, so a sweep
+over all units costs one head pass plus the tails. Every measurement is one
+``runtime.sweep`` into a ``ClassTally`` (integer counts, exact fixed-point sums): the
+same on any number of devices and processes, resumable from its checkpoints.
 """
 
 from __future__ import annotations

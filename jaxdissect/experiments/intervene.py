@@ -24,7 +24,10 @@ over the pairs of contexts.
 A pixel "has" label l when any of the segmentation's K layers is l there; the pixel
 share of l is the fraction of the image's pixels that have it. Every edit runs
 through ``tail`` (``spec.resume`` from the layer) from activations computed once per
-batch, ``jax.vmap``-ed over a stack of edits, then through the segmenter.
+batch, ``vmap``-ed over chunks of a stack of edits (``lax.map``) inside one compiled
+step, then through the segmenter. Each sweep is one ``runtime.sweep`` into a
+``ShareTally`` or ``ContextTally`` (exact fixed-point sums: identical on any number of
+devices and processes, resumable).
 """
 
 from __future__ import annotations
