@@ -174,6 +174,24 @@ def test_floor_estimate_that_fails_its_count_is_dropped():
         np.testing.assert_array_equal(np.sort(np.asarray(v), 1), np.sort(new.T, 1)[:, -budget:])
 
 
+@pytest.mark.parametrize("positives", [0.01, 0.0])
+def test_floor_estimate_on_ties_is_completed_by_equal_values(positives):
+    """Mostly zeros (a ReLU's output) and fewer positives than B: the estimated floor
+    is 0, fewer than B values exceed it, and zeros complete the top B."""
+    rng = np.random.default_rng(3)
+    units, budget, n = 5, 64, 4000
+    new = np.where(rng.random((n, units)) < positives, rng.random((n, units)) + 0.5,
+                   0.0).astype(np.float32)
+    new[: n // 4, 2] = -np.inf  # padding rows
+    top = np.full((units, budget), -np.inf, np.float32)
+    both = np.concatenate([top, new.T], axis=1)
+    for kernel in kernels():
+        v, src = map(np.asarray, kernel(top, new))
+        np.testing.assert_array_equal(np.take_along_axis(both, src, 1), v)
+        assert all(len(set(r)) == budget for r in src)
+        np.testing.assert_array_equal(np.sort(v, 1), np.sort(both, 1)[:, -budget:])
+
+
 def test_merge_top_composes_with_vmap_and_jit():
     rng = np.random.default_rng(5)
     tops = np.full((3, 4, 8), -np.inf, np.float32)

@@ -8,8 +8,10 @@
 //
 // 1. A floor per unit with at least B values of the union strictly above it, or
 //    -inf: the buffer's minimum once it is full; otherwise the r-th largest of
-//    every 8th row (r = ceil(1.25 B / 8) + 16), verified by the count of step 2
-//    and dropped (the unit rescanned with -inf) when it fails.
+//    every 8th row (r = ceil(1.25 B / 8) + 16), verified by the count of step 2:
+//    when fewer than B values exceed it, values equal to it complete the B
+//    largest if there are enough, else it is dropped (the unit rescanned with
+//    -inf).
 // 2. One row-major scan of x keeps, per unit, the values above its floor.
 // 3. Per unit, nth_element over the buffer and its survivors keeps the B largest.
 // NaN values are not supported (as everywhere in jaxdissect's statistics).
@@ -117,11 +119,25 @@ ffi::Error TopMergeImpl(ffi::Buffer<ffi::F32> top, ffi::Buffer<ffi::F32> x,
     if (estimated[j]) {
       int64_t above = static_cast<int64_t>(cand[j].size());
       for (int64_t b = 0; b < budget; ++b) above += t[b] > floor[j];
-      if (above < budget) {  // the estimate was too high: every value is a candidate
-        cand[j].clear();
-        for (int64_t i = 0; i < n; ++i) {
-          const float v = X[i * units + j];
-          if (v > kNegInf) cand[j].emplace_back(v, static_cast<int32_t>(budget + i));
+      if (above < budget) {
+        // Fewer than B values above the estimate: the B-th largest is at or below
+        // it. When enough values equal it (ties, e.g. the zeros of a ReLU), they
+        // complete the B largest (equal values are interchangeable), and the
+        // column is read only until they are found.
+        const float f = floor[j];
+        int64_t need = f > kNegInf ? budget - above : 1;
+        for (int64_t i = 0; i < n && need > 0 && f > kNegInf; ++i) {
+          if (X[i * units + j] == f) {
+            cand[j].emplace_back(f, static_cast<int32_t>(budget + i));
+            --need;
+          }
+        }
+        if (need > 0) {  // the estimate was too high: every value is a candidate
+          cand[j].clear();
+          for (int64_t i = 0; i < n; ++i) {
+            const float v = X[i * units + j];
+            if (v > kNegInf) cand[j].emplace_back(v, static_cast<int32_t>(budget + i));
+          }
         }
       }
     }

@@ -172,10 +172,15 @@ class Upsampler:
                              f"{self.data_shape[1]}, units], got {acts.shape}")
         acts = acts.astype(jnp.float32)
         finite = jnp.isfinite(acts)
+        if self.taps is not None:
+            # The blends skip zero weights, so a non-finite input, made NaN, reaches
+            # exactly the outputs with a non-zero weight on it (no cond: a branch
+            # would copy the whole output).
+            return self._interpolate(jnp.where(finite, acts, jnp.nan))
         # NaN * 0 is NaN: a non-finite value would spread over its whole row and column
-        # of the output through the zero weights. Only when there is one (the cond runs
-        # one branch), interpolate the finite values and mark NaN exactly the outputs
-        # with a non-zero weight on a non-finite input.
+        # of the output through the dense matrices' zero weights. Only when there is
+        # one (the cond runs one branch), interpolate the finite values and mark NaN
+        # exactly the outputs with a non-zero weight on a non-finite input.
         return jax.lax.cond(finite.all(), self._interpolate,
                             lambda a: self._interpolate_masked(a, finite), acts)
 
@@ -208,9 +213,14 @@ def two_taps(matrix: np.ndarray) -> tuple | None:
 
 
 def _blend(x: jnp.ndarray, taps: tuple, axis: int) -> jnp.ndarray:
-    """``w0[t] * x[.., i0[t], ..] + w1[t] * x[.., i1[t], ..]`` along ``axis``."""
+    """``w0[t] * x[.., i0[t], ..] + w1[t] * x[.., i1[t], ..]`` along ``axis``, a term
+    with a zero weight left out (so a NaN input reaches only the outputs that weigh
+    it)."""
     i0, i1, w0, w1 = (np.asarray(v) for v in taps)
     shape = [1] * x.ndim
     shape[axis] = -1
-    return (jnp.take(x, i0, axis=axis) * np.asarray(w0, np.float32).reshape(shape)
-            + jnp.take(x, i1, axis=axis) * np.asarray(w1, np.float32).reshape(shape))
+    out = []
+    for i, w in ((i0, w0), (i1, w1)):
+        w = np.asarray(w, np.float32).reshape(shape)
+        out.append(jnp.where(w != 0, jnp.take(x, i, axis=axis) * w, 0.0))
+    return out[0] + out[1]
