@@ -41,7 +41,7 @@ def add_arguments(p):
                         "interval of its IoU, in one more pass over the data")
     p.add_argument("--max-p", type=float, default=None,
                    help="keep only labels with a p-value at most this (implies "
-                        "--significance)")
+                        "--significance; default: every label is kept)")
     p.add_argument("--permutations", type=int, default=1000,
                    help="image permutations per label test (the smallest p-value is "
                         "1/(permutations+1))")
