@@ -124,10 +124,6 @@ class ModelSpec:
 
     # ------------------------------------------------------------- running
 
-    def path(self, layer: str) -> str:
-        """The module path of ``layer`` (a research name or already a path)."""
-        return self.layers.get(layer, layer)
-
     def check_layer(self, layer: str) -> None:
         """A clear error for a layer that is neither a research name nor a module path
         that runs in a forward pass."""

@@ -66,19 +66,24 @@ def compute(batch):
     return batch["acts"], batch["seg"]
 
 
-def numpy_dissection(source, q, miniou):
-    up = np.asarray(UP(jnp.asarray(source.arrays["acts"])))  # upsampling tested elsewhere
-    seg = source.arrays["seg"]
+def numpy_thresholds_iou(up, seg, q, num_labels):
+    """The PNAS rule on all the data at once: ``up [n, H, W, u]`` upsampled
+    activations, ``seg [n, K, H, W]`` -> thresholds ``[u]`` and IoU ``[u, L]``."""
     flat = up.reshape(-1, up.shape[-1])
     k = int(np.ceil(q * len(flat) - 1e-9))
     t = -np.sort(-flat, axis=0)[k - 1]
     a = up > t
-    iou = np.zeros((up.shape[-1], len(LABELS)))
-    for c in range(1, len(LABELS)):
+    iou = np.zeros((up.shape[-1], num_labels))
+    for c in range(1, num_labels):
         s = (seg == c).any(axis=1)[..., None]
         inter, union = (a & s).sum((0, 1, 2)), (a | s).sum((0, 1, 2))
         iou[:, c] = np.where(union > 0, inter / np.maximum(union, 1), 0)
     return t, iou
+
+
+def numpy_dissection(source, q, miniou):
+    up = np.asarray(UP(jnp.asarray(source.arrays["acts"])))  # upsampling tested elsewhere
+    return numpy_thresholds_iou(up, source.arrays["seg"], q, len(LABELS))
 
 
 def run(source, **kw):

@@ -20,6 +20,7 @@ from jaxdissect.stats.upsample import Upsampler
 from jaxdissect.world import WorldSource
 from jaxdissect.world.vocab import LABELS
 from tests import user_models as um
+from tests.test_dissect import numpy_thresholds_iou
 
 # ------------------------------------------------------------- hand-written oracles
 
@@ -134,16 +135,7 @@ def test_subclass_calling_super_is_tapped_once_and_errors_name_paths():
 # ---------------------------------------------------------- experiments, API
 
 def numpy_dissection(acts_up, seg, q):
-    flat = acts_up.reshape(-1, acts_up.shape[-1])
-    k = int(np.ceil(q * len(flat) - 1e-9))
-    t = -np.sort(-flat, axis=0)[k - 1]
-    a = acts_up > t
-    iou = np.zeros((acts_up.shape[-1], len(LABELS)))
-    for c in range(1, len(LABELS)):
-        s = (seg == c).any(axis=1)[..., None]
-        inter, union = (a & s).sum((0, 1, 2)), (a | s).sum((0, 1, 2))
-        iou[:, c] = np.where(union > 0, inter / np.maximum(union, 1), 0)
-    return t, iou
+    return numpy_thresholds_iou(acts_up, seg, q, len(LABELS))
 
 
 @pytest.mark.parametrize("factory", [um.linen_classifier, um.nnx_classifier])

@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from jaxdissect.cli import UserError
+from jaxdissect.data.source import Prefix
 from jaxdissect.runtime import hosts
 
 # JAX is imported inside the functions that use it: the commands' argument parsers
@@ -218,22 +219,6 @@ def skipped_images(source) -> int:
     return len(getattr(getattr(source, "inner", source), "skipped", ()))
 
 
-class Prefix:
-    """The first ``n`` examples of a source."""
-
-    def __init__(self, source, n):
-        self.inner, self.num_examples = source, min(n, source.num_examples)
-        self.seg_labels = getattr(source, "seg_labels", None)
-        self.class_names = getattr(source, "class_names", None)
-
-    def identity(self) -> dict:
-        from jaxdissect.runtime.fingerprint import data_identity
-        return {"prefix": self.num_examples, "of": data_identity(self.inner)}
-
-    def batch(self, start, stop):
-        return self.inner.batch(start, stop)
-
-
 class TruthSegmenter:
     """Marker: use the source's ground-truth ``seg``."""
 
@@ -279,27 +264,24 @@ def make_compute(model, layer: str, segmenter, seg_downsample: int = 1):
     d x d block of the segmentation (the reference dissects at a quarter of the image
     size)."""
     import jax.numpy as jnp
+
+    from jaxdissect.experiments.dissect import spec_compute, spec_forward
     # the data's own annotation (world truth, Broden) rather than a model's
     truth = isinstance(segmenter, TruthSegmenter) or getattr(segmenter, "reads_batch", False)
 
-    def forward_with(batch, params):
-        inputs = batch["image"] if model.kind == "classifier" else batch["z"]
-        out, acts = model.run(params, jnp.asarray(inputs), capture=(layer,))
-        images = jnp.asarray(inputs) if model.kind == "classifier" else model.images(out)
-        return model.maps(layer, acts[layer]), images
-
-    def compute(batch, params):
-        acts, images = forward_with(batch, params)
+    def segment(batch, images):
         seg = jnp.asarray(batch["seg"]) if truth else segmenter(images)
         if seg_downsample > 1:
             o = seg_downsample // 2
             seg = seg[:, :, o::seg_downsample, o::seg_downsample]
-        return acts, seg.astype(jnp.int32)
+        return seg.astype(jnp.int32)
+
+    forward_with = spec_forward(model, layer)
 
     def forward(batch):
         return forward_with(batch, model.params)
 
-    return compute, forward
+    return spec_compute(model, layer, segment), forward
 
 
 def check_layer(model, layer: str) -> None:

@@ -48,6 +48,22 @@ def iterate(source: ImageSource, batch_size: int, start: int = 0,
         yield i, source.batch(i, min(i + batch_size, stop))
 
 
+class Prefix:
+    """The first ``n`` examples of ``source`` (an ``ImageSource`` itself)."""
+
+    def __init__(self, source: ImageSource, n: int):
+        self.inner, self.num_examples = source, min(n, source.num_examples)
+        self.seg_labels = getattr(source, "seg_labels", None)
+        self.class_names = getattr(source, "class_names", None)
+
+    def identity(self) -> dict:
+        from jaxdissect.runtime.fingerprint import data_identity
+        return {"prefix": self.num_examples, "of": data_identity(self.inner)}
+
+    def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        return self.inner.batch(start, stop)
+
+
 class ZSource:
     """Latent samples ``z ~ N(0, 1)`` of a generator, exactly the reference's
     ``zdataset.standard_z_sample(num_examples, z_dim, seed)``: the first

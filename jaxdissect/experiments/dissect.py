@@ -251,20 +251,32 @@ def auto_budget(levels, n_values: int, units: int, layers: int) -> int:
     return 4096
 
 
+def spec_forward(spec, layer: str):
+    """``forward(batch, params) -> (acts [b, h, w, units], images [b, H, W, 3])`` of a
+    :class:`~jaxdissect.spec.ModelSpec`: ``layer``'s activation as a map (``spec.maps``)
+    and the images it saw, the batch's own for a classifier, ``spec.images(output)``
+    for a generator (read from ``batch["z"]``)."""
+    def forward(batch, params):
+        inputs = jnp.asarray(batch["image"] if spec.kind == "classifier" else batch["z"])
+        out, acts = spec.run(params, inputs, capture=(layer,))
+        images = inputs if spec.kind == "classifier" else spec.images(out)
+        return spec.maps(layer, acts[layer]), images
+
+    return forward
+
+
 def spec_compute(spec, layer: str, segment: Callable[[dict, jax.Array], jax.Array]
                  ) -> Compute:
     """A ``compute(batch, params)`` for ``dissect(..., params=spec.params)`` from a
     :class:`~jaxdissect.spec.ModelSpec`: ``layer``'s activation as ``[b, h, w, units]``
-    (``spec.maps``) and ``segment(batch, images)``, where ``images`` are the batch's
-    images for a classifier and ``spec.images(output)`` for a generator; e.g.
-    ``lambda batch, images: segmenter(images)``, or ``lambda batch, images:
-    batch["seg"]`` for ground truth.
+    and ``segment(batch, images)`` (:func:`spec_forward`); e.g. ``lambda batch, images:
+    segmenter(images)``, or ``lambda batch, images: batch["seg"]`` for ground truth.
     """
+    forward = spec_forward(spec, layer)
+
     def compute(batch, params):
-        inputs = batch["image"] if spec.kind == "classifier" else batch["z"]
-        out, acts = spec.run(params, jnp.asarray(inputs), capture=(layer,))
-        images = jnp.asarray(batch["image"]) if spec.kind == "classifier" else spec.images(out)
-        return spec.maps(layer, acts[layer]), segment(batch, images)
+        acts, images = forward(batch, params)
+        return acts, segment(batch, images)
 
     return compute
 

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxdissect.data.source import ImageSource
+from jaxdissect.data.source import ImageSource, Prefix
 from jaxdissect.edits import Edit
 from jaxdissect.experiments import results
 from jaxdissect.experiments.ablate import Split
@@ -531,7 +531,7 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
     n_units, n_labels = iou.shape
     kw = dict(batch_size=batch_size, chunk=chunk, progress=progress, cache_dir=cache_dir,
               cache_key=cache_key, devices=devices)
-    sweep_src = source if sweep_samples is None else _Prefix(source, sweep_samples)
+    sweep_src = source if sweep_samples is None else Prefix(source, sweep_samples)
     # every unit's edit runs on each batch: batches small enough that the bar moves at
     # least 8 times (the sums are exact at any batch size)
     per_unit = ablation_share_deltas(split, segment, sweep_src, np.eye(n_units), n_labels,
@@ -546,13 +546,13 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
         masks = np.zeros((len(ns), n_units), np.float32)
         for i, k in enumerate(ns):
             masks[i, order[:k]] = 1
-        removal_src = source if removal_samples is None else _Prefix(source, removal_samples)
+        removal_src = source if removal_samples is None else Prefix(source, removal_samples)
         d = ablation_share_deltas(split, segment, removal_src, masks, n_labels,
                                   name=f"removal-{labels.names[c]}", **kw)
         removal[labels.names[c]] = removal_curve(d, c, ns, labels.names[c], order)
     for c in insert_concepts:
         units = best_iou_units(iou, c, min(insert_units, n_units))
-        ins_src = source if insertion_samples is None else _Prefix(source, insertion_samples)
+        ins_src = source if insertion_samples is None else Prefix(source, insertion_samples)
         sums = insertion_by_context(split, segment, ins_src, units,
                                     np.asarray(high_values)[units], c, n_labels,
                                     name=f"insertion-{labels.names[c]}", **kw)
@@ -561,17 +561,3 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
     return InterventionResult(layer, labels, n_units, base_mean, base_se,
                               np.asarray(per_unit["delta"], np.float64) / max(n, 1), n,
                               removal, insertion)
-
-
-class _Prefix:
-    """The first ``n`` examples of a source."""
-
-    def __init__(self, source, n):
-        self.inner, self.num_examples = source, min(n, source.num_examples)
-        self.seg_labels, self.class_names = source.seg_labels, source.class_names
-
-    def batch(self, start, stop):
-        return self.inner.batch(start, stop)
-
-    def identity(self):
-        return {"prefix": self.num_examples, "of": data_identity(self.inner)}
