@@ -42,8 +42,9 @@ def vgg_forward(model, images01, zero=(), stop=None):
 
 
 @torch.no_grad()
-def gan_forward(model, z, edit=None, stop=None):
-    """Images in [0, 1] NHWC; ``edit(h NCHW) -> h`` applied to layer4's output."""
+def gan_forward(model, z, edit=None, stop=None, clip=True):
+    """Images in [0, 1] NHWC (``clip=False``: ``(out + 1) / 2`` unclipped, as the
+    segmenter sees it); ``edit(h NCHW) -> h`` applied to layer4's output."""
     x = torch.from_numpy(np.asarray(z)).view(len(z), -1, 1, 1)
     for name, mod in model.named_children():
         x = mod(x)
@@ -52,4 +53,5 @@ def gan_forward(model, z, edit=None, stop=None):
                 return x.permute(0, 2, 3, 1).numpy()
             if edit is not None:
                 x = edit(x)
-    return torch.clamp((x + 1) / 2, 0, 1).permute(0, 2, 3, 1)
+    x = (x + 1) / 2
+    return (torch.clamp(x, 0, 1) if clip else x).permute(0, 2, 3, 1)

@@ -99,10 +99,15 @@ def run(args) -> int:
          "text": "per-class importance, sets of units removed / kept, importance vs IoU"},
         {"title": "Concept chart (classifier)", "href": "classifier/dissect/concepts.svg",
          "text": "labelled units per concept"}]
+    figures = _classifier_figures(out, ares)
     if gen is not None:
         ifind, iparts = _generator_half(args, gen, out, progress, step)
         findings += ifind
         parts += iparts
+        from jaxdissect.commands.intervene import index_figures
+        from jaxdissect.report.pictures import load_records
+        figures += index_figures("generator/intervene", load_records(
+            os.path.join(out, "generator", "intervene")))
     notes = ("The synthetic world's scenes, the classifier, the generator and the segmenter "
              "ship with jaxdissect (weights/world). Sample sizes here: "
              f"{args.images} images per split, {args.samples} z samples for dissection, "
@@ -112,12 +117,25 @@ def run(args) -> int:
                             " The world generator's weights were not found, so its "
                             "experiments were skipped."))
     index = report.write_index(out, parts, title="jaxdissect demo: the synthetic world",
-                               findings=findings, notes=notes)
+                               findings=findings, notes=notes, figures=figures)
     for f in findings:
         print("  " + f.plain())
     step("done")
     print(C.final_path(index))
     return 0
+
+
+def _classifier_figures(out, ares) -> list[dict]:
+    """The classifier's findings have no generated image; their picture is the
+    ablation's per-class chart (balanced accuracy unedited, top units removed, only
+    top units kept), which shows both."""
+    from jaxdissect.report.pictures import png_record
+    k = ares.summary()["k"]
+    return [png_record(out, "classifier/ablate/ablation_classes.png", alt="ablation chart",
+                       caption=f"<b>Classifier unit ablation</b> (both classifier findings): "
+                               f"each class's balanced accuracy with every unit, with its "
+                               f"{k} most important units removed, and with only those "
+                               f"{k} kept.")]
 
 
 def _fdr_text(d) -> str:

@@ -90,9 +90,29 @@ def experiment(loaded, layer, source, segmenter, seg_name, out, *, remove, inser
         sweep_samples=sweep_samples, removal_samples=removal_samples,
         insertion_samples=insertion_samples, batch_size=batch_size, chunk=chunk,
         layer=layer, cache_dir=os.path.join(out, "intervene", "cache"), progress=progress)
+    pictures = write_pictures(os.path.join(out, "intervene"), split, segmenter, source,
+                              result, high)
     page = report.write_intervention(os.path.join(out, "intervene"), result,
-                                     index_link=index_link and os.path.join("..", index_link))
+                                     index_link=index_link and os.path.join("..", index_link),
+                                     pictures=pictures)
     return result, dres, dpath, page
+
+
+def write_pictures(outdir, split, segmenter, source, result, high) -> list[dict]:
+    """The removal strips and insertion grids of ``result`` as PNGs under ``outdir``;
+    their records (``report.pictures``)."""
+    from jaxdissect.experiments.intervene_pictures import intervention_pictures
+    from jaxdissect.report import pictures as P
+    draw = {"removal": P.removal_strip, "insertion": P.insertion_grid}
+    return [draw[p.kind](outdir, p) for p in intervention_pictures(
+        split, segmenter, source, result, high)]
+
+
+def index_figures(folder: str, records) -> list[dict]:
+    """Picture records of a page in ``folder`` (relative to the index), captioned, for
+    ``report.write_index``'s ``figures``."""
+    from jaxdissect.report import pictures as P
+    return [dict(r, src=f"{folder}/{r['src']}", caption=P.caption(r)) for r in records]
 
 
 @C.writes_results
@@ -132,12 +152,14 @@ def run(args) -> int:
         seg_downsample=C.seg_downsample(args, seg_name),
         upsample=args.upsample)
     findings = result.findings()
+    from jaxdissect.report.pictures import load_records
+    figures = index_figures("intervene", load_records(os.path.join(out, "intervene")))
     index = report.write_index(out, [
         {"title": "Dissection", "href": "dissect/report.html",
          "text": f"{int(dres.labelled.sum())}/{dres.num_units} units labelled"},
         {"title": "Interventions", "href": "intervene/intervention.html",
          "text": "removal and insertion"}],
-        title=f"Interventions in {loaded.name} {layer}", findings=findings)
+        title=f"Interventions in {loaded.name} {layer}", findings=findings, figures=figures)
     for f in findings:
         print(f.plain())
     print(C.final_path(index))

@@ -140,9 +140,8 @@ def run(args) -> int:
     records = [e.to_json() for e in result.edits]
     os.makedirs(out, exist_ok=True)
     np.save(os.path.join(out, "painted.npy"), painted)
-    rows = [[base[i]] + [painted[e, i] for e in range(len(records))] for i in range(len(z))]
-    boxes = [[None] + [r["box"] for r in records] for _ in range(len(z))]
-    grid_png = A.image_grid(rows, os.path.join(out, "painted.png"), boxes=boxes)
+    from jaxdissect.report.pictures import paint_grid
+    grid_png = paint_grid(out, base, painted, [r["box"] for r in records])
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     from PIL import Image
     for e, rec in enumerate(records):

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from jaxdissect.report import pictures as P
 from jaxdissect.report import plots
 from jaxdissect.report.html import (
     back_link_html,
@@ -153,7 +154,7 @@ def write_ablation(outdir: str, result, unit_labels=None,
     body.append("<h2>Findings</h2>")
     body += findings_html(result.findings())
     body.append("<h2>Plots</h2>")
-    body += plots_html(figs)
+    body += plots_html(figs, outdir)
     body.append(f"<h2>Per class (val; set size k={s['k']})</h2>")
     body.append(table_html(["class", "val images", "precision", "recall", "balanced acc.",
                             f"top {s['k']} removed", f"only top {s['k']} kept",
@@ -162,10 +163,17 @@ def write_ablation(outdir: str, result, unit_labels=None,
                                                                 "\n".join(body)))
 
 
-def write_intervention(outdir: str, result, index_link: str | None = None) -> str:
+def write_intervention(outdir: str, result, index_link: str | None = None,
+                       pictures: list[dict] | None = None) -> str:
     """``intervention.html``, plots, ``intervention.json`` and ``intervention.npz``
-    from an ``experiments.intervene.InterventionResult``."""
+    from an ``experiments.intervene.InterventionResult``; ``pictures``: records of the
+    removal strips and insertion grids (``report.pictures``) already written under
+    ``outdir``, listed in ``pictures.json`` (None: the ones that file lists)."""
     os.makedirs(outdir, exist_ok=True)
+    if pictures is None:
+        pictures = P.load_records(outdir)
+    else:
+        P.save_records(outdir, pictures)
     data = result.to_json()
     dump_json(os.path.join(outdir, "intervention.json"), data)
     result.save(os.path.join(outdir, "intervention.npz"))
@@ -189,8 +197,11 @@ def write_intervention(outdir: str, result, index_link: str | None = None) -> st
     body.append(f"<p>Samples: {', '.join(sizes)}.</p>")
     body.append("<h2>Findings</h2>")
     body += findings_html(result.findings())
+    if pictures:
+        body.append("<h2>Pictures</h2>")
+        body += [P.figure_html(pic, P.caption(pic)) for pic in pictures]
     body.append("<h2>Plots</h2>")
-    body += plots_html(figs)
+    body += plots_html(figs, outdir)
     for concept, ins in data["insertion"].items():
         body.append(f"<h2>Insertion of {concept} by context</h2>")
         body.append(table_html(["context label", "category", "edits", "mean share added",
@@ -202,10 +213,13 @@ def write_intervention(outdir: str, result, index_link: str | None = None) -> st
 
 
 def write_index(outdir: str, parts: list[dict], title: str = "jaxdissect results",
-                findings=(), notes: str = "") -> str:
+                findings=(), notes: str = "", figures=()) -> str:
     """``parts``: ``[{"title", "href" (relative), "text"}]``; ``findings``: the typed
-    results' ``significance.Finding`` list."""
+    results' ``significance.Finding`` list; ``figures``: picture records (``src``
+    relative to ``outdir``, ``width``, ``height``, ``caption`` HTML), shown first."""
     body = [f"<h1>{title}</h1>"]
+    if figures:
+        body += [P.figure_html(f, f["caption"]) for f in figures]
     if notes:
         body.append(f"<p>{notes}</p>")
     if findings:

@@ -19,16 +19,12 @@ from jaxdissect.report.html import (
     table_html,
     write_text,
 )
+from jaxdissect.report.pictures import figure_html, to_u8
 
 
-def to_u8(images01) -> np.ndarray:
-    return (np.clip(np.asarray(images01, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def image_grid(rows, path: str, size: int = 96, gap: int = 2, boxes=None) -> str:
-    """Save ``rows [r][c]`` of ``[H, W, 3]`` images in [0, 1] as one PNG grid; ``boxes``
-    (same nesting, or None) draws a yellow ``(y0, x0, y1, x1)`` fraction box on a tile.
-    Returns the file name."""
+def image_grid(rows, path: str, size: int = 96, gap: int = 2) -> str:
+    """Save ``rows [r][c]`` of ``[H, W, 3]`` images in [0, 1] as one PNG grid of
+    ``size``-pixel tiles. Returns the file name."""
     n_r, n_c = len(rows), max(len(r) for r in rows)
     grid = Image.new("RGB", (n_c * (size + gap) - gap, n_r * (size + gap) - gap),
                      (255, 255, 255))
@@ -37,13 +33,6 @@ def image_grid(rows, path: str, size: int = 96, gap: int = 2, boxes=None) -> str
             img = np.asarray(img)
             tile = Image.fromarray(to_u8(img)).resize(
                 (size, size), Image.NEAREST if img.shape[0] < size else Image.BILINEAR)
-            box = boxes[i][j] if boxes is not None else None
-            if box is not None:
-                from PIL import ImageDraw
-                y0, x0, y1, x1 = box
-                ImageDraw.Draw(tile).rectangle(
-                    [x0 * size, y0 * size, x1 * size - 1, y1 * size - 1],
-                    outline=(255, 230, 0))
             grid.paste(tile, (j * (size + gap), i * (size + gap)))
     from jaxdissect.runtime.cache import atomic_write
     atomic_write(path, lambda f: grid.save(f, format="PNG"))
@@ -131,7 +120,7 @@ def write_attack(outdir: str, result, examples: str, index_link: str | None = No
                 "(x10, grey = 0).</p>")
     body.append(f"<p><img src=\"{examples}\" alt=\"examples\"></p>")
     body.append("<h2>Units</h2>")
-    body += plots_html(figs)
+    body += plots_html(figs, outdir)
     rank_pos = {}
     for key in ("source", "target"):
         row = np.asarray(ranking[data[f"{key}_index"]])
@@ -153,11 +142,12 @@ def write_attack(outdir: str, result, examples: str, index_link: str | None = No
         f"Attack: {result.source_class} to {result.target_class}", "\n".join(body)))
 
 
-def write_paint(outdir: str, result, grid: str, index_link: str | None = None,
+def write_paint(outdir: str, result, grid: dict, index_link: str | None = None,
                 dissection_link: str | None = None) -> str:
     """``paint.html``, ``paint.json`` and ``paint.npz`` from an
-    ``experiments.paint.PaintResult``; ``dissection_link``: the dissection's report that
-    chose the units (relative)."""
+    ``experiments.paint.PaintResult``; ``grid``: the record of its before / after
+    picture (``report.pictures.paint_grid``); ``dissection_link``: the dissection's
+    report that chose the units (relative)."""
     os.makedirs(outdir, exist_ok=True)
     dump_json(os.path.join(outdir, "paint.json"), result.to_json())
     result.save(os.path.join(outdir, "paint.npz"))
@@ -166,10 +156,13 @@ def write_paint(outdir: str, result, grid: str, index_link: str | None = None,
     body += back_link_html(index_link)
     dissection = (f"<a href=\"{html.escape(dissection_link)}\">a dissection</a>"
                   if dissection_link else "a dissection")
-    body.append(f"<p>Columns: the unedited image, then one per edit (region outlined). "
-                f"Rows: {result.num_z} latents (seed {result.z_seed}); units from {dissection} "
-                f"of {result.dissection_samples} samples.</p>")
-    body.append(f"<p><img src=\"{grid}\" alt=\"painted images\"></p>")
+    edits = "; ".join(f"{i + 2}: {html.escape(e.concept)} {e.mode}" for i, e in
+                      enumerate(result.edits))
+    body.append(figure_html(grid, (
+        f"Before and after: column 1 the unedited image, then one column per edit "
+        f"({edits}), the painted region outlined in yellow. Rows: {result.num_z} latents "
+        f"(seed {result.z_seed}); units from {dissection} of {result.dissection_samples} "
+        f"samples.")))
     findings = result.findings()
     if findings:
         body.append("<h2>Findings</h2>")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
@@ -31,7 +32,9 @@ h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em}
 table{border-collapse:collapse;font-size:14px} td,th{border:1px solid #ddd;padding:3px 8px}
 .finding{padding:.4em .8em;margin:.4em 0;border-left:4px solid #55B05B;background:#f4fbf4}
 .finding.no{border-left-color:#D92E2B;background:#fbf4f4}
-img.plot{max-width:100%;border:1px solid #eee}
+img.plot{max-width:100%;height:auto;border:1px solid #eee}
+figure{margin:1em 0} figcaption{font-size:14px;max-width:900px;margin-top:.3em}
+img.pic{display:block;max-width:none}
 """
 
 SCRIPT = r"""
@@ -182,9 +185,16 @@ def back_link_html(index_link: str | None) -> list[str]:
     return [f"<p><a href=\"{html.escape(index_link)}\">&larr; all results</a></p>"]
 
 
-def plots_html(figs) -> list[str]:
-    """One paragraph per plot image file."""
-    return [f"<p><img class=\"plot\" src=\"{f}\" alt=\"{f}\"></p>" for f in figs]
+def plots_html(figs, folder: str | None = None) -> list[str]:
+    """One paragraph per plot image file; with the ``folder`` holding them, each
+    ``<img>`` states the file's size in pixels (``width``, ``height``)."""
+    def size(f):
+        if folder is None:
+            return ""
+        from PIL import Image
+        with Image.open(os.path.join(folder, f)) as im:
+            return f" width=\"{im.width}\" height=\"{im.height}\""
+    return [f"<p><img class=\"plot\" src=\"{f}\"{size(f)} alt=\"{f}\"></p>" for f in figs]
 
 
 def finding_html(text: str, holds: bool | None) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from jaxdissect.report.pictures import mask_edge
+
 OUTLINE = np.array([1.0, 0.9, 0.0], np.float32)
 
 
@@ -20,10 +22,7 @@ def highlight(image: np.ndarray, mask: np.ndarray, dim: float = 0.35) -> np.ndar
     if image.shape[:2] != mask.shape:
         raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
     out = np.where(mask[..., None], image, image * dim)
-    # outline: mask pixels with a 4-neighbour outside the mask
-    pad = np.pad(mask, 1, constant_values=False)
-    edge = mask & ~(pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:])
-    out[edge] = OUTLINE
+    out[mask_edge(mask)] = OUTLINE      # mask pixels with a 4-neighbour outside it
     return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
