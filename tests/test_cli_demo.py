@@ -39,6 +39,18 @@ def test_demo_small(tmp_path):
         assert (out / link).is_file(), link
     if (WORLD / "generator" / "config.json").is_file():
         assert "generator/intervene/intervention.html" in links
+    # the index leads with its pictures (before the findings), each a file of the size
+    # its <img> states: the classifier's chart, then the generator's removal strip and
+    # insertion grid
+    from PIL import Image
+    imgs = re.findall(r'<img class="pic" src="([^"]+)" width="(\d+)" height="(\d+)"', index)
+    assert index.index("<img") < index.index("class=\"finding")
+    want = ["classifier/ablate/ablation_classes.png"]
+    if (WORLD / "generator" / "config.json").is_file():
+        want += ["generator/intervene/pictures/removal_", "generator/intervene/pictures/insertion_"]
+    assert len(imgs) == len(want) and all(s.startswith(w) for (s, _, _), w in zip(imgs, want))
+    for src, w, h in imgs:
+        assert Image.open(out / src).size == (int(w), int(h))
     # the labels' significance: stated on the index and printed
     assert "survive a 1% false-discovery rate" in index
     assert "false-discovery rate" in run.stdout
