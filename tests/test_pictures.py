@@ -4,6 +4,8 @@ in PyTorch with the edit written out there, and the paint grid's box outlines.""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import types
 
 import numpy as np
@@ -148,7 +150,7 @@ def test_removal_pictures_match_torch(tiny):
     want_samples = np.sort(np.argsort(-has.mean((1, 2)), kind="stable")[:3])
     np.testing.assert_array_equal(pics.samples, want_samples)
     assert pics.units.tolist() == [5, 2, 7]                 # the curve's largest set
-    assert "largest set" in pics.note
+    assert "largest set" in pics.edit and "3 of the first 6" in pics.which
     zs = z[want_samples]
     base, has0, sure0 = forward(model, zs, t)
     edited, has1, sure1 = forward(model, zs, t, zero)
@@ -202,7 +204,7 @@ def test_figures_write_pngs_of_their_stated_size(tmp_path):
     edited = rng.random((2, 3, 16, 16, 3)).astype(np.float32)
     changed = rng.random((2, 3, 16, 16)) > 0.7
     pics = EditPictures("insertion", "blue", np.array([3, 0]), np.arange(2), base, edited,
-                        changed, np.array([[1, 1], [1, 6], [6, 1]]), (8, 8), "a note")
+                        changed, np.array([[1, 1], [1, 6], [6, 1]]), (8, 8), "an edit", "which")
     rec = ins = P.insertion_grid(str(tmp_path), pics)
     png = np.asarray(Image.open(tmp_path / rec["src"]))
     assert png.shape == (rec["height"], rec["width"], 3) == (2 * 128 + 4, 4 * 128 + 12, 3)
@@ -214,7 +216,7 @@ def test_figures_write_pngs_of_their_stated_size(tmp_path):
     np.testing.assert_array_equal(png[132:260, 3 * 132:3 * 132 + 128], t)
     np.testing.assert_array_equal(png[:128, :128], P.tile(base[0], 8))   # unedited, bare
     removal = EditPictures("removal", "green", np.arange(4), np.arange(2), base,
-                           edited[:, :1], changed[:, :1], np.zeros((1, 2), int), (0, 0), "n")
+                           edited[:, :1], changed[:, :1], np.zeros((1, 2), int), (0, 0), "e", "w")
     rec = P.removal_strip(str(tmp_path), removal)
     png = np.asarray(Image.open(tmp_path / rec["src"]))
     assert png.shape == (2 * 128 + 4, 2 * 128 + 4, 3)
@@ -222,8 +224,17 @@ def test_figures_write_pngs_of_their_stated_size(tmp_path):
                                                              changed[1, 0]))
     np.testing.assert_array_equal(png[132:, 132:], P.tile(edited[1, 0], 8))
     assert "Removing green" in P.caption(rec) and "Inserting blue" in P.caption(ins)
+    # the captions' shares: changed pixels over the segmentation's, mean over the edits
+    assert f"({changed[:, :1].mean():.1%} of the image" in P.caption(rec)
+    assert f"({changed.mean():.2%} of the image on average over these 6 edits" in P.caption(ins)
     P.save_records(str(tmp_path), [rec, ins])
     assert P.load_records(str(tmp_path)) == [rec, ins]
+    # a later run's records keep only their own files
+    (tmp_path / "pictures" / "removal_old.png").write_bytes(b"x")
+    P.remove_others(str(tmp_path), [rec])
+    assert sorted(os.listdir(tmp_path / "pictures")) == ["removal_green.png"]
+    odd = dataclasses.replace(removal, concept="pool table/x")
+    assert P.removal_strip(str(tmp_path), odd)["src"] == "pictures/removal_pool_table_x.png"
 
 
 def test_paint_grid_outlines_each_box(tmp_path):

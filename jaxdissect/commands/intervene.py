@@ -104,8 +104,10 @@ def write_pictures(outdir, split, segmenter, source, result, high) -> list[dict]
     from jaxdissect.experiments.intervene_pictures import intervention_pictures
     from jaxdissect.report import pictures as P
     draw = {"removal": P.removal_strip, "insertion": P.insertion_grid}
-    return [draw[p.kind](outdir, p) for p in intervention_pictures(
+    records = [draw[p.kind](outdir, p) for p in intervention_pictures(
         split, segmenter, source, result, high)]
+    P.remove_others(outdir, records)
+    return records
 
 
 def index_figures(folder: str, records) -> list[dict]:

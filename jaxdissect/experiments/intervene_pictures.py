@@ -34,7 +34,8 @@ class EditPictures:
     ``edited [b, E, H, W, 3]`` images (``spec.images``, unclipped); ``changed [b, E,
     Hs, Ws]`` the segmentation's pixels that gained (insertion) or lost (removal) the
     concept; ``units`` edited (best IoU first); ``locations [E, 2]`` the layer cells
-    (y, x) edited (insertion; ``[1, 0]`` for removal) on a ``grid`` (h, w)."""
+    (y, x) edited (insertion; ``[1, 0]`` for removal) on a ``grid`` (h, w); ``edit``
+    and ``which`` say in words what was edited and which samples are shown."""
 
     kind: str
     concept: str
@@ -45,7 +46,8 @@ class EditPictures:
     changed: np.ndarray
     locations: np.ndarray
     grid: tuple
-    note: str
+    edit: str
+    which: str
 
 
 def spread_locations(grid: tuple[int, int], k: int) -> np.ndarray:
@@ -119,15 +121,15 @@ def removal_pictures(split, segment, source, curve, concept: int, num_labels: in
     alpha[0, units] = 1
     base, edited, has0, has = _edited(split, segment, batch, alpha,
                                       np.zeros((n_units,), np.float32), concept, num_labels)
-    how = (f"the {n} best-IoU units (as measured at n = {n} on the removal curve)"
-           if n == REMOVAL_UNITS else
-           f"the {n} best-IoU units (the removal curve's largest set; it stops below "
-           f"{REMOVAL_UNITS})")
-    note = (f"{how}; the {len(samples)} of the first {min(pool, source.num_examples)} "
-            f"samples with the most {curve.concept} unedited")
+    edit = (f"its {n} best-IoU units zeroed (n = {n}, measured on the removal curve)"
+            if n == REMOVAL_UNITS else
+            f"its {n} best-IoU units zeroed (the removal curve's largest set; the curve "
+            f"stops below {REMOVAL_UNITS})")
+    which = (f"the {len(samples)} of the first {min(pool, source.num_examples)} samples "
+             f"with the most {curve.concept} unedited")
     return EditPictures("removal", curve.concept, units, samples, base,
                         np.moveaxis(edited, 0, 1), np.moveaxis(has0[None] & ~has, 0, 1),
-                        np.zeros((1, 2), np.int64), (0, 0), note)
+                        np.zeros((1, 2), np.int64), (0, 0), edit, which)
 
 
 def insertion_pictures(split, segment, source, summary, high, concept: int,
@@ -149,11 +151,11 @@ def insertion_pictures(split, segment, source, summary, high, concept: int,
         alphas[e, y, x, units] = 1
     base, edited, has0, has = _edited(split, segment, batch, alphas, value, concept,
                                       num_labels)
-    note = (f"its {len(units)} units set to their 99.5% quantile levels at one cell of "
-            f"the {h}x{w} layer grid; the first {len(samples)} samples")
+    edit = (f"its {len(units)} inserted units set to their 99.5% quantile levels at one "
+            f"cell of the {h}x{w} layer grid")
     return EditPictures("insertion", summary.concept, units, samples, base,
                         np.moveaxis(edited, 0, 1), np.moveaxis(has & ~has0[None], 0, 1),
-                        cells, (h, w), note)
+                        cells, (h, w), edit, f"the first {len(samples)} samples")
 
 
 def intervention_pictures(split, segment, source, result, high, *, removal_count: int = 8,

@@ -19,6 +19,7 @@ import html
 import json
 import math
 import os
+import re
 
 import numpy as np
 from PIL import Image
@@ -133,6 +134,18 @@ def png_record(outdir: str, name: str, **info) -> dict:
 
 
 PICTURES_JSON = "pictures.json"
+FOLDER = "pictures"
+
+
+def remove_others(outdir: str, records: list[dict]) -> None:
+    """Deletes the PNGs under ``outdir/pictures`` that ``records`` do not name (an
+    earlier run's pictures of other concepts), so the folder holds one run's."""
+    folder = os.path.join(outdir, FOLDER)
+    keep = {os.path.normpath(os.path.join(outdir, r["src"])) for r in records}
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        path = os.path.normpath(os.path.join(folder, name))
+        if name.endswith(".png") and path not in keep:
+            os.unlink(path)
 
 
 def save_records(outdir: str, records: list[dict]) -> str:
@@ -159,7 +172,7 @@ def removal_strip(outdir: str, pics, name: str | None = None) -> dict:
     scale = scale_for(pics.base.shape[1])
     top = [outline(tile(b, scale), c[0]) for b, c in zip(pics.base, pics.changed)]
     bottom = [tile(e[0], scale) for e in pics.edited]
-    return save_png(outdir, name or f"pictures/removal_{pics.concept}.png",
+    return save_png(outdir, name or f"{FOLDER}/removal_{_slug(pics.concept)}.png",
                     compose([top, bottom]), **_info(pics))
 
 
@@ -176,8 +189,13 @@ def insertion_grid(outdir: str, pics, name: str | None = None) -> dict:
             cell = box_mask(t.shape[:2], cell_box(int(y), int(x), pics.grid))
             row.append(outline(t, cell, PLACE))
         rows.append(row)
-    return save_png(outdir, name or f"pictures/insertion_{pics.concept}.png", compose(rows),
+    return save_png(outdir, name or f"{FOLDER}/insertion_{_slug(pics.concept)}.png", compose(rows),
                     **_info(pics))
+
+
+def _slug(name: str) -> str:
+    """A concept name as a file name part (label names may hold spaces or slashes)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name)
 
 
 def _info(pics) -> dict:
@@ -185,19 +203,23 @@ def _info(pics) -> dict:
             "samples": np.asarray(pics.samples).tolist(),
             "locations": np.asarray(pics.locations).tolist(), "grid": list(pics.grid),
             "changed_pixels": np.asarray(pics.changed).sum(axis=(2, 3)).tolist(),
-            "note": pics.note, "alt": f"{pics.kind} of {pics.concept}"}
+            "segmentation_pixels": int(np.prod(np.asarray(pics.changed).shape[2:])),
+            "edit": pics.edit, "which": pics.which, "alt": f"{pics.kind} of {pics.concept}"}
 
 
 def caption(pic: dict) -> str:
     """The caption (HTML) of a removal strip or insertion grid record."""
     c = html.escape(pic["concept"])
+    share = float(np.mean(pic["changed_pixels"])) / pic["segmentation_pixels"]
+    samples = html.escape(pic["which"])
     if pic["kind"] == "removal":
-        return (f"<b>Removing {c}</b>: top row, generated samples with the {c} pixels the "
-                f"edit removes outlined in yellow; bottom row, the same samples with "
-                f"{html.escape(pic['note'])} zeroed.")
-    return (f"<b>Inserting {c}</b>: each row one sample, first the unedited image, then "
-            f"the {c} units switched on at one layer location (cyan square; "
-            f"{html.escape(pic['note'])}); yellow outlines the pixels that became {c}.")
+        return (f"<b>Removing {c}</b>: top row, generated images ({samples}) with the "
+                f"{c} pixels the edit removes outlined in yellow ({share:.1%} of the image "
+                f"on average); bottom row, the same images with {html.escape(pic['edit'])}.")
+    return (f"<b>Inserting {c}</b>: one row per image ({samples}); first the unedited "
+            f"image, then {html.escape(pic['edit'])}, one location per column (cyan "
+            f"square). Yellow outlines the pixels that became {c} ({share:.2%} of the "
+            f"image on average over these {np.size(pic['changed_pixels'])} edits).")
 
 
 def paint_grid(outdir: str, base, painted, boxes, name: str = "painted.png") -> dict:
