@@ -121,10 +121,10 @@ def removal_pictures(split, segment, source, curve, concept: int, num_labels: in
     alpha[0, units] = 1
     base, edited, has0, has = _edited(split, segment, batch, alpha,
                                       np.zeros((n_units,), np.float32), concept, num_labels)
-    edit = (f"its {n} best-IoU units zeroed (n = {n}, measured on the removal curve)"
-            if n == REMOVAL_UNITS else
-            f"its {n} best-IoU units zeroed (the removal curve's largest set; the curve "
-            f"stops below {REMOVAL_UNITS})")
+    edit = (f"the {n} best-IoU {curve.concept} units zeroed (n = {n}, measured on the "
+            f"removal curve)" if n == REMOVAL_UNITS else
+            f"the {n} best-IoU {curve.concept} units zeroed (the removal curve's largest "
+            f"set; the curve stops below {REMOVAL_UNITS})")
     which = (f"the {len(samples)} of the first {min(pool, source.num_examples)} samples "
              f"with the most {curve.concept} unedited")
     return EditPictures("removal", curve.concept, units, samples, base,
@@ -151,8 +151,8 @@ def insertion_pictures(split, segment, source, summary, high, concept: int,
         alphas[e, y, x, units] = 1
     base, edited, has0, has = _edited(split, segment, batch, alphas, value, concept,
                                       num_labels)
-    edit = (f"its {len(units)} inserted units set to their 99.5% quantile levels at one "
-            f"cell of the {h}x{w} layer grid")
+    edit = (f"the {len(units)} inserted {summary.concept} units set to their 99.5% "
+            f"quantile levels at one cell of the {h}x{w} layer grid")
     return EditPictures("insertion", summary.concept, units, samples, base,
                         np.moveaxis(edited, 0, 1), np.moveaxis(has & ~has0[None], 0, 1),
                         cells, (h, w), edit, f"the first {len(samples)} samples")
