@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from jaxdissect.stats import native
 from jaxdissect.stats.upsample import (
     Upsampler,
     sequence_data_size,
@@ -120,3 +121,49 @@ def test_wrong_shape_is_a_clear_error():
         up(jnp.zeros((1, 5, 4, 2)))
     with pytest.raises(ValueError, match="positive"):
         Upsampler.plain((0, 4), (8, 8))
+
+
+def numpy_blends(acts, up):
+    """The two-tap blends in NumPy float32: along x, then y, each output
+    ``where(w0 != 0, a[i0] * w0, 0) + where(w1 != 0, a[i1] * w1, 0)``, non-finite
+    inputs read as NaN."""
+    x = np.where(np.isfinite(acts), acts, np.nan).astype(np.float32)
+    for axis, (i0, i1, w0, w1) in ((2, up.taps[1]), (1, up.taps[0])):
+        shape = [1] * 4
+        shape[axis] = -1
+        terms = [np.where(np.reshape(w, shape) != 0,
+                          np.take(x, i, axis=axis) * np.reshape(w, shape).astype(np.float32),
+                          np.float32(0)) for i, w in ((i0, w0), (i1, w1))]
+        x = terms[0] + terms[1]
+    return x
+
+
+@pytest.mark.parametrize("case", CASES[:3] + CASES[4:5], ids=lambda c: "x".join(
+    map(str, c["target"])))
+def test_native_blends_are_numpy_float32_bit_for_bit(case):
+    """On CPU the native kernel rounds each product before the sum (no fused
+    multiply-add), so the values do not depend on what XLA fuses them with."""
+    if native.target("upsample") is None:
+        pytest.skip("no native kernels: XLA computes the blends")
+    up = (Upsampler.for_layers(case["layers"], case["image"], case["target"])
+          if "layers" in case else Upsampler.plain(case["data"], case["target"]))
+    rng = np.random.default_rng(2)
+    acts = (rng.standard_normal((3,) + up.data_shape + (5,)) * 3.7).astype(np.float32)
+    acts[0, 0, 0, 1], acts[1, -1, 0, 2], acts[2, 0, -1, 3] = np.inf, -np.inf, np.nan
+    expect = numpy_blends(acts, up)
+    for fn in (jax.jit(up.__call__), jax.jit(lambda a: up(a) * 1.0 + 0.0)):
+        got = np.asarray(fn(jnp.asarray(acts)))
+        np.testing.assert_array_equal(got.view(np.int32), expect.view(np.int32))
+
+
+def test_blends_vmap_and_differentiate():
+    up = Upsampler.plain((3, 4), (7, 9))
+    acts = jnp.asarray(np.random.default_rng(4).random((2, 2, 3, 4, 3)), jnp.float32)
+    stacked = jax.jit(jax.vmap(up))(acts)
+    for i in range(2):
+        np.testing.assert_array_equal(np.asarray(stacked[i]), np.asarray(up(acts[i])))
+    # linear: the gradient of the sum is each input's total weight
+    grad = jax.grad(lambda a: up(a).sum())(acts[0])
+    weight = np.outer(np.asarray(up.wy).sum(0), np.asarray(up.wx).sum(0))
+    np.testing.assert_allclose(np.asarray(grad), np.broadcast_to(
+        weight[None, :, :, None], grad.shape), rtol=1e-6)

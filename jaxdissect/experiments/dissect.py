@@ -380,7 +380,7 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         def one_pass(stat, batch, p):
             acts, seg, valid, index = model(batch, p)
             top, images, check = stat.parts
-            return sharding.Joint((top.update(upsample(acts), seg, valid, index),
+            return sharding.Joint((top.update(acts, seg, valid, index, upsample),
                                    images.update(image_max(acts), index, valid),
                                    check.update(acts, seg, valid, index, len(labels))))
 

@@ -1,54 +1,27 @@
 // jaxdissect's native CPU kernels (XLA FFI), built by stats/native.py:
-// the top-B merge (stats/select.py) and a radix-select histogram pass
-// (stats/quantile.py).
-//
-// top [u, B] f32 (any order, -inf = empty), x [n, u] f32 (pixels by units)
-//   -> values [u, B] f32: each unit's B largest of top and x,
-//      src [u, B] s32: src < B is top's column, src >= B is x's row src - B.
-//
-// 1. A floor per unit with at least B values of the union strictly above it, or
-//    -inf: the buffer's minimum once it is full; otherwise the r-th largest of
-//    every 8th row (r = ceil(1.25 B / 8) + 16), verified by the count of step 2:
-//    when fewer than B values exceed it, values equal to it complete the B
-//    largest if there are enough, else it is dropped (the unit rescanned with
-//    -inf).
-// 2. One row-major scan of x keeps, per unit, the values above its floor.
-// 3. Per unit, nth_element over the buffer and its survivors keeps the B largest.
-// NaN values are not supported (as everywhere in jaxdissect's statistics).
+// the top-B merge (stats/select.py; the algorithm in top_merge.h), the
+// two-tap upsampling (stats/upsample.py; blend.h), the top-B merge of upsampled
+// maps without materialising them (stats/upsample_merge.py), and a radix-select
+// histogram pass (stats/quantile.py).
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <limits>
-#include <utility>
-#include <vector>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
+#include "blend.h"
+#include "top_merge.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-using Entry = std::pair<float, int32_t>;
+using jaxdissect::MatrixRows;
+using jaxdissect::Taps;
+using jaxdissect::TopMerge;
+using jaxdissect::UpsampledRows;
 
-constexpr int64_t kStride = 8;
-
-bool Greater(const Entry& a, const Entry& b) { return a.first > b.first; }
-
-// Bit k set iff x[k] > f[k], k = 0..3.
-inline int AboveMask4(const float* x, const float* f) {
-#if defined(__SSE2__)
-  return _mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(x), _mm_loadu_ps(f)));
-#else
-  return (x[0] > f[0]) | (x[1] > f[1]) << 1 | (x[2] > f[2]) << 2 | (x[3] > f[3]) << 3;
-#endif
-}
-
+// top [u, B] f32, x [n, u] f32 -> values [u, B] f32, src [u, B] s32 (top_merge.h).
 ffi::Error TopMergeImpl(ffi::Buffer<ffi::F32> top, ffi::Buffer<ffi::F32> x,
                         ffi::ResultBuffer<ffi::F32> out_values,
                         ffi::ResultBuffer<ffi::S32> out_src) {
@@ -57,102 +30,75 @@ ffi::Error TopMergeImpl(ffi::Buffer<ffi::F32> top, ffi::Buffer<ffi::F32> x,
   if (td.size() != 2 || xd.size() != 2 || xd[1] != td[0]) {
     return ffi::Error::InvalidArgument("top_merge needs top [u, B] and x [n, u]");
   }
-  const int64_t units = td[0], budget = td[1], n = xd[0];
-  const float* T = top.typed_data();
-  const float* X = x.typed_data();
-  float* out_v = out_values->typed_data();
-  int32_t* out_s = out_src->typed_data();
-  const float kNegInf = -std::numeric_limits<float>::infinity();
+  MatrixRows rows(x.typed_data(), xd[0], xd[1]);
+  TopMerge(top.typed_data(), td[1], rows, out_values->typed_data(), out_src->typed_data());
+  return ffi::Error::Success();
+}
 
-  // 1. floors
-  std::vector<float> floor(units);
-  std::vector<char> estimated(units, 0);
-  std::vector<int64_t> open;
-  for (int64_t j = 0; j < units; ++j) {
-    floor[j] = *std::min_element(T + j * budget, T + (j + 1) * budget);
-    if (!(floor[j] > kNegInf)) open.push_back(j);
+// The taps of one axis from index [2, size] s32 and weight [2, size] f32, or
+// size 0 if their shapes are wrong or an index is outside [0, source).
+Taps AxisTaps(ffi::Buffer<ffi::S32>& index, ffi::Buffer<ffi::F32>& weight, int64_t source) {
+  auto d = index.dimensions();
+  if (d.size() != 2 || d[0] != 2 || weight.dimensions().size() != 2 ||
+      weight.dimensions()[0] != 2 || weight.dimensions()[1] != d[1] || d[1] < 1) {
+    return Taps{nullptr, nullptr, 0};
   }
-  const int64_t samples = (n + kStride - 1) / kStride;
-  const int64_t rank = static_cast<int64_t>(std::ceil(1.25 * budget / kStride)) + 16;
-  if (!open.empty() && samples >= rank) {
-    const int64_t m = static_cast<int64_t>(open.size());
-    std::vector<float> sample(m * samples);
-    for (int64_t i = 0; i < samples; ++i) {
-      const float* row = X + i * kStride * units;
-      for (int64_t k = 0; k < m; ++k) sample[k * samples + i] = row[open[k]];
-    }
-    for (int64_t k = 0; k < m; ++k) {
-      float* s = sample.data() + k * samples;
-      std::nth_element(s, s + rank - 1, s + samples, std::greater<float>());
-      floor[open[k]] = s[rank - 1];
-      estimated[open[k]] = 1;
-    }
+  const int32_t* idx = index.typed_data();
+  for (int64_t k = 0; k < 2 * d[1]; ++k) {
+    if (idx[k] < 0 || idx[k] >= source) return Taps{nullptr, nullptr, 0};
   }
+  return Taps{idx, weight.typed_data(), d[1]};
+}
 
-  // 2. survivors, one row-major scan. Survivors are rare (a few percent of a
-  //    batch, fewer once the buffers are full), so each row is compared 4 units
-  //    at a time without branches and only a group with a survivor branches.
-  std::vector<std::vector<Entry>> cand(units);
-  for (int64_t j = 0; j < units; ++j) cand[j].reserve(2 * budget);
-  const float* F = floor.data();
-  for (int64_t i = 0; i < n; ++i) {
-    const float* row = X + i * units;
-    const int32_t at = static_cast<int32_t>(budget + i);
-    int64_t j = 0;
-    for (; j + 4 <= units; j += 4) {
-      int mask = AboveMask4(row + j, F + j);
-      while (mask) {
-        const int k = __builtin_ctz(mask);
-        mask &= mask - 1;
-        cand[j + k].emplace_back(row[j + k], at);
-      }
-    }
-    for (; j < units; ++j) {
-      if (row[j] > F[j]) cand[j].emplace_back(row[j], at);
-    }
-  }
+// The taps of y and x for acts [..., h, w, u]; false on bad shapes or indices.
+bool ActsAndTaps(ffi::Buffer<ffi::F32>& acts, ffi::Buffer<ffi::S32>& yi,
+                 ffi::Buffer<ffi::F32>& yw, ffi::Buffer<ffi::S32>& xi,
+                 ffi::Buffer<ffi::F32>& xw, Taps& ty, Taps& tx) {
+  auto ad = acts.dimensions();
+  if (ad.size() < 3) return false;
+  const int64_t r = ad.size();
+  ty = AxisTaps(yi, yw, ad[r - 3]);
+  tx = AxisTaps(xi, xw, ad[r - 2]);
+  return ty.size > 0 && tx.size > 0;
+}
 
-  // 3. per unit: buffer + survivors, keep the B largest
-  std::vector<Entry> all;
-  for (int64_t j = 0; j < units; ++j) {
-    const float* t = T + j * budget;
-    if (estimated[j]) {
-      int64_t above = static_cast<int64_t>(cand[j].size());
-      for (int64_t b = 0; b < budget; ++b) above += t[b] > floor[j];
-      if (above < budget) {
-        // Fewer than B values above the estimate: the B-th largest is at or below
-        // it. When enough values equal it (ties, e.g. the zeros of a ReLU), they
-        // complete the B largest (equal values are interchangeable), and the
-        // column is read only until they are found.
-        const float f = floor[j];
-        int64_t need = f > kNegInf ? budget - above : 1;
-        for (int64_t i = 0; i < n && need > 0 && f > kNegInf; ++i) {
-          if (X[i * units + j] == f) {
-            cand[j].emplace_back(f, static_cast<int32_t>(budget + i));
-            --need;
-          }
-        }
-        if (need > 0) {  // the estimate was too high: every value is a candidate
-          cand[j].clear();
-          for (int64_t i = 0; i < n; ++i) {
-            const float v = X[i * units + j];
-            if (v > kNegInf) cand[j].emplace_back(v, static_cast<int32_t>(budget + i));
-          }
-        }
-      }
-    }
-    all.clear();
-    all.reserve(budget + cand[j].size());
-    for (int64_t b = 0; b < budget; ++b) all.emplace_back(t[b], static_cast<int32_t>(b));
-    all.insert(all.end(), cand[j].begin(), cand[j].end());
-    if (static_cast<int64_t>(all.size()) > budget) {
-      std::nth_element(all.begin(), all.begin() + (budget - 1), all.end(), Greater);
-    }
-    for (int64_t b = 0; b < budget; ++b) {
-      out_v[j * budget + b] = all[b].first;
-      out_s[j * budget + b] = all[b].second;
-    }
+// acts [..., h, w, u] f32 (leading axes: images) -> out [..., H, W, u] f32.
+ffi::Error UpsampleImpl(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::S32> yi,
+                        ffi::Buffer<ffi::F32> yw, ffi::Buffer<ffi::S32> xi,
+                        ffi::Buffer<ffi::F32> xw, ffi::ResultBuffer<ffi::F32> out) {
+  Taps ty, tx;
+  if (!ActsAndTaps(acts, yi, yw, xi, xw, ty, tx)) {
+    return ffi::Error::InvalidArgument("upsample: bad acts or taps");
   }
+  auto ad = acts.dimensions();
+  const int64_t r = ad.size(), h = ad[r - 3], w = ad[r - 2], units = ad[r - 1];
+  int64_t images = 1;
+  for (int64_t k = 0; k + 3 < r; ++k) images *= ad[k];
+  UpsampledRows rows(acts.typed_data(), nullptr, images, h, w, units, ty, tx);
+  float* o = out->typed_data();
+  for (int64_t i = 0; i < images; ++i) rows.Image(i, o + i * ty.size * tx.size * units);
+  return ffi::Error::Success();
+}
+
+// top [u, B] f32, acts [b, h, w, u] f32, valid [b] u8, taps -> values, src as
+// TopMergeImpl's on the upsampled rows (padding images' rows: -inf).
+ffi::Error TopMergeUpsampledImpl(ffi::Buffer<ffi::F32> top, ffi::Buffer<ffi::F32> acts,
+                                 ffi::Buffer<ffi::U8> valid, ffi::Buffer<ffi::S32> yi,
+                                 ffi::Buffer<ffi::F32> yw, ffi::Buffer<ffi::S32> xi,
+                                 ffi::Buffer<ffi::F32> xw,
+                                 ffi::ResultBuffer<ffi::F32> out_values,
+                                 ffi::ResultBuffer<ffi::S32> out_src) {
+  Taps ty, tx;
+  auto td = top.dimensions();
+  auto ad = acts.dimensions();
+  if (td.size() != 2 || ad.size() != 4 || ad[3] != td[0] || valid.dimensions().size() != 1 ||
+      valid.dimensions()[0] != ad[0] || !ActsAndTaps(acts, yi, yw, xi, xw, ty, tx)) {
+    return ffi::Error::InvalidArgument(
+        "top_merge_upsampled needs top [u, B], acts [b, h, w, u], valid [b] and taps");
+  }
+  UpsampledRows rows(acts.typed_data(), valid.typed_data(), ad[0], ad[1], ad[2], ad[3], ty,
+                     tx);
+  TopMerge(top.typed_data(), td[1], rows, out_values->typed_data(), out_src->typed_data());
   return ffi::Error::Success();
 }
 
@@ -161,6 +107,27 @@ ffi::Error TopMergeImpl(ffi::Buffer<ffi::F32> top, ffi::Buffer<ffi::F32> x,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxdissectTopMerge, TopMergeImpl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxdissectUpsample, UpsampleImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxdissectTopMergeUpsampled, TopMergeUpsampledImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::U8>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>());

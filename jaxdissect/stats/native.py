@@ -1,14 +1,16 @@
 """jaxdissect's native CPU kernels: build, load and register ``cpu_kernels.cc``.
 
 ``target(name)`` returns the XLA FFI target name of kernel ``name``
-(``"top_merge"``: ``stats.select``; ``"radix_histogram"``: ``stats.quantile``)
-after compiling ``cpu_kernels.cc`` once with the system's C++ compiler against the
-FFI headers jaxlib ships (``jax.ffi.include_dir()``), loading it and registering
-its handlers for the CPU platform; or ``None`` when that is not possible (no
+(``"top_merge"``: ``stats.select``; ``"upsample"``: ``stats.upsample``;
+``"top_merge_upsampled"``: ``stats.upsample_merge``; ``"radix_histogram"``:
+``stats.quantile``) after compiling ``cpu_kernels.cc`` (and the headers it
+includes) once with the system's C++ compiler against the FFI headers jaxlib
+ships (``jax.ffi.include_dir()``), loading it and registering its handlers for
+the CPU platform; or ``None`` when that is not possible (no
 compiler, a failed build, or ``JAXDISSECT_NATIVE=0``), in which case the callers
 use their fallbacks (a NumPy host kernel, XLA's own ops). The library is cached under
 ``$JAXDISSECT_CACHE`` (default ``~/.cache/jaxdissect``), keyed by a hash of the
-source, the compiler flags and the jaxlib version, and written atomically, so
+sources, the compiler flags and the jaxlib version, and written atomically, so
 concurrent first uses cannot load a half-written file.
 """
 
@@ -26,10 +28,17 @@ from pathlib import Path
 import jax
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cc")
+#: the headers it includes (part of the library's cache key)
+HEADERS = tuple(Path(__file__).with_name(n) for n in ("top_merge.h", "blend.h"))
 #: kernel name -> (FFI target name, handler symbol in the library)
 KERNELS = {"top_merge": ("jaxdissect_top_merge", "JaxdissectTopMerge"),
+           "upsample": ("jaxdissect_upsample", "JaxdissectUpsample"),
+           "top_merge_upsampled": ("jaxdissect_top_merge_upsampled",
+                                   "JaxdissectTopMergeUpsampled"),
            "radix_histogram": ("jaxdissect_radix_histogram", "JaxdissectRadixHistogram")}
-FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-w")
+#: -ffp-contract=off: no fused multiply-add, so the upsampling's float32 products
+#: round before they are summed, as NumPy's do (``blend.h``)
+FLAGS = ("-O3", "-std=c++17", "-ffp-contract=off", "-shared", "-fPIC", "-w")
 
 _STATE: dict = {}
 
@@ -41,7 +50,8 @@ def cache_dir() -> Path:
 def library_path() -> Path:
     import jaxlib
 
-    key = hashlib.sha256(SOURCE.read_bytes() + repr((FLAGS, jaxlib.__version__)).encode())
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in (SOURCE, *HEADERS))
+                         + repr((FLAGS, jaxlib.__version__)).encode())
     return cache_dir() / "native" / f"cpu_kernels-{key.hexdigest()[:16]}.so"
 
 

@@ -14,7 +14,7 @@ Kernels, picked by ``jax.lax.platform_dependent`` when the step is lowered:
 * CPU: XLA:CPU's ``TopK`` is a heap partial sort, ``O(n log B)`` per unit with an
   indirect comparison per step (it dominated a dissection pass). So on CPU:
   a floor ``f_u`` with at least ``B`` values of the union above it (the buffer's
-  minimum once it is full, or an estimate from every 8th pixel, verified by
+  minimum once it is full, or an estimate from a sample of the pixels, verified by
   counting) discards everything at or below it, and only the survivors, a few
   percent, go through a linear-time selection. A floor that fails the count is
   dropped for that unit, so the result never depends on the estimate, only the

@@ -24,7 +24,9 @@ remain. Per-unit selection is ``merge_top`` (``jaxdissect.stats.select``).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
@@ -45,6 +47,7 @@ from jaxdissect.stats.quantile import (
     rank_for_level,
 )
 from jaxdissect.stats.select import merge_top
+from jaxdissect.stats.upsample_merge import merge_top_upsampled
 from jaxdissect.stats.wide import Wide
 
 
@@ -89,32 +92,39 @@ class TopLabels:
 
     def update(self, acts: jnp.ndarray, seg: jnp.ndarray,
                valid: jnp.ndarray | None = None,
-               index: jnp.ndarray | None = None) -> "TopLabels":
-        """``acts`` ``[b, H, W, u]`` on the segmentation grid, ``seg`` ``[b, K, H, W]``
-        int, ``valid`` ``[b]`` bool (padding images are ignored), ``index`` ``[b]``
-        int32 the images' indices (needed when tracking images)."""
+               index: jnp.ndarray | None = None,
+               upsample: Callable[[jax.Array], jax.Array] | None = None) -> "TopLabels":
+        """``acts`` ``[b, H, W, u]`` on the segmentation grid, or, with ``upsample``,
+        ``[b, h, w, u]`` that ``upsample`` maps onto it (``stats.upsample_merge``:
+        on CPU an ``Upsampler``'s output is never materialised); ``seg``
+        ``[b, K, H, W]`` int, ``valid`` ``[b]`` bool (padding images are ignored),
+        ``index`` ``[b]`` int32 the images' indices (needed when tracking images)."""
         units, _, layers = self.labels.shape
-        b, h, w, u = acts.shape
+        grid = acts.shape if upsample is None else jax.eval_shape(upsample, acts).shape
+        b, h, w, u = grid
         if u != units:
             raise ValueError(f"acts have {u} units, statistic has {units}")
         if seg.ndim != 4 or seg.shape != (b, layers, h, w):
             raise ValueError(f"seg must be [{b}, {layers}, {h}, {w}] to match acts "
-                             f"{acts.shape}, got {seg.shape}")
-        rows, pixels = pixel_rows(acts, valid, -jnp.inf)  # [N, u]
+                             f"{tuple(grid)}, got {seg.shape}")
+        if upsample is None:
+            merged = merge_top(self.top, pixel_rows(acts, valid, -jnp.inf)[0])
+        else:
+            merged = merge_top_upsampled(self.top, acts, valid, upsample)
         ids = pixel_label_ids(seg, valid, self.num_labels)  # [N, K]
         if self.tracks_images:
             if index is None:
                 raise ValueError("this TopLabels tracks images: pass index [b]")
             ids = jnp.concatenate(  # each pixel's image index rides along as a column
                 [ids, jnp.repeat(index.astype(jnp.int32), h * w)[:, None]], axis=1)
-        top, payload = self._merged(rows, ids)
-        area, _ = label_areas(ids[:, :layers], valid, self.num_labels, h * w)
+        top, payload = self._merged(merged, ids)
+        area, pixels = label_areas(ids[:, :layers], valid, self.num_labels, h * w)
         return TopLabels(top, payload[..., :layers], self.count.add(pixels),
                          self.label_area.add(area), self.pixels.add(pixels),
                          payload[..., layers:].reshape(self.images.shape))
 
     def merge(self, other: "TopLabels") -> "TopLabels":
-        top, payload = self._merged(other.top.T, other._payload())
+        top, payload = self._merged(merge_top(self.top, other.top.T), other._payload())
         layers = self.labels.shape[2]
         return TopLabels(top, payload[..., :layers], self.count.merge(other.count),
                          self.label_area.merge(other.label_area),
@@ -127,11 +137,12 @@ class TopLabels:
             return self.labels
         return jnp.concatenate([self.labels, self.images[..., None]], axis=2)
 
-    def _merged(self, new: jnp.ndarray, new_payload: jnp.ndarray):
-        """Top-B of the buffer and ``new`` ``[n, u]`` with each value's payload
+    def _merged(self, merged: tuple[jnp.ndarray, jnp.ndarray], new_payload: jnp.ndarray):
+        """``(top, payload)``: ``merged`` (``merge_top``'s values and sources, of the
+        buffer and ``n`` new values per unit) with each value's payload
         (``_payload``); ``new_payload`` is ``[n, P]`` (a batch's pixels, shared by all
         units) or ``[u, n, P]`` (another buffer)."""
-        top, src = merge_top(self.top, new)
+        top, src = merged
         budget = self.budget
         mine = jnp.take_along_axis(self._payload(), jnp.minimum(src, budget - 1)[..., None],
                                    1)

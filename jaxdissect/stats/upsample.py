@@ -14,21 +14,31 @@ with ``align_corners=True, padding_mode="zeros"`` on the reference's grid).
 Bilinear sampling on a separable grid is two small matrices,
 ``out[b, y, x, u] = sum_ij Wy[y, i] Wx[x, j] acts[b, i, j, u]``, each with at most
 two nonzero entries per row. ``Upsampler`` applies them as two-tap blends along
-x then y (``w0 * a[i0] + w1 * a[i1]``, the matrices' own entries): one pass
-writing the output, about 4x less work than two dense einsums, which it falls
+x then y (``w0 * a[i0] + w1 * a[i1]``, the matrices' own entries, a term with a
+zero weight left out): about 4x less work than two dense einsums, which it falls
 back to for matrices with more taps per row. A non-finite input makes NaN
 exactly the outputs with a non-zero weight on it (not, through ``0 * NaN``, its
 whole row and column).
+
+On CPU the blends run in the native kernel (``blend.h``, where it builds): each
+float32 product rounded before the sum, no fused multiply-add, so the values are
+NumPy's ``a0 * w0 + a1 * w1`` bit for bit, whatever consumes them. That is what
+lets ``stats.upsample_merge`` compute the same values inside its selection
+kernel without writing them out. (XLA's own fusion contracts some of the
+products into FMAs and not others, depending on the consumer.)
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+
+from jaxdissect.stats import native
 
 Pair = tuple[float, float]
 
@@ -171,12 +181,9 @@ class Upsampler:
             raise ValueError(f"expected acts [batch, {self.data_shape[0]}, "
                              f"{self.data_shape[1]}, units], got {acts.shape}")
         acts = acts.astype(jnp.float32)
-        finite = jnp.isfinite(acts)
         if self.taps is not None:
-            # The blends skip zero weights, so a non-finite input, made NaN, reaches
-            # exactly the outputs with a non-zero weight on it (no cond: a branch
-            # would copy the whole output).
-            return self._interpolate(jnp.where(finite, acts, jnp.nan))
+            return two_tap_upsample(acts, self.taps)
+        finite = jnp.isfinite(acts)
         # NaN * 0 is NaN: a non-finite value would spread over its whole row and column
         # of the output through the dense matrices' zero weights. Only when there is
         # one (the cond runs one branch), interpolate the finite values and mark NaN
@@ -185,10 +192,8 @@ class Upsampler:
                             lambda a: self._interpolate_masked(a, finite), acts)
 
     def _interpolate(self, acts):
-        if self.taps is None:
-            x = jnp.einsum("xj,bijc->bixc", self.wx, acts)
-            return jnp.einsum("yi,bixc->byxc", self.wy, x)
-        return _blend(_blend(acts, self.taps[1], 2), self.taps[0], 1)
+        x = jnp.einsum("xj,bijc->bixc", self.wx, acts)
+        return jnp.einsum("yi,bixc->byxc", self.wy, x)
 
     def _interpolate_masked(self, acts, finite):
         out = self._interpolate(jnp.where(finite, acts, 0.0))
@@ -224,3 +229,48 @@ def _blend(x: jnp.ndarray, taps: tuple, axis: int) -> jnp.ndarray:
         w = np.asarray(w, np.float32).reshape(shape)
         out.append(jnp.where(w != 0, jnp.take(x, i, axis=axis) * w, 0.0))
     return out[0] + out[1]
+
+
+def tap_arrays(taps: tuple) -> tuple[np.ndarray, ...]:
+    """``(y index, y weight, x index, x weight)``: per axis, ``[2, size]`` int32
+    columns ``(i0, i1)`` and float32 weights ``(w0, w1)`` (the native kernels'
+    operands)."""
+    out = []
+    for i0, i1, w0, w1 in taps:
+        out += [np.array([i0, i1], np.int32), np.array([w0, w1], np.float32)]
+    return tuple(out)
+
+
+def _blends(acts: jnp.ndarray, taps: tuple) -> jnp.ndarray:
+    return _blend(_blend(acts, taps[1], 2), taps[0], 1)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def two_tap_upsample(acts: jnp.ndarray, taps: tuple) -> jnp.ndarray:
+    """``acts`` ``[b, h, w, u]`` float32 -> ``[b, H, W, u]`` by ``taps`` (an
+    ``Upsampler``'s), non-finite inputs read as NaN; on CPU by the native kernel
+    where it builds, else by XLA (the blends skip zero weights, so a NaN reaches
+    exactly the outputs that weigh it, with no cond: a branch would copy the
+    whole output)."""
+    def xla(a):
+        return _blends(jnp.where(jnp.isfinite(a), a, jnp.nan), taps)
+
+    target = native.target("upsample")
+    if target is None:
+        return xla(acts)
+    return jax.lax.platform_dependent(
+        acts, cpu=functools.partial(_native_upsample, target, taps), default=xla)
+
+
+@two_tap_upsample.defjvp
+def _two_tap_jvp(taps, primals, tangents):
+    # linear: the tangent goes through the same blends (in XLA, so it transposes)
+    return two_tap_upsample(primals[0], taps), _blends(tangents[0], taps)
+
+
+def _native_upsample(target: str, taps: tuple, acts: jnp.ndarray) -> jnp.ndarray:
+    yi, yw, xi, xw = tap_arrays(taps)
+    shape = acts.shape[:-3] + (yi.shape[1], xi.shape[1], acts.shape[-1])
+    call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32),
+                            vmap_method="sequential")
+    return call(acts, yi, yw, xi, xw)
