@@ -33,8 +33,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     t0 = time.time()
     model, params = load_generator(args.generator)
+    config = json.loads(((Path(args.generator) if args.generator else DEFAULT_DIR)
+                         / "config.json").read_text())
     figures = measure_generator(model, params, load_segmenter(args.segmenter), args.num,
-                                args.z_seed, args.world_seed)
+                                args.z_seed, args.world_seed, config.get("classes"))
     figures["targets_met"] = bool(figures["nonbackground"] >= 0.8
                                   and figures["vs_ground_truth"]["ok"]
                                   and figures["vs_segmented_real"]["ok"])
@@ -43,7 +45,6 @@ def main(argv=None) -> int:
     print(text)
     if args.write:
         out = Path(args.generator) if args.generator else DEFAULT_DIR
-        config = json.loads((out / "config.json").read_text())
         (out / "measured.json").write_text(text + "\n")
         (out / "RESULTS.md").write_text(markdown(figures, config))
         print(f"wrote {out / 'RESULTS.md'}")

@@ -34,6 +34,8 @@ import numpy as np
 from jaxdissect.models.proggan import ProgressiveGenerator
 from jaxdissect.world import WorldSource
 from jaxdissect.world.generator import WORLD_GENERATOR_SIZES
+from jaxdissect.world.scenes import CLASS_NAMES
+from jaxdissect.world.source import class_indices, render
 from jaxdissect.world.train import gan as gt
 from jaxdissect.world.train.discriminator import Discriminator
 from jaxdissect.world.weights import save_checkpoint
@@ -64,6 +66,9 @@ def parse_args(argv=None):
                    help="sample grids and EMA weights (stepN/) every --save-every steps")
     p.add_argument("--translate", type=int, default=0,
                    help="DiffAugment translation range in pixels for the discriminator")
+    p.add_argument("--classes", default=None,
+                   help="train on these scene classes only, e.g. 'village' (as ProGAN is "
+                        "trained on one LSUN class); default: every class")
     p.add_argument("--class-weights", default=None,
                    help="class-balanced real batches: 'uniform' or e.g. 'farm=2,snow=1.5'")
     return p.parse_args(argv)
@@ -148,11 +153,16 @@ def main(argv=None) -> int:
     disc = Discriminator(widths=d_widths)
     hyper = gt.GanHyper(z_dim=model.z_dim, learning_rate=args.lr, r1_gamma=args.r1_gamma,
                         ema_decay=args.ema_decay, translate=args.translate)
-    world = WorldSource(args.num_train, seed=args.world_seed, size=res)
-    weights = (parse_class_weights(args.class_weights, world.class_names)
+    classes = args.classes.split(",") if args.classes else None
+    weights = (parse_class_weights(args.class_weights, CLASS_NAMES)
                if args.class_weights else None)
     cpu0, wall0 = time.process_time(), time.time()
-    rendered = world.render_u8(0, args.num_train)
+    if classes:
+        rendered = render(args.world_seed, class_indices(args.world_seed, classes,
+                                                          args.num_train), res)
+    else:
+        rendered = WorldSource(args.num_train, seed=args.world_seed, size=res).render_u8(
+            0, args.num_train)
     reals, labels = rendered["image"], rendered["label"]
     print(f"rendered {len(reals)} world images at {res}x{res} in {time.time() - wall0:.1f}s",
           flush=True)
@@ -207,12 +217,13 @@ def main(argv=None) -> int:
         "cpu_minutes": round(cpu / 60, 2), "train_minutes": round(wall / 60, 2),
         "resumed_at_steps": prior["resumed_at"],
         "num_train": args.num_train, "world_seed": args.world_seed, "seed": args.seed,
+        "classes": classes or list(CLASS_NAMES),
         "augment": "random x-flip" + (
             f"; discriminator inputs translated by up to {args.translate} px (DiffAugment)"
             if args.translate else ""),
         "real_sampler": ("uniform over images" if weights is None else
                          "class-stratified, class weights " + json.dumps(
-                             dict(zip(world.class_names, weights.tolist())))),
+                             dict(zip(CLASS_NAMES, weights.tolist())))),
         "stages": stages,
         "params": "exponential moving average of the generator weights",
         "final_metrics": {k: float(v) for k, v in metrics.items()},

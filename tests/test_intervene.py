@@ -9,6 +9,7 @@ import scipy.stats
 import torch
 
 from jaxdissect.experiments import intervene
+from jaxdissect.experiments.significance import poisson_weights
 from tests.tiny_nets import (
     SEG_LABELS,
     ArraySource,
@@ -78,14 +79,14 @@ def test_per_unit_and_removal_match_torch(setup, tmp_path):
             assert curve["ci99_high"][n] - curve["removed_fraction"][n] == pytest.approx(
                 2.58 * se, abs=4 * PIX / b)
             ses.append(se)
-        # the finding: the most removed set size, Bonferroni over the 5 sizes tried
-        f = res.removal["green"].finding(min_removed=0.1)
+        # the finding: a set size fixed in advance, its plain 99% interval
         r = np.asarray(curve["removed_fraction"])
-        best = int(np.argmax(r[1:])) + 1
-        z = scipy.stats.norm.ppf(1 - 0.01 / 10)
-        assert f.estimate == pytest.approx(r[best])
-        assert f.low == pytest.approx(r[best] - z * ses[best], abs=4 * PIX / b)
-        assert f.holds == (f.low >= 0.1) and f.samples == N
+        for at, n in ((3, 3), (20, 5)):      # 20 units asked, 5 measured: the largest
+            f = res.removal["green"].finding(min_removed=0.1, at=at)
+            assert f.estimate == pytest.approx(r[n])
+            assert f.low == pytest.approx(r[n] - 2.58 * ses[n], abs=4 * PIX / b)
+            assert f.holds == (f.low >= 0.1) and f.samples == N
+            assert f"Zeroing the {n} best-IoU units" in f.text
         back = intervene.InterventionResult.load(res.save(str(tmp_path / "i.npz")))
         assert back.to_json() == res.to_json()
         assert isinstance(back.removal["green"], intervene.RemovalCurve)
@@ -100,6 +101,7 @@ def test_insertion_by_context_matches_torch_loop(setup):
                                           concept, L, batch_size=5, chunk=7, progress=False)
     # the reference's generator-context loop
     ctx_sum, ctx_n = np.zeros(L), np.zeros(L)
+    per_sum, per_n = np.zeros((N, L)), np.zeros((N, L))   # per sample, for the bootstrap
     with torch.no_grad():
         img = g(z)
         seg = torch_segment(img)
@@ -117,6 +119,8 @@ def test_insertion_by_context_matches_torch_loop(setup):
                         if c:
                             ctx_sum[c] += d[b]
                             ctx_n[c] += 1
+                            per_sum[b, c] += d[b]
+                            per_n[b, c] += 1
     got_n = sums["ctx_n"].sum(0)
     np.testing.assert_array_equal(got_n, ctx_n)
     np.testing.assert_allclose(sums["ctx_sum"].sum(0), ctx_sum, atol=64 * N * PIX)
@@ -126,6 +130,31 @@ def test_insertion_by_context_matches_torch_loop(setup):
         assert row["count"] == ctx_n[c]
         assert row["mean_added"] == pytest.approx(ctx_sum[c] / ctx_n[c], abs=64 * N * PIX)
     assert summary.per_location_mean_added.shape == (8, 8) and summary.samples == N
+    # the bootstrap: each sample's edits resampled together, Poisson weights of its index
+    w = np.asarray(poisson_weights(np.arange(N), 1000))                   # [N, B]
+    np.testing.assert_array_equal(sums["boot_n"], w.T @ per_n)
+    np.testing.assert_allclose(sums["boot_sum"], w.T @ per_sum, atol=64 * N * 8 * PIX)
+    # the paper-context finding on two groups of these labels, against NumPy
+    hi_names, lo_names = ("blue", "bright"), ("red", "dark")
+    intervene.PAPER_CONTEXTS["test-concept"] = (hi_names, lo_names)
+    try:
+        summary = intervene.summarize_insertion(sums, SEG_LABELS, min_count=1,
+                                                concept="test-concept")
+        f = summary.context_finding(min_ratio=2.0)
+    finally:
+        del intervene.PAPER_CONTEXTS["test-concept"]
+    ids = lambda names: [SEG_LABELS.index(n) for n in names if ctx_n[SEG_LABELS.index(n)]]
+    group = {}
+    for key, names in (("hi", hi_names), ("lo", lo_names)):
+        i = ids(names)
+        reps = (w.T @ per_sum[:, i]).sum(1) / np.maximum((w.T @ per_n[:, i]).sum(1), 1)
+        group[key] = (ctx_sum[i].sum() / ctx_n[i].sum(), *np.quantile(reps, [0.005, 0.995]))
+    (mh, lh, hh), (ml, ll, hl) = group["hi"], group["lo"]
+    assert f is not None and f.samples == N
+    if ml > 0:
+        assert f.estimate == pytest.approx(mh / ml, rel=1e-3, abs=1e-4)
+    assert f"{lh:.2%} to {hh:.2%}" in f.text and f"{ll:.2%} to {hl:.2%}" in f.text
+    assert f.holds == bool(lh > hl and mh > 0 and (ml <= 0 or mh / ml >= 2.0))
     d = summary.differs_by_context()
     if d is not None:   # the extremes of m contexts: Bonferroni over m(m-1)/2 pairs
         m = sum(r["category"] == "object" for r in summary.contexts())

@@ -204,10 +204,12 @@ def test_experiment_pages_and_index(tmp_path):
     p = report.write_intervention(str(tmp_path / "intervene"), inter)
     text = open(p).read()
     assert "removes 60.0%" in text and "removal_tree.png" in text
-    # the most removed (n = 2), its interval with Bonferroni over the 2 sizes tried
+    # the largest set measured (2 < 20 asked) with its 99% interval, and the most
+    # removed (also n = 2) with Bonferroni over the 2 sizes tried
     z = 2.807033768343811
-    assert f"the most removed is 60.0% (99% CI {0.6 - z * 0.02:.1%} to {0.6 + z * 0.02:.1%}" \
-        in text
+    assert "removes 60.0% (99% CI 54.8% to 65.2%)" in text
+    assert f"the most removed is 60.0% with its 2 best units (99% CI {0.6 - z * 0.02:.1%} to " \
+        f"{0.6 + z * 0.02:.1%}" in text
     assert "64 samples" in text and "insertion of door 48" in text
     f_rm, f_ins = inter.findings()
     assert f_rm.holds and f_ins.holds           # gap 0.019, se 0.00224: z 8.5 > 2.58

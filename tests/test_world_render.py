@@ -88,6 +88,19 @@ def test_classes_balanced(sample):
     assert all(sorted(row.tolist()) == list(range(len(CLASS_NAMES))) for row in labels)
 
 
+def test_class_indices_pick_one_class_in_order():
+    from jaxdissect.world.source import class_indices
+    n = len(CLASS_NAMES) * 40
+    all_labels = render(3, np.arange(n), 32)["label"]
+    want = np.flatnonzero(all_labels == CLASS_NAMES.index("village"))
+    np.testing.assert_array_equal(class_indices(3, ["village"], 40), want)
+    two = class_indices(3, ["village", "street"], 15)
+    assert len(two) == 15 and (np.diff(two) > 0).all()
+    assert set(all_labels[two]) <= {CLASS_NAMES.index("village"), CLASS_NAMES.index("street")}
+    with pytest.raises(ValueError, match="unknown scene classes.*'castle'"):
+        class_indices(3, ["castle"], 5)
+
+
 def test_concepts_vary_in_colour_and_position(sample):
     """No concept is one colour or in one place: for each object seen in >= 20
     images, its mean colour and centroid vary across images."""

@@ -38,7 +38,8 @@ def add_arguments(p):
     p.add_argument("--insertion-samples", type=int, default=64,
                    help="z samples for the insertion experiment")
     p.add_argument("--remove", default=None, help="generator concept to remove "
-                   "(default: the object with the most labelled units)")
+                   "(default: tree as the paper if labelled, else the object with the most "
+                   "labelled units)")
     p.add_argument("--insert", default=None, help="generator concept to insert "
                    "(default: door if labelled)")
     p.add_argument("--generator", default="world-generator",

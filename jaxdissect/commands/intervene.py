@@ -35,7 +35,8 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=1, help="z seed (paper: 1)")
     p.add_argument("--remove", action="append", default=None,
                    help="concept whose best-IoU units are removed (repeatable; default: "
-                        "the object with the most labelled units)")
+                        "tree as the paper if labelled, else the object with the most "
+                        "labelled units)")
     p.add_argument("--insert", action="append", default=None,
                    help="concept whose top units are inserted (repeatable; default: door "
                         "if labelled, else the removal concept)")
@@ -58,12 +59,12 @@ def default_concepts(dres, remove, insert):
     counts = np.bincount(dres.best_label[dres.labelled], minlength=len(labels))
     objects = [i for i in range(1, len(labels)) if labels.categories[i] == "object"] or \
         list(range(1, len(labels)))
-    if not remove:
+    labelled = lambda name: name in labels.names and counts[labels.index(name)] > 0  # noqa: E731
+    if not remove:      # the paper's trees, else the object with the most units
         best = max(objects, key=lambda i: (counts[i], dres.iou[:, i].max()))
-        remove = [labels.names[best]]
-    if not insert:
-        door = labels.names.index("door") if "door" in labels.names else None
-        insert = ["door"] if door is not None and counts[door] > 0 else [remove[0]]
+        remove = ["tree"] if labelled("tree") else [labels.names[best]]
+    if not insert:      # the paper's doors, else the removal concept
+        insert = ["door"] if labelled("door") else [remove[0]]
     check_concepts(labels, remove, insert)
     return [labels.index(n) for n in remove], [labels.index(n) for n in insert]
 

@@ -30,11 +30,28 @@ _SPLIT = 15
 def parts(x: jnp.ndarray, bits: int, axis=0) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``(hi, lo)`` int32 sums over ``axis`` of the fixed-point values of ``x``; each
     sum is exact for up to ``2**13`` values along ``axis``."""
-    limit = float(2 ** (30 - bits)) - 1.0
-    q = jnp.round(jnp.clip(x.astype(jnp.float32), -limit, limit) * (2.0 ** bits))
-    q = q.astype(jnp.int32)
+    q = quantize(x, bits)
     return (q >> _SPLIT).sum(axis, dtype=jnp.int32), (q & ((1 << _SPLIT) - 1)).sum(
         axis, dtype=jnp.int32)
+
+
+def quantize(x: jnp.ndarray, bits: int) -> jnp.ndarray:
+    """Each value of ``x`` rounded to a multiple of ``2**-bits``, as int32 units."""
+    limit = float(2 ** (30 - bits)) - 1.0
+    return jnp.round(jnp.clip(x.astype(jnp.float32), -limit, limit) * (2.0 ** bits)).astype(
+        jnp.int32)
+
+
+def weighted_parts(q: jnp.ndarray, weights: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``(hi, lo)`` ``[B, ...]`` int32 sums ``sum_i weights[i, r] * q[i, ...]`` of
+    per-example quantized values ``q [b, ...]`` (from ``quantize``) with integer
+    weights ``[b, B]`` (e.g. Poisson-bootstrap counts); exact while the weights of
+    a batch sum to less than ``2**15``."""
+    mask = (1 << _SPLIT) - 1
+    w = weights.T.astype(jnp.int32)
+    flat = q.reshape(q.shape[0], -1)
+    hi, lo = w @ (flat >> _SPLIT), w @ (flat & mask)
+    return hi.reshape(w.shape[:1] + q.shape[1:]), lo.reshape(w.shape[:1] + q.shape[1:])
 
 
 @struct.dataclass

@@ -8,7 +8,7 @@ import numpy as np
 
 from jaxdissect.labels import LabelSet
 from jaxdissect.world.raster import rasterise
-from jaxdissect.world.scenes import CLASS_NAMES, scene_tables
+from jaxdissect.world.scenes import CLASS_NAMES, class_labels, scene_tables
 from jaxdissect.world.vocab import LABELS, LAYERS
 
 _CHUNK = 256  # images rasterised together (measured fastest on 2 cores)
@@ -43,6 +43,20 @@ def render(seed: int, indices, size: int = 64) -> dict[str, np.ndarray]:
     tables, labels, noise = scene_tables(int(seed), indices, size)
     image, seg = rasterise(tables, size, noise)
     return {"image": image, "label": labels.astype(np.int32), "seg": seg}
+
+
+def class_indices(seed: int, classes, num: int) -> np.ndarray:
+    """The first ``num`` image indices of world ``seed`` whose scene class is one of
+    ``classes`` (names from ``CLASS_NAMES``), in increasing order."""
+    unknown = [c for c in classes if c not in CLASS_NAMES]
+    if unknown or not classes:
+        raise ValueError(f"unknown scene classes {unknown or classes!r}; classes are "
+                         f"{', '.join(CLASS_NAMES)}")
+    wanted = np.array([CLASS_NAMES.index(c) for c in classes])
+    per_block = len(wanted)  # every block of len(CLASS_NAMES) holds each class once
+    stop = -(-num // per_block) * len(CLASS_NAMES)
+    idx = np.arange(stop)
+    return idx[np.isin(class_labels(seed, idx), wanted)][:num]
 
 
 class WorldSource:
