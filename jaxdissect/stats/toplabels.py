@@ -18,7 +18,10 @@ index, and ``counts(t, categories)`` groups the active values by image to give
 
 This replaces the reference's second pass (and a second model forward) whenever
 ``ceil(q n) <= B``; past that budget ``Quantile``'s radix select and ``IoUTally``
-remain. Per-unit selection is ``merge_top`` (``jaxdissect.stats.select``).
+remain. Per-unit selection is ``merge_top`` (``jaxdissect.stats.select``); given the
+activations on their own grid and the ``upsample`` that maps them onto the
+segmentation's, ``merge_top_upsampled`` (``stats.upsample_merge``: on CPU the upsampled
+maps are computed inside the selection and never written out).
 """
 
 from __future__ import annotations
