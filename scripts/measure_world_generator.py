@@ -61,7 +61,9 @@ def markdown(f: dict, config: dict) -> str:
         f"{f['samples']} samples (z seed {f['z_seed']}) of the shipped "
         f"{f['resolution']}x{f['resolution']} generator (sizes {config['sizes']}), "
         "segmented by the shipped world segmenter (which resizes them to 64x64), against "
-        f"{f['samples']} real images of held-out world seed {f['real_world_seed']}. Trained "
+        f"{f['samples']} real images of held-out world seed {f['real_world_seed']} (scene "
+        f"classes: {f['classes'] if isinstance(f['classes'], str) else ', '.join(f['classes'])}"
+        "; the generator's training classes). Trained "
         f"{config['steps_done']} steps x batch {config['batch']}: "
         f"{config['cpu_minutes']} CPU-minutes ({config['train_minutes']} min wall on 2 CPU "
         "cores shared with other jobs).",

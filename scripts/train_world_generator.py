@@ -1,7 +1,15 @@
 """Train the world generator (a 32x32 ProgressiveGAN) on world scenes.
 
-    python scripts/train_world_generator.py --out weights/world/generator \\
-        --state-dir /tmp/world_gan_state            # the shipped run (resumable)
+The shipped weights (two stages; ``weights/world/generator/config.json`` ``reproduce``):
+
+    python scripts/train_world_generator.py --out /tmp/wg/stage1 --steps 4000 \\
+        --classes village --lr 0.001 --r1-gamma 0.5 --translate 4 --state-dir /tmp/wg/state
+    python scripts/train_world_generator.py --out weights/world/generator --steps 6500 \\
+        --classes village --lr 0.001 --r1-gamma 0.5 --translate 4 --sparsity 1.0 \\
+        --state-dir /tmp/wg/state
+
+``--classes village`` trains on one scene class (as ProGAN on one LSUN class);
+``--sparsity`` adds the layer4 unit-sparsity penalty (``GanHyper.sparsity``).
 
 Non-saturating GAN with lazy R1 and a generator EMA (jaxdissect.world.train.gan),
 Adam(2e-3, 0, 0.99), batch 32, real images rendered at 32x32 from world seed 0 and
@@ -10,8 +18,8 @@ so a run resumed from ``--state-dir`` takes exactly the steps an uninterrupted r
 would. The budget is process CPU time (``--max-cpu-minutes``; 60 CPU-minutes is 30
 minutes on 2 dedicated cores), since the cores may be shared; ``config.json``
 beside the weights records the steps taken, CPU and wall time, and the command of
-every stage of a resumed run (a stage may change --lr, --r1-gamma, --translate or
-the real-image sampler).
+every stage of a resumed run (a stage may change --lr, --r1-gamma, --translate,
+--sparsity or the real-image sampler).
 
 ``--class-weights`` (e.g. ``uniform`` or ``farm=2,ski_resort=1.5``) draws class-balanced
 real batches: each batch holds the scene classes in proportion to their weights
@@ -66,6 +74,8 @@ def parse_args(argv=None):
                    help="sample grids and EMA weights (stepN/) every --save-every steps")
     p.add_argument("--translate", type=int, default=0,
                    help="DiffAugment translation range in pixels for the discriminator")
+    p.add_argument("--sparsity", type=float, default=0.0,
+                   help="weight of the layer4 unit-sparsity penalty (GanHyper.sparsity)")
     p.add_argument("--classes", default=None,
                    help="train on these scene classes only, e.g. 'village' (as ProGAN is "
                         "trained on one LSUN class); default: every class")
@@ -152,7 +162,8 @@ def main(argv=None) -> int:
     d_widths = tuple(int(w) for w in args.d_widths.split(","))
     disc = Discriminator(widths=d_widths)
     hyper = gt.GanHyper(z_dim=model.z_dim, learning_rate=args.lr, r1_gamma=args.r1_gamma,
-                        ema_decay=args.ema_decay, translate=args.translate)
+                        ema_decay=args.ema_decay, translate=args.translate,
+                        sparsity=args.sparsity)
     classes = args.classes.split(",") if args.classes else None
     weights = (parse_class_weights(args.class_weights, CLASS_NAMES)
                if args.class_weights else None)

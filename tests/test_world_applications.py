@@ -52,8 +52,10 @@ def test_world_attack_ski_resort_to_bedroom():
 def test_world_paint_tree_units():
     """Tree units off / on in a region, as ``jaxdissect paint --edit tree:...`` does
     (dissection on 1,000 z of seed 1, 20 best-IoU units, 16 latents of seed 2).
-    Measured: off in the left half 66.2 -> 57.5 tree pixels per image, off everywhere
-    133.6 -> 97.0, on in the right half 67.4 -> 275.9 (64x64 segmentation)."""
+    Measured on the village generator: off in the left half 213.3 -> 198.9 tree pixels
+    per image, off everywhere 466.4 -> 332.2, on in the right half 253.1 -> 502.3 (64x64
+    segmentation; trees already cover a tenth of its images, so "on" can add less than
+    on the all-class generator before it, 67.4 -> 275.9)."""
     from jaxdissect.commands import _common as C
     from jaxdissect.data.source import ZSource
     from jaxdissect.experiments.dissect import dissect
@@ -88,4 +90,4 @@ def test_world_paint_tree_units():
     print("tree pixels per image before -> after:", counts)
     assert counts[("left", "off")][1] < counts[("left", "off")][0]
     assert counts[("all", "off")][1] < 0.85 * counts[("all", "off")][0]
-    assert counts[("right", "on")][1] > 2 * counts[("right", "on")][0]
+    assert counts[("right", "on")][1] > 1.6 * counts[("right", "on")][0]

@@ -37,11 +37,10 @@ def add_arguments(p):
                    help="z samples for the removal curves")
     p.add_argument("--insertion-samples", type=int, default=64,
                    help="z samples for the insertion experiment")
-    p.add_argument("--remove", default=None, help="generator concept to remove "
-                   "(default: tree as the paper if labelled, else the object with the most "
-                   "labelled units)")
-    p.add_argument("--insert", default=None, help="generator concept to insert "
-                   "(default: door if labelled)")
+    p.add_argument("--remove", default="tree", help="generator concept whose best-IoU "
+                   "units are removed (default: tree, the paper's example)")
+    p.add_argument("--insert", default="door", help="generator concept whose best-IoU "
+                   "units are inserted by context (default: door, the paper's example)")
     p.add_argument("--generator", default="world-generator",
                    help="generator checkpoint (default: the shipped world generator)")
     p.add_argument("--batch-size", type=int, default=32, help="inputs per compiled step")

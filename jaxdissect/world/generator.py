@@ -1,4 +1,6 @@
-"""The world generator: a small ProgressiveGAN trained on world scenes.
+"""The world generator: a small ProgressiveGAN trained on the world's village scenes
+(houses with doors and windows, trees, grass, sky), as the paper's ProGANs are each
+trained on one LSUN class.
 
 Shipped in ``weights/world/generator/``: ``config.json`` (architecture, training
 hyper-parameters and what the run did) and ``params/`` (an orbax checkpoint of

@@ -41,6 +41,11 @@ class GanHyper:
     ema_warmup: float = 10.0
     #: DiffAugment translation range in pixels (0: no augmentation)
     translate: int = 0
+    #: weight of the unit-sparsity penalty on ``sparse_layer`` (0: none): the mean over
+    #: locations of ``|pixel_norm(a)|_1 / units``, what the next layer sees, so only the
+    #: spread of the activation over units counts, not its scale
+    sparsity: float = 0.0
+    sparse_layer: str = "layer4"
 
 
 @flax.struct.dataclass
@@ -98,6 +103,13 @@ def random_translate(key: jax.Array, x: jax.Array, pad: int) -> jax.Array:
     return translate_images(x, offsets, pad)
 
 
+def sparsity_penalty(acts: jax.Array) -> jax.Array:
+    """Mean of ``|pixel_norm(acts)|`` over ``[b, h, w, units]``: between ``1/sqrt(units)``
+    (one unit active per location) and 1 (all equal), whatever the activations' scale."""
+    from jaxdissect.models.proggan import pixel_norm
+    return jnp.mean(jnp.abs(pixel_norm(acts)))
+
+
 def make_step(generator: nn.Module, discriminator: nn.Module, h: GanHyper
               ) -> Callable[[GanState, jax.Array, jax.Array], tuple[GanState, dict]]:
     """Return a jitted ``step(state, reals [b,R,R,3] in [-1,1], key) -> (state, metrics)``.
@@ -130,8 +142,14 @@ def make_step(generator: nn.Module, discriminator: nn.Module, h: GanHyper
                        "real_logit": jnp.mean(real_logits), "fake_logit": jnp.mean(fake_logits)}
 
     def g_loss(gp, dp, z, key):
-        fakes = random_translate(key, gen(gp, z), h.translate)
-        return jnp.mean(jax.nn.softplus(-disc(dp, fakes)))
+        if h.sparsity > 0:
+            from jaxdissect.taps import run as tap
+            out, acts = tap(generator.apply, {"params": gp}, z, capture=(h.sparse_layer,))
+            penalty = sparsity_penalty(acts[h.sparse_layer])
+        else:
+            out, penalty = gen(gp, z), 0.0
+        fakes = random_translate(key, out, h.translate)
+        return jnp.mean(jax.nn.softplus(-disc(dp, fakes))) + h.sparsity * penalty
 
     def make(with_r1):
         def step(state: GanState, reals: jax.Array, key: jax.Array):
