@@ -3,6 +3,7 @@ PyTorch model: the adversarial images it saves reach the target class, and the u
 shifts it reports are the torch model's mean conv5_3 activations."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -87,6 +88,14 @@ def test_attack_matches_torch(run_attack):
     for f in ("attack.html", "examples.png", "unit_shift.png", "importance_source.png",
               "dissect/report.html"):
         assert (out / f).is_file(), f
+    # every image on the page states its PNG's size
+    from PIL import Image
+    page = (out / "attack.html").read_text()
+    imgs = re.findall(r'<img[^>]*src="([^"]+)"[^>]*width="(\d+)" height="(\d+)"', page)
+    assert len(imgs) == page.count("<img") and any(src == "examples.png" for src, *_ in imgs)
+    for src, w, h in imgs:
+        with Image.open(out / src) as im:
+            assert im.size == (int(w), int(h)), src
 
 
 def test_attack_ranking_file_and_errors(run_attack, tmp_path, capsys):

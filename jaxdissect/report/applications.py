@@ -118,7 +118,7 @@ def write_attack(outdir: str, result, examples: str, index_link: str | None = No
     body += [finding_html(f.text, f.holds) for f in result.findings()]
     body.append("<h2>Images</h2><p>Rows: clean, adversarial, perturbation "
                 "(x10, grey = 0).</p>")
-    body.append(f"<p><img src=\"{examples}\" alt=\"examples\"></p>")
+    body += plots_html([examples], outdir)
     body.append("<h2>Units</h2>")
     body += plots_html(figs, outdir)
     rank_pos = {}
