@@ -56,7 +56,14 @@ from jaxdissect.experiments.significance import (
 from jaxdissect.labels import LabelSet
 from jaxdissect.runtime import cache, sweep
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
-from jaxdissect.stats.fixed import FixedSum, merge_fields, numpy_fields, quantize, weighted_parts
+from jaxdissect.stats.fixed import (
+    FixedSum,
+    merge_fields,
+    numpy_fields,
+    quantize,
+    split_sum,
+    weighted_parts,
+)
 
 Segment = Callable[[jax.Array], jax.Array]     # images -> seg [b, K, Hs, Ws] int
 
@@ -314,12 +321,12 @@ class ContextTally:
         dd = jnp.where(ctx, d[..., None], 0.0)                          # [E, b, L]
         v = valid[None, :]
         w = weights * valid[:, None]
-        per_sample = quantize(dd, SHARE_BITS).sum(0, dtype=jnp.int32)   # [b, L]
+        q = quantize(dd, SHARE_BITS)              # once: per location and per sample
         return ContextTally(
-            self.ctx_sum.add(dd, 1), self.ctx_sq.add(dd * dd, 1),
+            self.ctx_sum.add_parts(*split_sum(q, 1)), self.ctx_sq.add(dd * dd, 1),
             self.ctx_n + ctx.sum(1, dtype=jnp.int32), self.loc_sum.add(d, 1, v),
             self.loc_sq.add(d * d, 1, v), self.n + valid.sum(dtype=jnp.int32),
-            self.boot_sum.add_parts(*weighted_parts(per_sample, w)),
+            self.boot_sum.add_parts(*weighted_parts(q.sum(0, dtype=jnp.int32), w)),
             self.boot_n + w.T @ ctx.sum(0, dtype=jnp.int32))
 
     def merge(self, other: "ContextTally") -> "ContextTally":

@@ -30,9 +30,19 @@ _SPLIT = 15
 def parts(x: jnp.ndarray, bits: int, axis=0) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``(hi, lo)`` int32 sums over ``axis`` of the fixed-point values of ``x``; each
     sum is exact for up to ``2**13`` values along ``axis``."""
-    q = quantize(x, bits)
-    return (q >> _SPLIT).sum(axis, dtype=jnp.int32), (q & ((1 << _SPLIT) - 1)).sum(
-        axis, dtype=jnp.int32)
+    return split_sum(quantize(x, bits), axis)
+
+
+def split_sum(q: jnp.ndarray, axis=0) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``(hi, lo)`` int32 sums over ``axis`` of quantized values ``q`` (from
+    ``quantize``), for ``FixedSum.add_parts``."""
+    hi, lo = _halves(q)
+    return hi.sum(axis, dtype=jnp.int32), lo.sum(axis, dtype=jnp.int32)
+
+
+def _halves(q: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``q = hi * 2**15 + lo`` with ``0 <= lo < 2**15``."""
+    return q >> _SPLIT, q & ((1 << _SPLIT) - 1)
 
 
 def quantize(x: jnp.ndarray, bits: int) -> jnp.ndarray:
@@ -47,10 +57,9 @@ def weighted_parts(q: jnp.ndarray, weights: jnp.ndarray) -> tuple[jnp.ndarray, j
     per-example quantized values ``q [b, ...]`` (from ``quantize``) with integer
     weights ``[b, B]`` (e.g. Poisson-bootstrap counts); exact while the weights of
     a batch sum to less than ``2**15``."""
-    mask = (1 << _SPLIT) - 1
     w = weights.T.astype(jnp.int32)
-    flat = q.reshape(q.shape[0], -1)
-    hi, lo = w @ (flat >> _SPLIT), w @ (flat & mask)
+    hi, lo = _halves(q.reshape(q.shape[0], -1))
+    hi, lo = w @ hi, w @ lo
     return hi.reshape(w.shape[:1] + q.shape[1:]), lo.reshape(w.shape[:1] + q.shape[1:])
 
 
