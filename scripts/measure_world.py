@@ -16,6 +16,7 @@ from jaxdissect.world import CLASS_NAMES, WorldSource
 from jaxdissect.world.classifier import load_classifier
 from jaxdissect.world.measure import agreement, dissect_classifier, dissection_summary, side_by_side
 from jaxdissect.world.segmenter import load_segmenter
+from jaxdissect.world.source import class_indices, render_closeup
 from jaxdissect.world.train.classifier import classifier_accuracy, segmenter_accuracy
 from jaxdissect.world.weights import WEIGHTS_DIR
 
@@ -33,22 +34,37 @@ def render_speed(n: int, threads: int) -> dict:
             "cpu_count": os.cpu_count(), "load_average_before": round(load, 2)}
 
 
-def segment_small(seg, n: int) -> dict:
-    """The segmenter on 32x32 renders (as the world generator's samples are sized),
-    resized to 64x64 by the segmenter, scored against the 64x64 ground truth of the
-    same scenes (a scene's geometry does not depend on the render size)."""
-    small = WorldSource(n, seed=1004, size=32)
-    big = WorldSource(n, seed=1004, size=64)
+def layer_accuracy(pairs) -> dict:
+    """Object/part/material pixel accuracy, where the ground truth has a label, over
+    ``(prediction, truth)`` pairs of ``[b, >=3, H, W]`` label maps."""
     hits, total = np.zeros(3), np.zeros(3)
-    for a in range(0, n, 100):
-        pred = np.asarray(seg(small.batch(a, min(a + 100, n))["image"]))
-        gt = big.batch(a, min(a + 100, n))["seg"]
+    for pred, gt in pairs:
         for k in range(3):
             where = gt[:, k] > 0
             hits[k] += (pred[:, k] == gt[:, k])[where].sum()
             total[k] += where.sum()
     return {f"{name}_pixel_accuracy": float(hits[k] / total[k])
             for k, name in enumerate(("object", "part", "material"))}
+
+
+def segment_small(seg, n: int) -> dict:
+    """The segmenter on 32x32 renders (as the world generator's samples are sized),
+    resized to 64x64 by the segmenter, scored against the 64x64 ground truth of the
+    same scenes (a scene's geometry does not depend on the render size)."""
+    small = WorldSource(n, seed=1004, size=32)
+    big = WorldSource(n, seed=1004, size=64)
+    return layer_accuracy((np.asarray(seg(small.batch(a, min(a + 100, n))["image"])),
+                           big.batch(a, min(a + 100, n))["seg"]) for a in range(0, n, 100))
+
+
+def segment_closeups(seg, n: int) -> dict:
+    """The segmenter on 32x32 village close-ups (``render_closeup``), resized to 64x64
+    by the segmenter, scored against the close-ups' 32x32 ground truth with each
+    pixel repeated 2x2."""
+    idx = class_indices(1004, ["village"], n)
+    batches = (render_closeup(1004, idx[a:a + 100], 32) for a in range(0, n, 100))
+    return layer_accuracy((np.asarray(seg(b["image"].astype(np.float32) / 255.0)),
+                           b["seg"].repeat(2, -1).repeat(2, -2)) for b in batches)
 
 
 def weights_size() -> dict:
@@ -80,6 +96,8 @@ def main():
     print(out["segmenter"], flush=True)
     out["segmenter_32px"] = {"images": n_seg, **segment_small(seg, n_seg)}
     print(out["segmenter_32px"], flush=True)
+    out["segmenter_closeup"] = {"images": n_seg, **segment_closeups(seg, n_seg)}
+    print(out["segmenter_closeup"], flush=True)
     src = WorldSource(n_dis, seed=1003)
     truth = dissect_classifier(model, params, src)
     segd = dissect_classifier(model, params, src, seg)
@@ -140,6 +158,10 @@ def markdown(r: dict) -> str:
         f"{100 * r['segmenter_32px']['object_pixel_accuracy']:.1f}% / "
         f"{100 * r['segmenter_32px']['part_pixel_accuracy']:.1f}% / "
         f"{100 * r['segmenter_32px']['material_pixel_accuracy']:.1f}% |",
+        f"| same on 32x32 village close-ups (render_closeup) | | "
+        f"{100 * r['segmenter_closeup']['object_pixel_accuracy']:.1f}% / "
+        f"{100 * r['segmenter_closeup']['part_pixel_accuracy']:.1f}% / "
+        f"{100 * r['segmenter_closeup']['material_pixel_accuracy']:.1f}% |",
         f"| conv5_3 units labelled, IoU > {d['miniou']} (ground truth, {d['images']} images) "
         f"| >= 40% | {100 * d['truth']['labelled_fraction']:.1f}% "
         f"({d['truth']['labelled']}/{d['truth']['units']}) |",

@@ -36,7 +36,8 @@ def main(argv=None) -> int:
     config = json.loads(((Path(args.generator) if args.generator else DEFAULT_DIR)
                          / "config.json").read_text())
     figures = measure_generator(model, params, load_segmenter(args.segmenter), args.num,
-                                args.z_seed, args.world_seed, config.get("classes"))
+                                args.z_seed, args.world_seed, config.get("classes"),
+                                config.get("closeup"))
     figures["targets_met"] = bool(figures["nonbackground"] >= 0.8
                                   and figures["vs_ground_truth"]["ok"]
                                   and figures["vs_segmented_real"]["ok"])
@@ -63,7 +64,9 @@ def markdown(f: dict, config: dict) -> str:
         "segmented by the shipped world segmenter (which resizes them to 64x64), against "
         f"{f['samples']} real images of held-out world seed {f['real_world_seed']} (scene "
         f"classes: {f['classes'] if isinstance(f['classes'], str) else ', '.join(f['classes'])}"
-        "; the generator's training classes). Trained "
+        + (f", seen as {f['closeup']}x close-ups framing a house, as the generator was "
+           "trained" if f.get("closeup") else "")
+        + "; the generator's training classes). Trained "
         f"{config['steps_done']} steps x batch {config['batch']}: "
         f"{config['cpu_minutes']} CPU-minutes ({config['train_minutes']} min wall on 2 CPU "
         "cores shared with other jobs).",

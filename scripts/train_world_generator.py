@@ -43,7 +43,7 @@ from jaxdissect.models.proggan import ProgressiveGenerator
 from jaxdissect.world import WorldSource
 from jaxdissect.world.generator import WORLD_GENERATOR_SIZES
 from jaxdissect.world.scenes import CLASS_NAMES
-from jaxdissect.world.source import class_indices, render
+from jaxdissect.world.source import class_indices, render, render_mixed
 from jaxdissect.world.train import gan as gt
 from jaxdissect.world.train.discriminator import Discriminator
 from jaxdissect.world.weights import save_checkpoint
@@ -79,6 +79,13 @@ def parse_args(argv=None):
     p.add_argument("--classes", default=None,
                    help="train on these scene classes only, e.g. 'village' (as ProGAN is "
                         "trained on one LSUN class); default: every class")
+    p.add_argument("--closeup", type=float, default=0.0,
+                   help="train on close-ups: each real image rendered this many times "
+                        "larger and cut to the window framing a house "
+                        "(world.source.render_closeup), e.g. 1.5; default: whole scenes")
+    p.add_argument("--closeup-every", type=int, default=1,
+                   help="with --closeup, only every Nth image (index %% N == N - 1) is a "
+                        "close-up, the others whole scenes (default 1: all)")
     p.add_argument("--class-weights", default=None,
                    help="class-balanced real batches: 'uniform' or e.g. 'farm=2,snow=1.5'")
     return p.parse_args(argv)
@@ -168,9 +175,12 @@ def main(argv=None) -> int:
     weights = (parse_class_weights(args.class_weights, CLASS_NAMES)
                if args.class_weights else None)
     cpu0, wall0 = time.process_time(), time.time()
+    if args.closeup and not classes:
+        raise ValueError("--closeup needs --classes (close-ups frame a scene class's houses)")
     if classes:
-        rendered = render(args.world_seed, class_indices(args.world_seed, classes,
-                                                          args.num_train), res)
+        idx = class_indices(args.world_seed, classes, args.num_train)
+        rendered = (render_mixed(args.world_seed, idx, res, args.closeup_every, args.closeup)
+                    if args.closeup else render(args.world_seed, idx, res))
     else:
         rendered = WorldSource(args.num_train, seed=args.world_seed, size=res).render_u8(
             0, args.num_train)
@@ -229,6 +239,8 @@ def main(argv=None) -> int:
         "resumed_at_steps": prior["resumed_at"],
         "num_train": args.num_train, "world_seed": args.world_seed, "seed": args.seed,
         "classes": classes or list(CLASS_NAMES),
+        "closeup": args.closeup or None,
+        "closeup_every": args.closeup_every if args.closeup else None,
         "augment": "random x-flip" + (
             f"; discriminator inputs translated by up to {args.translate} px (DiffAugment)"
             if args.translate else ""),

@@ -28,6 +28,9 @@ def main():
     p.add_argument("--eval-n", type=int, default=500)
     p.add_argument("--max-minutes", type=float, default=24.0)
     p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--closeup-every", type=int, default=0,
+                   help="every Nth training image is a 1.5x close-up (render_closeup), for "
+                        "a generator trained on close-ups; default 0: none (the shipped run)")
     p.add_argument("--out", default=str(DEFAULT_DIR))
     a = p.parse_args()
     net = SegNet(**SEGMENTER_ARGS)
@@ -35,7 +38,7 @@ def main():
     params, info = train_segmenter(
         net, seed=a.seed, data_seed=a.data_seed, steps=a.steps, batch=a.batch, lr=a.lr,
         warmup=a.warmup, weight_decay=a.weight_decay, max_seconds=a.max_minutes * 60,
-        log_every=a.log_every)
+        log_every=a.log_every, closeup_every=a.closeup_every)
     acc = segmenter_accuracy(WorldSegmenter(net, params),
                              WorldSource(a.eval_n, seed=a.eval_seed), a.eval_n)
     config = {"arch": {k: list(v) for k, v in SEGMENTER_ARGS.items()}, "image_size": 64,
@@ -45,7 +48,9 @@ def main():
                             "schedule": "warmup, cosine to lr/50 over max(step/steps, time/budget)",
                             "max_minutes": a.max_minutes, "weight_decay": a.weight_decay,
                             "clip_global_norm": 1.0},
-              "present_weight": PRESENT_WEIGHT, "augmentation": "horizontal flip", **info,
+              "present_weight": PRESENT_WEIGHT, "augmentation": "horizontal flip" + (
+                  f"; every {a.closeup_every}th image a 1.5x close-up (render_closeup)"
+                  if a.closeup_every else ""), **info,
               "heldout": {"world_seed": a.eval_seed, "images": a.eval_n, **acc},
               "total_seconds": round(time.time() - t0, 1)}
     save_checkpoint(a.out, params, config)

@@ -17,6 +17,7 @@ from jaxdissect.world.classifier import DEFAULT_DIR as CLS_DIR
 from jaxdissect.world.classifier import classify, load_classifier
 from jaxdissect.world.segmenter import DEFAULT_DIR as SEG_DIR
 from jaxdissect.world.segmenter import (
+    SEGMENTER_ARGS,
     WorldSegmenter,
     color_labels,
     head_to_label,
@@ -122,7 +123,7 @@ def test_colour_labels_match_renderer():
 
 
 def test_world_segmenter_protocol_and_resize(tiny):
-    net = SegNet(widths=(4, 6, 8), head_sizes=(22, 12, 11))
+    net = SegNet(widths=(4, 6, 8), head_sizes=SEGMENTER_ARGS["head_sizes"])
     params = _random_params(net, jnp.zeros((1, 16, 16, 3)), seed=1)
     seg = WorldSegmenter(net, params, size=16)
     assert isinstance(seg, Segmenter) and seg.num_layers == 4 and seg.labels is LABELS
@@ -132,6 +133,16 @@ def test_world_segmenter_protocol_and_resize(tiny):
         assert set(np.unique(out[:, k]).tolist()) <= set(layer_ids(layer).tolist()) | {0}
     with pytest.raises(ValueError, match="images"):
         seg(np.zeros((3, 8, 8)))
+
+
+def test_segmenter_of_another_vocabulary_is_refused(tmp_path):
+    import json
+    sizes = list(SEGMENTER_ARGS["head_sizes"])
+    arch = {"widths": [4, 6, 8], "head_sizes": [sizes[0], sizes[1] - 1, sizes[2]]}  # a part less
+    (tmp_path / "config.json").write_text(json.dumps({"arch": arch, "image_size": 16}))
+    (tmp_path / "params").mkdir()
+    with pytest.raises(ValueError, match="another vocabulary"):
+        load_segmenter(tmp_path)
 
 
 # ---- shipped weights ------------------------------------------------------------

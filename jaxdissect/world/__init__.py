@@ -8,11 +8,11 @@ classifier, segmenter and generator trained on it (shipped in ``weights/world``)
 """
 
 from jaxdissect.world.scenes import CLASS_NAMES
-from jaxdissect.world.source import WorldSource, render
+from jaxdissect.world.source import WorldSource, render, render_closeup
 from jaxdissect.world.vocab import COLORS, LABELS, LAYERS, MATERIALS, OBJECTS, PARTS
 
 __all__ = ["CLASS_NAMES", "COLORS", "LABELS", "LAYERS", "MATERIALS", "OBJECTS", "PARTS",
-           "WorldSource", "load_classifier", "load_segmenter", "render"]
+           "WorldSource", "load_classifier", "load_segmenter", "render", "render_closeup"]
 
 
 def __getattr__(name):

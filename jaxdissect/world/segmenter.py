@@ -85,6 +85,12 @@ def load_segmenter(directory=None) -> WorldSegmenter:
     directory = DEFAULT_DIR if directory is None else directory
     config = read_config(directory)
     a = config["arch"]
+    if tuple(a["head_sizes"]) != SEGMENTER_ARGS["head_sizes"]:
+        raise ValueError(
+            f"the world segmenter in {directory} predicts {tuple(a['head_sizes'])} "
+            f"object/part/material classes but the world's vocabulary has "
+            f"{SEGMENTER_ARGS['head_sizes']}: it was trained for another vocabulary; "
+            "retrain it with scripts/train_world_segmenter.py")
     net = SegNet(widths=tuple(a["widths"]), head_sizes=tuple(a["head_sizes"]))
     size = config.get("image_size", 64)
     abstract = jax.eval_shape(

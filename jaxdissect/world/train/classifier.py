@@ -19,7 +19,7 @@ import optax
 from jaxdissect.models.segnet import SegNet
 from jaxdissect.models.vgg16 import VGG16, preprocess
 from jaxdissect.world.segmenter import NET_LAYERS, label_to_head
-from jaxdissect.world.source import WorldSource
+from jaxdissect.world.source import WorldSource, render_mixed
 
 
 def he_rescale(params):
@@ -139,13 +139,33 @@ def classifier_accuracy(model: VGG16, params, source: WorldSource, n: int,
 PRESENT_WEIGHT = {"object": 0.0, "part": 3.0, "material": 1.0}
 
 
+class WithCloseups:
+    """A ``WorldSource`` whose every ``every``-th image (index ``i % every == every - 1``)
+    is replaced by its close-up (``render_mixed``), so a segmenter also learns the
+    larger objects of close-up generators' images."""
+
+    def __init__(self, source: WorldSource, every: int, zoom: float = 1.5):
+        if every < 1:
+            raise ValueError(f"close-up period must be >= 1, got {every}")
+        self.source, self.every, self.zoom = source, every, zoom
+
+    def render_u8(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        return render_mixed(self.source.seed, np.arange(start, stop), self.source.size,
+                            self.every, self.zoom)
+
+
 def train_segmenter(net: SegNet, *, seed: int, data_seed: int, steps: int, batch: int,
                     lr: float, warmup: int, weight_decay: float, size: int = 64,
-                    max_seconds: float = 1e9, log=None, log_every: int = 100):
-    """Per-pixel cross-entropy summed over the heads, with flips. ``(params, info)``."""
+                    max_seconds: float = 1e9, log=None, log_every: int = 100,
+                    closeup_every: int = 0):
+    """Per-pixel cross-entropy summed over the heads, with flips; with
+    ``closeup_every`` > 0 every such image is a close-up (``WithCloseups``).
+    Returns ``(params, info)``."""
     params = he_rescale(net.init(jax.random.key(seed), jnp.zeros((1, size, size, 3)))["params"])
     opt = make_optimizer(weight_decay)
     source = WorldSource(steps * batch, seed=data_seed, size=size, threads=1)
+    if closeup_every:
+        source = WithCloseups(source, closeup_every)
     to_head = jnp.asarray(np.stack([label_to_head(k) for k in NET_LAYERS]))
     present_w = jnp.asarray([PRESENT_WEIGHT[k] for k in NET_LAYERS])
     flip_rng = np.random.default_rng(seed)
