@@ -37,7 +37,7 @@ def main(argv=None) -> int:
                          / "config.json").read_text())
     figures = measure_generator(model, params, load_segmenter(args.segmenter), args.num,
                                 args.z_seed, args.world_seed, config.get("classes"),
-                                config.get("closeup"))
+                                config.get("closeup"), config.get("closeup_every") or 1)
     figures["targets_met"] = bool(figures["nonbackground"] >= 0.8
                                   and figures["vs_ground_truth"]["ok"]
                                   and figures["vs_segmented_real"]["ok"])
@@ -55,6 +55,11 @@ def main(argv=None) -> int:
 def markdown(f: dict, config: dict) -> str:
     """The figures as a results section (targets of issue #4 beside the measurements)."""
     gt, sg = f["vs_ground_truth"], f["vs_segmented_real"]
+    framing = ""
+    if f.get("closeup"):
+        share = "all" if f["closeup_every"] == 1 else f"one in {f['closeup_every']}"
+        framing = (f", {share} seen as {f['closeup']}x close-ups framing a house, as the "
+                   "generator was trained")
     lines = [
         "# World generator: measured figures",
         "",
@@ -64,8 +69,7 @@ def markdown(f: dict, config: dict) -> str:
         "segmented by the shipped world segmenter (which resizes them to 64x64), against "
         f"{f['samples']} real images of held-out world seed {f['real_world_seed']} (scene "
         f"classes: {f['classes'] if isinstance(f['classes'], str) else ', '.join(f['classes'])}"
-        + (f", seen as {f['closeup']}x close-ups framing a house, as the generator was "
-           "trained" if f.get("closeup") else "")
+        + framing
         + "; the generator's training classes). Trained "
         f"{config['steps_done']} steps x batch {config['batch']}: "
         f"{config['cpu_minutes']} CPU-minutes ({config['train_minutes']} min wall on 2 CPU "

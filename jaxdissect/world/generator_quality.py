@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdissect.world.generator import generate, sample_z
-from jaxdissect.world.source import class_indices, render, render_closeup
+from jaxdissect.world.source import class_indices, render, render_mixed
 from jaxdissect.world.vocab import LABELS, OBJECTS, layer_ids
 
 #: objects covering at least this share of real pixels are held to the ratio target
@@ -45,19 +45,21 @@ def generated_object_counts(model, params, segmenter, num: int, z_seed: int = 1,
 
 
 def real_object_counts(segmenter, num: int, world_seed: int, size: int,
-                       batch: int = 100, classes=None,
-                       closeup: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       batch: int = 100, classes=None, closeup: float | None = None,
+                       closeup_every: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """``(ground_truth, segmented)`` object pixel counts ``[len(LABELS)]`` of ``num``
     world images of ``world_seed`` rendered at ``size`` x ``size`` (of the scene
-    ``classes`` only, when given: the generator's training classes; as close-ups
-    ``render_closeup(..., zoom=closeup)`` when ``closeup`` is given)."""
+    ``classes`` only, when given: the generator's training classes; when ``closeup``
+    is given, framed as ``render_mixed(..., closeup_every, zoom=closeup)`` frames
+    them, as the generator's training images were)."""
     indices = (np.arange(num) if classes is None
                else class_indices(world_seed, classes, num))
     truth = np.zeros(len(LABELS), np.int64)
     seg = np.zeros(len(LABELS), np.int64)
     for a in range(0, num, batch):
-        b = (render_closeup(world_seed, indices[a:a + batch], size, closeup) if closeup
-             else render(world_seed, indices[a:a + batch], size))
+        part = indices[a:a + batch]
+        b = (render_mixed(world_seed, part, size, closeup_every, closeup) if closeup
+             else render(world_seed, part, size))
         truth += label_counts(b["seg"][:, 0])
         images = jnp.asarray(b["image"], jnp.float32) / 255.0
         seg += label_counts(np.asarray(segmenter(images)[:, 0]))
@@ -87,18 +89,21 @@ def compare_shares(generated: np.ndarray, real: np.ndarray) -> dict:
 
 def measure_generator(model, params, segmenter, num: int = 1000, z_seed: int = 1,
                       world_seed: int = 1004, classes=None,
-                      closeup: float | None = None) -> dict:
+                      closeup: float | None = None, closeup_every: int = 1) -> dict:
     """All figures: generated samples against real images of a held-out world seed
     (of the generator's training ``classes``, framed as it was trained: close-ups
-    when ``closeup``), real shares both from ground truth and from the segmenter."""
+    by ``closeup`` and ``closeup_every``), real shares both from ground truth and
+    from the segmenter."""
     gen = generated_object_counts(model, params, segmenter, num, z_seed)
     truth, seg = real_object_counts(segmenter, num, world_seed, model.resolution,
-                                    classes=classes, closeup=closeup)
+                                    classes=classes, closeup=closeup,
+                                    closeup_every=closeup_every)
     vs_truth, vs_seg = compare_shares(gen, truth), compare_shares(gen, seg)
     gshare = gen / max(gen.sum(), 1)
     return {
         "samples": num, "z_seed": z_seed, "real_world_seed": world_seed,
         "classes": list(classes) if classes else "all", "closeup": closeup,
+        "closeup_every": closeup_every if closeup else None,
         "resolution": model.resolution,
         "nonbackground": vs_truth["nonbackground"],
         "real_segmented_nonbackground": compare_shares(seg, seg)["nonbackground"],

@@ -83,12 +83,15 @@ def render_mixed(seed: int, indices, size: int, every: int = 1,
     if every < 1:
         raise ValueError(f"close-up period must be >= 1, got {every}")
     indices = np.asarray(indices, np.int64).reshape(-1)
-    out = render(seed, indices, size)
-    rows = np.flatnonzero(indices % every == every - 1)
-    if rows.size:
-        close = render_closeup(seed, indices[rows], size, zoom)
-        for key in ("image", "seg"):
-            out[key][rows] = close[key]
+    close = indices % every == every - 1
+    whole = render(seed, indices[~close], size)  # only the images that stay whole
+    if not close.any():
+        return whole
+    near = render_closeup(seed, indices[close], size, zoom)
+    out = {k: np.empty((indices.size,) + v.shape[1:], v.dtype) for k, v in near.items()}
+    for part, rows in ((whole, ~close), (near, close)):
+        for k in out:
+            out[k][rows] = part[k]
     return out
 
 
