@@ -1,15 +1,24 @@
 """Train the world generator (a 32x32 ProgressiveGAN) on world scenes.
 
-The shipped weights (two stages; ``weights/world/generator/config.json`` ``reproduce``):
+The shipped weights (three stages of one run; ``weights/world/generator/config.json``
+``stages`` holds the commands as they ran):
 
     python scripts/train_world_generator.py --out /tmp/wg/stage1 --steps 4000 \\
-        --classes village --lr 0.001 --r1-gamma 0.5 --translate 4 --state-dir /tmp/wg/state
-    python scripts/train_world_generator.py --out weights/world/generator --steps 6500 \\
-        --classes village --lr 0.001 --r1-gamma 0.5 --translate 4 --sparsity 1.0 \\
+        --classes village --lr 0.001 --r1-gamma 0.5 --translate 4 --max-cpu-minutes 110 \\
         --state-dir /tmp/wg/state
+    python scripts/train_world_generator.py --out /tmp/wg/stage2 --steps 6500 \\
+        --classes village --lr 0.001 --r1-gamma 0.5 --translate 4 --sparsity 1.0 \\
+        --max-cpu-minutes 110 --state-dir /tmp/wg/state
+    python scripts/train_world_generator.py --out weights/world/generator --steps 9000 \\
+        --classes village --lr 0.001 --r1-gamma 0.5 --translate 4 --object-weights door=3 \\
+        --max-cpu-minutes 110 --state-dir /tmp/wg/state
 
 ``--classes village`` trains on one scene class (as ProGAN on one LSUN class);
-``--sparsity`` adds the layer4 unit-sparsity penalty (``GanHyper.sparsity``).
+``--sparsity`` adds the layer4 unit-sparsity penalty (``GanHyper.sparsity``);
+``--object-weights door=3`` draws each real image with probability proportional to
+``(door share / mean door share) ** 3`` (the generator under-draws doors; the chosen
+powers, the shares the generator then sees and the effective number of images are
+printed and recorded in ``config.json``).
 
 Non-saturating GAN with lazy R1 and a generator EMA (jaxdissect.world.train.gan),
 Adam(2e-3, 0, 0.99), batch 32, real images rendered at 32x32 from world seed 0 and
@@ -46,6 +55,7 @@ from jaxdissect.world.scenes import CLASS_NAMES
 from jaxdissect.world.source import class_indices, render, render_mixed
 from jaxdissect.world.train import gan as gt
 from jaxdissect.world.train.discriminator import Discriminator
+from jaxdissect.world.train.real_sampler import object_probs
 from jaxdissect.world.weights import save_checkpoint
 
 
@@ -88,7 +98,14 @@ def parse_args(argv=None):
                         "close-up, the others whole scenes (default 1: all)")
     p.add_argument("--class-weights", default=None,
                    help="class-balanced real batches: 'uniform' or e.g. 'farm=2,snow=1.5'")
-    return p.parse_args(argv)
+    p.add_argument("--object-weights", default=None,
+                   help="draw real images with probability proportional to the product of "
+                        "(share of object / its mean share) ** power, e.g. 'door=3': more "
+                        "door-rich scenes, for a generator that under-draws doors")
+    args = p.parse_args(argv)
+    if args.object_weights and args.class_weights:
+        p.error("--object-weights and --class-weights are two samplers; give one")
+    return args
 
 
 def sample_grid(model, params, path: Path, seed: int = 123, n: int = 64) -> None:
@@ -103,10 +120,13 @@ def sample_grid(model, params, path: Path, seed: int = 123, n: int = 64) -> None
     Image.fromarray(grid).save(path)
 
 
-def real_batch(reals: np.ndarray, seed: int, step: int, batch: int) -> jax.Array:
-    """Step ``step``'s batch: random images, randomly mirrored, in [-1, 1]."""
+def real_batch(reals: np.ndarray, seed: int, step: int, batch: int,
+               probs: np.ndarray | None = None) -> jax.Array:
+    """Step ``step``'s batch: random images (uniform, or drawn with ``probs``), randomly
+    mirrored, in [-1, 1]."""
     rng = np.random.default_rng([seed, step])
-    x = reals[rng.integers(0, len(reals), batch)]
+    x = reals[rng.integers(0, len(reals), batch) if probs is None
+              else rng.choice(len(reals), batch, p=probs)]
     flip = rng.random(batch) < 0.5
     x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
     return jnp.asarray(x, jnp.float32) * (2.0 / 255.0) - 1.0
@@ -187,6 +207,10 @@ def main(argv=None) -> int:
     reals, labels = rendered["image"], rendered["label"]
     print(f"rendered {len(reals)} world images at {res}x{res} in {time.time() - wall0:.1f}s",
           flush=True)
+    probs, object_sampler = (object_probs(args.object_weights, rendered["seg"][:, 0])
+                             if args.object_weights else (None, None))
+    if object_sampler:
+        print(f"object-weighted sampler: {json.dumps(object_sampler)}", flush=True)
 
     init_key, base_key = jax.random.split(jax.random.key(args.seed))
     state = gt.init_state(model, disc, hyper, init_key, (res, res, 3))
@@ -207,7 +231,7 @@ def main(argv=None) -> int:
     while int(state.step) < args.steps:
         i = int(state.step)
         if weights is None:
-            x = real_batch(reals, args.seed, i, args.batch)
+            x = real_batch(reals, args.seed, i, args.batch, probs)
         else:
             x = balanced_batch(reals, labels, weights, args.seed, i, args.batch)
         state, metrics = step(state, x, jax.random.fold_in(base_key, i))
@@ -244,9 +268,11 @@ def main(argv=None) -> int:
         "augment": "random x-flip" + (
             f"; discriminator inputs translated by up to {args.translate} px (DiffAugment)"
             if args.translate else ""),
-        "real_sampler": ("uniform over images" if weights is None else
-                         "class-stratified, class weights " + json.dumps(
-                             dict(zip(CLASS_NAMES, weights.tolist())))),
+        "real_sampler": (
+            "class-stratified, class weights "
+            + json.dumps(dict(zip(CLASS_NAMES, weights.tolist()))) if weights is not None else
+            "object-weighted: " + json.dumps(object_sampler) if object_sampler else
+            "uniform over images"),
         "stages": stages,
         "params": "exponential moving average of the generator weights",
         "final_metrics": {k: float(v) for k, v in metrics.items()},

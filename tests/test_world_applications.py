@@ -52,10 +52,10 @@ def test_world_attack_ski_resort_to_bedroom():
 def test_world_paint_tree_units():
     """Tree units off / on in a region, as ``jaxdissect paint --edit tree:...`` does
     (dissection on 1,000 z of seed 1, 20 best-IoU units, 16 latents of seed 2).
-    Measured on the village generator: off in the left half 213.3 -> 198.9 tree pixels
-    per image, off everywhere 466.4 -> 332.2, on in the right half 253.1 -> 502.3 (64x64
-    segmentation; trees already cover a tenth of its images, so "on" can add less than
-    on the all-class generator before it, 67.4 -> 275.9)."""
+    Measured on the village generator (step 9,000): off in the left half 207.2 -> 103.4
+    tree pixels per image, off everywhere 442.8 -> 226.4, on in the right half 235.6 ->
+    500.7 (64x64 segmentation; trees already cover a tenth of its images, so "on" can
+    add less than on the all-class generator before it, 67.4 -> 275.9)."""
     from jaxdissect.commands import _common as C
     from jaxdissect.data.source import ZSource
     from jaxdissect.experiments.dissect import dissect

@@ -253,17 +253,16 @@ def test_shipped_generator_reduced_measurement(shipped):
         ratio = figures["objects"][LABELS.names[i]]["ratio"]
         assert 1 / 3 <= ratio <= 3, (LABELS.names[i], figures)
     # every object held to issue #4's target (>= 2% of real pixels) within 3x here
-    # (64 samples; windows, 1.7% of real pixels, are under-drawn: 0.3%, RESULTS.md)
+    # (64 samples; windows, 1.7% of real pixels, are under-drawn, RESULTS.md)
     assert all(1 / 3 <= o["ratio"] <= 3 for o in figures["objects"].values()), figures
 
 
 @pytest.mark.slow
 def test_shipped_generator_tree_and_door_units():
     """Layer4 of the shipped generator dissected as `jaxdissect dissect --model
-    world-generator` does (1,000 z of seed 1, world segmenter, quarter grid). Measured:
-    56 units labelled; one labelled tree (IoU 0.043), one door (0.050); 9 units with tree
-    IoU > 0.04, most labelled foliage (the crown's material, which marks the same pixels
-    less the trunk). Issue 14 asks for 2 of each: not met (see the weights' RESULTS.md)."""
+    world-generator` does (1,000 z of seed 1, world segmenter, quarter grid): issue 14's
+    at least 2 units labelled tree and 2 labelled door. Measured: 55 units labelled, 11
+    tree (best IoU 0.077), 5 door (best 0.111); 12 units with tree IoU > 0.04."""
     from jaxdissect.commands import _common as C
     from jaxdissect.experiments.dissect import dissect
     from jaxdissect.stats.upsample import Upsampler
@@ -276,5 +275,33 @@ def test_shipped_generator_tree_and_door_units():
                   quantile=0.01, batch_size=50, progress=False, params=loaded.params)
     labelled = [seg.labels.names[res.best_label[u]] for u in range(res.num_units)
                 if res.labelled[u]]
-    assert labelled.count("tree") >= 1 and labelled.count("door") >= 1, labelled
+    assert labelled.count("tree") >= 2 and labelled.count("door") >= 2, labelled
     assert (res.iou[:, seg.labels.index("tree")] > 0.04).sum() >= 8
+
+
+def test_object_weighted_real_sampler():
+    """``--object-weights``: each image drawn in proportion to the product of its
+    (share / mean share) ** power, checked against NumPy on a small label stack."""
+    from jaxdissect.world.train.real_sampler import object_probs
+    from jaxdissect.world.vocab import label_id
+
+    door, house, sky = label_id("door"), label_id("house"), label_id("sky")
+    seg = np.full((6, 4, 4), sky, np.int32)
+    seg[:, 3] = house
+    for i in range(6):
+        seg[i, 2, : 1 + i % 3] = door
+    probs, info = object_probs("door=3,house=0", seg)
+    d = (seg == door).mean(axis=(1, 2))
+    want = (d / d.mean()) ** 3
+    np.testing.assert_allclose(probs, want / want.sum(), rtol=1e-12)
+    assert info["powers"] == {"door": 3.0, "house": 0.0}
+    assert info["shown_share_vs_uniform"]["door"] == pytest.approx(
+        float(probs @ d / d.mean()), abs=1e-3)
+    assert info["shown_share_vs_uniform"]["door"] > 1
+    assert info["effective_images"] == round(1 / (probs ** 2).sum())
+    uniform, _ = object_probs("door=0", seg)
+    np.testing.assert_allclose(uniform, np.full(6, 1 / 6))
+    for bad, match in (("dor=3", "unknown object 'dor'"), ("door=x", "name=power"),
+                       ("door=inf", "name=power"), ("window=1", "no window")):
+        with pytest.raises(ValueError, match=match):
+            object_probs(bad, seg)

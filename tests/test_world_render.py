@@ -70,6 +70,22 @@ def test_vocabulary_and_categories():
         assert LABELS.categories[label_id(name)] == "material"
 
 
+def test_tree_crowns_have_one_name_per_layer(sample):
+    """A crown is tree (object) and foliage (material), and foliage is also grass's
+    material, so no part or material marks the tree's pixels less its trunk (which
+    would win the tree's label from units that fire on crowns: a subset's IoU is higher)."""
+    seg = sample["seg"]
+    crown = (seg[:, 0] == label_id("tree")) & (seg[:, 1] != label_id("trunk"))
+    assert "crown" not in LABELS.names
+    assert (seg[:, 1][crown] == 0).all()
+    assert (seg[:, 2][crown] == label_id("foliage")).all()
+    assert (seg[:, 2][seg[:, 0] == label_id("grass")] == label_id("foliage")).all()
+    iou = lambda a, b: (a & b).sum() / (a | b).sum()
+    for k, layer in ((1, "part"), (2, "material")):
+        for i in layer_ids(layer):
+            assert iou(seg[:, k] == i, crown) < 0.5, LABELS.names[i]
+
+
 def test_every_concept_occurs(sample):
     seg = sample["seg"]
     for k, layer in enumerate(LAYERS):

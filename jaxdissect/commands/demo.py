@@ -33,9 +33,9 @@ def add_arguments(p):
                    help="z samples for the generator dissection")
     p.add_argument("--sweep-samples", type=int, default=32,
                    help="z samples for the per-unit generator sweep")
-    p.add_argument("--removal-samples", type=int, default=128,
+    p.add_argument("--removal-samples", type=int, default=512,
                    help="z samples for the removal curves")
-    p.add_argument("--insertion-samples", type=int, default=64,
+    p.add_argument("--insertion-samples", type=int, default=256,
                    help="z samples for the insertion experiment")
     p.add_argument("--remove", default="tree", help="generator concept whose best-IoU "
                    "units are removed (default: tree, the paper's example)")

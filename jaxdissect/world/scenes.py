@@ -194,7 +194,7 @@ class Scene:
             rx = rx * 0.7
             ry = ry * 1.3
         self.shape(f"tree{i}_crown", (ground - th - ry * 0.55, cx, ry, rx), where)
-        self.style(f"tree{i}_crown", "tree", "pine" if pine else "crown", part="crown",
+        self.style(f"tree{i}_crown", "tree", "pine" if pine else "crown",
                    mat="foliage", tex=R.BLOTCH, amp=0.2, grad=-0.2, where=where)
 
     def trees(self, count_lo, count_hi, ground_lo, ground_hi, scale_lo, scale_hi, pine=False):
@@ -332,7 +332,7 @@ def _forest(s: Scene):
     d = s.d
     h = d.uniform(0.25, 0.45)
     s.sky(h)
-    s.style("base", "grass", "grass", tex=R.BLOTCH, amp=0.12)
+    s.style("base", "grass", "grass", mat="foliage", tex=R.BLOTCH, amp=0.12)
     s.mountains(0.3, h, 0.3)
     s.clouds(0.3, h)
     s.trees(3, 4, h + 0.2, 0.97, 0.9, 1.5)
@@ -342,11 +342,11 @@ def _lake(s: Scene):
     d = s.d
     h = d.uniform(0.3, 0.45)
     s.sky(h)
-    s.style("base", "grass", "grass", tex=R.BLOTCH, amp=0.12)
+    s.style("base", "grass", "grass", mat="foliage", tex=R.BLOTCH, amp=0.12)
     s.mountains(0.7, h, 0.3)
     shore = h + d.uniform(0.03, 0.08)
     near = shore + d.uniform(0.2, 0.35)
-    s.ground("far", "grass", "grass", h, shore, tex=R.BLOTCH, amp=0.1, wave=0.01)
+    s.ground("far", "grass", "grass", h, shore, mat="foliage", tex=R.BLOTCH, amp=0.1, wave=0.01)
     s.ground("water", "water", "water", shore, near, tex=R.WAVES, amp=0.1, wave=0.03)
     s.clouds(0.4, h)
     s.boat(0, d.coin(0.4), d.uniform(0.15, 0.85), shore + (near - shore) * d.uniform(0.4, 0.9),
@@ -371,7 +371,7 @@ def _farm(s: Scene):
     s.sky(h)
     s.style("base", "field", "field", tex=R.ROWS, amp=0.15)
     fy = h + d.uniform(0.12, 0.2)
-    s.ground("far", "grass", "grass", h, fy, tex=R.BLOTCH, amp=0.1, wave=0.01)
+    s.ground("far", "grass", "grass", h, fy, mat="foliage", tex=R.BLOTCH, amp=0.1, wave=0.01)
     s.sun(0.4)
     s.clouds(0.4, h)
     s.trees(0, 2, h + 0.08, fy, 0.6, 0.9)
@@ -387,7 +387,7 @@ def _village(s: Scene):
     d = s.d
     h = d.uniform(0.25, 0.4)
     s.sky(h)
-    s.style("base", "grass", "grass", tex=R.BLOTCH, amp=0.12)
+    s.style("base", "grass", "grass", mat="foliage", tex=R.BLOTCH, amp=0.12)
     s.clouds(0.5, h)
     s.trees(1, 3, h + 0.1, h + 0.35, 0.7, 1.1)
     x0 = d.uniform(0.15, 0.35)
@@ -399,7 +399,7 @@ def _street(s: Scene):
     d = s.d
     h = d.uniform(0.2, 0.35)
     s.sky(h)
-    s.style("base", "grass", "grass", tex=R.BLOTCH, amp=0.1)
+    s.style("base", "grass", "grass", mat="foliage", tex=R.BLOTCH, amp=0.1)
     rt = d.uniform(0.68, 0.78)
     s.ground("road", "road", "road", rt, 2.0, wave=0.0)
     s.clouds(0.4, h)
@@ -416,7 +416,7 @@ def _highway(s: Scene):
     d = s.d
     h = d.uniform(0.3, 0.45)
     s.sky(h)
-    s.style("base", "grass", "grass", tex=R.BLOTCH, amp=0.1)
+    s.style("base", "grass", "grass", mat="foliage", tex=R.BLOTCH, amp=0.1)
     s.mountains(0.5, h, 0.2)
     rt = h + d.uniform(0.12, 0.25)
     s.ground("road", "road", "road", rt, d.uniform(0.85, 1.2), wave=0.0)
@@ -434,7 +434,7 @@ def _harbor(s: Scene):
     s.sky(h)
     s.style("base", "water", "water", tex=R.WAVES, amp=0.1)
     quay = h + d.uniform(0.15, 0.25)
-    s.ground("far", "grass", "grass", h, quay, tex=R.BLOTCH, amp=0.1, wave=0.005)
+    s.ground("far", "grass", "grass", h, quay, mat="foliage", tex=R.BLOTCH, amp=0.1, wave=0.005)
     s.clouds(0.4, h)
     s.house(0, np.ones(s.n, bool), d.uniform(0.15, 0.45), quay, d.uniform(0.7, 1.0))
     s.house(1, d.coin(0.6), d.uniform(0.6, 0.85), quay, d.uniform(0.7, 1.0))

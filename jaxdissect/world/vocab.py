@@ -15,7 +15,7 @@ from jaxdissect.labels import LabelSet
 OBJECTS = ("sky", "cloud", "sun", "mountain", "snow", "tree", "grass", "water", "sand",
            "house", "door", "window", "road", "car", "bed", "lamp", "wall", "floor",
            "field", "fence", "boat")
-PARTS = ("roof", "chimney", "trunk", "crown", "wheel", "windshield", "pane", "headboard",
+PARTS = ("roof", "chimney", "trunk", "wheel", "windshield", "pane", "headboard",
          "pillow", "lampshade", "sail")
 MATERIALS = ("wood", "brick", "painted", "glass", "foliage", "metal", "fabric", "rock",
              "tile", "carpet")
