@@ -18,6 +18,7 @@ def test_own_model_example_runs_as_written(capsys):
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)
     result, metrics = namespace["result"], namespace["metrics"]
-    assert result.num_units == 32 and result.iou.shape == (32, 54)
+    from jaxdissect.world import LABELS
+    assert result.num_units == 32 and result.iou.shape == (32, len(LABELS))
     assert metrics.balanced_accuracy.shape == (32, 11)
     assert "[" in capsys.readouterr().out
