@@ -254,6 +254,13 @@ def main(argv=None) -> int:
             print(f"CPU budget reached after {done} steps", flush=True)
             break
     cpu, wall = used()
+    if weights is not None:
+        real_sampler = "class-stratified, class weights " + json.dumps(
+            dict(zip(CLASS_NAMES, weights.tolist())))
+    elif object_sampler:
+        real_sampler = "object-weighted: " + json.dumps(object_sampler)
+    else:
+        real_sampler = "uniform over images"
     config = {
         "sizes": list(model.sizes), "resolution": res,
         "discriminator_widths": list(d_widths),
@@ -268,11 +275,7 @@ def main(argv=None) -> int:
         "augment": "random x-flip" + (
             f"; discriminator inputs translated by up to {args.translate} px (DiffAugment)"
             if args.translate else ""),
-        "real_sampler": (
-            "class-stratified, class weights "
-            + json.dumps(dict(zip(CLASS_NAMES, weights.tolist()))) if weights is not None else
-            "object-weighted: " + json.dumps(object_sampler) if object_sampler else
-            "uniform over images"),
+        "real_sampler": real_sampler,
         "stages": stages,
         "params": "exponential moving average of the generator weights",
         "final_metrics": {k: float(v) for k, v in metrics.items()},
