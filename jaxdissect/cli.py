@@ -13,6 +13,8 @@ import argparse
 import importlib
 import sys
 
+from jaxdissect.errors import UserError  # noqa: F401  (re-exported for the commands)
+
 COMMANDS = {
     "demo": "jaxdissect.commands.demo",
     "dissect": "jaxdissect.commands.dissect",
@@ -23,10 +25,6 @@ COMMANDS = {
     "paint": "jaxdissect.commands.paint",
     "serve": "jaxdissect.commands.serve",
 }
-
-
-class UserError(Exception):
-    """An error caused by bad input; printed without a traceback, exit status 2."""
 
 
 def state_defaults(parser: argparse.ArgumentParser) -> None:
