@@ -8,7 +8,7 @@ Same random-init VGG-16 (Places365 shape: 512 conv5_3 units, fc6/fc7/fc8a 25088-
   once per batch, then all 512 single-unit ablations inside the step (compile
   included), on 1 device and on 4 forced host devices (``XLA_FLAGS=
   --xla_force_host_platform_device_count=4``, set here before JAX starts), each with
-  the VGG shortcut that takes fc6 by linearity (``ablate.vgg_single_unit_tail``, the
+  the VGG shortcut that takes fc6 by linearity (``vgg16.single_unit_tail``, the
   default for a single-unit sweep) and with the generic edited tail through
   pool5/fc6/fc7/fc8a (``lax.map`` over chunks of the edit stack);
 * PyTorch, as the reference's ``intervention_experiment.py`` does it: for every unit, a

@@ -27,6 +27,10 @@ dissectable, ablatable and editable by writing one::
   whole image, for models trained on whole images such as the world's) or
   ``"resize-crop"`` (resize to ``input_size * 256/224``, centre crop: the Places365
   transform).
+* ``single_unit_tail(spec, layer)``: an architecture's fast path for the ablation sweep
+  (optional): ``(params, acts) -> [units, b, classes]``, the logits with each single
+  unit of ``layer`` zeroed, or None where it has none (VGG-16 at ``conv5_3``:
+  :func:`jaxdissect.models.vgg16.single_unit_tail`).
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class ModelSpec:
     to_images: Callable[[Any], Any] = progan_images
     to_map: Mapping[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
     module: Any = None            # the Flax module (or NNX graphdef), for reference
+    single_unit_tail: Callable[..., Any] | None = None  # (spec, layer) -> fast path or None
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from jaxdissect.checkpoints.architectures import expected_shapes
 from jaxdissect.checkpoints.convert import unflatten_params
 from jaxdissect.checkpoints.store import CorruptCheckpoint, load_converted, save_converted
-from jaxdissect.checkpoints.tables import proggan_shapes
 
 SIZES = [16, 16, 8]
 
@@ -18,7 +18,8 @@ SIZES = [16, 16, 8]
 @pytest.fixture
 def saved(tmp_path):
     rng = np.random.default_rng(0)
-    flat = {k: rng.normal(size=s).astype(np.float32) for k, s in proggan_shapes(SIZES).items()}
+    shapes = expected_shapes("proggan", {"sizes": SIZES})
+    flat = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
     out = save_converted(tmp_path / "g", "proggan", {"sizes": SIZES}, unflatten_params(flat))
     return out, flat
 

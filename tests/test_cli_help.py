@@ -68,10 +68,13 @@ def test_every_option_states_its_default():
     assert seen > 50
 
 
-def test_weights_arch_choices_match_the_converters():
-    from jaxdissect.checkpoints import ARCHITECTURES
-    from jaxdissect.commands import weights
-    assert tuple(weights.ARCHS) == tuple(ARCHITECTURES)
+def test_weights_arch_names_the_registered_architectures(capsys, tmp_path):
+    from jaxdissect.checkpoints import architecture_names
+    assert set(architecture_names()) >= {"vgg16", "proggan", "resnet", "alexnet", "vit"}
+    assert cli.main(["weights", "convert", str(tmp_path / "x.pth"), "--arch", "nope",
+                     "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "'nope' is not a registered architecture" in err and "vgg16" in err
 
 
 def test_serve_refuses_a_missing_folder_in_one_line(tmp_path):

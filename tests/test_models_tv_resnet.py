@@ -12,9 +12,10 @@ import torch
 
 from jaxdissect.checkpoints import CheckpointMismatch, convert_state_dict, model_from_config
 from jaxdissect.checkpoints.architectures import as_variables
+from jaxdissect.checkpoints.convert import variable_shapes
 from jaxdissect.checkpoints.pth import load_pth, load_state_dict
-from jaxdissect.checkpoints.tv_tables import oldresnet_module, resnet_table, variable_shapes
-from jaxdissect.models.tv_resnet import LAYER_NAMES, ResNet152, layer_geometry
+from jaxdissect.models import tv_resnet
+from jaxdissect.models.tv_resnet import LAYER_NAMES, ResNet152, layer_geometry, oldresnet_module
 from jaxdissect.stats.upsample import sequence_data_size
 from tests.flax_capture import run_captured
 from tests.torch_classifiers import (
@@ -100,7 +101,7 @@ def test_reference_resnet152_keys_are_exactly_the_table():
     sd = torch_oldresnet(seed=0).state_dict()
     want = {k: tuple(v.shape) for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     shapes = variable_shapes(ResNet152(num_classes=365), (1, 32, 32, 3))
-    table = resnet_table(shapes, "oldresnet")
+    table = tv_resnet.ARCHITECTURE.table({"0.weight": 0, "10.1.weight": 0}, {}, shapes)
     # 155 convolutions (1 stem, 3 x 50 blocks, 4 skips), as many BatchNorms of 4 tensors, fc
     assert len(want) == len(table) == 155 + 4 * 155 + 2
     got = {src: path for path, (src, _) in table.items()}

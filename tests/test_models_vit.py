@@ -74,5 +74,5 @@ def test_tokens_to_map_and_errors():
     with pytest.raises(CheckpointMismatch, match="- encoder.layers.encoder_layer_0."
                                                  "self_attention.in_proj_bias"):
         convert_state_dict(small, "vit")
-    with pytest.raises(CheckpointMismatch, match="not a torchvision ViT checkpoint"):
+    with pytest.raises(CheckpointMismatch, match="not a torchvision or timm ViT checkpoint"):
         convert_state_dict({"conv1.weight": np.zeros(3)}, "vit")

@@ -114,8 +114,29 @@ def test_convert_local_file_and_bad_inputs(server, env, tmp_path, capsys):
     assert main(["weights", "convert", str(src), "--arch", "resnet",
                  "--out", str(tmp_path / "o6")]) == 2
     assert "not a ResNet checkpoint" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # argparse: unknown architecture
-        main(["weights", "convert", str(src), "--arch", "resnet9", "--out", str(tmp_path / "o5")])
+    assert main(["weights", "convert", str(src), "--arch", "resnet9",
+                 "--out", str(tmp_path / "o5")]) == 2
+    assert "'resnet9' is not a registered architecture" in capsys.readouterr().err
+    assert not (tmp_path / "o5").exists()
+
+
+def test_convert_reads_the_architecture_from_the_keys_and_safetensors(server, tmp_path):
+    """Without --arch the file's keys name the architecture; a .safetensors file of the
+    same tensors converts to the same arrays."""
+    from safetensors.torch import save_file
+
+    from jaxdissect.checkpoints.convert import flatten_params
+    src = server["root"] / "tiny.pth"
+    assert main(["weights", "convert", str(src), "--out", str(tmp_path / "a")]) == 0
+    st = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in server["torch"].state_dict().items()}, str(st))
+    assert main(["weights", "convert", str(st), "--out", str(tmp_path / "b")]) == 0
+    (_, pa, ma), (_, pb, mb) = (load_converted(tmp_path / d) for d in "ab")
+    assert ma["arch"] == mb["arch"] == "proggan" and ma["config"] == mb["config"]
+    fa, fb = flatten_params(pa), flatten_params(pb)
+    assert set(fa) == set(fb)
+    for k in fa:
+        np.testing.assert_array_equal(fa[k], fb[k], err_msg=k)
 
 
 def test_list_shows_entries_and_cache_state(env, capsys):

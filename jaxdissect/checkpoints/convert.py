@@ -1,9 +1,18 @@
-"""Explicit conversion tables: Flax parameter path -> (source state-dict key, transform).
+"""The machinery every architecture's state-dict conversion shares.
 
-A table is a dict ``{"conv1_1/kernel": ("features.conv1_1.weight", "conv"), ...}``.
+A table maps each Flax variable path to its source key and a transform:
+``{"params/conv1_1/kernel": ("features.conv1_1.weight", "conv"), ...}``.
 :func:`convert` applies it with a strict check: every source key must be
 consumed, every target filled, every shape right; otherwise one error lists
 missing keys with ``-``, unexpected keys with ``+`` and mis-shaped ones with ``!``.
+
+The Flax models mirror the PyTorch module trees, so a table is a naming rule applied
+to every variable the model creates (:func:`torch_name_table`, over the shapes
+:func:`variable_shapes` traces): ``/`` becomes ``.``, and each leaf gets the PyTorch
+name of the same tensor (:data:`LEAF_RULES`); an architecture whose modules are named
+differently renames the module part. :func:`prepare` undoes what wraps a state dict
+whatever the architecture: a ``state_dict`` entry, the ``module.`` prefix of
+``DataParallel`` files, BatchNorm's ``num_batches_tracked`` counters.
 
 Transforms (source arrays are in PyTorch layout):
   ``conv``   OIHW -> HWIO (Flax convolution kernels)
@@ -14,11 +23,26 @@ Transforms (source arrays are in PyTorch layout):
 
 from __future__ import annotations
 
-from typing import Mapping
+import re
+from typing import Callable, Mapping
 
 import numpy as np
 
 Table = dict[str, tuple[str, str]]
+
+#: Flax leaf name -> (PyTorch leaf name, transform).
+LEAF_RULES = {
+    "kernel": ("weight", "conv"),      # convolutions only: dense layers use "weight"
+    "weight": ("weight", "copy"),      # LinearOI, [out, in] as PyTorch
+    "bias": ("bias", "copy"),
+    "scale": ("weight", "copy"),       # BatchNorm / LayerNorm
+    "mean": ("running_mean", "copy"),
+    "var": ("running_var", "copy"),
+    "class_token": ("class_token", "copy"),
+    "pos_embedding": ("pos_embedding", "copy"),
+    "in_proj_weight": ("in_proj_weight", "copy"),
+    "in_proj_bias": ("in_proj_bias", "copy"),
+}
 
 
 class CheckpointMismatch(ValueError):
@@ -112,3 +136,63 @@ def convert(state_dict: Mapping[str, np.ndarray], table: Table,
     flat = {path: apply_transform(tf, np.asarray(state_dict[src], np.float32))
             for path, (src, tf) in table.items()}
     return unflatten_params(flat)
+
+
+def variable_shapes(model, x_shape: tuple) -> dict:
+    """Flat ``{"params/conv1/kernel": shape, "batch_stats/bn1/mean": shape}`` of the
+    variables ``model`` creates for an input of ``x_shape`` (abstract trace: nothing is
+    computed)."""
+    import jax
+    import jax.numpy as jnp
+    tree = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(x_shape, jnp.float32))
+    return {k: tuple(v.shape) for k, v in flatten_params(tree).items()}
+
+
+def torch_name_table(shapes: Mapping[str, tuple],
+                     rename: Callable[[str], str] = lambda module: module,
+                     leaves: Mapping[str, tuple[str, str]] = LEAF_RULES) -> Table:
+    """Variable path -> (PyTorch key, transform) for every path in ``shapes`` (collection
+    first). ``rename`` maps the module part (``layer1.0.conv1``) to the state dict's;
+    ``leaves`` names each leaf (default :data:`LEAF_RULES`)."""
+    table: Table = {}
+    for path in shapes:
+        _collection, *modules, leaf = path.split("/")
+        if leaf not in leaves:
+            raise ValueError(f"no PyTorch name for variable {path!r}")
+        torch_leaf, transform = leaves[leaf]
+        module = rename(".".join(modules))
+        table[path] = (f"{module}.{torch_leaf}" if module else torch_leaf, transform)
+    return table
+
+
+def strip_module_prefix(state_dict: Mapping) -> dict:
+    """Drop ``module.`` from every key when every key has it (``DataParallel`` files)."""
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        return {k[len("module."):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def drop_batch_counters(state_dict: Mapping) -> dict:
+    """Remove ``X.num_batches_tracked`` where ``X.running_mean`` exists."""
+    return {k: v for k, v in state_dict.items()
+            if not (k.endswith(".num_batches_tracked")
+                    and k[: -len("num_batches_tracked")] + "running_mean" in state_dict)}
+
+
+def prepare(state_dict: Mapping) -> dict:
+    """A state dict as the architectures read it: a nested ``state_dict`` entry
+    unwrapped, ``module.`` prefixes stripped, batch counters dropped."""
+    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
+        state_dict = state_dict["state_dict"]
+    return drop_batch_counters(strip_module_prefix(state_dict))
+
+
+def rename_keys(state_dict: Mapping, rules) -> dict:
+    """Keys rewritten by ``rules``, a sequence of ``(regex, replacement)`` applied in
+    order with :func:`re.sub`; values unchanged."""
+    out = {}
+    for k, v in state_dict.items():
+        for pattern, repl in rules:
+            k = re.sub(pattern, repl, k)
+        out[k] = v
+    return out

@@ -1,10 +1,9 @@
 """The registry of published checkpoints, and fetching them into the cache.
 
-The registry (``weights/registry.json``, shipped in the package as
-``jaxdissect/checkpoints/registry.json``; ``JAXDISSECT_REGISTRY`` overrides the
-path) maps a name such as ``vgg16_places365`` to the file on the reference's
-model host, the SHA-256 prefix in its file name, and the jaxdissect
-architecture that converts it.
+The registry (``jaxdissect/checkpoints/registry.json``, shipped in the package;
+``JAXDISSECT_REGISTRY`` overrides the path) maps a name such as ``vgg16_places365`` to
+the file on the reference's model host, the SHA-256 prefix in its file name, and the
+jaxdissect architecture that converts it.
 
 Cache (``JAXDISSECT_CACHE``, default ``~/.cache/jaxdissect``)::
 
@@ -35,12 +34,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from jaxdissect.checkpoints.architectures import convert_state_dict
-from jaxdissect.checkpoints.pth import load_state_dict
+from jaxdissect.checkpoints.architectures import convert_state_dict, detect_architecture
+from jaxdissect.checkpoints.files import read_state_dict
 from jaxdissect.checkpoints.store import is_converted, load_converted, save_converted
 
 _HERE = Path(__file__).resolve().parent
-_CANDIDATES = (_HERE / "registry.json", _HERE.parents[1] / "weights" / "registry.json")
+REGISTRY = _HERE / "registry.json"
 
 
 class HashMismatch(ValueError):
@@ -56,11 +55,9 @@ def registry_path() -> Path:
     env = os.environ.get("JAXDISSECT_REGISTRY")
     if env:
         return Path(env)
-    for p in _CANDIDATES:
-        if p.is_file():
-            return p
-    looked = [str(p) for p in _CANDIDATES]
-    raise FileNotFoundError(f"no checkpoint registry found (looked at {looked})")
+    if not REGISTRY.is_file():
+        raise FileNotFoundError(f"no checkpoint registry found at {REGISTRY}")
+    return REGISTRY
 
 
 def load_registry(path=None) -> dict:
@@ -184,16 +181,19 @@ def download(url: str, dest: Path, sha256_prefix: str | None, progress: bool = T
     return dest
 
 
-def convert_file(pth_path, arch: str, out_dir, source: dict | None = None) -> Path:
-    """Read ``pth_path`` safely, convert it as ``arch`` and save it to ``out_dir``.
+def convert_file(pth_path, arch: str | None, out_dir, source: dict | None = None) -> Path:
+    """Read ``pth_path`` (``.pth`` or ``.safetensors``) safely, convert it as ``arch``
+    (None: the architecture its keys identify) and save it to ``out_dir``.
 
     The conversion is written to a sibling temporary directory first and renamed,
     so ``out_dir`` never holds a half-written checkpoint."""
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another --out")
-    state = load_state_dict(pth_path)
-    config, params = convert_state_dict(state, arch, what=Path(pth_path).name)
+    state = read_state_dict(pth_path)
+    what = Path(pth_path).name
+    arch = arch or detect_architecture(state, what)
+    config, params = convert_state_dict(state, arch, what=what)
     tmp = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.converting")
     if tmp.exists():
         shutil.rmtree(tmp)

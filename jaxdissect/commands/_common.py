@@ -5,7 +5,8 @@ Model specs (each loads a :class:`~jaxdissect.spec.ModelSpec`): ``world`` /
 ``world-classifier`` / ``world-generator`` (the shipped world weights),
 ``py:module:factory`` (your own model: ``factory()`` returns a ``ModelSpec``), a
 registry name (``vgg16_places365``, ``proggan_churchoutdoor`` ... fetched and converted
-on first use), a local ``.pth`` file (converted safely, without torch), or a directory
+on first use), a local ``.pth`` or ``.safetensors`` file (converted safely, without
+torch; its architecture read from its keys), or a directory
 (a converted checkpoint with ``model.json``, or a world-style checkpoint with
 ``config.json`` + ``params/``).
 
@@ -48,26 +49,9 @@ def load_model(spec: str):
     if spec.startswith("py:"):
         return _user_spec(spec)
     from jaxdissect.checkpoints.architectures import spec_from_converted
-    if spec.endswith((".pth", ".pth.tar")):
-        if not os.path.isfile(spec):
-            raise UserError(f"model file {spec!r} does not exist")
-        import jax
-        import jax.numpy as jnp
-
-        from jaxdissect import checkpoints as ck
-        from jaxdissect.checkpoints.pth import load_state_dict
-        state = load_state_dict(spec)
-        errors = []
-        for arch in ck.ARCHITECTURES:
-            try:
-                config, params = ck.convert_state_dict(state, arch, what=os.path.basename(spec))
-            except (ck.CheckpointMismatch, KeyError, ValueError) as e:
-                errors.append(f"as {arch}: {str(e).splitlines()[0]}")
-                continue
-            return spec_from_converted(arch, ck.model_from_config(arch, config),
-                                       jax.tree_util.tree_map(jnp.asarray, params), spec)
-        raise UserError(f"{spec}: not a state dict of a known architecture "
-                        f"({'; '.join(errors)})")
+    from jaxdissect.checkpoints.files import is_weights_file, spec_from_file
+    if is_weights_file(spec):
+        return spec_from_file(spec)
     if os.path.isdir(spec):
         if os.path.isfile(os.path.join(spec, "model.json")):
             from jaxdissect.checkpoints.store import load_converted
@@ -87,8 +71,8 @@ def load_model(spec: str):
     names = load_registry()["checkpoints"]
     if spec not in names:
         raise UserError(f"unknown model {spec!r}: use world, world-classifier, "
-                        f"world-generator, py:MODULE:FACTORY, a .pth file, a checkpoint "
-                        f"directory or one of "
+                        f"world-generator, py:MODULE:FACTORY, a .pth or .safetensors "
+                        f"file, a checkpoint directory or one of "
                         f"{sorted(n for n, e in names.items() if e.get('arch'))}")
     model, params = load_pretrained(spec)
     return spec_from_converted(names[spec]["arch"], model, params, spec)

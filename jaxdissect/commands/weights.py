@@ -2,7 +2,8 @@
 
     jaxdissect weights list
     jaxdissect weights fetch vgg16_places365
-    jaxdissect weights convert proggan_churchoutdoor-7e701dd5.pth --arch proggan --out DIR
+    jaxdissect weights convert proggan_churchoutdoor-7e701dd5.pth --out DIR
+    jaxdissect weights convert vit_small.safetensors --arch vit --out DIR
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ from pathlib import Path
 from jaxdissect.cli import UserError
 
 # the checkpoint modules (and JAX) are imported when the command runs, not for --help
-#: the architectures ``--arch`` accepts (``jaxdissect.checkpoints.ARCHITECTURES``; a test
-#: keeps the two equal)
-ARCHS = ("vgg16", "proggan", "resnet", "alexnet", "vit")
-
 HELP = "list, fetch (download, verify, convert, cache) or convert published checkpoints"
 
 
@@ -26,9 +23,12 @@ def add_arguments(parser):
     f = sub.add_parser("fetch", help="download NAME, verify its hash, convert and cache it")
     f.add_argument("name", help="registry entry or group (see `jaxdissect weights list`)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
-    c = sub.add_parser("convert", help="convert a local .pth file to a jaxdissect checkpoint")
-    c.add_argument("file", help="PyTorch .pth file (zip or legacy format)")
-    c.add_argument("--arch", required=True, choices=ARCHS)
+    c = sub.add_parser("convert", help="convert a local .pth or .safetensors file to a "
+                                       "jaxdissect checkpoint")
+    c.add_argument("file", help="PyTorch .pth file (zip or legacy format) or .safetensors")
+    c.add_argument("--arch", default=None,
+                   help="a registered architecture, listed by `jaxdissect weights list` "
+                        "(default: the one the file's keys identify)")
     c.add_argument("--out", required=True, help="output directory (must be new or empty)")
 
 
@@ -53,12 +53,21 @@ def _run(args) -> int:
             arch = e.get("arch") or "-"
             print(f"{'*' if done else ' '} {name:26s} {arch:8s} {e['what']}")
         print("(* = cached)")
+        from jaxdissect.checkpoints.architectures import architectures
+        print("architectures (--arch):")
+        for name, a in architectures().items():
+            print(f"  {name:10s} {a.what}")
         return 0
     if args.action == "fetch":
         for path in fetch(args.name, progress=not args.no_progress,
                           log=lambda m: print(m, file=sys.stderr)):
             print(path)
         return 0
+    if args.arch is not None:
+        from jaxdissect.checkpoints.architectures import architecture_names
+        if args.arch not in architecture_names():
+            raise UserError(f"--arch {args.arch!r} is not a registered architecture; "
+                            f"known: {', '.join(architecture_names())}")
     out = convert_file(Path(args.file), args.arch, Path(args.out))
     print(out)
     return 0

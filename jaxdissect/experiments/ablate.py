@@ -66,7 +66,7 @@ class Split(NamedTuple):
 
     ``single_unit(params, acts) -> [units, b, classes]``, when given, is an exact
     shortcut for the tail with each single unit zeroed (see
-    :func:`vgg_single_unit_tail`)."""
+    :func:`jaxdissect.models.vgg16.single_unit_tail`)."""
 
     head: Callable
     tail: Callable
@@ -86,43 +86,8 @@ def split_classifier(spec, layer: str) -> Split:
     def tail(p, acts, edit):
         return spec.resume(p, layer, acts, edits={layer: edit})
 
-    return Split(head, tail, spec.params, vgg_single_unit_tail(spec, layer))
-
-
-def vgg_single_unit_tail(spec, layer: str):
-    """For a ``VGG16`` cut at the conv layer just before ``pool5``: the logits with each
-    single unit zeroed, ``(params, acts [b,h,w,u]) -> [u, b, classes]``; else None.
-
-    Zeroing channel c of the input of ``pool5`` zeroes channel c of ``pool5`` (a max
-    over zeros) and of the average pool after it, leaving the other channels as they
-    were. ``fc6`` is linear before its ReLU, so its pre-activation with c removed is
-    the unedited one minus c's own contribution ``W6[:, c, :] @ pool_c``; all units'
-    contributions together cost one ``fc6`` pass per image instead of one per
-    (unit, image). ``fc7`` and ``fc8a`` then run as usual (``spec.resume`` from
-    ``fc6``). The same numbers as the edited tail, up to float rounding.
-    """
-    from jaxdissect.models.layers import MaxPool
-    from jaxdissect.models.vgg16 import VGG16, adaptive_avg_pool
-    model = spec.module
-    names = getattr(model, "layer_names", ())
-    if not isinstance(model, VGG16) or "pool5" not in names or layer not in names or \
-            names.index("pool5") != names.index(layer) + 1:
-        return None
-
-    def single_unit(variables, acts):
-        params = variables["params"]
-        pooled = MaxPool(2, 2).apply({}, acts)                   # VGG16's pool5
-        q = adaptive_avg_pool(pooled, model.pool_hw)            # [b, P1, P2, u]
-        b, p1, p2, u = q.shape
-        qf = jnp.transpose(q, (0, 3, 1, 2)).reshape(b, u, p1 * p2)
-        w = params["fc6"]["weight"].reshape(-1, u, p1 * p2)    # [out, u, P]
-        own = jnp.einsum("bup,oup->ubo", qf, w)                 # [u, b, out]
-        pre = own.sum(0) + params["fc6"]["bias"].reshape(1, -1)
-        fc6 = jax.nn.relu(pre[None] - own)                      # [u, b, out]
-        logits = spec.resume(variables, "fc6", fc6.reshape(u * b, -1))
-        return logits.reshape(u, b, -1)
-
-    return single_unit
+    fast = spec.single_unit_tail(spec, layer) if spec.single_unit_tail else None
+    return Split(head, tail, spec.params, fast)
 
 
 # ---------------------------------------------------------------- per-class metrics

@@ -10,8 +10,9 @@
   before ``fc6``.
 
 Both are the same module with different fields (:data:`REFERENCE`,
-:data:`TORCHVISION`); the tables in :mod:`jaxdissect.checkpoints.tv_tables` map either
-state dict onto it. Both pool ``pool5`` adaptively to 6x6 before ``fc6``: the identity at
+:data:`TORCHVISION`, the config :data:`ARCHITECTURE` reads from either state dict's
+names and shapes); :data:`TORCHVISION_NAMES` maps torchvision's module names onto the
+reference's. Both pool ``pool5`` adaptively to 6x6 before ``fc6``: the identity at
 the size each was trained at (``image_size``), and what lets the reference layout,
 which has no such pool, take other sizes (the world's 128x128 images) as VGG-16 does.
 
@@ -33,6 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdissect.checkpoints.architectures import Architecture, register, tuples
+from jaxdissect.checkpoints.convert import CheckpointMismatch, dim_of, torch_name_table
 from jaxdissect.models.layers import ConvReLU, MaxPool, flatten_nchw
 from jaxdissect.models.vgg16 import LinearOI, adaptive_avg_pool
 
@@ -139,3 +142,60 @@ def spec(model: AlexNet, variables, *, name: str = "alexnet", class_names=None,
         default_layer="conv5", input_size=tuple(input_size), preprocess=preprocess,
         resize=resize, class_names=None if class_names is None else tuple(class_names),
         geometry={n: tuple(layer_geometry(model, n)) for n in LAYER_NAMES}, upsample=upsample)
+
+
+# ---------------------------------------------------------------- state dicts
+
+#: the reference's module names -> torchvision's
+TORCHVISION_NAMES = {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6",
+                     "conv4": "features.8", "conv5": "features.10",
+                     "fc6": "classifier.1", "fc7": "classifier.4", "fc8": "classifier.6"}
+
+
+def layout(state_dict) -> str:
+    """``"reference"`` (``conv1.weight`` ...) or ``"torchvision"`` (``features.0.weight``)."""
+    if "conv1.weight" in state_dict:
+        return "reference"
+    if "features.0.weight" in state_dict:
+        return "torchvision"
+    raise CheckpointMismatch(
+        "not an AlexNet checkpoint: no key 'conv1.weight' (reference layout) nor "
+        f"'features.0.weight' (torchvision layout); found keys like {sorted(state_dict)[:4]}")
+
+
+def read_config(state_dict) -> dict:
+    """``AlexNet`` constructor arguments read from a state dict of either layout
+    (widths and groups from the convolution weights, ``[out, in / groups, k, k]``)."""
+    reference = layout(state_dict) == "reference"
+    name = (lambda m: m) if reference else TORCHVISION_NAMES.__getitem__
+    widths, groups, cin = [], [], 3
+    for i in range(1, 6):
+        key = f"{name(f'conv{i}')}.weight"
+        if key not in state_dict:
+            raise CheckpointMismatch(f"not an AlexNet checkpoint: no key {key!r}")
+        widths.append(dim_of(state_dict, key, 0, 4))
+        groups.append(max(cin // max(dim_of(state_dict, key, 1, 4), 1), 1))
+        cin = widths[-1]
+    for fc in ("fc7", "fc8"):
+        if f"{name(fc)}.weight" not in state_dict:
+            raise CheckpointMismatch(f"not an AlexNet checkpoint: no key {name(fc)}.weight")
+    return {**(REFERENCE if reference else TORCHVISION), "widths": tuple(widths),
+            "groups": tuple(groups),
+            "fc_width": dim_of(state_dict, f"{name('fc7')}.weight", 0, 2),
+            "num_classes": dim_of(state_dict, f"{name('fc8')}.weight", 0, 2)}
+
+
+def _table(state_dict, config, shapes):
+    if layout(state_dict) == "reference":
+        return torch_name_table(shapes)
+    return torch_name_table(shapes, TORCHVISION_NAMES.__getitem__)
+
+
+ARCHITECTURE = register(Architecture(
+    name="alexnet", what="AlexNet (the reference's Places365 or torchvision's names)",
+    build=lambda config: AlexNet(**tuples(config)),
+    signatures=(("conv1.weight", "fc6.weight"), ("features.0.weight", "classifier.1.weight")),
+    read_config=read_config, table=_table,
+    example_input=lambda config: (1, config["image_size"], config["image_size"], 3),
+    spec=lambda model, variables, *, name, class_names=None: spec(
+        model, variables, name=name, class_names=class_names)))

@@ -10,17 +10,27 @@ LeakyReLU(0.2) (no activation on the output block). The weight scale
 ``gain / sqrt(in_channels)`` is a constant of the architecture (gain ``sqrt(2)/k``
 for a ``k x k`` conv, 1 for the output), applied at run time as in the
 reference, so parameters are the raw stored weights.
+
+State dicts (:data:`ARCHITECTURE`, ``proggan``; ``sizes`` read from the shapes):
+``layerN.conv.weight``, ``layerN.wscale.b``, ``output_RxR.conv.weight``,
+``output_RxR.wscale.b``; older files name them ``features.N.*`` and ``output.*``
+(:func:`rename_old_keys`).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import re
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxdissect.checkpoints.architectures import Architecture, register
+from jaxdissect.checkpoints.convert import CheckpointMismatch, dim_of, torch_name_table
 
 # Published architectures by output resolution (as in the reference).
 SIZES_BY_RESOLUTION = {
@@ -141,3 +151,59 @@ def ProgressiveGeneratorFor(resolution: int):  # noqa: N802 - a class-like facto
         raise ValueError(f"no published ProGAN at resolution {resolution}; "
                          f"known: {sorted(SIZES_BY_RESOLUTION)}")
     return functools.partial(ProgressiveGenerator, sizes=SIZES_BY_RESOLUTION[resolution])
+
+
+# ---------------------------------------------------------------- state dicts
+
+def rename_old_keys(state_dict) -> dict:
+    """Map the older naming (``features.N.*``, ``output.*``) to ``layerN+1.*``,
+    ``output_RxR.*``; other keys are kept (so the strict check reports them)."""
+    if "features.0.conv.weight" not in state_dict:
+        return dict(state_dict)
+    out = {}
+    n = 0
+    while f"features.{n}.conv.weight" in state_dict:
+        n += 1
+    r = 4 * 2 ** ((n - 1) // 2)
+    for key, v in state_dict.items():
+        m = re.fullmatch(r"features\.(\d+)\.(.*)", key)
+        if m:
+            out[f"layer{int(m.group(1)) + 1}.{m.group(2)}"] = v
+        elif key.startswith("output."):
+            out[f"output_{r}x{r}." + key[len("output."):]] = v
+        else:
+            out[key] = v
+    return out
+
+
+def read_sizes(state_dict) -> tuple[int, ...]:
+    """``sizes`` ``[z_dim, d4, d8, ...]`` read from a (renamed) state dict."""
+    sizes = []
+    for i in itertools.count():
+        key = f"layer{i + 1}.conv.weight"
+        if key not in state_dict:
+            break
+        if i == 0:
+            sizes.append(dim_of(state_dict, key, 1, 4))
+        if i % 2 == 0:
+            sizes.append(dim_of(state_dict, key, 0, 4))
+    if len(sizes) < 2:
+        raise CheckpointMismatch(
+            "not a ProGAN generator checkpoint: no key 'layer1.conv.weight' "
+            f"(found keys like {sorted(state_dict)[:4]})")
+    return tuple(sizes)
+
+
+#: Flax leaf -> (the reference's leaf name, transform)
+LEAVES = {"kernel": ("conv.weight", "conv"), "bias": ("wscale.b", "copy")}
+
+ARCHITECTURE = register(Architecture(
+    name="proggan", what="Progressive GAN generator (the reference's names)",
+    build=lambda config: ProgressiveGenerator(sizes=tuple(config["sizes"])),
+    signatures=(("layer1.conv.weight", "layer1.wscale.b"), ("features.0.conv.weight",)),
+    normalise=rename_old_keys, read_config=lambda sd: {"sizes": read_sizes(sd)},
+    table=lambda sd, config, shapes: torch_name_table(shapes, leaves=LEAVES),
+    example_input=lambda config: (1, config["sizes"][0]),
+    spec=lambda model, variables, *, name, class_names=None: spec(model, variables,
+                                                                  name=name),
+    tree="params"))

@@ -5,9 +5,8 @@ convolution): ``conv1`` 7x7/2 -> ``bn1`` -> ``relu`` -> ``maxpool`` 3x3/2 ->
 ``layer1`` .. ``layer4`` (stages of ``BasicBlock`` or ``Bottleneck``; stages 2-4 halve
 the resolution) -> ``avgpool`` -> ``fc``. The reference's ResNet-152 Places365 file
 (netdissect ``experiment/oldresnet152.py``, a Torch7 conversion) is this network with
-its layers numbered instead of named; its table is in
-:mod:`jaxdissect.checkpoints.tv_tables`. Its ``AvgPool2d(7)`` equals the global mean at
-the 224x224 input it is made for.
+its layers numbered instead of named (:func:`oldresnet_module`). Its ``AvgPool2d(7)``
+equals the global mean at the 224x224 input it is made for.
 
 Parameter tree mirrors the state dict: ``layer1/0/conv1/kernel`` is
 ``layer1.0.conv1.weight``; ``layer2/0/downsample/0`` and ``.../1`` the skip's conv and
@@ -28,15 +27,24 @@ the modules, so a forward hook there records the same value:
 
 Sizes are for a 224x224 input. Every block is a module too (``layer4/2``), as is each
 block's convolution (``layer4/2/conv3``), for finer taps.
+
+State dicts (:data:`ARCHITECTURE`, ``resnet``; block type, depths and class count read
+from the shapes): torchvision's names, which timm's ResNets share, and the reference's
+numbered ResNet-152, from ``.pth`` or ``.safetensors``; the Places365 ``.pth.tar`` files'
+``module.`` prefixes and BatchNorm batch counters are undone by
+:func:`jaxdissect.checkpoints.convert.prepare`.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from typing import Sequence
 
 import flax.linen as nn
 
+from jaxdissect.checkpoints.architectures import Architecture, register, tuples
+from jaxdissect.checkpoints.convert import CheckpointMismatch, dim_of, torch_name_table
 from jaxdissect.models.layers import GlobalAvgPool, MaxPool, ReLU
 from jaxdissect.models.resnet import conv
 from jaxdissect.models.vgg16 import LinearOI
@@ -193,3 +201,79 @@ def spec(model: ResNet, variables, *, name: str = "resnet", class_names=None,
         default_layer="layer4", input_size=tuple(input_size), preprocess=preprocess,
         resize=resize, class_names=None if class_names is None else tuple(class_names),
         geometry={n: tuple(layer_geometry(model, n)) for n in LAYER_NAMES}, upsample=upsample)
+
+
+# ---------------------------------------------------------------- state dicts
+
+def oldresnet_module(module: str) -> str:
+    """Module path of the torchvision-layout ResNet -> the reference ResNet-152's
+    numbered ``Sequential`` path (``layer2.0.downsample.1`` -> ``5.0.0.1.1``)."""
+    if module in ("conv1", "bn1"):
+        return {"conv1": "0", "bn1": "1"}[module]
+    if module == "fc":
+        return "10.1"
+    m = re.fullmatch(r"layer([1-4])\.(\d+)\.(\w+?)(?:\.([01]))?", module)
+    if m is None:
+        raise ValueError(f"no reference ResNet-152 name for module {module!r}")
+    stage, block, part, sub = m.groups()
+    head = f"{int(stage) + 3}.{block}.0"
+    if part == "downsample":
+        return f"{head}.1.{sub}"
+    main = {"conv1": 0, "bn1": 1, "conv2": 3, "bn2": 4, "conv3": 6, "bn3": 7}
+    if part not in main:
+        raise ValueError(f"no reference ResNet-152 name for module {module!r}")
+    return f"{head}.0.{main[part]}"
+
+
+def layout(state_dict) -> str:
+    """``"torchvision"`` or ``"oldresnet"`` (the reference's numbered ResNet-152)."""
+    if "conv1.weight" in state_dict:
+        return "torchvision"
+    if "0.weight" in state_dict and "10.1.weight" in state_dict:
+        return "oldresnet"
+    raise CheckpointMismatch(
+        "not a ResNet checkpoint in the torchvision layout (no key 'conv1.weight') nor "
+        f"the reference's ResNet-152 layout (no key '0.weight'); found keys like "
+        f"{sorted(state_dict)[:4]}")
+
+
+def read_config(state_dict) -> dict:
+    """``ResNet`` constructor arguments (block, depths, num_classes) read from a
+    state dict of either layout."""
+    if layout(state_dict) == "torchvision":
+        def key(s, j, part):
+            return f"layer{s}.{j}.{part}.weight"
+        fc = "fc.weight"
+    else:
+        def key(s, j, part):
+            return f"{oldresnet_module(f'layer{s}.{j}.{part}')}.weight"
+        fc = "10.1.weight"
+    depths = []
+    for s in range(1, 5):
+        j = 0
+        while key(s, j, "conv1") in state_dict:
+            j += 1
+        if j == 0:
+            raise CheckpointMismatch(f"not a ResNet checkpoint: no key {key(s, 0, 'conv1')!r}")
+        depths.append(j)
+    if fc not in state_dict:
+        raise CheckpointMismatch(f"not a ResNet classifier checkpoint: no key {fc!r}")
+    block = "bottleneck" if key(1, 0, "conv3") in state_dict else "basic"
+    return dict(block=block, depths=tuple(depths), num_classes=dim_of(state_dict, fc, 0, 2))
+
+
+def _table(state_dict, config, shapes):
+    return torch_name_table(shapes, oldresnet_module if layout(state_dict) == "oldresnet"
+                            else (lambda m: m))
+
+
+ARCHITECTURE = register(Architecture(
+    name="resnet",
+    what="ResNet-18 ... 152 (torchvision's and timm's names, the reference's ResNet-152)",
+    build=lambda config: ResNet(**tuples(config)),
+    signatures=(("conv1.weight", "layer1.0.conv1.weight", "fc.weight"),
+                ("0.weight", "10.1.weight")),
+    read_config=read_config, table=_table,
+    example_input=lambda config: (1, 32, 32, 3),
+    spec=lambda model, variables, *, name, class_names=None: spec(
+        model, variables, name=name, class_names=class_names)))

@@ -18,6 +18,13 @@ Research layers, with their module paths:
   :func:`tokens_to_map` drops the class token and lays the patch tokens on their grid,
   ``[b, 14, 14, 768]``.
 * ``head`` (``heads/head``): logits ``[b, num_classes]``.
+
+State dicts (:data:`ARCHITECTURE`, ``vit``; patch, width, depth, MLP width, classes and
+image size read from the shapes, heads from the width, :data:`HEADS`): torchvision's
+names (and its older ``mlp.linear_1``/``linear_2``), and timm's class-token ViTs
+(``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.i.norm1``/``attn.qkv``/
+``attn.proj``/``norm2``/``mlp.fc1``/``mlp.fc2``, ``norm``, ``head``: the same network,
+renamed by :func:`normalise_state_dict`), from ``.pth`` or ``.safetensors``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdissect.checkpoints.architectures import Architecture, register
+from jaxdissect.checkpoints.convert import CheckpointMismatch, dim_of, rename_keys
 from jaxdissect.models.vgg16 import LinearOI
 
 LN_EPS = 1e-6
@@ -194,3 +203,69 @@ def spec(model: ViT, variables, *, name: str = "vit", class_names=None,
         geometry={**{n: patch for n in tokens}, "head": patch + ((model.grid, 1, 0),)},
         upsample=upsample,
         to_map={n: functools.partial(tokens_to_map, grid=model.grid) for n in tokens})
+
+
+# ---------------------------------------------------------------- state dicts
+
+#: widths -> attention heads (not recorded in the weights): torchvision's ViT-B/L/H and
+#: timm's tiny and small (64-wide heads, but ViT-H's are 80 wide)
+HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+
+#: timm's names (and torchvision < 0.13's MLP names) -> torchvision's, in order
+RENAMES = (
+    (r"^cls_token$", "class_token"),
+    (r"^pos_embed$", "encoder.pos_embedding"),
+    (r"^patch_embed\.proj\.", "conv_proj."),
+    (r"^blocks\.(\d+)\.", r"encoder.layers.encoder_layer_\1."),
+    (r"\.norm1\.", ".ln_1."),
+    (r"\.norm2\.", ".ln_2."),
+    (r"\.attn\.qkv\.(weight|bias)$", r".self_attention.in_proj_\1"),
+    (r"\.attn\.proj\.", ".self_attention.out_proj."),
+    (r"\.mlp\.(fc1|linear_1)\.", ".mlp.0."),
+    (r"\.mlp\.(fc2|linear_2)\.", ".mlp.3."),
+    (r"^norm\.", "encoder.ln."),
+    (r"^head\.", "heads.head."),
+)
+
+
+def normalise_state_dict(state_dict) -> dict:
+    """timm's and older torchvision names -> torchvision's (:data:`RENAMES`)."""
+    return rename_keys(state_dict, RENAMES)
+
+
+def read_config(state_dict) -> dict:
+    """``ViT`` constructor arguments read from a state dict in torchvision's names."""
+    for key in ("conv_proj.weight", "encoder.pos_embedding", "heads.head.weight",
+                "encoder.layers.encoder_layer_0.mlp.0.weight"):
+        if key not in state_dict:
+            raise CheckpointMismatch(f"not a torchvision or timm ViT checkpoint: no key "
+                                     f"{key!r} (found keys like {sorted(state_dict)[:4]})")
+    hidden = dim_of(state_dict, "conv_proj.weight", 0, 4)
+    patch = dim_of(state_dict, "conv_proj.weight", 2, 4)
+    depth = 0
+    while f"encoder.layers.encoder_layer_{depth}.ln_1.weight" in state_dict:
+        depth += 1
+    tokens = dim_of(state_dict, "encoder.pos_embedding", 1, 3)
+    grid = round((tokens - 1) ** 0.5)
+    if grid * grid + 1 != tokens:
+        raise CheckpointMismatch(f"encoder.pos_embedding has {tokens} tokens, not 1 + a "
+                                 f"square grid")
+    if hidden not in HEADS:
+        raise CheckpointMismatch(f"ViT width {hidden}: the number of attention heads is not "
+                                 f"in the weights and is known only for the widths "
+                                 f"{sorted(HEADS)}")
+    return dict(patch=patch, hidden=hidden, depth=depth, heads=HEADS[hidden],
+                mlp_dim=dim_of(state_dict, "encoder.layers.encoder_layer_0.mlp.0.weight", 0, 2),
+                num_classes=dim_of(state_dict, "heads.head.weight", 0, 2),
+                image_size=grid * patch)
+
+
+ARCHITECTURE = register(Architecture(
+    name="vit", what="Vision Transformer (torchvision's or timm's class-token ViT names)",
+    build=lambda config: ViT(**config),
+    signatures=(("conv_proj.weight", "encoder.pos_embedding"),
+                ("patch_embed.proj.weight", "pos_embed", "blocks.0.attn.qkv.weight")),
+    normalise=normalise_state_dict, read_config=read_config,
+    example_input=lambda config: (1, config["image_size"], config["image_size"], 3),
+    spec=lambda model, variables, *, name, class_names=None: spec(
+        model, variables, name=name, class_names=class_names)))
