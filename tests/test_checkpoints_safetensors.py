@@ -155,3 +155,15 @@ def test_a_good_file_after_hostile_ones_still_reads(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
         load_safetensors(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.parametrize("name", ["header_length_2e63", "overlap_many_same_span",
+                                  "dtype_object", "truncated_data"])
+def test_hostile_file_refused_by_weights_convert(tmp_path, capsys, name):
+    from jaxdissect.cli import main
+    path = tmp_path / f"{name}.safetensors"
+    path.write_bytes(HOSTILE[name])
+    assert main(["weights", "convert", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{name}.safetensors: " in err, err
+    assert not (tmp_path / "out").exists()
