@@ -1,5 +1,12 @@
 """Flax models with the reference's research layer names: each named activation is a
-submodule's output, captured and edited from outside by :mod:`jaxdissect.taps`."""
+submodule's output, captured and edited from outside by :mod:`jaxdissect.taps`.
+
+One module per architecture (``vgg16``, ``proggan``, ``tv_resnet``, ``alexnet``,
+``vit``): the Flax module, its state-dict conversion, its spec and fast paths, and the
+:class:`~jaxdissect.checkpoints.architectures.Architecture` it registers; every module
+of this package is imported when the registry is first used. The segmenters' nets
+(``resnet``, ``upernet``, ``ppm``, ``segnet``, ``resample``, ``segmenter_convert``)
+register nothing."""
 
 from jaxdissect.models.alexnet import AlexNet, AlexNetPlaces365, AlexNetTorchvision  # noqa: F401
 from jaxdissect.models.proggan import (  # noqa: F401
