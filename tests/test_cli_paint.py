@@ -90,7 +90,7 @@ def test_paint_errors(run_paint, capsys):
 def test_default_edits_pick_the_object_with_most_labelled_units():
     from types import SimpleNamespace
 
-    from jaxdissect.commands.paint import default_edits
+    from jaxdissect.pipeline.paint import default_edits
     from jaxdissect.labels import LabelSet
 
     labels = LabelSet.from_pairs([("tree", "object"), ("red", "color"), ("door", "object")])
