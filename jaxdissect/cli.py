@@ -1,10 +1,12 @@
 """The ``jaxdissect`` command: thin dispatch to ``jaxdissect.commands.<name>``.
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``. Command modules import no JAX at module level (their ``run``
-imports it), so ``jaxdissect --help`` and every ``jaxdissect COMMAND --help`` answer
+``run(args) -> int``: it parses the arguments into a ``jaxdissect.pipeline``
+configuration, calls one run function and prints. Command modules import no JAX at
+module level, so ``jaxdissect --help`` and every ``jaxdissect COMMAND --help`` answer
 at once; ``tests/test_cli_help.py`` holds them to it. Every option's help states its
-default (``state_defaults`` adds ``(default: ...)`` where the text does not say it).
+default (argparse's ``ArgumentDefaultsHelpFormatter``; options whose default depends
+on the model have ``argparse.SUPPRESS`` and say it in words).
 """
 
 from __future__ import annotations
@@ -27,29 +29,10 @@ COMMANDS = {
 }
 
 
-def state_defaults(parser: argparse.ArgumentParser) -> None:
-    """Appends ``(default: X)`` to the help of every option of ``parser`` and its
-    sub-parsers whose help does not already say its default (``off`` for flags)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in dict.fromkeys(action.choices.values()):
-                state_defaults(sub)
-            continue
-        text = action.help or ""
-        if not action.option_strings or "default" in text or action.default is \
-                argparse.SUPPRESS or action.help is argparse.SUPPRESS:
-            continue
-        if action.required:
-            action.help = f"{text} (required)".strip()
-        elif isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-            action.help = f"{text} (default: off)".strip()
-        else:
-            action.help = f"{text} (default: %(default)s)".strip()
-
-
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     """The ``jaxdissect`` parser and ``{command: module}`` (no JAX imported)."""
-    parser = argparse.ArgumentParser(prog="jaxdissect", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="jaxdissect", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     available = {}
     for name, modname in COMMANDS.items():
@@ -60,9 +43,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
                 continue
             raise
         available[name] = mod
-        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         mod.add_arguments(p)
-    state_defaults(parser)
     return parser, available
 
 
@@ -74,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if hasattr(args, "coordinator"):  # commands with the --coordinator flags
+        if getattr(args, "distributed", False):  # commands with the --coordinator flags
             from jaxdissect.runtime import hosts
             hosts.initialize_from_args(args)
         return int(available[args.command].run(args) or 0)

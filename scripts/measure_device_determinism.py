@@ -27,7 +27,7 @@ def main(argv=None):
     p.add_argument("--num-images", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args(argv)
-    from jaxdissect.commands import _common as C
+    from jaxdissect import pipeline as C
     from jaxdissect.experiments.dissect import dissect
     loaded = C.load_model("world")
     source = C.load_data("world", loaded, args.num_images, C.WORLD_VAL_SEED)
@@ -52,8 +52,8 @@ def main(argv=None):
 
     sample = source.batch(0, 1)
     acts_s, seg_s = jax.eval_shape(compute, sample, loaded.params)
-    up = C._upsampler(loaded, "conv5_3", acts_s.shape[1:3], seg_s.shape[2:],
-                      sample["image"].shape[1:3])
+    up = loaded.upsampler("conv5_3", acts_s.shape[1:3], seg_s.shape[2:],
+                          sample["image"].shape[1:3])
     runs = {}
     for n in (1, 4):
         runs[n] = dissect(compute, source, segmenter.labels, upsample=up, quantile=0.01,

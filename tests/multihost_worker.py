@@ -99,7 +99,7 @@ def run_dissect(source, args, budget=None):
     up = Upsampler.for_layers([(3, 1, 1), (3, 2, 1)], (12, 12), (12, 12))
     result = dissect(compute, source, source.seg_labels, upsample=up, quantile=0.05,
                      levels=(0.02,), batch_size=args.batch_size, topk=3, params=params,
-                     budget=budget, cache_dir=args.cache, cache_key="multihost-test",
+                     budget=budget, cache=_cache(args, params, source),
                      checkpoint_every=1, progress=False,
                      devices=None if args.devices_used is None
                      else jax.local_devices()[:args.devices_used])
@@ -158,6 +158,15 @@ def _devices(args):
     return None if args.devices_used is None else jax.local_devices()[:args.devices_used]
 
 
+def _cache(args, weights, source):
+    """The test run's cache in ``--cache`` (None: no cache)."""
+    if args.cache is None:
+        return None
+    from jaxdissect.runtime.cache import run_cache
+    return run_cache(args.cache, model=weights, layer="multihost-test", data=source,
+                     segmenter=None)
+
+
 def run_ablate(source, args):
     """The whole ablation experiment; its ``to_json`` as one string."""
     import json
@@ -167,8 +176,7 @@ def run_ablate(source, args):
     result = ablate.run_experiment(
         split, source, source, 6, CLASSES, ks=(1, 2, 4), curve_classes=(0,),
         unit_iou=np.linspace(0, 0.3, 6), replicates=20, batch_size=args.batch_size, chunk=4,
-        cache_dir=args.cache, cache_key="multihost-test", progress=False,
-        devices=_devices(args))
+        cache=_cache(args, split.params, source), progress=False, devices=_devices(args))
     return {"json": np.array(json.dumps(result.to_json(), sort_keys=True))}
 
 
@@ -182,8 +190,8 @@ def run_intervene(source, args):
     result = intervene.run_experiment(
         split, segment_drawn, source, iou, source.seg_labels, np.full(6, 2.0),
         remove_concepts=(1,), insert_concepts=(4,), max_remove=3, insert_units=2,
-        batch_size=args.batch_size, chunk=4, cache_dir=args.cache,
-        cache_key="multihost-test", progress=False, devices=_devices(args))
+        batch_size=args.batch_size, chunk=4, cache=_cache(args, split.params, source),
+        progress=False, devices=_devices(args))
     return {"json": np.array(json.dumps(result.to_json(), sort_keys=True))}
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from jaxdissect.experiments import ablate
+from jaxdissect.runtime.cache import run_cache
 from tests.tiny_nets import ArraySource, TinyClassifier, classifier_spec, torch_classifier
 
 UNITS, CLASSES = 6, 5
@@ -69,7 +70,7 @@ def test_whole_experiment_matches_torch_loop(setup, tmp_path):
     iou = np.linspace(0, 0.3, UNITS)
     res = ablate.run_experiment(split, train, val, UNITS, CLASSES, ks=ks,
                                 curve_classes=(1,), unit_iou=iou, batch_size=16, chunk=5,
-                                replicates=50, cache_dir=str(tmp_path), progress=False)
+                                replicates=50, cache=_cache(tmp_path, split, val), progress=False)
     # oracle: the reference's procedure, one full torch forward per ablated set
     base_train = torch_pra(params, train, [])["ba"]
     single = np.stack([torch_pra(params, train, [u])["ba"] for u in range(UNITS)])
@@ -147,8 +148,14 @@ def test_whole_experiment_matches_torch_loop(setup, tmp_path):
     assert back.ranking.dtype == res.ranking.dtype and back.curves[1].k.dtype == np.int64
     again = ablate.run_experiment(split, train, val, UNITS, CLASSES, ks=ks,
                                   curve_classes=(1,), unit_iou=iou, batch_size=16, chunk=5,
-                                  replicates=50, cache_dir=str(tmp_path), progress=False)
+                                  replicates=50, cache=_cache(tmp_path, split, val), progress=False)
     assert again.to_json() == res.to_json()
+
+
+def _cache(tmp_path, split, source):
+    """The test run's cache (its model: the split's weights; its layer: conv5_3)."""
+    return run_cache(str(tmp_path), model=split.params, layer="conv5_3", data=source,
+                     segmenter=None)
 
 
 class _Dies(ArraySource):
@@ -170,13 +177,14 @@ def test_killed_sweep_resumes_to_same_counts(setup, tmp_path):
     fresh = ablate.ablation_masks_counts(split, train, masks, CLASSES, **kw)
     with pytest.raises(KeyboardInterrupt):
         ablate.ablation_masks_counts(split, _Dies(train, 24), masks, CLASSES,
-                                     cache_dir=str(tmp_path), checkpoint_every=1, **kw)
+                                     cache=_cache(tmp_path, split, train), checkpoint_every=1,
+                                     **kw)
     [ckpt] = tmp_path.glob("ablate-*.npz")
     import json
     with np.load(ckpt) as f:
         assert json.loads(str(f["meta"]))["offset"] == 24
     resumed = ablate.ablation_masks_counts(split, _Dies(train, 40), masks, CLASSES,
-                                           cache_dir=str(tmp_path), **kw)
+                                           cache=_cache(tmp_path, split, train), **kw)
     for k in fresh:
         np.testing.assert_array_equal(fresh[k], resumed[k])
 

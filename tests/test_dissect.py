@@ -11,6 +11,7 @@ import pytest
 
 from jaxdissect.experiments.dissect import DissectResult, dissect, spec_compute
 from jaxdissect.labels import LabelSet
+from jaxdissect.runtime.cache import run_cache
 from jaxdissect.runtime.fingerprint import fingerprint
 from jaxdissect.spec import ModelSpec
 from jaxdissect.stats import Upsampler
@@ -86,6 +87,12 @@ def numpy_dissection(source, q, miniou):
     return numpy_thresholds_iou(up, source.arrays["seg"], q, len(LABELS))
 
 
+def _cache(tmp_path, source):
+    """The test run's cache (a random source's maps, no model)."""
+    return run_cache(str(tmp_path), model="random maps", layer="acts", data=source,
+                     segmenter="truth")
+
+
 def run(source, **kw):
     kw = {"upsample": UP, "batch_size": 7, "progress": False, "topk": 3, **kw}
     return dissect(compute, source, LABELS, **kw)
@@ -132,7 +139,7 @@ def test_killed_run_resumes_with_identical_results(tmp_path, budget, first, seco
     fresh = run(source, quantile=0.05, budget=budget)
     dying = DyingSource(2, **source.arrays)
     with pytest.raises(RuntimeError, match="killed"):
-        run(dying, quantile=0.05, cache_dir=str(tmp_path), cache_key="t", checkpoint_every=1,
+        run(dying, quantile=0.05, cache=_cache(tmp_path, source), checkpoint_every=1,
             budget=budget)
     [ckpt] = tmp_path.glob(f"{first}-*.npz")
     with np.load(ckpt) as data:
@@ -141,12 +148,12 @@ def test_killed_run_resumes_with_identical_results(tmp_path, budget, first, seco
     if second is not None:  # the radix path dies again, in a later pass
         dying = DyingSource(1, **source.arrays)
         with pytest.raises(RuntimeError, match="killed"):
-            run(dying, quantile=0.05, cache_dir=str(tmp_path), cache_key="t",
+            run(dying, quantile=0.05, cache=_cache(tmp_path, source),
                 checkpoint_every=1, budget=budget)
         assert list(tmp_path.glob(f"{second}-*.npz"))
-    resumed = run(source, quantile=0.05, cache_dir=str(tmp_path), cache_key="t", budget=budget)
+    resumed = run(source, quantile=0.05, cache=_cache(tmp_path, source), budget=budget)
     assert_same(fresh, resumed)
-    other = run(source, quantile=0.1, cache_dir=str(tmp_path), cache_key="t", budget=budget)
+    other = run(source, quantile=0.1, cache=_cache(tmp_path, source), budget=budget)
     assert not np.array_equal(other.thresholds, fresh.thresholds)  # new key, new tallies
 
 
@@ -288,8 +295,9 @@ def test_cache_is_keyed_by_weights_data_and_settings(tmp_path):
 
     def go(p, source, topk=2):
         return dissect(planted, source, LABELS, quantile=0.12, batch_size=5, progress=False,
-                       topk=topk, params={"params": p}, cache_dir=str(tmp_path),
-                       cache_key="planted")
+                       topk=topk, params={"params": p},
+                       cache=run_cache(str(tmp_path), model="planted", layer="conv",
+                                       data=source, segmenter="truth"))
 
     first = go(params, CountingSource(**world.arrays))
     again = CountingSource(**world.arrays)

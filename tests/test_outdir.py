@@ -103,3 +103,26 @@ def test_read_only_parent_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="read-only") as e:
         run(tmp_path / "ro" / "res")
     assert "\n" not in str(e.value)
+
+
+def test_nested_caches_are_kept_from_the_folder_and_a_killed_run(tmp_path):
+    """Every ``cache`` folder at any depth (``dissect/cache``, ``ablate/cache``, ...) is
+    reused: from the finished folder and from a killed run's ``OUT.partial``."""
+    out = tmp_path / "res"
+    run(out, command="ablate", **{"index.html": "i", "dissect/report.html": "r",
+                                  "dissect/cache/onepass.npz": "d",
+                                  "ablate/cache/single-unit.npz": "s",
+                                  "ablate/pictures/a.png": "p"})
+    with pytest.raises(RuntimeError, match="killed"):
+        with outdir.results_folder(str(out), "ablate", writer=True) as stage:
+            assert listing(stage) == ["ablate/cache/single-unit.npz",
+                                      "dissect/cache/onepass.npz"]
+            write(stage, **{"ablate/cache/class-sets.npz": "c", "ablate/ablation.json": "h",
+                            "generator/intervene/cache/removal.npz": "x"})
+            raise RuntimeError("killed")
+    with outdir.results_folder(str(out), "ablate", writer=True) as stage:
+        assert listing(stage) == ["ablate/cache/class-sets.npz",
+                                  "ablate/cache/single-unit.npz",
+                                  "dissect/cache/onepass.npz",
+                                  "generator/intervene/cache/removal.npz"]
+        assert not os.path.exists(os.path.join(stage, "ablate", "pictures"))

@@ -111,7 +111,7 @@ class GreenAbove:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from jaxdissect.commands import _common as C
+    from jaxdissect import pipeline as C
     from jaxdissect.data.source import ZSource
     from jaxdissect.experiments.intervene import split_generator
     from tests.cli_helpers import tiny_gan_pth

@@ -56,7 +56,7 @@ def test_world_paint_tree_units():
     tree pixels per image, off everywhere 442.8 -> 226.4, on in the right half 235.6 ->
     500.7 (64x64 segmentation; trees already cover a tenth of its images, so "on" can
     add less than on the all-class generator before it, 67.4 -> 275.9)."""
-    from jaxdissect.commands import _common as C
+    from jaxdissect import pipeline as C
     from jaxdissect.data.source import ZSource
     from jaxdissect.experiments.dissect import dissect
     from jaxdissect.stats.upsample import Upsampler

@@ -263,7 +263,7 @@ def test_shipped_generator_tree_and_door_units():
     world-generator` does (1,000 z of seed 1, world segmenter, quarter grid): issue 14's
     at least 2 units labelled tree and 2 labelled door. Measured: 55 units labelled, 11
     tree (best IoU 0.077), 5 door (best 0.111); 12 units with tree IoU > 0.04."""
-    from jaxdissect.commands import _common as C
+    from jaxdissect import pipeline as C
     from jaxdissect.experiments.dissect import dissect
     from jaxdissect.stats.upsample import Upsampler
 

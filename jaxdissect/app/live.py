@@ -154,7 +154,7 @@ class Switcher(_Live):
     @property
     def source(self):
         if self._source is None:
-            from jaxdissect.commands._common import WORLD_VAL_SEED, load_data
+            from jaxdissect.pipeline.resolve import WORLD_VAL_SEED, load_data
             d = self.dissection
             n = min(int(d.report.get("num_images") or self.max_images), self.max_images)
             seed = d.data_seed if d.data_seed is not None else WORLD_VAL_SEED

@@ -120,7 +120,7 @@ class Dissection:
         with self._lock:
             if self._live is None:
                 from jaxdissect.app import live
-                from jaxdissect.commands._common import load_model
+                from jaxdissect.pipeline.resolve import load_model
                 try:
                     spec = load_model(self.model_spec)
                 except Exception as e:   # any failure to load is the user's to fix

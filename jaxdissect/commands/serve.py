@@ -11,6 +11,8 @@ RESULTS_DIR is a dissection it serves (see ``jaxdissect.app``).
 
 from __future__ import annotations
 
+import argparse
+
 HELP = "explore a results folder in the browser: units, live painting, unit switches"
 
 
@@ -20,7 +22,8 @@ def add_arguments(p):
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
-    p.add_argument("--model", action="append", default=None, metavar="[DISSECTION=]SPEC",
+    p.add_argument("--model", action="append", default=argparse.SUPPRESS,
+                   metavar="[DISSECTION=]SPEC",
                    help="the model of a dissection whose report.json does not name a "
                         "loadable model (py:MODULE:FACTORY specs), e.g. "
                         "generator/dissect=py:mymod:spec; repeatable (default: as recorded "
@@ -39,7 +42,7 @@ def run(args) -> int:
         raise UserError(f"results folder {args.results!r} does not exist")
     if not 0 <= args.port < 65536:
         raise UserError(f"--port must be in [0, 65535], got {args.port}")
-    app = create_app(args.results, models=parse_model_overrides(args.model or []))
+    app = create_app(args.results, models=parse_model_overrides(getattr(args, "model", None) or []))
     if not app.config["RESULTS"].dissections:
         raise UserError(f"{args.results!r} holds no dissection (no report.json below it); "
                         "run jaxdissect demo or jaxdissect dissect first")

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -19,17 +20,19 @@ HELP = "list, fetch (download, verify, convert, cache) or convert published chec
 
 def add_arguments(parser):
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    sub.add_parser("list", help="list the registry and what is cached")
-    f = sub.add_parser("fetch", help="download NAME, verify its hash, convert and cache it")
+    kw = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub.add_parser("list", help="list the registry and what is cached", **kw)
+    f = sub.add_parser("fetch", help="download NAME, verify, convert and cache it", **kw)
     f.add_argument("name", help="registry entry or group (see `jaxdissect weights list`)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     c = sub.add_parser("convert", help="convert a local .pth or .safetensors file to a "
-                                       "jaxdissect checkpoint")
+                                       "jaxdissect checkpoint", **kw)
     c.add_argument("file", help="PyTorch .pth file (zip or legacy format) or .safetensors")
-    c.add_argument("--arch", default=None,
+    c.add_argument("--arch", default=argparse.SUPPRESS,
                    help="a registered architecture, listed by `jaxdissect weights list` "
                         "(default: the one the file's keys identify)")
-    c.add_argument("--out", required=True, help="output directory (must be new or empty)")
+    c.add_argument("--out", required=True, default=argparse.SUPPRESS,
+                   help="output directory, new or empty (required)")
 
 
 def run(args) -> int:
@@ -44,10 +47,9 @@ def run(args) -> int:
 def _run(args) -> int:
     from jaxdissect.checkpoints.registry import cache_dir, convert_file, fetch, load_registry
     if args.action == "list":
-        reg = load_registry()
         cache = cache_dir()
         print(f"cache: {cache}")
-        for name, e in reg["checkpoints"].items():
+        for name, e in load_registry()["checkpoints"].items():
             done = (cache / "converted" / name / "model.json").is_file() or (
                 not e.get("arch") and (cache / "downloads" / e["file"]).is_file())
             arch = e.get("arch") or "-"
@@ -63,11 +65,10 @@ def _run(args) -> int:
                           log=lambda m: print(m, file=sys.stderr)):
             print(path)
         return 0
-    if args.arch is not None:
+    if getattr(args, "arch", None) is not None:
         from jaxdissect.checkpoints.architectures import architecture_names
         if args.arch not in architecture_names():
             raise UserError(f"--arch {args.arch!r} is not a registered architecture; "
                             f"known: {', '.join(architecture_names())}")
-    out = convert_file(Path(args.file), args.arch, Path(args.out))
-    print(out)
+    print(convert_file(Path(args.file), getattr(args, "arch", None), Path(args.out)))
     return 0

@@ -49,7 +49,8 @@ from jaxdissect.experiments.significance import (
     pct,
     poisson_weights,
 )
-from jaxdissect.runtime import cache, sweep
+from jaxdissect.runtime import sweep
+from jaxdissect.runtime.cache import RunCache
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
 from jaxdissect.stats.fixed import FixedSum, merge_fields, numpy_fields, parts
 
@@ -212,8 +213,8 @@ class ClassTally:
 
 def ablation_masks_counts(split: Split, source: ImageSource, masks: np.ndarray,
                           num_classes: int, *, batch_size: int = 32, chunk: int = 64,
-                          cache_dir: str | None = None, name: str = "ablate",
-                          cache_key=None, progress: bool = True,
+                          cache: RunCache | None = None, name: str = "ablate",
+                          progress: bool = True,
                           focus: np.ndarray | None = None, replicates: int = 0,
                           seed: int = 0, devices=None, checkpoint_every: int = 20) -> dict:
     """Classification counts of the model with each row of ``masks`` ablated.
@@ -225,10 +226,10 @@ def ablation_masks_counts(split: Split, source: ImageSource, masks: np.ndarray,
     (``lax.map``), and a ``ClassTally`` adds the counts. Returns
     ``ClassTally.compute()``: ``true [C]``, ``pred [E, C]``, ``correct [E, C]``,
     ``logp`` and ``drop [E, C]`` (sums over each class's examples), ``total``, and
-    the bootstrap counts. With ``cache_dir`` the sweep checkpoints under ``name``,
-    keyed by the weights' fingerprint, the data's identity, the masks and every
-    setting, plus ``cache_key`` (what those do not show: the model and layer), so a
-    killed run resumes where it stopped.
+    the bootstrap counts. With ``cache`` (the run's ``runtime.cache.RunCache``) the
+    sweep checkpoints under ``name``, keyed by the run's identity, the weights'
+    fingerprint, the data's identity, the masks and every setting here, so a killed
+    run resumes where it stopped.
 
     ``focus [E]`` (one class per edit) with ``replicates`` B > 0 adds Poisson-bootstrap
     counts (``significance.poisson_weights`` of each example's index, ``seed``).
@@ -270,14 +271,14 @@ def ablation_masks_counts(split: Split, source: ImageSource, masks: np.ndarray,
                            focus, weights)
 
     key = None
-    if cache_dir is not None:
-        key = cache.content_key(cache_key, "ablation", weights=fingerprint(split.params),
-                                data=data_identity(source), masks=masks, focus=focus,
-                                classes=num_classes, replicates=replicates, seed=seed,
-                                shortcut=onehot)
+    if cache is not None:
+        key = cache.key("ablation", weights=fingerprint(split.params),
+                        data=data_identity(source), masks=masks, focus=focus,
+                        classes=num_classes, replicates=replicates, seed=seed,
+                        shortcut=onehot)
     stat = sweep.sweep(step, ClassTally.empty(n_edits, num_classes, replicates), source,
                        batch_size=batch_size, replicated=(split.params, masks, focus, unit_of),
-                       name=name, key=key, cache_dir=cache_dir,
+                       name=name, key=key, cache_dir=None if cache is None else cache.folder,
                        checkpoint_every=checkpoint_every, progress=progress, devices=devices)
     out = stat.compute()
     if out["bad"]:
@@ -531,8 +532,8 @@ def run_experiment(split: Split, train: ImageSource, val: ImageSource,
                    curve_classes: Sequence[int] = (), unit_iou: np.ndarray | None = None,
                    class_names: Sequence[str] | None = None, layer: str = "",
                    replicates: int = 200, seed: int = 0,
-                   batch_size: int = 32, chunk: int = 64, cache_dir: str | None = None,
-                   cache_key=None, progress: bool = True, devices=None) -> AblationResult:
+                   batch_size: int = 32, chunk: int = 64, cache: RunCache | None = None,
+                   progress: bool = True, devices=None) -> AblationResult:
     """The paper's classifier ablation experiment.
 
     Ranks units per class on ``train`` by single-unit ablation, then measures on
@@ -542,14 +543,14 @@ def run_experiment(split: Split, train: ImageSource, val: ImageSource,
     dissection) adds the importance-versus-IoU table. ``replicates`` Poisson-bootstrap
     replicates of the val images (``seed``) give the findings' intervals. Every
     measurement is one ``runtime.sweep`` (``ablation_masks_counts``), checkpointed in
-    ``cache_dir`` under content keys (``cache_key`` names the model and layer).
+    ``cache`` (the run's ``runtime.cache.RunCache``) under content keys.
     """
     if replicates < 2:
         raise ValueError(f"replicates must be >= 2 for the findings' intervals, got "
                          f"{replicates}")
 
-    kw = dict(batch_size=batch_size, chunk=chunk, progress=progress, cache_dir=cache_dir,
-              cache_key=cache_key, devices=devices)
+    kw = dict(batch_size=batch_size, chunk=chunk, progress=progress, cache=cache,
+              devices=devices)
     none = np.zeros((1, num_units), np.float32)
     base_train = measure(split, train, none, num_classes, name="baseline-train", **kw).row(0)
     sc = ablation_masks_counts(split, train, np.eye(num_units, dtype=np.float32), num_classes,

@@ -24,9 +24,11 @@ step sharded over local devices, each process (``jax.distributed``) reading its 
 slice of ``source``, the statistics merged exactly across devices and processes, so
 ``compute`` must be a JAX function of the batch dict (the ``ImageSource`` keys plus
 ``"index"`` int32 global image indices). The radix passes never use ``seg``, so XLA
-drops the segmenter from those steps. With ``cache_dir``, each pass checkpoints its
-statistic and position every ``checkpoint_every`` batches under a content key
-(weights' fingerprint, data identity, settings); a killed run resumes where it
+drops the segmenter from those steps. With ``cache`` (a ``runtime.cache.RunCache``,
+made from the complete run: model, layer, data, segmenter, settings), each pass
+checkpoints its statistic and position every ``checkpoint_every`` batches under a
+content key (the run's identity, weights' fingerprint, data identity, settings); a
+killed run resumes where it
 stopped and gives identical results, and changed weights, data or settings never
 reuse a result.
 
@@ -37,8 +39,10 @@ Example (a classifier, the reference's conv5_3 setting)::
 
     up = Upsampler.plain((14, 14), (56, 56))
     compute = spec_compute(spec, "conv5_3", lambda batch, images: segmenter(images))
+    cache = run_cache("results/vgg16-conv5_3/cache", model=spec, layer="conv5_3",
+                      data=source, segmenter=segmenter, upsample="plain")
     result = dissect(compute, source, segmenter.labels, upsample=up, params=spec.params,
-                     cache_dir="results/vgg16-conv5_3", cache_key={"model": "vgg16"})
+                     cache=cache)
     result.best_label, result.best_iou, result.to_json()
 """
 
@@ -54,8 +58,10 @@ import numpy as np
 
 from jaxdissect.data.source import ImageSource
 from jaxdissect.labels import LabelSet
-from jaxdissect.runtime import cache, sweep
+from jaxdissect.runtime import cache as cache_files
 from jaxdissect.runtime import devices as sharding
+from jaxdissect.runtime import sweep
+from jaxdissect.runtime.cache import RunCache, content_key
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
 from jaxdissect.stats.checks import DataCheck
 from jaxdissect.stats.iou import (
@@ -214,7 +220,7 @@ class DissectResult:
                 "levels": {repr(q): [float(v) for v in t] for q, t in self.levels.items()}}
         if self.significance is not None:
             meta.update(significance=self.significance.to_json(), max_p=self.max_p)
-        cache.save_tree(path, arrays, **meta)
+        cache_files.save_tree(path, arrays, **meta)
 
     @classmethod
     def load(cls, path: str) -> "DissectResult":
@@ -285,8 +291,7 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
             upsample: Callable[[jax.Array], jax.Array] | None = None,
             quantile: float = 0.01, levels: Sequence[float] = (), miniou: float = 0.04,
             batch_size: int = 32, topk: int = 20, budget: int | None = None,
-            cache_dir: str | None = None, cache_key: Any = None,
-            checkpoint_every: int = 20, progress: bool = True,
+            cache: RunCache | None = None, checkpoint_every: int = 20, progress: bool = True,
             devices: Sequence[jax.Device] | None = None, params: Any = None,
             iou_rule: str = "pnas") -> DissectResult:
     """Dissects one layer; see the module docstring.
@@ -299,13 +304,12 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
     ``ceil(q * n)`` exceeds it, three exact radix passes and an IoU pass are used
     instead. ``None`` (default): the one pass whenever its buffer (``units x
     ceil(q n)`` values with their ``K`` labels, 4 bytes each) fits
-    ``ONE_PASS_MEMORY`` bytes, else the radix passes. ``cache_dir``: where the
-    passes checkpoint (``runtime.sweep``); their files are keyed by content: the
-    fingerprint of ``params``' bytes, ``source.identity()``, the labels and every
-    setting here, plus ``cache_key``, anything JSON-able naming what those do not
-    show: the model's code and layer, what ``compute`` closes over (pass weights as
-    ``params`` so that changing them gives new results), a custom ``upsample``
-    that is not an ``Upsampler``. ``params``: if given, ``compute`` is called as
+    ``ONE_PASS_MEMORY`` bytes, else the radix passes. ``cache``: where the passes
+    checkpoint (``runtime.sweep``) and the identity of the complete run
+    (``runtime.cache.run_cache``: the model, layer, data, segmenter and settings
+    that ``compute`` stands for); their files are keyed by it plus the fingerprint
+    of ``params``' bytes, ``source.identity()``, the labels and every setting here.
+    ``params``: if given, ``compute`` is called as
     ``compute(batch, params)`` and ``params`` (model weights, any pytree) is an
     argument of the compiled step, replicated over devices, instead of a constant
     folded into it: closing over a large model's weights would embed them in the
@@ -351,10 +355,11 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         # (the netdissect rule keeps each value's image index: one more column)
         budget = auto_budget(all_levels, n_values, units,
                              int(seg_shape.shape[1]) + (categories is not None))
-    key = None
-    if cache_dir is not None:
-        key = cache.content_key(
-            cache_key, weights=None if params is None else fingerprint(params),
+    key = cache_dir = None
+    if cache is not None:
+        cache_dir = cache.folder
+        key = cache.key(
+            weights=None if params is None else fingerprint(params),
             data=data_identity(source), labels=labels, levels=all_levels, budget=budget,
             topk=topk, units=units, grid=grid, layers=int(seg_shape.shape[1]),
             upsample="default" if default_upsample else _callable_identity(upsample),
@@ -407,7 +412,7 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
 
         tally = run("iou", iou_pass, IoUTally.empty(units, len(labels), categories),
                     jnp.asarray(t_main), params,
-                    key=None if key is None else cache.content_key(key, t_main))
+                    key=None if key is None else content_key(key, t_main))
         counts = tally.counts()
     iou = iou_from_counts(counts["inter"], union_unit_area(counts, categories or ()),
                           counts["label_area"])
@@ -462,7 +467,7 @@ def _name_image(source, i: int) -> str:
 
 def _callable_identity(fn) -> Any:
     """An upsampler's part of a cache key: its fields (an ``Upsampler``, by value), or
-    its qualified name (a function: what it closes over is for ``cache_key`` to name)."""
+    its qualified name (a function: what it closes over is in the run's identity)."""
     if hasattr(fn, "__dataclass_fields__"):
         return fn
     return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"

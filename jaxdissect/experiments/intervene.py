@@ -54,7 +54,8 @@ from jaxdissect.experiments.significance import (
     poisson_weights,
 )
 from jaxdissect.labels import LabelSet
-from jaxdissect.runtime import cache, sweep
+from jaxdissect.runtime import sweep
+from jaxdissect.runtime.cache import RunCache
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
 from jaxdissect.stats.fixed import (
     FixedSum,
@@ -109,11 +110,11 @@ def _unit_edit(alpha, value):
 SHARE_BITS = 24   # pixel shares in [-1, 1]: exact for images up to 4096 pixels
 
 
-def _edit_key(split: Split, source, cache_key, **settings) -> str:
-    """A sweep's content key: the weights' fingerprint, the data's identity, the
-    settings and ``cache_key`` (the model, layer and segmenter)."""
-    return cache.content_key(cache_key, weights=fingerprint(split.params),
-                             data=data_identity(source), **settings)
+def _edit_key(split: Split, source, cache: RunCache, **settings) -> str:
+    """A sweep's content key: the run's identity (``cache``), the weights'
+    fingerprint, the data's identity and the settings."""
+    return cache.key(weights=fingerprint(split.params), data=data_identity(source),
+                     **settings)
 
 
 @struct.dataclass
@@ -154,8 +155,8 @@ class ShareTally:
 
 def ablation_share_deltas(split: Split, segment: Segment, source: ImageSource,
                           masks: np.ndarray, num_labels: int, *, batch_size: int = 16,
-                          chunk: int = 16, cache_dir: str | None = None,
-                          name: str = "ablate", cache_key=None, progress: bool = True,
+                          chunk: int = 16, cache: RunCache | None = None,
+                          name: str = "ablate", progress: bool = True,
                           devices=None, checkpoint_every: int = 20) -> dict:
     """Per-sample change in every label's pixel share with each row of ``masks`` zeroed.
 
@@ -164,8 +165,8 @@ def ablation_share_deltas(split: Split, segment: Segment, source: ImageSource,
     through the tail and the segmenter inside the step, ``chunk`` at a time
     (``lax.map``), into a ``ShareTally``. Returns its sums (``ShareTally.compute``):
     ``base [L]``, ``base_sq [L]``, ``delta [E, L]``, ``delta_sq [E, L]``,
-    ``delta_base [E, L]`` and ``n``. With ``cache_dir`` it checkpoints under ``name``
-    (content-keyed, ``cache_key`` naming the model, layer and segmenter).
+    ``delta_base [E, L]`` and ``n``. With ``cache`` (the run's ``RunCache``: model,
+    layer, segmenter, data, settings) it checkpoints under ``name``, content-keyed.
     """
     masks = np.asarray(masks, np.float32)
     if masks.ndim != 2:
@@ -185,11 +186,12 @@ def ablation_share_deltas(split: Split, segment: Segment, source: ImageSource,
         edited = jax.lax.map(lambda a: shares(params, acts, a), masks, batch_size=chunk)
         return stat.update(base, edited, batch["valid"])
 
-    key = None if cache_dir is None else _edit_key(split, source, cache_key, kind="shares",
-                                                   masks=masks, labels=num_labels)
+    key = None if cache is None else _edit_key(split, source, cache, kind="shares",
+                                               masks=masks, labels=num_labels)
     stat = sweep.sweep(step, ShareTally.empty(n_edits, num_labels), source,
                        batch_size=batch_size, replicated=(split.params, masks), name=name,
-                       key=key, cache_dir=cache_dir, checkpoint_every=checkpoint_every,
+                       key=key, cache_dir=None if cache is None else cache.folder,
+                       checkpoint_every=checkpoint_every,
                        progress=progress, devices=devices)
     return stat.compute()
 
@@ -339,8 +341,8 @@ class ContextTally:
 def insertion_by_context(split: Split, segment: Segment, source: ImageSource,
                          units: np.ndarray, values: np.ndarray, concept: int,
                          num_labels: int, *, batch_size: int = 16, chunk: int = 16,
-                         cache_dir: str | None = None, name: str = "insert",
-                         cache_key=None, progress: bool = True, devices=None,
+                         cache: RunCache | None = None, name: str = "insert",
+                         progress: bool = True, devices=None,
                          checkpoint_every: int = 20, replicates: int = 1000) -> dict:
     """Concept pixels added by setting ``units`` to ``values`` at each feature-map location.
 
@@ -395,12 +397,12 @@ def insertion_by_context(split: Split, segment: Segment, source: ImageSource,
         d, ctx = jax.lax.map(one, (alphas, ys, xs), batch_size=chunk)
         return stat.update(d, ctx, batch["valid"], poisson_weights(batch["index"], replicates))
 
-    key = None if cache_dir is None else _edit_key(
-        split, source, cache_key, kind="insertion", units=units, values=values,
+    key = None if cache is None else _edit_key(
+        split, source, cache, kind="insertion", units=units, values=values,
         concept=concept, labels=num_labels, replicates=replicates)
     stat = sweep.sweep(step, ContextTally.empty(h * w, num_labels, replicates), source,
                        batch_size=batch_size, replicated=(split.params, value, alphas, ys, xs),
-                       name=name, key=key, cache_dir=cache_dir,
+                       name=name, key=key, cache_dir=None if cache is None else cache.folder,
                        checkpoint_every=checkpoint_every, progress=progress, devices=devices)
     out = stat.compute()
     out["grid"] = np.array([h, w])
@@ -608,7 +610,7 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
                    max_remove: int = 30, insert_units: int = 20, sweep_samples: int | None = None,
                    removal_samples: int | None = None, insertion_samples: int | None = None,
                    batch_size: int = 16, chunk: int = 16,
-                   layer: str = "", cache_dir: str | None = None, cache_key=None,
+                   layer: str = "", cache: RunCache | None = None,
                    progress: bool = True, devices=None) -> "InterventionResult":
     """The paper's generator experiments.
 
@@ -618,8 +620,8 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
     """
     iou = np.asarray(iou)
     n_units, n_labels = iou.shape
-    kw = dict(batch_size=batch_size, chunk=chunk, progress=progress, cache_dir=cache_dir,
-              cache_key=cache_key, devices=devices)
+    kw = dict(batch_size=batch_size, chunk=chunk, progress=progress, cache=cache,
+              devices=devices)
     sweep_src = source if sweep_samples is None else Prefix(source, sweep_samples)
     # every unit's edit runs on each batch: batches small enough that the bar moves at
     # least 8 times (the sums are exact at any batch size)

@@ -28,7 +28,8 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from jaxdissect.runtime import cache, sweep
+from jaxdissect.runtime import sweep
+from jaxdissect.runtime.cache import RunCache
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
 from jaxdissect.stats.permutation import PermutationTally, benjamini_hochberg
 from jaxdissect.stats.upsample import Upsampler
@@ -97,8 +98,8 @@ def significance(compute: Callable, source, result, *,
                  upsample: Callable[[jax.Array], jax.Array] | None = None,
                  units: Sequence[int] | None = None, permutations: int = 1000,
                  replicates: int = 1000, level: float = 0.95, seed: int = 0,
-                 batch_size: int = 32, params: Any = None, cache_dir: str | None = None,
-                 cache_key: Any = None, checkpoint_every: int = 20, progress: bool = True,
+                 batch_size: int = 32, params: Any = None, cache: RunCache | None = None,
+                 checkpoint_every: int = 20, progress: bool = True,
                  devices: Sequence[jax.Device] | None = None) -> Significance:
     """Tests ``result``'s (a ``DissectResult``) best label of each of ``units``
     (default: its labelled units) at its thresholds; see the module docstring.
@@ -107,8 +108,8 @@ def significance(compute: Callable, source, result, *,
     ``dissect`` (the observed IoUs then equal the dissection's; a mismatch raises).
     ``permutations``: image permutations per pair (the smallest p-value is ``1 /
     (permutations + 1)``); ``replicates``: bootstrap replicates; ``level``: the
-    interval's coverage; ``seed``: the draws'. With ``cache_dir`` the sweep
-    checkpoints like dissect's passes (``cache_key`` as there).
+    interval's coverage; ``seed``: the draws'. With ``cache`` (the run's
+    ``runtime.cache.RunCache``) the sweep checkpoints like dissect's passes.
     """
     if getattr(result, "iou_rule", "pnas") != "pnas":
         raise ValueError(f"label significance is defined for the pnas IoU rule (a unit's "
@@ -140,14 +141,15 @@ def significance(compute: Callable, source, result, *,
         return stat.update(up(acts), seg, valid, batch["index"])
 
     key = None
-    if cache_dir is not None:
-        key = cache.content_key(
-            cache_key, weights=None if params is None else fingerprint(params),
+    if cache is not None:
+        key = cache.key(
+            weights=None if params is None else fingerprint(params),
             data=data_identity(source), units=units, labels=labels,
             thresholds=thresholds, permutations=permutations, replicates=replicates,
             seed=seed, upsample=None if upsample is None else fingerprint(upsample))
     tally = sweep.sweep(step, empty, source, batch_size=batch_size, replicated=(params,),
-                        name="significance", key=key, cache_dir=cache_dir,
+                        name="significance", key=key,
+                        cache_dir=None if cache is None else cache.folder,
                         checkpoint_every=checkpoint_every, progress=progress,
                         devices=devices)
     sig = Significance.from_tally(tally, level)

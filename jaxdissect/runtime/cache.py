@@ -134,3 +134,49 @@ def load_tree(path: str, template: Any) -> tuple[Any, dict] | None:
                              f"{np.shape(want)} {np.asarray(want).dtype} is expected; delete "
                              "it or change the cache key")
     return jax.tree_util.tree_unflatten(treedef, loaded), meta
+
+
+class RunCache:
+    """A folder of sweep checkpoints and the identity of the complete run they belong to.
+
+    Made only by :func:`run_cache` (the pipeline's ``Workspace.cache``) from the run
+    itself: the model (its name, code's settings and weights' fingerprint), the layer,
+    the data's identity, the segmenter's identity and weights, and every setting. The
+    experiments key each sweep by ``key(...)`` (this identity plus the sweep's own
+    settings), so two runs that differ in anything never share a file.
+    """
+
+    __slots__ = ("folder", "identity")
+
+    def __init__(self, folder: str, identity: str, _token: object = None):
+        if _token is not _MADE_BY_RUN_CACHE:
+            raise TypeError("a RunCache is made by runtime.cache.run_cache (or the pipeline's "
+                            "Workspace.cache) from the complete run")
+        self.folder, self.identity = folder, identity
+
+    def key(self, *parts: Any, **settings: Any) -> str:
+        """A content key: this run's identity, ``parts`` and ``settings``."""
+        return content_key(self.identity, *parts, **settings)
+
+    def __repr__(self) -> str:
+        return f"RunCache({self.folder!r}, {self.identity})"
+
+
+_MADE_BY_RUN_CACHE = object()
+
+
+def run_cache(folder: str, *, model: Any, layer: str, data: Any, segmenter: Any,
+              **settings: Any) -> RunCache:
+    """The cache of one complete run under ``folder``. ``model``: a ``ModelSpec`` (or a
+    weights pytree); ``data``: the source (its ``identity()``); ``segmenter``: a
+    segmenter object (its type, labels and weights) or a name such as ``"truth"``
+    (the data's own annotation, part of the data's identity); ``settings``: every
+    other choice that changes a number (seeds, sizes, quantiles, upsampling, ...).
+    ``data`` may be a dict of sources (``{"train": ..., "val": ...}``)."""
+    from jaxdissect.runtime.fingerprint import data_identity, model_identity, segmenter_identity
+    data = ({k: data_identity(v) for k, v in data.items()} if isinstance(data, dict)
+            else data_identity(data))
+    identity = content_key(model=model_identity(model), layer=layer,
+                           data=data, segmenter=segmenter_identity(segmenter),
+                           settings=settings)
+    return RunCache(folder, identity, _MADE_BY_RUN_CACHE)

@@ -79,3 +79,35 @@ def data_identity(source: Any) -> dict:
     ends = [source.batch(0, min(n, 1)), source.batch(max(n - 1, 0), n)]
     return {"type": f"{type(source).__module__}.{type(source).__qualname__}",
             "num_examples": n, "ends": fingerprint(ends)}
+
+
+def module_settings(module: Any) -> dict:
+    """A model module's class and scalar settings (its code's part of an identity)."""
+    fields = getattr(module, "__dataclass_fields__", {})
+    simple = (int, float, str, bool, type(None))
+    return {"class": f"{type(module).__module__}.{type(module).__qualname__}",
+            **{k: getattr(module, k) for k in sorted(fields)
+               if k not in ("parent", "name") and isinstance(getattr(module, k), simple)}}
+
+
+def model_identity(model: Any) -> dict:
+    """A model's part of a run's identity: a ``ModelSpec``'s name, kind, module settings
+    and weights' fingerprint; any other object (a weights pytree) by its fingerprint."""
+    if hasattr(model, "params") and hasattr(model, "kind"):
+        return {"name": model.name, "kind": model.kind,
+                "module": module_settings(model.module), "weights": fingerprint(model.params)}
+    return {"weights": fingerprint(model)}
+
+
+def segmenter_identity(segmenter: Any) -> Any:
+    """A segmenter's part of a run's identity: a name (``"truth"``: the data's own
+    annotation) as it is, an object by its type, labels and the weights it holds."""
+    if segmenter is None or isinstance(segmenter, str):
+        return segmenter
+    labels = getattr(segmenter, "labels", None)
+    names = getattr(labels, "names", labels)
+    return {"type": f"{type(segmenter).__module__}.{type(segmenter).__qualname__}",
+            "labels": None if names is None else [str(n) for n in names],
+            "categories": [str(c) for c in getattr(labels, "categories", ()) or ()],
+            "weights": fingerprint(vars(segmenter) if hasattr(segmenter, "__dict__") else {},
+                                   arrays_only=True)}

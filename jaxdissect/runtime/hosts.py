@@ -26,27 +26,46 @@ import os
 
 log = logging.getLogger(__name__)
 
-#: the environments JAX documents as needing no arguments (SLURM, Open MPI, Cloud TPU);
-#: Kubernetes is left out: every pod would look like a job of several processes
+#: the environments JAX documents as needing no arguments (SLURM, Open MPI, Cloud TPU),
+#: each recognised by what it sets; Kubernetes is left out: every pod would look like a
+#: job of several processes
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
+              "SLURM_LOCALID")
+OMPI_VAR = "OMPI_MCA_orte_hnp_uri"
+GKE_TPU_VARS = ("TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES")
+GOOGLE_PCI_VENDOR = "0x1ae0"   # Cloud TPU chips on a TPU VM's PCI bus
 AUTO_DETECTED = ("SlurmCluster", "OmpiCluster", "GceTpuCluster", "GkeTpuCluster")
 
 
 def detected_cluster() -> str | None:
-    """The name of the cluster environment (one of ``AUTO_DETECTED``) that JAX's own
-    detection finds here, or None."""
-    try:  # JAX's cluster registry; its location is private, so fail soft
-        from jax._src.clusters import ClusterEnv
-    except ImportError:  # pragma: no cover - other JAX layouts
-        return None
-    for env in ClusterEnv._cluster_types:
-        if env.__name__ not in AUTO_DETECTED:
-            continue
-        try:
-            if env.is_env_present():
-                return env.__name__
-        except Exception:  # a detector that cannot run here is not this cluster
-            continue
+    """The cluster environment (one of ``AUTO_DETECTED``, named as JAX names it) this
+    process runs in, from what the environment sets, or None: a task of ``srun`` (every
+    one of ``SLURM_VARS``; an ``salloc`` shell lacks ``SLURM_PROCID``), of ``mpirun``
+    (``OMPI_VAR``), a GKE TPU pod (``GKE_TPU_VARS``) or a Cloud TPU VM (Google TPU
+    chips on its PCI bus). ``jax.distributed.initialize()`` then reads the rest."""
+    env = os.environ
+    if all(v in env for v in SLURM_VARS):
+        return "SlurmCluster"
+    if OMPI_VAR in env:
+        return "OmpiCluster"
+    if any(env.get(v) for v in GKE_TPU_VARS):
+        return "GkeTpuCluster"
+    if _tpu_chips():
+        return "GceTpuCluster"
     return None
+
+
+def _tpu_chips() -> bool:
+    """Whether a Google TPU chip sits on this machine's PCI bus."""
+    import glob
+    for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
+        try:
+            with open(path) as f:
+                if f.read().strip() == GOOGLE_PCI_VENDOR:
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
@@ -120,15 +139,16 @@ def is_writer() -> bool:
 
 def add_arguments(parser) -> None:
     """``--coordinator``, ``--num-processes``, ``--process-id`` (see ``initialize``)."""
+    import argparse
     g = parser.add_argument_group("several processes (jax.distributed)")
-    g.add_argument("--coordinator", default=None, metavar="ADDR:PORT",
+    g.add_argument("--coordinator", default=argparse.SUPPRESS, metavar="ADDR:PORT",
                    help="process 0's address and a free port; with --num-processes and "
                         "--process-id runs this as one of several processes (default: "
                         "JAX_COORDINATOR_ADDRESS, or SLURM / TPU pod detection, else one "
                         "process)")
-    g.add_argument("--num-processes", type=int, default=None, metavar="N",
+    g.add_argument("--num-processes", type=int, default=argparse.SUPPRESS, metavar="N",
                    help="number of processes (default: from the environment, else 1)")
-    g.add_argument("--process-id", type=int, default=None, metavar="I",
+    g.add_argument("--process-id", type=int, default=argparse.SUPPRESS, metavar="I",
                    help="this process's index, 0..N-1 (default: from the environment, "
                         "else 0)")
 

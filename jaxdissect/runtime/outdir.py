@@ -13,9 +13,12 @@ written file by where it will be.
 * The files are written into ``OUT.partial`` (a sibling), then swapped into place:
   ``OUT`` is renamed aside, ``OUT.partial`` renamed to ``OUT``, the old folder
   removed. A run that fails or is killed leaves ``OUT`` exactly as it was; its
-  ``OUT.partial`` is reused by the next run (a resumable ``cache/`` in it survives).
-* The cache of the previous run (``OUT/cache``) is hard-linked (copied where links
-  are not possible) into the new folder first, so a re-run resumes from it.
+  ``OUT.partial`` is reused by the next run (every ``cache/`` folder in it, at any
+  depth, survives: ``OUT.partial/dissect/cache``, ``OUT.partial/ablate/cache``, ...).
+* The caches of the previous run (every ``cache/`` folder under ``OUT``) are
+  hard-linked (copied where links are not possible) into the new folder first, so a
+  re-run reuses them. Their files are named by the complete run's identity
+  (``runtime.cache.run_cache``), so a run never reads another's results.
 * ``OUT/.jaxdissect.json`` records which command wrote the folder. A command refuses a
   non-empty ``OUT`` written by another command, or holding files jaxdissect did not
   write, unless ``force`` (``--force``): ``ablate --out`` pointed at a demo folder
@@ -107,20 +110,39 @@ def _link_tree(src: str, dst: str) -> None:
                 shutil.copy2(a, b)
 
 
+def _cache_dirs(root: str) -> Iterator[str]:
+    """Every folder named ``cache`` under ``root`` (``root/cache``, ``root/ablate/cache``,
+    ...), relative to ``root``; nothing below a cache is searched."""
+    for here, dirs, _files in os.walk(root):
+        for name in list(dirs):
+            if name == CACHE and not os.path.islink(os.path.join(here, name)):
+                dirs.remove(name)
+                yield os.path.relpath(os.path.join(here, name), root)
+
+
+def _keep_caches_only(root: str) -> None:
+    """Removes everything under ``root`` except its ``cache`` folders (at any depth)."""
+    for name in os.listdir(root):
+        p = os.path.join(root, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            if name != CACHE:
+                _keep_caches_only(p)
+                if not os.listdir(p):
+                    os.rmdir(p)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+
 def _stage(out: str) -> str:
-    """``OUT.partial``: created, or kept from a failed run with only its cache."""
+    """``OUT.partial``: created, or kept from a failed run with only its caches (every
+    ``cache`` folder, at any depth), plus the caches of ``OUT``'s previous run."""
     staging = out + ".partial"
     os.makedirs(staging, exist_ok=True)
-    for name in os.listdir(staging):
-        if name != CACHE:
-            p = os.path.join(staging, name)
-            if os.path.isdir(p) and not os.path.islink(p):
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(p)
-    if os.path.isdir(os.path.join(out, CACHE)):
-        _link_tree(os.path.join(out, CACHE), os.path.join(staging, CACHE))
+    _keep_caches_only(staging)
+    if os.path.isdir(out):
+        for rel in list(_cache_dirs(out)):
+            _link_tree(os.path.join(out, rel), os.path.join(staging, rel))
     return staging
 
 

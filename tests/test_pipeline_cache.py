@@ -1,0 +1,101 @@
+"""The workspace owns cache identity: a results folder re-run with another layer of the
+same width, another segmenter with the same labels, other data of the same size or
+another setting (through the library and the command line), finished or killed after
+its sweeps were saved, gives exactly a fresh run's results; a re-run of the same run
+computes no sweep."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from jaxdissect import cli
+from jaxdissect.pipeline.config import InterveneConfig
+from jaxdissect.pipeline.intervention import run_intervene
+from tests.pipeline_helpers import counting_sweeps
+
+pytestmark = pytest.mark.slow
+
+#: a tiny intervention on the world generator (its layer3 and layer4 are both 128 wide)
+BASE = InterveneConfig(model="world-generator", layer="layer4", num_samples=16,
+                       sweep_samples=2, removal_samples=4, insertion_samples=2, max_remove=2,
+                       insert_units=2, batch_size=8, remove=("tree",), insert=("door",),
+                       progress=False)
+
+VARIANTS = {
+    "layer": dict(layer="layer3"),
+    "segmenter": dict(segmenter="py:tests.pipeline_helpers:other_world_segmenter"),
+    "data": dict(seed=2),
+    "setting": dict(quantile=0.02),
+}
+
+
+def outcome(o) -> dict:
+    """Every number of an intervention run: its result and its dissection's."""
+    d = o.dissection
+    return {"result": json.dumps(o.result.to_json(), sort_keys=True),
+            "iou": d.iou.tobytes(), "thresholds": d.thresholds.tobytes(),
+            "labels": d.best_label.tobytes()}
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    """The base run's folder and outcome."""
+    folder = tmp_path_factory.mktemp("base") / "out"
+    o = run_intervene(dataclasses.replace(BASE, out=str(folder)))
+    return folder, outcome(o)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_rerun_in_another_runs_folder_equals_a_fresh_run(first, variant, tmp_path,
+                                                        monkeypatch):
+    folder, base = first
+    other = dataclasses.replace(BASE, **VARIANTS[variant])
+    fresh = outcome(run_intervene(dataclasses.replace(other, out=str(tmp_path / "fresh"))))
+    assert fresh != base                     # the variant changes the numbers
+    shutil.copytree(folder, tmp_path / "finished")
+    shutil.copytree(folder, tmp_path / "killed")
+    # re-run over the base run's finished folder
+    with counting_sweeps(monkeypatch) as ran:
+        again = run_intervene(dataclasses.replace(other, out=str(tmp_path / "finished")))
+    assert outcome(again) == fresh and ran   # its sweeps were computed, not reused
+    # re-run killed after its sweeps were saved, then run to the end
+    from jaxdissect import report
+
+    def killed(*a, **k):
+        raise RuntimeError("killed")
+    with monkeypatch.context() as m:
+        m.setattr(report, "write_intervention", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            run_intervene(dataclasses.replace(other, out=str(tmp_path / "killed")))
+    assert (tmp_path / "killed.partial").is_dir()
+    with counting_sweeps(monkeypatch) as ran:
+        resumed = run_intervene(dataclasses.replace(other, out=str(tmp_path / "killed")))
+    assert outcome(resumed) == fresh
+    assert ran == []                         # every sweep came from the killed run's caches
+
+
+def test_same_run_again_computes_no_sweep(first, monkeypatch):
+    folder, base = first
+    with counting_sweeps(monkeypatch) as ran:
+        again = run_intervene(dataclasses.replace(BASE, out=str(folder)))
+    assert outcome(again) == base and ran == []
+
+
+def test_cli_layer3_then_layer4_equals_layer4_fresh(tmp_path):
+    argv = ["intervene", "--num-samples", "16", "--sweep-samples", "2", "--removal-samples",
+            "4", "--insertion-samples", "2", "--max-remove", "2", "--insert-units", "2",
+            "--batch-size", "8", "--remove", "tree", "--insert", "door", "--no-progress"]
+
+    def numbers(out):
+        with open(out / "intervene" / "intervention.json") as f:
+            return json.load(f), np.load(out / "dissect" / "iou.npy").tobytes()
+    assert cli.main(argv + ["--layer", "layer4", "--out", str(tmp_path / "fresh")]) == 0
+    assert cli.main(argv + ["--layer", "layer3", "--out", str(tmp_path / "same")]) == 0
+    assert numbers(tmp_path / "same") != numbers(tmp_path / "fresh")
+    assert cli.main(argv + ["--layer", "layer4", "--out", str(tmp_path / "same")]) == 0
+    assert numbers(tmp_path / "same") == numbers(tmp_path / "fresh")
