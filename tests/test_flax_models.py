@@ -163,3 +163,57 @@ def test_fc_single_unit_ablation_equals_hand_edits(factory):
     out = spec.run(spec.params, x, edits={"fc1": zero_units(np.arange(1, 16), 16)})[0]
     np.testing.assert_array_equal(counts["pred"][0],
                                   np.bincount(np.asarray(out).argmax(1), minlength=11))
+
+
+# -------------------------------------------------------------------- the CLI
+
+@pytest.mark.slow
+def test_cli_every_classifier_command_on_flax_models_as_written(tmp_path):
+    """The NNX model with BatchNorm and a Dropout RNG (not put in eval mode), dissected
+    and ablated at its fully connected layer; the linen model with ``train`` and a dict
+    return ablated and attacked."""
+    import json
+
+    from jaxdissect import cli
+    model = "py:tests.flax_models:nnx_classifier"
+    out = tmp_path / "d"
+    assert cli.main(["dissect", "--model", model, "--layer", "fc1", "--num-images", "12",
+                     "--out", str(out), "--no-progress", "--batch-size", "6",
+                     "--seg-downsample", "2"]) == 0
+    assert np.load(out / "iou.npy").shape[0] == 16
+    out = tmp_path / "a"
+    assert cli.main(["ablate", "--model", model, "--layer", "fc1", "--num-images", "12",
+                     "--ks", "1", "--out", str(out), "--no-progress", "--batch-size",
+                     "6"]) == 0
+    res = json.load(open(out / "ablate" / "ablation.json"))
+    assert "fc1" in json.dumps(res)
+    spec = fm.train_flag_classifier()
+    b = WorldSource(24, seed=4, size=32).batch(0, 24)
+    pred = np.asarray(spec.run(spec.params, b["image"])[0]).argmax(1)
+    right = pred == b["label"]
+    assert right.any(), "the random model classifies no world image correctly"
+    names = spec.class_names
+    source = names[int(np.bincount(b["label"][right]).argmax())]
+    target = names[(names.index(source) + 1) % 11]
+    out = tmp_path / "attack"
+    assert cli.main(["attack", "--model", "py:tests.flax_models:train_flag_classifier",
+                     "--layer", "fc1", "--source", source, "--target", target,
+                     "--num-images", "1", "--search-images", "24", "--steps", "5",
+                     "--rank-images", "12", "--dissect-images", "0", "--out", str(out),
+                     "--no-progress"]) == 0
+
+
+@pytest.mark.slow
+def test_cli_generator_commands_on_a_dict_returning_generator(tmp_path):
+    from jaxdissect import cli
+    gen, seg = "py:tests.flax_models:dict_generator", "py:tests.tiny_nets:TinySegmenter"
+    out = tmp_path / "intervene"
+    assert cli.main(["intervene", "--model", gen, "--segmenter", seg, "--num-samples", "8",
+                     "--max-remove", "2", "--insert-units", "2", "--remove", "green",
+                     "--insert", "blue", "--batch-size", "4", "--out", str(out),
+                     "--no-progress"]) == 0
+    out = tmp_path / "paint"
+    assert cli.main(["paint", "--model", gen, "--segmenter", seg, "--num-samples", "8",
+                     "--edit", "green:off:0,0,1,1", "--num-z", "2", "--units", "2",
+                     "--out", str(out), "--no-progress"]) == 0
+    assert (out / "paint.html").is_file()
