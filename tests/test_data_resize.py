@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from jaxdissect import cli
 from jaxdissect.commands._common import load_data
 from jaxdissect.data.resize import Resized, at_input_size, world_render_size
+from jaxdissect.data.source import Prefix
 from jaxdissect.world import WorldSource
 
 
@@ -93,6 +94,9 @@ def test_shipped_world_classifier_reads_the_world_unchanged():
     assert isinstance(src, WorldSource) and src.size == spec.input_size[0]
     same = WorldSource(7, seed=2, size=spec.input_size[0])
     assert at_input_size(same, spec) is same
+    assert at_input_size(Prefix(same, 3), spec).inner is same    # declared, not read
+    other = Source(np.zeros((2, 32, 32, 3), np.float32))          # read from an image
+    assert isinstance(at_input_size(other, spec), Resized)
 
 
 @pytest.mark.slow

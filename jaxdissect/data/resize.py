@@ -87,12 +87,25 @@ def world_render_size(input_size) -> int:
     return next((s for s in (32, 64, 128) if s >= side), 128)
 
 
+def image_size(source) -> tuple[int, int]:
+    """``(H, W)`` of ``source``'s images: the ``size`` it (or the source it wraps, through
+    ``.inner``) declares, else that of its first image."""
+    inner = source
+    while not hasattr(inner, "size") and hasattr(inner, "inner"):
+        inner = inner.inner
+    size = getattr(inner, "size", None)
+    if isinstance(size, int):
+        return size, size
+    if isinstance(size, (tuple, list)) and len(size) == 2:
+        return int(size[0]), int(size[1])
+    return tuple(np.shape(source.batch(0, 1)["image"])[1:3])
+
+
 def at_input_size(source, spec):
     """What a classifier ``spec`` reads of ``source``: its images at
     ``spec.input_size`` by ``spec.resize`` (``source`` itself where they already are)."""
     if spec.kind != "classifier" or source.num_examples == 0:
         return source
-    have = tuple(np.shape(source.batch(0, 1)["image"])[1:3])
-    if have == tuple(spec.input_size):
+    if tuple(image_size(source)) == tuple(spec.input_size):
         return source
     return Resized(source, spec.input_size, spec.resize)
