@@ -112,3 +112,17 @@ def test_torchvision_vit_file_dissects_the_world(tmp_path):
                      "--layer", "head", "--batch-size", "4", "--out", str(out),
                      "--no-progress"]) == 0
     assert np.load(out / "iou.npy").shape[0] == 11
+
+
+@pytest.mark.parametrize("make", ["resnet50", "alexnet_tv"])
+def test_resnet50_and_alexnet_specs_read_the_world_at_224(make):
+    """The converted specs of a ResNet-50 and a torchvision AlexNet take 224x224
+    images (resize-crop); the world reaches them at that size, not at its 128."""
+    from jaxdissect.models import alexnet, tv_resnet
+    if make == "resnet50":
+        spec = tv_resnet.spec(tv_resnet.ResNet("bottleneck", (3, 4, 6, 3)), {})
+    else:
+        spec = alexnet.spec(alexnet.AlexNet(image_size=224, conv1_padding=2), {})
+    assert spec.input_size == (224, 224) and spec.resize == "resize-crop"
+    b = load_data("world", spec, 2, 4).batch(0, 2)
+    assert b["image"].shape == (2, 224, 224, 3)
