@@ -64,3 +64,14 @@ def nnx_eval_split(model, eval_mode: bool = True):
         model = nnx.clone(model)
         model.eval()
     return nnx.split(model)
+
+
+def nnx_module_paths(graphdef, state) -> list[str]:
+    """The ``/``-joined path of every submodule of an NNX model given as
+    ``(graphdef, state)``, sorted; ``[]`` for anything else."""
+    from flax import nnx
+    if not isinstance(graphdef, nnx.GraphDef):
+        return []
+    model = nnx.merge(graphdef, state)
+    return sorted("/".join(str(k) for k in path) for path, node in nnx.iter_graph(model)
+                  if path and isinstance(node, nnx.Module))

@@ -193,12 +193,14 @@ class ModelSpec:
         return tuple(self.layers)
 
     def module_paths(self) -> list[str]:
-        """Every module path a forward pass calls (linen), for discovering layers."""
+        """Every module path a forward pass calls (linen), or every submodule's path
+        (NNX), for discovering layers."""
         from flax import linen as nn
 
         from jaxdissect import taps
+        from jaxdissect.model_call import nnx_module_paths
         if not isinstance(self.module, nn.Module):
-            return list(self.layers.values())
+            return nnx_module_paths(self.module, self.params) or list(self.layers.values())
         return taps.module_paths(lambda p, x: self.call(p, x)[0], self.params,
                                  self.example_input())
 

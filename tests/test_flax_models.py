@@ -101,6 +101,8 @@ def test_nnx_spec_runs_an_eval_copy_and_leaves_the_model_alone():
     assert model.bn.use_running_average is False and model.drop.deterministic is False
     train_logits = nnx.clone(model)(x)[0]
     assert np.abs(np.asarray(train_logits) - np.asarray(want)).max() > 1e-3
+    assert spec.module_paths() == ["bn", "drop", "fc1", "features", "head"]
+    spec.check_layer("bn")                   # a module path, not a research name
     raw = ModelSpec.from_nnx(model, output=0, eval_mode=False, **fm._fields("raw"))
     bn_only = raw.run(raw.params, x)[0]      # still training mode: batch statistics
     assert np.abs(np.asarray(bn_only) - np.asarray(want)).max() > 1e-3
