@@ -26,7 +26,11 @@ dissectable, ablatable and editable by writing one::
 * ``resize``: how an image of another size reaches ``input_size``: ``"stretch"`` (the
   whole image, for models trained on whole images such as the world's) or
   ``"resize-crop"`` (resize to ``input_size * 256/224``, centre crop: the Places365
-  transform).
+  transform). The commands' data loading applies it to every image source
+  (:func:`jaxdissect.data.resize.at_input_size`).
+* ``from_linen`` / ``from_nnx`` take ``apply_kwargs`` (``{"train": False}``) and
+  ``output`` (a dict key, tuple index or function picking the logits or images);
+  ``from_nnx`` runs an eval-mode copy of the model (see ``docs/flax_models.md``).
 """
 
 from __future__ import annotations
