@@ -135,6 +135,10 @@ def test_map_layout_edit_applies_to_a_fully_connected_output():
     np.testing.assert_allclose(Edit(jnp.asarray(per_image), jnp.asarray(value))(x), want)
     with pytest.raises(ValueError, match="fully connected"):
         Edit(jnp.ones((1, 2, 2, 16)), jnp.zeros(16))(x)
+    spec = fm.tuple_classifier()
+    with pytest.raises(ValueError, match=r"edit at 'fc1'.*\(6, 16\): .*fully connected"):
+        spec.run(spec.params, images(), edits={"fc1": Edit(jnp.ones((1, 2, 2, 16)),
+                                                          jnp.zeros(16))})
 
 
 @pytest.mark.parametrize("factory", [fm.train_flag_classifier, fm.tuple_classifier,
