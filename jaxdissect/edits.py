@@ -10,6 +10,9 @@ activation ``[batch, h, w, units]`` (NHWC): per unit ``[units]``, per position
 pytree argument of ``model.apply`` rather than a hook, ``jax.vmap`` over a stack
 of edits runs a whole sweep of interventions as one compiled program.
 
+A fully connected layer's output ``[batch, units]`` is dissected as a 1x1 map, and
+edited as one: an edit ``[..., 1, 1, units]`` applies to it as ``[..., units]``.
+
 ``Edits`` is a plain ``dict`` from layer name (the research names the reference
 uses: ``conv5_3``, ``layer4`` ...) to ``Edit``.
 """
@@ -32,9 +35,26 @@ class Edit:
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         # Broadcast explicitly: per-unit or per-position edits have lower rank
         # than the activation, which strict rank promotion would refuse.
-        alpha = jnp.broadcast_to(self.alpha, x.shape).astype(x.dtype)
-        value = jnp.broadcast_to(self.value, x.shape).astype(x.dtype)
+        alpha = jnp.broadcast_to(_to_layout(self.alpha, x.shape), x.shape).astype(x.dtype)
+        value = jnp.broadcast_to(_to_layout(self.value, x.shape), x.shape).astype(x.dtype)
         return x * (1 - alpha) + value * alpha
+
+
+def _to_layout(a, shape) -> jnp.ndarray:
+    """An edit array written for the map layout ``[b, h, w, units]`` in the layout of
+    an output ``shape``: a fully connected ``[b, units]`` output is dissected as a
+    1x1 map (``ModelSpec.maps``), so its edits are too: ``[..., 1, 1, units]`` drops
+    the two map axes. Other outputs take the array as it is."""
+    a = jnp.asarray(a)
+    if len(shape) != 2 or a.ndim < 3:
+        return a
+    if a.shape[-3:-1] != (1, 1):
+        raise ValueError(f"an edit of shape {a.shape} varies over positions, but the layer "
+                         f"is fully connected ({tuple(shape)}: one value per unit and image, "
+                         "a 1x1 map)")
+    if a.ndim > 4:
+        raise ValueError(f"an edit of shape {a.shape} has more axes than [b, h, w, units]")
+    return a.reshape(a.shape[:-3] + a.shape[-1:])
 
 
 Edits = Mapping[str, Edit]

@@ -26,11 +26,15 @@ dissectable, ablatable and editable by writing one::
 * ``resize``: how an image of another size reaches ``input_size``: ``"stretch"`` (the
   whole image, for models trained on whole images such as the world's) or
   ``"resize-crop"`` (resize to ``input_size * 256/224``, centre crop: the Places365
-  transform).
+  transform). The commands' data loading applies it to every image source
+  (:func:`jaxdissect.data.resize.at_input_size`).
 * ``single_unit_tail(spec, layer)``: an architecture's fast path for the ablation sweep
   (optional): ``(params, acts) -> [units, b, classes]``, the logits with each single
   unit of ``layer`` zeroed, or None where it has none (VGG-16 at ``conv5_3``:
   :func:`jaxdissect.models.vgg16.single_unit_tail`).
+* ``from_linen`` / ``from_nnx`` take ``apply_kwargs`` (``{"train": False}``) and
+  ``output`` (a dict key, tuple index or function picking the logits or images);
+  ``from_nnx`` runs an eval-mode copy of the model (see ``docs/flax_models.md``).
 """
 
 from __future__ import annotations
@@ -95,35 +99,48 @@ class ModelSpec:
     # ------------------------------------------------------------ builders
 
     @classmethod
-    def from_linen(cls, module, variables, **fields) -> "ModelSpec":
+    def from_linen(cls, module, variables, *, apply_kwargs: Mapping[str, Any] | None = None,
+                   output=None, **fields) -> "ModelSpec":
         """A spec for a ``flax.linen`` module. ``variables``: what ``module.apply``
-        takes (``{"params": ..., "batch_stats": ...}``), or a bare params tree."""
+        takes (``{"params": ..., "batch_stats": ...}``), or a bare params tree.
+        ``apply_kwargs``: further arguments of every call (``{"train": False}``);
+        ``output``: which part of a dict / tuple return is the logits (classifier) or
+        the images (generator): a key, an index or a function of the return value."""
         if not (isinstance(variables, Mapping) and "params" in variables):
             variables = {"params": variables}
         from jaxdissect import taps
+        from jaxdissect.model_call import call_kwargs, output_selector
 
         aliases = dict(fields.get("layers", {}))
+        kwargs, select = call_kwargs(apply_kwargs), output_selector(output)
 
         def call(params, x, capture=(), edits=None, feed=None):
-            return taps.run(module.apply, params, x, capture=capture, edits=edits, feed=feed,
-                            aliases=aliases)
+            out, acts = taps.run(module.apply, params, x, capture=capture, edits=edits,
+                                 feed=feed, aliases=aliases, **kwargs)
+            return select(out), acts
 
         return cls(call=call, params=variables, module=module, **fields)
 
     @classmethod
-    def from_nnx(cls, model, **fields) -> "ModelSpec":
+    def from_nnx(cls, model, *, apply_kwargs: Mapping[str, Any] | None = None, output=None,
+                 eval_mode: bool = True, **fields) -> "ModelSpec":
         """A spec for a ``flax.nnx`` module (split into graph and state; the state is
-        ``params``, so weights stay an argument of compiled steps)."""
-        from flax import nnx
-
+        ``params``, so weights stay an argument of compiled steps). The spec runs a
+        copy of ``model`` in eval mode (``.eval()``: BatchNorm on its running
+        statistics, Dropout off; ``model`` itself is left as it was) unless
+        ``eval_mode=False``. ``apply_kwargs`` and ``output`` as for ``from_linen``."""
         from jaxdissect import taps
-        graphdef, state = nnx.split(model)
+        from jaxdissect.model_call import call_kwargs, nnx_eval_split, output_selector
+        graphdef, state = nnx_eval_split(model, eval_mode)
         aliases = dict(fields.get("layers", {}))
+        kwargs, select = call_kwargs(apply_kwargs), output_selector(output)
 
         def call(params, x, capture=(), edits=None, feed=None):
+            from flax import nnx
             m = nnx.merge(graphdef, params)
-            return taps.run(m, x, capture=capture, edits=edits, feed=feed, module=m,
-                            aliases=aliases)
+            out, acts = taps.run(m, x, capture=capture, edits=edits, feed=feed, module=m,
+                                 aliases=aliases, **kwargs)
+            return select(out), acts
 
         return cls(call=call, params=state, module=graphdef, **fields)
 
@@ -185,11 +202,16 @@ class ModelSpec:
         return tuple(self.layers)
 
     def module_paths(self) -> list[str]:
-        """Every module path a forward pass calls (linen), for discovering layers."""
+        """Every module path a forward pass calls (linen), or every submodule's path
+        (NNX), for discovering layers."""
+        from flax import linen as nn
+
         from jaxdissect import taps
-        if not hasattr(self.module, "apply"):
-            return list(self.layers.values())
-        return taps.module_paths(self.module.apply, self.params, self.example_input())
+        from jaxdissect.model_call import nnx_module_paths
+        if not isinstance(self.module, nn.Module):
+            return nnx_module_paths(self.module, self.params) or list(self.layers.values())
+        return taps.module_paths(lambda p, x: self.call(p, x)[0], self.params,
+                                 self.example_input())
 
     def example_input_raw(self, batch: int = 1, dtype="float32"):
         """Zeros shaped like the data ``run`` takes: images or latents."""

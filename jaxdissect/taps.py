@@ -91,7 +91,8 @@ def _apply_edit(edit: Edit, y, path: str):
         return edit(y)
     except (ValueError, TypeError) as e:
         raise ValueError(f"edit at {path!r} (alpha {jnp.shape(edit.alpha)}, value "
-                         f"{jnp.shape(edit.value)}) does not fit its output {y.shape}") from e
+                         f"{jnp.shape(edit.value)}) does not fit its output {y.shape}: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
 
 # ------------------------------------------------------------------- linen

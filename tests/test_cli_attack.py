@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from jaxdissect import cli
+from jaxdissect.data.resize import Resized
 from jaxdissect.experiments import attack, results
 from jaxdissect.world import WorldSource
 from tests.cli_helpers import VGG_ARGS, vgg_forward
@@ -38,7 +39,7 @@ def sensitive_vgg_pth(path):
 def run_attack(tmp_path_factory):
     d = tmp_path_factory.mktemp("attack")
     model = sensitive_vgg_pth(str(d / "tiny_vgg.pth"))
-    data = WorldSource(N, seed=4, size=128).batch(0, N)
+    data = Resized(WorldSource(N, seed=4, size=128), (224, 224), "resize-crop").batch(0, N)
     pred = vgg_forward(model, data["image"]).argmax(1)
     ok = data["label"][pred == data["label"]]
     assert ok.size, "the tiny model classifies no world image correctly"

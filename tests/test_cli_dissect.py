@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxdissect import cli
+from jaxdissect.data.resize import Resized
 from jaxdissect.stats.upsample import Upsampler
 from jaxdissect.world import WorldSource
 from tests.cli_helpers import tiny_vgg_pth, vgg_forward
@@ -46,12 +47,12 @@ def run_dissect(tmp_path_factory):
 
 def test_iou_matches_torch_numpy(run_dissect):
     torch_model, out, _ = run_dissect
-    src = WorldSource(N, seed=4, size=128)  # the command's val seed and size for a .pth VGG
+    # the command's val seed; the world renders at 128 and reaches the 224 VGG resized
+    src = Resized(WorldSource(N, seed=4, size=128), (224, 224), "resize-crop")
     batch = src.batch(0, N)
-    acts = vgg_forward(torch_model, batch["image"], stop="conv5_3")  # [n, 8, 8, 8]
-    layers = [(3, 1, 1)] * 2 + [(2, 2, 0)] + [(3, 1, 1)] * 2 + [(2, 2, 0)] + \
-        [(3, 1, 1)] * 3 + [(2, 2, 0)] + [(3, 1, 1)] * 3 + [(2, 2, 0)] + [(3, 1, 1)] * 3
-    up = Upsampler.for_layers(layers, (128, 128), (128, 128), data_shape=acts.shape[1:3])
+    acts = vgg_forward(torch_model, batch["image"], stop="conv5_3")  # [n, 14, 14, 8]
+    # VGG-16's plain upsampling (the reference's), from the 14x14 map to the 128 grid
+    up = Upsampler.plain(acts.shape[1:3], (128, 128))
     acts_up = np.einsum("yi,xj,bijc->byxc", np.asarray(up.wy, np.float64),
                         np.asarray(up.wx, np.float64), acts.astype(np.float64))
     t, iou = numpy_iou(acts_up, batch["seg"], len(src.seg_labels))

@@ -287,7 +287,7 @@ def test_cli_attack_intervene_paint_own_models(tmp_path):
 
 def test_bad_user_model_specs_are_clear_errors(capsys):
     assert cli.main(["dissect", "--model", "py:tests.user_models:nothing_here"]) == 2
-    assert "cannot load" in capsys.readouterr().err
+    assert "has no 'nothing_here'" in capsys.readouterr().err
     assert cli.main(["dissect", "--model", "py:tests.user_models:LinenCNN"]) == 2
     assert "not a jaxdissect.spec.ModelSpec" in capsys.readouterr().err
     assert cli.main(["dissect", "--model", "py:tests.user_models:linen_classifier",

@@ -81,17 +81,9 @@ def load_model(spec: str):
 
 def _user_spec(text: str):
     """``py:module:factory``: ``factory()`` (or the object itself) must be a ModelSpec."""
-    import importlib
-
     from jaxdissect.spec import ModelSpec
-    try:
-        mod, attr = text[3:].rsplit(":", 1)
-        obj = getattr(importlib.import_module(mod), attr)
-    except (ValueError, ImportError, AttributeError) as e:
-        raise UserError(f"model {text!r}: cannot load ({e}); expected py:MODULE:FACTORY") \
-            from None
-    if callable(obj) and not isinstance(obj, ModelSpec):
-        obj = obj()
+    from jaxdissect.user_models import load_object
+    obj = load_object(text, "model", call=lambda o: callable(o) and not isinstance(o, ModelSpec))
     if not isinstance(obj, ModelSpec):
         raise UserError(f"model {text!r} gave a {type(obj).__name__}, not a "
                         "jaxdissect.spec.ModelSpec")
@@ -100,8 +92,14 @@ def _user_spec(text: str):
 
 def load_data(spec: str, model, num: int | None, seed: int, split: str = "val",
               skip_bad: bool = False):
-    """An ``ImageSource`` for the :class:`~jaxdissect.spec.ModelSpec` ``model``
-    (``skip_bad``: leave out a folder's unreadable images; see :func:`skipped_images`)."""
+    """An ``ImageSource`` for the :class:`~jaxdissect.spec.ModelSpec` ``model``, its
+    images at the model's input size (``data.resize.at_input_size``; ``skip_bad``:
+    leave out a folder's unreadable images; see :func:`skipped_images`)."""
+    from jaxdissect.data.resize import at_input_size
+    return at_input_size(_source(spec, model, num, seed, split, skip_bad), model)
+
+
+def _source(spec: str, model, num: int | None, seed: int, split: str, skip_bad: bool):
     if model.kind == "generator":
         if spec not in ("z", "world"):
             raise UserError(f"a generator reads latent samples: use --data z (got {spec!r})")
@@ -110,11 +108,12 @@ def load_data(spec: str, model, num: int | None, seed: int, split: str = "val",
     if spec == "z":
         raise UserError("--data z is for generators; a classifier needs images")
     if spec == "world":
+        from jaxdissect.data.resize import world_render_size
         from jaxdissect.world import WorldSource
-        # the world renders at 32, 64 or 128 pixels; models with a larger input read it
-        # at 128 (the reference's classifiers pool adaptively before their fc layers)
-        side = model.input_size[0]
-        size = side if side in (32, 64, 128) else 128
+
+        # the world renders at 32, 64 or 128 pixels: the smallest that is at least the
+        # model's input (load_data resizes it to the input)
+        size = world_render_size(model.input_size)
         return _match_classes(WorldSource(num or 2000, seed=seed, size=size), model, spec)
     if spec.startswith("broden:"):
         from jaxdissect.data.broden import broden_from_spec
@@ -207,13 +206,9 @@ def load_segmenter(spec: str, source, model=None):
         return world_seg()
     if spec.startswith("py:"):
         # py:module:attr -- a Segmenter object (or a factory called with no arguments)
-        import importlib
-        try:
-            mod, attr = spec[3:].rsplit(":", 1)
-            obj = getattr(importlib.import_module(mod), attr)
-        except (ValueError, ImportError, AttributeError) as e:
-            raise UserError(f"segmenter {spec!r}: cannot load ({e})") from None
-        return obj() if isinstance(obj, type) or not hasattr(obj, "labels") else obj
+        from jaxdissect.user_models import load_object
+        return load_object(spec, "segmenter", call=lambda o: isinstance(o, type) or (
+            callable(o) and not hasattr(o, "labels")))
     from jaxdissect.segmentation.load import load_segmenter as ref_seg
     return ref_seg(spec)
 

@@ -29,8 +29,13 @@ def _leaf_digest(leaf) -> str:
         hit = _MEMO.get(id(leaf))
         if hit is not None and hit[0]() is leaf:
             return hit[1]
-    a = np.ascontiguousarray(np.asarray(leaf))
-    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    kind, data = "", leaf
+    if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+        # a typed PRNG key (NNX RNG state) has no NumPy dtype: hash its key data and
+        # its implementation
+        kind, data = f"key<{jax.random.key_impl(leaf)}>", jax.random.key_data(leaf)
+    a = np.ascontiguousarray(np.asarray(data))
+    h = hashlib.sha256(f"{kind}{a.dtype.str}{a.shape}".encode())
     h.update(memoryview(a).cast("B"))
     digest = h.hexdigest()
     if memo:
