@@ -57,6 +57,7 @@ from jaxdissect.labels import LabelSet
 from jaxdissect.runtime import cache, sweep
 from jaxdissect.runtime import devices as sharding
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
+from jaxdissect.stats import kernels
 from jaxdissect.stats.checks import DataCheck
 from jaxdissect.stats.iou import (
     IoUTally,
@@ -99,7 +100,8 @@ class DissectResult:
         or None;
     significance: the labels' permutation test
         (``experiments.label_significance.Significance``) or None; max_p: with it,
-        a unit is labelled only if its label's p-value is at most ``max_p``.
+        a unit is labelled only if its label's p-value is at most ``max_p``;
+    kernels: the statistics' kernels, ``"native"`` or ``"xla"`` (``stats.kernels``).
     """
 
     labels: LabelSet
@@ -121,6 +123,7 @@ class DissectResult:
     category_area: np.ndarray | None = None
     significance: Any = None
     max_p: float | None = None
+    kernels: str = "native"
 
     @property
     def num_units(self) -> int:
@@ -189,7 +192,7 @@ class DissectResult:
         best labels, every labelled pair)."""
         return {
             "quantile": self.quantile, "miniou": self.miniou, "iou_rule": self.iou_rule,
-            "num_examples": self.num_examples, "num_units": self.num_units,
+            "kernels": self.kernels, "num_examples": self.num_examples, "num_units": self.num_units,
             "labels": self.labels.to_json(), "units": self.units(),
             "levels": {repr(q): [float(v) for v in t] for q, t in self.levels.items()},
             "best_by_category": {c: {"label": [int(x) for x in lab],
@@ -208,7 +211,7 @@ class DissectResult:
         if self.category_area is not None:
             arrays["category_area"] = self.category_area
         meta = {"labels": self.labels.to_json(), "quantile": self.quantile,
-                "iou_rule": self.iou_rule,
+                "iou_rule": self.iou_rule, "kernels": self.kernels,
                 "miniou": self.miniou, "pixels": int(self.pixels),
                 "num_examples": self.num_examples,
                 "levels": {repr(q): [float(v) for v in t] for q, t in self.levels.items()}}
@@ -231,7 +234,7 @@ class DissectResult:
             sig = Significance.from_json(sig)
         return cls(labels=LabelSet.from_json(meta["labels"]), quantile=meta["quantile"],
                    iou_rule=meta.get("iou_rule", "pnas"), significance=sig,
-                   max_p=meta.get("max_p"),
+                   max_p=meta.get("max_p"), kernels=meta.get("kernels", "native"),
                    miniou=meta["miniou"], pixels=meta["pixels"],
                    num_examples=meta["num_examples"],
                    levels={float(q): np.asarray(v, np.float32)
@@ -358,7 +361,7 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
             data=data_identity(source), labels=labels, levels=all_levels, budget=budget,
             topk=topk, units=units, grid=grid, layers=int(seg_shape.shape[1]),
             upsample="default" if default_upsample else _callable_identity(upsample),
-            iou_rule=iou_rule, checks="finite,labels")
+            iou_rule=iou_rule, checks="finite,labels", kernels=kernels.mode())
 
     def run(name, step, empty, *replicated, key=key):
         return sweep.sweep(step, empty, source, batch_size=batch_size,
@@ -419,7 +422,7 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         intersections=counts["inter"], unit_area=counts["unit_area"],
         label_area=counts["label_area"], pixels=int(counts["pixels"]),
         topk_values=values, topk_images=images, num_examples=source.num_examples,
-        iou_rule=iou_rule, category_area=counts.get("category_area"))
+        iou_rule=iou_rule, category_area=counts.get("category_area"), kernels=kernels.mode())
 
 
 def _radix_thresholds(run, model, upsample, units, all_levels, topk, params, source,
