@@ -13,7 +13,9 @@ unit, everything in ONE pass:
                      + TopK (top images by the maximum of the raw activation map,
                      as the reference ranks them)
 
-and otherwise (large data sets) in four passes with memory independent of ``n``:
+and otherwise (large data sets) in four passes with memory independent of ``n``,
+over the layer's activations kept from one run of the model where they fit in host
+memory or on local disk (``runtime.activations``), else running the model each pass:
 
     passes "quantile", "radix2", "radix3":  exact radix select of the thresholds
                      (the first also tallies TopK)
@@ -54,7 +56,7 @@ import numpy as np
 
 from jaxdissect.data.source import ImageSource
 from jaxdissect.labels import LabelSet
-from jaxdissect.runtime import cache, sweep
+from jaxdissect.runtime import activations, cache, sweep
 from jaxdissect.runtime import devices as sharding
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
 from jaxdissect.stats import kernels
@@ -399,18 +401,29 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         t_main = by_level[all_levels[0]]
         counts = toplabels.counts(t_main, categories)
     else:
-        by_level, topstat = _radix_thresholds(run, model, upsample, units, all_levels,
-                                              topk, params, source, len(labels))
-        t_main = by_level[all_levels[0]]
+        # The model runs once: its activations are kept for the four passes where
+        # they fit (runtime.activations), which then read them instead.
+        stored = _store(call, source, acts_shape, seg_shape, len(labels), batch_size,
+                        params, cache_dir, devices)
+        if stored is not None:
+            source, call = stored, _read_stored
+        try:
+            by_level, topstat = _radix_thresholds(run, model, upsample, units, all_levels,
+                                                  topk, params, source, len(labels))
+            t_main = by_level[all_levels[0]]
 
-        # Pass 4: exact IoU counts at the main threshold.
-        def iou_pass(tally, batch, t, p):
-            acts, seg, valid, _ = model(batch, p)
-            return tally.update(upsample(acts), t, seg, valid)
+            # Pass 4: exact IoU counts at the main threshold.
+            def iou_pass(tally, batch, t, p):
+                acts, seg, valid, _ = model(batch, p)
+                return tally.update(upsample(acts), t, seg, valid)
 
-        tally = run("iou", iou_pass, IoUTally.empty(units, len(labels), categories),
-                    jnp.asarray(t_main), params,
-                    key=None if key is None else cache.content_key(key, t_main))
+            tally = run("iou", iou_pass, IoUTally.empty(units, len(labels), categories),
+                        jnp.asarray(t_main), params,
+                        key=None if key is None else cache.content_key(key, t_main))
+        finally:
+            if stored is not None:
+                source = stored.inner
+                stored.close()
         counts = tally.counts()
     iou = iou_from_counts(counts["inter"], union_unit_area(counts, categories or ()),
                           counts["label_area"])
@@ -453,6 +466,26 @@ def _radix_thresholds(run, model, upsample, units, all_levels, topk, params, sou
         prefix, ranks = radix_refine(hist, ranks)
     thresholds = key_to_float(prefix).T
     return {q: np.asarray(t, np.float32) for q, t in zip(all_levels, thresholds)}, topstat
+
+
+def _store(call, source, acts_shape, seg_shape, num_labels, batch_size, params, cache_dir,
+           devices):
+    """The layer's activations and segmentation over this process's slice, kept in
+    host memory or on disk by ``runtime.activations``' rule, or None if they fit
+    neither (or the store is off)."""
+    start, stop = sweep.process_slice(source.num_examples)
+    size = activations.nbytes(stop - start, acts_shape.shape[1:], acts_shape.dtype,
+                              seg_shape.shape[1:], num_labels)
+    where = activations.place(size, cache_dir)
+    if where is None:
+        return None
+    return activations.capture(call, source, batch_size=batch_size, params=params,
+                               where=where, num_labels=num_labels, directory=cache_dir,
+                               devices=devices)
+
+
+def _read_stored(batch, p):
+    return batch["acts"], batch["seg"]
 
 
 def _name_image(source, i: int) -> str:
