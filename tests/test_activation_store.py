@@ -11,7 +11,7 @@ import pytest
 
 from jaxdissect.experiments.dissect import dissect
 from jaxdissect.runtime import activations
-from tests.test_dissect import LABELS, UP, ArraySource, assert_same
+from tests.test_dissect import LABELS, UP, ArraySource, DyingSource, assert_same
 
 KERNEL = np.random.default_rng(1).standard_normal((3, 3, 3, 5)).astype(np.float32)
 
@@ -55,6 +55,22 @@ def test_the_model_runs_once_and_results_are_identical(monkeypatch, tmp_path):
         assert sorted(set(seen)) == list(range(n)) and len(seen) < 2 * n, choice
         assert_same(again, stored)
         assert not [f for f in os.listdir(tmp_path / choice) if f.startswith("activations-")]
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_capturing_leaves_nothing_and_reruns_identically(
+        monkeypatch, tmp_path):
+    monkeypatch.setenv(activations.ENV, "disk")
+    fresh = run(monkeypatch, "disk")[0]
+    source = conv_source()
+    dying = DyingSource(2, **source.arrays)
+    with pytest.raises(RuntimeError, match="killed"):
+        dissect(counted_compute([]), dying, LABELS, upsample=UP, quantile=0.04, levels=(0.01,),
+                batch_size=6, topk=3, budget=16, progress=False, params=jnp.asarray(KERNEL),
+                cache_dir=str(tmp_path), cache_key="t", checkpoint_every=1)
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("activations-")]
+    again = run(monkeypatch, "disk", tmp_path, cache_key="t")[0]
+    assert_same(fresh, again)
 
 
 def test_the_store_rule(monkeypatch, tmp_path):

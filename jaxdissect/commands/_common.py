@@ -21,6 +21,7 @@ name such as ``netpqc``, or ``py:module:name`` (your own ``Segmenter`` object or
 
 from __future__ import annotations
 
+import argparse
 import os
 
 import numpy as np
@@ -324,6 +325,11 @@ def run_dissection(model, source, segmenter, layer: str, outdir: str, *,
     except ValueError as e:
         raise UserError(str(e)) from None
     levels = (0.005,) if quantile > 0.005 else ()
+    if batch_size == "auto":
+        from jaxdissect.runtime.memory import dissect_batch_size
+        batch_size = dissect_batch_size(compute, source, len(segmenter.labels),
+                                        params=model.params, upsample=up,
+                                        levels=(quantile,) + levels)
     cache_key = {"layer": layer, "data": data_name, "architecture": architecture(model.module),
                  "segmenter": seg_name, "n": source.num_examples,
                  "segmenter_weights": fingerprint(vars(segmenter), arrays_only=True),
@@ -451,7 +457,9 @@ def add_common(p, kind_default_model="world"):
                    help="dissect on every d-th segmentation pixel (block centres); default 4 "
                         "for the world's full-size ground truth and world segmenter (the "
                         "reference dissects on a quarter-size grid), else 1")
-    p.add_argument("--batch-size", type=int, default=32, help="inputs per compiled step")
+    p.add_argument("--batch-size", type=batch_size_arg, default=32,
+                   help="inputs per compiled step; dissect also takes auto: the largest "
+                        "that fits the device's memory")
     p.add_argument("--out", default=None, help="results folder (default: a folder under "
                    "results/ named after the command, model and layer)")
     add_force(p)
@@ -480,6 +488,17 @@ def default_segmenter(args, model) -> str:
             return "broden"
         return "truth" if args.data == "world" else "netpqc"
     return "world" if "world" in model.name else "netpqc"
+
+
+def batch_size_arg(text: str):
+    """``--batch-size``: an int, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {text!r}"
+                                         ) from None
 
 
 def check_positive(**kw):

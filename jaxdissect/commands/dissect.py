@@ -49,7 +49,8 @@ def add_arguments(p):
 
 def resolve(args):
     """Model, layer, source, segmenter and results folder from the arguments."""
-    C.check_positive(num_images=args.num_images, batch_size=args.batch_size, topk=args.topk)
+    C.check_positive(num_images=args.num_images, topk=args.topk,
+                     batch_size=None if args.batch_size == "auto" else args.batch_size)
     if not 0 < args.quantile < 1:
         raise C.UserError(f"--quantile must be in (0, 1), got {args.quantile}")
     if not 0 < args.miniou < 1:

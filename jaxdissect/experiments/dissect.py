@@ -56,7 +56,7 @@ import numpy as np
 
 from jaxdissect.data.source import ImageSource
 from jaxdissect.labels import LabelSet
-from jaxdissect.runtime import activations, cache, sweep
+from jaxdissect.runtime import activations, cache, memory, sweep
 from jaxdissect.runtime import devices as sharding
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
 from jaxdissect.stats import kernels
@@ -289,7 +289,7 @@ def spec_compute(spec, layer: str, segment: Callable[[dict, jax.Array], jax.Arra
 def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
             upsample: Callable[[jax.Array], jax.Array] | None = None,
             quantile: float = 0.01, levels: Sequence[float] = (), miniou: float = 0.04,
-            batch_size: int = 32, topk: int = 20, budget: int | None = None,
+            batch_size: int | str = 32, topk: int = 20, budget: int | None = None,
             cache_dir: str | None = None, cache_key: Any = None,
             checkpoint_every: int = 20, progress: bool = True,
             devices: Sequence[jax.Device] | None = None, params: Any = None,
@@ -298,7 +298,9 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
 
     ``compute(batch) -> (acts [b,h,w,u], seg [b,K,Hs,Ws] int)``, traced in jit.
     ``upsample``: ``acts -> [b,Hs,Ws,u]``; default stretches ``(h, w)`` over
-    ``(Hs, Ws)`` (``Upsampler.plain``), or nothing if they agree. ``quantile``: the
+    ``(Hs, Ws)`` (``Upsampler.plain``), or nothing if they agree. ``batch_size``:
+    images per step, or ``"auto"``: the largest that fits the device's memory
+    (``runtime.memory.dissect_batch_size``). ``quantile``: the
     threshold level q; ``levels``: more levels to report (e.g. 0.005 for
     insertion values). ``budget``: values kept per unit by the one pass; when
     ``ceil(q * n)`` exceeds it, three exact radix passes and an IoU pass are used
@@ -332,10 +334,14 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
     # each label's category index: the "netdissect" union's per-category unit areas
     categories = labels.category_ids if check_iou_rule(iou_rule) == "netdissect" else None
 
-    example = sweep.first_batch(source, batch_size, devices)
-
     def call(batch, p):
         return compute(batch) if params is None else compute(batch, p)
+
+    if batch_size == "auto":  # the largest that fits the device (runtime.memory)
+        batch_size = memory.dissect_batch_size(
+            call, source, len(labels), params=params, upsample=upsample, budget=budget,
+            levels=all_levels, devices=devices)
+    example = sweep.first_batch(source, batch_size, devices)
 
     acts_shape, seg_shape = jax.eval_shape(
         call, {k: v for k, v in example.items() if k != "valid"}, params)
