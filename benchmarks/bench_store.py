@@ -45,7 +45,7 @@ def main():
         return spec.activations(p, batch["image"], "conv5_3"), batch["seg"]
 
     print(f"VGG-16 conv5_3, {args.images} images at {args.size}, segmentation {seg}x{seg}, "
-          f"radix path (budget 128); load average {os.getloadavg()[0]:.2f} on "
+          f"radix path (budget 16); load average {os.getloadavg()[0]:.2f} on "
           f"{os.cpu_count()} cores", flush=True)
     times, results = {}, {}
     for choice in ("off", "host", "off", "host"):  # twice: the second with warm caches
@@ -53,7 +53,7 @@ def main():
         t0 = time.perf_counter()
         results[choice] = dissect(compute, source, source.seg_labels, upsample=up,
                                   quantile=QUANTILE, batch_size=args.batch_size,
-                                  params=spec.params, budget=128, progress=False,
+                                  params=spec.params, budget=16, progress=False,
                                   devices=jax.devices()[:1])
         times[choice] = time.perf_counter() - t0
         print(f"store {choice:4s}: {times[choice]:.1f} s", flush=True)
