@@ -8,8 +8,9 @@ run. The folder: ``--images`` synthetic 256x256 JPEGs (``_images.py``), read at
 
 The loader keeps a device fed when its images/s exceeds the forward's: the table
 prints the ratio. Decoding is CPU-bound and the workers share nothing, so the
-images/s grows with the cores given to the workers (the 1 -> 2 worker ratio printed
-is the scaling measured here; it is at most the number of idle cores).
+images/s grows with the cores given to the workers: the 1 -> 2 worker ratio printed
+is the scaling measured here (at most the number of idle cores), and the CPU time
+per image gives the rate on ``k`` idle cores, ``k`` / (CPU time per image).
 
     python benchmarks/bench_data.py [--images 1024] [--batch-size 64]
 """
@@ -33,10 +34,11 @@ def time_folder(root, workers, batch_size):
     from jaxdissect.data.folder import ImageFolderSource
     src = ImageFolderSource(root, (224, 224), "resize-crop", workers=workers)
     src.batch(0, min(batch_size, src.num_examples))  # warm the pool and the file cache
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for a in range(0, src.num_examples, batch_size):
         src.batch(a, min(a + batch_size, src.num_examples))
-    return src.num_examples / (time.perf_counter() - t0)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return src.num_examples / wall, cpu / src.num_examples
 
 
 class TorchFolder:
@@ -114,11 +116,12 @@ def main():
           f"average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
     rows = []
     for w in workers:
-        ours = time_folder(root, w, args.batch_size)
+        ours, cpu = time_folder(root, w, args.batch_size)
         ref = time_torch_loader(root, w, args.batch_size)
         rows.append((w, ours, ref))
-        print(f"workers {w}: jaxdissect folder source {ours:7.0f} images/s, torch "
-              f"DataLoader (reference) {ref:7.0f} images/s, ratio {ours / ref:.2f}x",
+        print(f"workers {w}: jaxdissect folder source {ours:7.0f} images/s ({cpu * 1e3:.2f} "
+              f"ms of CPU time per image: {w / cpu:.0f} images/s on {w} idle core(s)), "
+              f"torch DataLoader (reference) {ref:7.0f} images/s, ratio {ours / ref:.2f}x",
               flush=True)
     if len(rows) > 1:
         print(f"scaling {rows[0][0]} -> {rows[-1][0]} workers: jaxdissect "
