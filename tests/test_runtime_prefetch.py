@@ -26,7 +26,7 @@ def test_batches_come_in_order_and_errors_where_the_loop_raises():
         return a
     seen = []
     with pytest.raises(RuntimeError, match="bad batch 9"):
-        for r, b in Prefetcher(read, ranges):
+        for _, b in Prefetcher(read, ranges):
             seen.append(b)
     assert seen == [0, 3, 6]
     with pytest.raises(ValueError, match="depth"):
