@@ -11,6 +11,7 @@ import pytest
 
 from jaxdissect.experiments.dissect import DissectResult, dissect, spec_compute
 from jaxdissect.labels import LabelSet
+from jaxdissect.runtime import activations
 from jaxdissect.runtime.cache import run_cache
 from jaxdissect.runtime.fingerprint import fingerprint
 from jaxdissect.spec import ModelSpec
@@ -134,7 +135,11 @@ def test_radix_path_gives_the_same_exact_result():
 
 @pytest.mark.parametrize("budget,first,second", [(4096, "onepass", None),
                                                   (16, "quantile", "radix2")])
-def test_killed_run_resumes_with_identical_results(tmp_path, budget, first, second):
+def test_killed_run_resumes_with_identical_results(tmp_path, budget, first, second,
+                                                   monkeypatch):
+    # each pass reading the source itself (a kept store is captured anew after a kill:
+    # test_activation_store)
+    monkeypatch.setenv(activations.ENV, "off")
     source = random_source(seed=2)
     fresh = run(source, quantile=0.05, budget=budget)
     dying = DyingSource(2, **source.arrays)
@@ -217,7 +222,7 @@ def test_result_round_trips_and_bad_arguments(tmp_path):
         dissect(compute, source, ["a"], progress=False)
 
 
-def test_each_pass_traces_compute_once():
+def test_each_pass_traces_compute_once(monkeypatch):
     traces = []
 
     def counting(batch):
@@ -229,6 +234,11 @@ def test_each_pass_traces_compute_once():
             devices=jax.local_devices()[:1])
     assert len(traces) == 2  # shape probe, the one pass
     traces.clear()
+    dissect(counting, source, LABELS, upsample=UP, batch_size=5, progress=False,
+            devices=jax.local_devices()[:1], budget=8)
+    assert len(traces) == 2  # shape probe, one capture the four passes read
+    traces.clear()
+    monkeypatch.setenv(activations.ENV, "off")
     dissect(counting, source, LABELS, upsample=UP, batch_size=5, progress=False,
             devices=jax.local_devices()[:1], budget=8)
     assert len(traces) == 5  # shape probe, three radix passes, IoU pass

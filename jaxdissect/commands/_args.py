@@ -43,8 +43,9 @@ def add_common(p, config: str):
                    help="dissect on every d-th segmentation pixel (block centres); default 4 "
                         "for the world's full-size ground truth and world segmenter (the "
                         "reference dissects on a quarter-size grid), else 1")
-    p.add_argument("--batch-size", type=int, default=d("batch_size"),
-                   help="inputs per compiled step")
+    p.add_argument("--batch-size", type=batch_size_arg, default=d("batch_size"),
+                   help="inputs per compiled step; dissect also takes auto: the largest "
+                        "that fits the device's memory")
     p.add_argument("--out", default=argparse.SUPPRESS, help="results folder (default: a "
                    "folder under results/ named after the command, model and layer)")
     add_force(p)
@@ -57,3 +58,14 @@ def add_force(p):
     p.add_argument("--force", action="store_true",
                    help="replace --out even if it holds another command's results or files "
                         "jaxdissect did not write")
+
+
+def batch_size_arg(text: str):
+    """``--batch-size``: an integer, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {text!r}") \
+            from None

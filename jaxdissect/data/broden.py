@@ -34,6 +34,7 @@ import re
 import numpy as np
 from PIL import Image
 
+from jaxdissect.data.workers import check_workers, default_workers, map_ordered
 from jaxdissect.labels import LabelSet
 
 META = ("image", "split", "ih", "iw", "sh", "sw")
@@ -96,16 +97,19 @@ class BrodenSource:
     ``size``: ``(H, W)`` or an int for the images (default: the index's ``(ih,
     iw)``, which must then be the same for every image); ``split``: keep only
     rows of that split (e.g. ``"train"``, ``"val"``); ``seg_size``: likewise for
-    the segmentation (default the index's ``(sh, sw)``).
+    the segmentation (default the index's ``(sh, sw)``); ``workers``: threads reading
+    a batch's images and label PNGs in parallel (``data.workers``; default one per
+    usable core).
     """
 
     class_names = None
 
     def __init__(self, directory: str, size=None, split: str | None = None,
-                 seg_size=None):
+                 seg_size=None, workers: int | None = None):
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"Broden data: folder {directory!r} does not exist")
         self.directory, self.split = directory, split
+        self.workers = default_workers() if workers is None else check_workers(workers)
         self.seg_labels, self.categories = read_labels(directory)
         path = os.path.join(directory, "index.csv")
         fields, rows = _read_csv(path)
@@ -199,8 +203,10 @@ class BrodenSource:
         image = np.zeros((0,) + self.size + (3,), np.float32)
         seg = np.zeros((0, self.num_layers) + self.seg_size, np.int32)
         if stop > start:
-            image = np.stack([self.load_image(i) for i in idx])
-            seg = np.stack([self.load_seg(i) for i in idx])
+            pairs = map_ordered(lambda i: (self.load_image(i), self.load_seg(i)), idx,
+                                self.workers)
+            image = np.stack([p[0] for p in pairs])
+            seg = np.stack([p[1] for p in pairs])
         return {"image": image, "seg": seg}
 
 

@@ -19,18 +19,24 @@ import os
 import numpy as np
 from PIL import Image
 
+from jaxdissect.data.workers import check_workers, default_workers, map_ordered
+
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
 
 class ImageFolderSource:
     """``skip_bad``: decode every image once up front and leave out those that cannot
     be read (listed in ``skipped`` as ``(path, reason)``); otherwise an unreadable
-    image is a ``ValueError`` naming its file when its batch is read."""
+    image is a ``ValueError`` naming its file when its batch is read. ``workers``:
+    threads decoding a batch's images in parallel (``data.workers``; default: one
+    per usable core); the pixels do not depend on it."""
 
     seg_labels = None
 
     def __init__(self, root: str, size: tuple[int, int] = (224, 224),
-                 policy: str = "resize-crop", class_names=None, skip_bad: bool = False):
+                 policy: str = "resize-crop", class_names=None, skip_bad: bool = False,
+                 workers: int | None = None):
+        self.workers = default_workers() if workers is None else check_workers(workers)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"image folder {root!r} does not exist")
         if policy not in ("resize-crop", "stretch"):
@@ -58,12 +64,12 @@ class ImageFolderSource:
         self.skipped: list[tuple[str, str]] = []
         if skip_bad:
             good = []
-            for path, c in items:
-                try:
-                    self.load(path)
+            for (path, c), err in zip(items, map_ordered(self._problem, [p for p, _ in items],
+                                                         self.workers)):
+                if err is None:
                     good.append((path, c))
-                except ValueError as e:
-                    self.skipped.append((path, str(e)))
+                else:
+                    self.skipped.append((path, err))
             if not good:
                 raise ValueError(f"{root!r}: none of its {len(items)} images can be read")
             items = good
@@ -87,32 +93,46 @@ class ImageFolderSource:
                 "policy": self.policy, "skipped": len(self.skipped),
                 "transform": "RGB bilinear resize (stretch, or resize-crop at 256/224), /255"}
 
-    def load(self, path: str) -> np.ndarray:
-        """One image ``[H, W, 3]`` (``size``) float32 in [0, 1]; ``ValueError`` naming the
-        file if it cannot be decoded (corrupt, truncated, not an image, too large)."""
+    def load(self, path: str, out: np.ndarray | None = None) -> np.ndarray:
+        """One image ``[H, W, 3]`` (``size``) float32 in [0, 1] (written into ``out`` if
+        given); ``ValueError`` naming the file if it cannot be decoded (corrupt,
+        truncated, not an image, too large)."""
         try:
-            return self._load(path)
+            return self._load(path, out)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise ValueError(f"{path}: cannot read this image ({type(e).__name__}: "
                              f"{str(e).strip() or 'no detail'}); remove it or pass "
                              f"--skip-bad-images") from None
 
-    def _load(self, path: str) -> np.ndarray:
+    def _problem(self, path: str) -> str | None:
+        try:
+            self.load(path)
+        except ValueError as e:
+            return str(e)
+        return None
+
+    def _load(self, path: str, out: np.ndarray | None = None) -> np.ndarray:
         h, w = self.size
         with Image.open(path) as im:
             im = im.convert("RGB")
             if self.policy == "stretch":
                 im = im.resize((w, h), Image.BILINEAR)
-                return np.asarray(im, np.float32) / 255.0
-            # Places365: resize to 256x256, centre crop 224, for a 224 input
-            rh, rw = round(h * 256 / 224), round(w * 256 / 224)
-            im = im.resize((rw, rh), Image.BILINEAR)
-        oy, ox = (rh - h) // 2, (rw - w) // 2
-        return np.asarray(im, np.float32)[oy:oy + h, ox:ox + w] / 255.0
+            else:
+                # Places365: resize to 256x256, centre crop 224, for a 224 input
+                rh, rw = round(h * 256 / 224), round(w * 256 / 224)
+                im = im.resize((rw, rh), Image.BILINEAR)
+                oy, ox = (rh - h) // 2, (rw - w) // 2
+                im = im.crop((ox, oy, ox + w, oy + h))
+            pixels = np.asarray(im)
+        out = np.empty((h, w, 3), np.float32) if out is None else out
+        # uint8 -> float32, then / 255 in float32: the same numbers as float32 / 255.0
+        return np.divide(pixels, np.float32(255), out=out, dtype=np.float32)
 
     def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
         if not 0 <= start <= stop <= self.num_examples:
             raise IndexError(f"range [{start}, {stop}) outside 0..{self.num_examples}")
-        imgs = [self.load(p) for p in self.paths[start:stop]]
-        image = np.stack(imgs) if imgs else np.zeros((0, *self.size, 3), np.float32)
+        image = np.empty((stop - start, *self.size, 3), np.float32)
+
+        map_ordered(lambda i: self.load(self.paths[start + i], image[i]),
+                    range(stop - start), self.workers)
         return {"image": image, "label": self.labels[start:stop]}

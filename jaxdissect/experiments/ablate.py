@@ -52,6 +52,7 @@ from jaxdissect.experiments.significance import (
 from jaxdissect.runtime import sweep
 from jaxdissect.runtime.cache import RunCache
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
+from jaxdissect.stats import kernels
 from jaxdissect.stats.fixed import FixedSum, merge_fields, numpy_fields, parts
 
 #: the k of the paper's "k most important units" sweep
@@ -486,6 +487,7 @@ class AblationResult(results.Saved):
         """What ``ablation.json`` holds (NaN as null)."""
         out = {
             "layer": self.layer, "class_names": list(self.class_names),
+            "kernels": kernels.mode(),
             "num_units": self.num_units, "num_classes": self.num_classes,
             "ks": [int(k) for k in self.ks],
             "samples": {"train": self.train_examples, "val": self.val_examples,

@@ -13,7 +13,9 @@ unit, everything in ONE pass:
                      + TopK (top images by the maximum of the raw activation map,
                      as the reference ranks them)
 
-and otherwise (large data sets) in four passes with memory independent of ``n``:
+and otherwise (large data sets) in four passes with memory independent of ``n``,
+over the layer's activations kept from one run of the model where they fit in host
+memory or on local disk (``runtime.activations``), else running the model each pass:
 
     passes "quantile", "radix2", "radix3":  exact radix select of the thresholds
                      (the first also tallies TopK)
@@ -58,11 +60,12 @@ import numpy as np
 
 from jaxdissect.data.source import ImageSource
 from jaxdissect.labels import LabelSet
+from jaxdissect.runtime import activations, memory, sweep
 from jaxdissect.runtime import cache as cache_files
 from jaxdissect.runtime import devices as sharding
-from jaxdissect.runtime import sweep
 from jaxdissect.runtime.cache import RunCache, content_key
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
+from jaxdissect.stats import kernels
 from jaxdissect.stats.checks import DataCheck
 from jaxdissect.stats.iou import (
     IoUTally,
@@ -105,7 +108,8 @@ class DissectResult:
         or None;
     significance: the labels' permutation test
         (``experiments.label_significance.Significance``) or None; max_p: with it,
-        a unit is labelled only if its label's p-value is at most ``max_p``.
+        a unit is labelled only if its label's p-value is at most ``max_p``;
+    kernels: the statistics' kernels, ``"native"`` or ``"xla"`` (``stats.kernels``).
     """
 
     labels: LabelSet
@@ -127,6 +131,7 @@ class DissectResult:
     category_area: np.ndarray | None = None
     significance: Any = None
     max_p: float | None = None
+    kernels: str = "native"
 
     @property
     def num_units(self) -> int:
@@ -195,7 +200,7 @@ class DissectResult:
         best labels, every labelled pair)."""
         return {
             "quantile": self.quantile, "miniou": self.miniou, "iou_rule": self.iou_rule,
-            "num_examples": self.num_examples, "num_units": self.num_units,
+            "kernels": self.kernels, "num_examples": self.num_examples, "num_units": self.num_units,
             "labels": self.labels.to_json(), "units": self.units(),
             "levels": {repr(q): [float(v) for v in t] for q, t in self.levels.items()},
             "best_by_category": {c: {"label": [int(x) for x in lab],
@@ -214,7 +219,7 @@ class DissectResult:
         if self.category_area is not None:
             arrays["category_area"] = self.category_area
         meta = {"labels": self.labels.to_json(), "quantile": self.quantile,
-                "iou_rule": self.iou_rule,
+                "iou_rule": self.iou_rule, "kernels": self.kernels,
                 "miniou": self.miniou, "pixels": int(self.pixels),
                 "num_examples": self.num_examples,
                 "levels": {repr(q): [float(v) for v in t] for q, t in self.levels.items()}}
@@ -237,7 +242,7 @@ class DissectResult:
             sig = Significance.from_json(sig)
         return cls(labels=LabelSet.from_json(meta["labels"]), quantile=meta["quantile"],
                    iou_rule=meta.get("iou_rule", "pnas"), significance=sig,
-                   max_p=meta.get("max_p"),
+                   max_p=meta.get("max_p"), kernels=meta.get("kernels", "native"),
                    miniou=meta["miniou"], pixels=meta["pixels"],
                    num_examples=meta["num_examples"],
                    levels={float(q): np.asarray(v, np.float32)
@@ -290,7 +295,7 @@ def spec_compute(spec, layer: str, segment: Callable[[dict, jax.Array], jax.Arra
 def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
             upsample: Callable[[jax.Array], jax.Array] | None = None,
             quantile: float = 0.01, levels: Sequence[float] = (), miniou: float = 0.04,
-            batch_size: int = 32, topk: int = 20, budget: int | None = None,
+            batch_size: int | str = 32, topk: int = 20, budget: int | None = None,
             cache: RunCache | None = None, checkpoint_every: int = 20, progress: bool = True,
             devices: Sequence[jax.Device] | None = None, params: Any = None,
             iou_rule: str = "pnas") -> DissectResult:
@@ -298,7 +303,9 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
 
     ``compute(batch) -> (acts [b,h,w,u], seg [b,K,Hs,Ws] int)``, traced in jit.
     ``upsample``: ``acts -> [b,Hs,Ws,u]``; default stretches ``(h, w)`` over
-    ``(Hs, Ws)`` (``Upsampler.plain``), or nothing if they agree. ``quantile``: the
+    ``(Hs, Ws)`` (``Upsampler.plain``), or nothing if they agree. ``batch_size``:
+    images per step, or ``"auto"``: the largest that fits the device's memory
+    (``runtime.memory.dissect_batch_size``). ``quantile``: the
     threshold level q; ``levels``: more levels to report (e.g. 0.005 for
     insertion values). ``budget``: values kept per unit by the one pass; when
     ``ceil(q * n)`` exceeds it, three exact radix passes and an IoU pass are used
@@ -331,10 +338,14 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
     # each label's category index: the "netdissect" union's per-category unit areas
     categories = labels.category_ids if check_iou_rule(iou_rule) == "netdissect" else None
 
-    example = sweep.first_batch(source, batch_size, devices)
-
     def call(batch, p):
         return compute(batch) if params is None else compute(batch, p)
+
+    if batch_size == "auto":  # the largest that fits the device (runtime.memory)
+        batch_size = memory.dissect_batch_size(
+            call, source, len(labels), params=params, upsample=upsample, budget=budget,
+            levels=all_levels, devices=devices)
+    example = sweep.first_batch(source, batch_size, devices)
 
     acts_shape, seg_shape = jax.eval_shape(
         call, {k: v for k, v in example.items() if k != "valid"}, params)
@@ -363,7 +374,7 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
             data=data_identity(source), labels=labels, levels=all_levels, budget=budget,
             topk=topk, units=units, grid=grid, layers=int(seg_shape.shape[1]),
             upsample="default" if default_upsample else _callable_identity(upsample),
-            iou_rule=iou_rule, checks="finite,labels")
+            iou_rule=iou_rule, checks="finite,labels", kernels=kernels.mode())
 
     def run(name, step, empty, *replicated, key=key):
         return sweep.sweep(step, empty, source, batch_size=batch_size,
@@ -401,18 +412,29 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         t_main = by_level[all_levels[0]]
         counts = toplabels.counts(t_main, categories)
     else:
-        by_level, topstat = _radix_thresholds(run, model, upsample, units, all_levels,
-                                              topk, params, source, len(labels))
-        t_main = by_level[all_levels[0]]
+        # The model runs once: its activations are kept for the four passes where
+        # they fit (runtime.activations), which then read them instead.
+        stored = _store(call, source, acts_shape, seg_shape, len(labels), batch_size,
+                        params, cache_dir, devices)
+        if stored is not None:
+            source, call = stored, _read_stored
+        try:
+            by_level, topstat = _radix_thresholds(run, model, upsample, units, all_levels,
+                                                  topk, params, source, len(labels))
+            t_main = by_level[all_levels[0]]
 
-        # Pass 4: exact IoU counts at the main threshold.
-        def iou_pass(tally, batch, t, p):
-            acts, seg, valid, _ = model(batch, p)
-            return tally.update(upsample(acts), t, seg, valid)
+            # Pass 4: exact IoU counts at the main threshold.
+            def iou_pass(tally, batch, t, p):
+                acts, seg, valid, _ = model(batch, p)
+                return tally.update(upsample(acts), t, seg, valid)
 
-        tally = run("iou", iou_pass, IoUTally.empty(units, len(labels), categories),
-                    jnp.asarray(t_main), params,
-                    key=None if key is None else content_key(key, t_main))
+            tally = run("iou", iou_pass, IoUTally.empty(units, len(labels), categories),
+                        jnp.asarray(t_main), params,
+                        key=None if key is None else content_key(key, t_main))
+        finally:
+            if stored is not None:
+                source = stored.inner
+                stored.close()
         counts = tally.counts()
     iou = iou_from_counts(counts["inter"], union_unit_area(counts, categories or ()),
                           counts["label_area"])
@@ -424,7 +446,7 @@ def dissect(compute: Compute, source: ImageSource, labels: LabelSet, *,
         intersections=counts["inter"], unit_area=counts["unit_area"],
         label_area=counts["label_area"], pixels=int(counts["pixels"]),
         topk_values=values, topk_images=images, num_examples=source.num_examples,
-        iou_rule=iou_rule, category_area=counts.get("category_area"))
+        iou_rule=iou_rule, category_area=counts.get("category_area"), kernels=kernels.mode())
 
 
 def _radix_thresholds(run, model, upsample, units, all_levels, topk, params, source,
@@ -455,6 +477,26 @@ def _radix_thresholds(run, model, upsample, units, all_levels, topk, params, sou
         prefix, ranks = radix_refine(hist, ranks)
     thresholds = key_to_float(prefix).T
     return {q: np.asarray(t, np.float32) for q, t in zip(all_levels, thresholds)}, topstat
+
+
+def _store(call, source, acts_shape, seg_shape, num_labels, batch_size, params, cache_dir,
+           devices):
+    """The layer's activations and segmentation over this process's slice, kept in
+    host memory or on disk by ``runtime.activations``' rule, or None if they fit
+    neither (or the store is off)."""
+    start, stop = sweep.process_slice(source.num_examples)
+    size = activations.nbytes(stop - start, acts_shape.shape[1:], acts_shape.dtype,
+                              seg_shape.shape[1:], num_labels)
+    where = activations.place(size, cache_dir)
+    if where is None:
+        return None
+    return activations.capture(call, source, batch_size=batch_size, params=params,
+                               where=where, num_labels=num_labels, directory=cache_dir,
+                               devices=devices)
+
+
+def _read_stored(batch, p):
+    return batch["acts"], batch["seg"]
 
 
 def _name_image(source, i: int) -> str:

@@ -57,6 +57,7 @@ from jaxdissect.labels import LabelSet
 from jaxdissect.runtime import sweep
 from jaxdissect.runtime.cache import RunCache
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
+from jaxdissect.stats import kernels
 from jaxdissect.stats.fixed import (
     FixedSum,
     merge_fields,
@@ -591,7 +592,7 @@ class InterventionResult(results.Saved):
 
     def to_json(self) -> dict:
         return {"layer": self.layer, "num_units": self.num_units,
-                "labels": self.labels.to_json(),
+                "kernels": kernels.mode(), "labels": self.labels.to_json(),
                 "baseline_share": self.baseline_share.tolist(),
                 "baseline_stderr": self.baseline_stderr.tolist(),
                 "unit_ablation_delta": self.unit_ablation_delta.tolist(),

@@ -21,6 +21,8 @@ DEFAULT_KS = (1, 2, 3, 4, 5, 20, 64, 128, 256)
 def _positive(config, *names: str) -> None:
     for name in names:
         v = getattr(config, name)
+        if isinstance(v, str):  # "auto" (checked where it is allowed)
+            continue
         if v is not None and v <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {v}")
 
@@ -40,12 +42,17 @@ class Common:
     quantile: float = 0.01
     miniou: float = 0.04
     seg_downsample: int | None = None
-    batch_size: int = 32
+    batch_size: int | str = 32   # "auto" for dissect: the largest that fits the device
     out: str | None = None
     force: bool = False
     progress: bool = True
 
     def __post_init__(self):
+        if isinstance(self.batch_size, str) and (
+                self.batch_size != "auto" or not isinstance(self, DissectConfig)):
+            raise UserError(f"--batch-size must be a positive integer"
+                            f"{' (or auto, for dissect)' if self.batch_size == 'auto' else ''}"
+                            f", got {self.batch_size!r}")
         _positive(self, "batch_size", "seg_downsample")
         _fraction("quantile", self.quantile)
         _fraction("miniou", self.miniou)

@@ -37,7 +37,7 @@ class Dissection:
     upsample: str | None = None
     quantile: float = 0.01
     miniou: float = 0.04
-    batch_size: int = 32
+    batch_size: int | str = 32  # or "auto" (dissect only)
     topk: int = 5
     iou_rule: str = "pnas"
     significance: bool = False
@@ -143,6 +143,11 @@ def dissect_into(d: Dissection, ws: Workspace, index_link: str | None = None):
         up = model.upsampler(layer, acts_s.shape[1:3], seg_s.shape[2:], image_hw, d.upsample)
     except ValueError as e:
         raise UserError(str(e)) from None
+    if d.batch_size == "auto":  # the largest batch that fits the device (runtime.memory)
+        from jaxdissect.runtime.memory import dissect_batch_size
+        d = dataclasses.replace(d, batch_size=dissect_batch_size(
+            compute, source, len(d.segmenter.labels), params=model.params, upsample=up,
+            levels=(d.quantile, 0.005) if d.quantile > 0.005 else (d.quantile,)))
     cache = ws.cache(model=model, layer=layer, data=source, segmenter=d.segmenter,
                      **d.settings(), model_upsample=model.upsample)
     res = dissect(compute, source, d.segmenter.labels, upsample=up, quantile=d.quantile,

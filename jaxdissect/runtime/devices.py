@@ -119,6 +119,11 @@ class ShardedTally:
             state, self.empty)
         return jax.device_put(stacked, self.split)
 
+    def put(self, batch: Any) -> Any:
+        """``batch`` placed as the step takes it (split over the devices); callable
+        from any thread, so the next batch can be transferred while a step runs."""
+        return jax.device_put(batch, self.split)
+
     def __call__(self, stacked: Any, batch: Any, *replicated) -> Any:
         leading = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(batch)}
         if len(leading) != 1 or next(iter(leading)) % self._count:

@@ -40,6 +40,10 @@ Layout:
     (``multihost_utils.process_allgather``) and folded in process order, so every
     process returns the identical statistic.
 
+Input: a background thread reads (``source.batch``), pads and places the next
+batches on the devices while the step computes the current one
+(``runtime.prefetch``); the batches and their order are those of the plain loop.
+
 Resume: with ``cache_dir`` and ``key``, each process saves its (device-merged)
 statistic and the position reached every ``checkpoint_every`` batches and at the
 end of its slice, atomically, to its own file (named by ``key``, the step's name and
@@ -66,6 +70,7 @@ from tqdm.auto import tqdm
 
 from jaxdissect.runtime import cache
 from jaxdissect.runtime import devices as sharding
+from jaxdissect.runtime.prefetch import Prefetcher
 
 Step = Callable[..., Any]
 
@@ -180,10 +185,13 @@ def _run(step, empty, source, state, offset, start, stop, batch_size, size, devs
     bar = tqdm(total=stop - start, initial=offset - start, desc=desc, unit="ex",
                disable=not progress)
     count, previous = 0, None
+    # the next batches are read and placed on the devices while the step computes
+    reader = Prefetcher(lambda a, b: read_batch(source, a, b, size),
+                        [(i, min(i + batch_size, stop)) for i in range(offset, stop, batch_size)],
+                        put=tally.put)
     try:
-        while offset < stop:
-            end = min(offset + batch_size, stop)
-            stacked = tally(stacked, read_batch(source, offset, end, size), *replicated)
+        for (_, end), batch in reader:
+            stacked = tally(stacked, batch, *replicated)
             # At most two steps in flight: without this, asynchronous dispatch lets
             # batches queue up in memory when the source outpaces the step.
             if previous is not None:
@@ -196,5 +204,6 @@ def _run(step, empty, source, state, offset, start, stop, batch_size, size, devs
                 cache.save_tree(path, tally.result(stacked), offset=offset, start=start,
                                 stop=stop)
     finally:
+        reader.close()
         bar.close()
     return tally.result(stacked)

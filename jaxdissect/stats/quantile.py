@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxdissect.stats import native
+from jaxdissect.stats import kernels, native
 from jaxdissect.stats.select import merge_top
 from jaxdissect.stats.wide import Wide
 
@@ -209,7 +209,7 @@ class RadixHistogram:
         if target is not None:
             cpu = functools.partial(_native_histogram, target, shape=shape,
                                     known=self.known, bits=self.bits)
-            hist = jax.lax.platform_dependent(rows, ok, self.prefix, cpu=cpu, default=kernel)
+            hist = kernels.platform_dependent(rows, ok, self.prefix, cpu=cpu, default=kernel)
         else:
             hist = kernel(rows, ok, self.prefix)
         return self.replace(counts=self.counts.add(hist), count=self.count.add(n))

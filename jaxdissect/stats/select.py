@@ -8,7 +8,8 @@ the buffer's column ``src``, ``src >= B`` is ``new``'s row ``src - B``. The
 result is exact as a multiset of values; among equal values at the boundary,
 which copy is kept is unspecified (and differs between the two kernels).
 
-Kernels, picked by ``jax.lax.platform_dependent`` when the step is lowered:
+Kernels, picked by ``jax.lax.platform_dependent`` when the step is lowered (the
+accelerators' everywhere under ``JAXDISSECT_KERNELS=xla``, see ``stats.kernels``):
 
 * accelerators: ``lax.top_k`` over ``[top | new.T]``;
 * CPU: XLA:CPU's ``TopK`` is a heap partial sort, ``O(n log B)`` per unit with an
@@ -44,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.interpreters import batching, mlir
 
-from jaxdissect.stats import native
+from jaxdissect.stats import kernels, native
 
 #: every ``_STRIDE``-th pixel estimates the floor of a buffer that is not yet full
 _STRIDE = 8
@@ -58,7 +59,7 @@ def merge_top(top: jnp.ndarray, new: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndar
         raise ValueError(f"merge_top needs top [u, B] and new [n, u], got {top.shape} "
                          f"and {new.shape}")
     top, new = top.astype(jnp.float32), new.astype(jnp.float32)
-    return jax.lax.platform_dependent(top, new, cpu=_cpu_kernel(), default=xla_merge)
+    return kernels.platform_dependent(top, new, cpu=_cpu_kernel(), default=xla_merge)
 
 
 def _cpu_kernel():

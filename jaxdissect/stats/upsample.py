@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxdissect.stats import native
+from jaxdissect.stats import kernels, native
 
 Pair = tuple[float, float]
 
@@ -258,7 +258,7 @@ def two_tap_upsample(acts: jnp.ndarray, taps: tuple) -> jnp.ndarray:
     target = native.target("upsample")
     if target is None:
         return xla(acts)
-    return jax.lax.platform_dependent(
+    return kernels.platform_dependent(
         acts, cpu=functools.partial(_native_upsample, target, taps), default=xla)
 
 

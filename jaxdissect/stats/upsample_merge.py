@@ -22,7 +22,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxdissect.stats import native
+from jaxdissect.stats import kernels, native
 from jaxdissect.stats.quantile import pixel_rows
 from jaxdissect.stats.select import merge_top
 from jaxdissect.stats.upsample import Upsampler, tap_arrays
@@ -44,7 +44,7 @@ def merge_top_upsampled(top: jnp.ndarray, acts: jnp.ndarray, valid: jnp.ndarray 
     if valid is None:
         valid = jnp.ones(acts.shape[:1], bool)
     cpu = functools.partial(_native, target, upsample.taps)
-    return jax.lax.platform_dependent(top.astype(jnp.float32), acts.astype(jnp.float32),
+    return kernels.platform_dependent(top.astype(jnp.float32), acts.astype(jnp.float32),
                                       valid, cpu=cpu, default=upsampled)
 
 
