@@ -11,6 +11,7 @@ import pytest
 
 from jaxdissect.experiments.dissect import dissect
 from jaxdissect.runtime import activations
+from jaxdissect.runtime.cache import run_cache
 from tests.test_dissect import LABELS, UP, ArraySource, DyingSource, assert_same
 
 KERNEL = np.random.default_rng(1).standard_normal((3, 3, 3, 5)).astype(np.float32)
@@ -33,6 +34,11 @@ def counted_compute(seen):
     return compute
 
 
+def _cache(tmp_path, source):
+    return run_cache(str(tmp_path), model="counted conv", layer="acts", data=source,
+                     segmenter="truth")
+
+
 def run(monkeypatch, choice, tmp_path=None, **kw):
     monkeypatch.setenv(activations.ENV, choice)
     seen = []
@@ -40,7 +46,7 @@ def run(monkeypatch, choice, tmp_path=None, **kw):
     result = dissect(counted_compute(seen), source, LABELS, upsample=UP, quantile=0.04,
                      levels=(0.01,), batch_size=6, topk=3, budget=16, progress=False,
                      params=jnp.asarray(KERNEL),
-                     cache_dir=None if tmp_path is None else str(tmp_path), **kw)
+                     cache=None if tmp_path is None else _cache(tmp_path, source), **kw)
     jax.effects_barrier()
     return result, seen, source.num_examples
 
@@ -67,9 +73,9 @@ def test_a_run_killed_while_capturing_leaves_nothing_and_reruns_identically(
     with pytest.raises(RuntimeError, match="killed"):
         dissect(counted_compute([]), dying, LABELS, upsample=UP, quantile=0.04, levels=(0.01,),
                 batch_size=6, topk=3, budget=16, progress=False, params=jnp.asarray(KERNEL),
-                cache_dir=str(tmp_path), cache_key="t", checkpoint_every=1)
+                cache=_cache(tmp_path, dying), checkpoint_every=1)
     assert not [f for f in os.listdir(tmp_path) if f.startswith("activations-")]
-    again = run(monkeypatch, "disk", tmp_path, cache_key="t")[0]
+    again = run(monkeypatch, "disk", tmp_path)[0]
     assert_same(fresh, again)
 
 
