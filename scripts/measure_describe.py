@@ -34,11 +34,13 @@ def main():
            "random": measure(random_spec(0), a.layer, source, imagetext, concepts)}
     for name in ("trained", "random"):
         m = out[name]
-        print(f"{name}: open label = dissection label on {m['agree']}/"
-              f"{m['labelled_by_dissection']} labelled units ({100 * m['agreement_rate']:.1f}%; "
-              f"chance {100 * m['chance']['chance_rate']:.1f}%, p = {m['chance']['p_value']:.4f});"
-              f" distractor labels {m['distractor_wins']}/{m['units']}; "
-              f"{m['distinct_open_labels']} distinct open labels")
+        for method, r in m["methods"].items():
+            print(f"{name} {method}: open label = dissection label on {r['agree']}/"
+                  f"{m['labelled_by_dissection']} labelled units "
+                  f"({100 * r['agreement_rate']:.1f}%; chance "
+                  f"{100 * r['chance']['chance_rate']:.1f}%, p = {r['chance']['p_value']:.4f});"
+                  f" distractor labels {r['distractor_wins']}/{m['units']}; "
+                  f"{r['distinct_open_labels']} distinct open labels")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -22,15 +22,15 @@ from jaxdissect.world.weights import save_checkpoint
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=48)
     p.add_argument("--images", type=int, default=8000, help="training images (rendered once)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0, help="parameter init and sampling seed")
     p.add_argument("--data-seed", type=int, default=21, help="world seed of training images")
     p.add_argument("--eval-seed", type=int, default=22, help="world seed of held-out images")
     p.add_argument("--eval-n", type=int, default=1000)
-    p.add_argument("--max-minutes", type=float, default=14.0)
+    p.add_argument("--max-minutes", type=float, default=30.0)
     p.add_argument("--out", default=str(DEFAULT_DIR))
     a = p.parse_args()
     module = WorldCLIP(**IMAGETEXT_ARGS)

@@ -3,7 +3,6 @@ the world classifier: above chance when trained, at chance when randomly initial
 
 import json
 
-import numpy as np
 import pytest
 
 from jaxdissect.experiments.describe_world import measure, random_spec
@@ -49,13 +48,24 @@ def test_shipped_model_size_and_zero_shot(imagetext):
     assert config["heldout"]["scene_accuracy"] > 0.5
 
 
+def _lift(result):
+    """Agreement over its shuffle chance level (1: no better than shuffled labels)."""
+    return result["agreement_rate"] / max(result["chance"]["chance_rate"], 1e-9)
+
+
 @pytest.mark.slow
-def test_trained_above_chance_random_at_chance(imagetext):
-    source = WorldSource(300, seed=4, size=64)
+def test_trained_far_above_chance_random_near_it(imagetext):
+    """The agreement with ground-truth dissection labels against its shuffle chance
+    level (the open labels permuted over the units): many times chance for the
+    trained classifier, not significantly above it for a randomly initialised one
+    (whose units detect brightness: snow and white, which both labellings find)."""
+    source = WorldSource(400, seed=4, size=64)
     concepts = default_concepts()
-    trained = measure(classifier.spec(), "conv5_3", source, imagetext, concepts)
-    random = measure(random_spec(0), "conv5_3", source, imagetext, concepts)
-    assert trained["chance"]["p_value"] < 0.01
-    assert trained["agreement_rate"] > 2 * trained["chance"]["chance_rate"]
-    assert random["chance"]["p_value"] > 0.05
-    assert np.isfinite(random["agreement_rate"]) or random["labelled_by_dissection"] == 0
+    methods = {"wpmi": ("wpmi", {})}
+    trained = measure(classifier.spec(), "conv5_3", source, imagetext, concepts, methods)
+    random = measure(random_spec(0), "conv5_3", source, imagetext, concepts, methods)
+    good, rand = trained["methods"]["wpmi"], random["methods"]["wpmi"]
+    # measured: trained 5/65 units, 5.9x chance, p = 0.002; random 7/90, 1.8x, p = 0.07
+    assert good["chance"]["p_value"] < 0.01 and good["distractor_wins"] == 0
+    assert _lift(good) > 3
+    assert rand["chance"]["p_value"] > 0.05 and _lift(rand) < _lift(good) / 2

@@ -35,6 +35,10 @@ def add_arguments(p):
                         "compares")
     p.add_argument("--top-k", type=int, default=None,
                    help="top images per unit that SoftWPMI/WPMI read (default: 100 / 28)")
+    p.add_argument("--lam", type=float, default=None,
+                   help="weight of the concept's prior in SoftWPMI/WPMI (default: 1 / 0.6, "
+                        "the paper's); on small concept lists with many units of one concept, "
+                        "smaller values keep rare words from winning")
     p.add_argument("--pool", choices=("avg", "max"), default="avg",
                    help="a unit's map to one number per image")
     p.add_argument("--no-dissect", action="store_true",
@@ -81,7 +85,9 @@ def run(args) -> int:
             data_name=f"{args.data}@{seed}", seg_name=seg_name,
             seg_downsample=C.seg_downsample(args, seg_name), upsample=args.upsample,
             model_spec=args.model)
-    options = {} if args.top_k is None else {"top_k": args.top_k}
+    if args.method == "cos3" and (args.top_k is not None or args.lam is not None):
+        raise C.UserError("--top-k and --lam are options of softwpmi and wpmi, not cos3")
+    options = {k: v for k, v in (("top_k", args.top_k), ("lam", args.lam)) if v is not None}
     res = describe_spec(loaded, layer, source, imagetext, concepts, method=args.method,
                         pool=args.pool, batch_size=args.batch_size,
                         cache_dir=os.path.join(out, "cache"),

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdissect.experiments.describe import compare, describe_spec
-from jaxdissect.experiments.dissect import dissect, spec_compute
+from jaxdissect.experiments.describe import compare, label_units, probe_tables
+from jaxdissect.experiments.dissect import dissect, spec_compute, spec_forward
 from jaxdissect.models import vgg16
 from jaxdissect.world import LABELS, classifier
 from jaxdissect.world.imagetext import distractors
@@ -58,20 +58,35 @@ def chance(described, dissected, permutations: int = 2000, seed: int = 0) -> dic
             "permutations": permutations}
 
 
-def measure(spec, layer, source, imagetext, concepts) -> dict:
+#: the labellings ``measure`` compares: the paper's SoftWPMI, with a smaller ``lam``,
+#: and WPMI (``stats.softwpmi``)
+METHODS = {"softwpmi": ("softwpmi", {}), "softwpmi_lam0.6": ("softwpmi", {"lam": 0.6}),
+           "wpmi": ("wpmi", {})}
+
+
+def measure(spec, layer, source, imagetext, concepts, methods=None) -> dict:
+    """Both labellings of ``layer``'s units, compared per scoring ``methods``
+    (``{name: (method, options)}``, default ``METHODS``) on one sweep."""
+    methods = METHODS if methods is None else methods
     t0 = time.time()
     dissected = truth_dissection(spec, layer, source)
     t1 = time.time()
-    described = describe_spec(spec, layer, source, imagetext, concepts, progress=False)
+    tables = probe_tables(spec_forward(spec, layer), source, imagetext, params=spec.params,
+                          progress=False)
     t2 = time.time()
-    cmp = compare(described, dissected, distractors(concepts))
-    words = [p["open"] for p in cmp["pairs"]]
-    return {"model": spec.name, "layer": layer, "units": cmp["units"],
-            "labelled_by_dissection": cmp["labelled"], "agree": cmp["agree"],
+    out = {"model": spec.name, "layer": layer, "units": dissected.num_units,
+           "labelled_by_dissection": int(dissected.labelled.sum()),
+           "dissect_seconds": round(t1 - t0, 1), "describe_sweep_seconds": round(t2 - t1, 1),
+           "methods": {}}
+    for name, (method, options) in methods.items():
+        described = label_units(tables, imagetext, concepts, method, **options)
+        cmp = compare(described, dissected, distractors(concepts))
+        out["methods"][name] = {
+            "method": method, "options": described.options, "agree": cmp["agree"],
             "agreement_rate": round(cmp["rate"], 4),
             "distractor_wins": cmp["distractor_wins"],
             "distractor_rate": round(cmp["distractor_rate"], 4),
-            "distinct_open_labels": len(set(words)),
+            "distinct_open_labels": len({p["open"] for p in cmp["pairs"]}),
             "chance": chance(described, dissected),
-            "dissect_seconds": round(t1 - t0, 1), "describe_seconds": round(t2 - t1, 1),
             "pairs": [p for p in cmp["pairs"] if p["dissect"] is not None]}
+    return out
