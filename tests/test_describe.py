@@ -153,6 +153,7 @@ def test_tables_identical_on_one_and_four_devices(probe):
                                + 0.01, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_describe_labels_planted_concepts_and_resumes(probe, tmp_path):
     source, params = probe
     kw = dict(params=params, batch_size=8, progress=False, cache_dir=str(tmp_path),
