@@ -38,7 +38,8 @@ def main():
             print(f"{name} {method}: open label = dissection label on {r['agree']}/"
                   f"{m['labelled_by_dissection']} labelled units "
                   f"({100 * r['agreement_rate']:.1f}%; chance "
-                  f"{100 * r['chance']['chance_rate']:.1f}%, p = {r['chance']['p_value']:.4f});"
+                  f"{100 * r['chance']['chance_rate']:.1f}%, p = {r['chance']['p_value']:.4f}; "
+                  f"among its 5 best-IoU concepts {r['near_agree']});"
                   f" distractor labels {r['distractor_wins']}/{m['units']}; "
                   f"{r['distinct_open_labels']} distinct open labels")
     if a.json:

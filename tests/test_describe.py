@@ -195,3 +195,25 @@ def test_concept_lists_and_model_protocol():
         parse_concepts("# nothing\n")
     with pytest.raises(UserError, match="encode_texts"):
         check_model(object())
+
+
+def test_compare_counts_exact_and_near_agreement():
+    from types import SimpleNamespace
+
+    from jaxdissect.experiments.describe import compare
+    from jaxdissect.labels import LabelSet
+    labels = LabelSet.from_pairs([("sky", "object"), ("sand", "object"), ("blue", "color")])
+    iou = np.array([[0, 0.30, 0.10, 0.20], [0, 0.01, 0.02, 0.03], [0, 0.05, 0.30, 0.01]])
+    names = [None, "sky", "sand"]
+    dissected = SimpleNamespace(num_units=3, labels=labels, iou=iou,
+                                labelled=np.array([True, False, True]),
+                                unit_label=lambda u: [names[1], None, names[2]][u])
+    described = DescribeResult(concepts=["sky", "blue", "dog"], method="softwpmi",
+                               options={}, scores=np.zeros((3, 3), np.float32),
+                               label=np.array([0, 1, 1]), top_images=np.zeros((3, 1)),
+                               num_examples=1)
+    got = compare(described, dissected, distractors=["dog"], near=2)
+    assert (got["labelled"], got["agree"], got["near_agree"]) == (2, 1, 1)
+    assert [p["iou_rank"] for p in got["pairs"]] == [0, 0, 2]
+    described.label = np.array([2, 2, 2])
+    assert compare(described, dissected, ["dog"])["distractor_wins"] == 3

@@ -216,37 +216,38 @@ def describe(forward: Forward, source, model, concepts: Sequence[str], *,
     return label_units(tables, model, concepts, method, pool, **options)
 
 
-def compare(described: DescribeResult, dissected, distractors: Sequence[str] = ()) -> dict:
+def compare(described: DescribeResult, dissected, distractors: Sequence[str] = (),
+            near: int = 5) -> dict:
     """The open-vocabulary labels beside a ``DissectResult`` of the same units:
     ``agree`` (units dissection labels whose open label is the same word),
-    ``labelled`` (units dissection labels), ``rate``, ``distractor_wins`` (units whose
-    open label is one of ``distractors``) and per-unit pairs."""
+    ``labelled`` (units dissection labels), ``rate``, ``near_agree`` / ``near_rate``
+    (labelled units whose open label is among their ``near`` highest-IoU concepts),
+    ``distractor_wins`` (units whose open label is one of ``distractors``) and
+    per-unit pairs (with ``iou_rank``: the open label's rank by IoU, 0 = best, None
+    if dissection's labels do not hold it)."""
     if dissected.num_units != described.num_units:
         raise ValueError(f"{described.num_units} described units, {dissected.num_units} "
                          "dissected")
     distractors = set(distractors)
-    pairs, agree = [], 0
+    names = {n: i for i, n in enumerate(dissected.labels.names) if i > 0}
+    iou = np.asarray(dissected.iou)
+    pairs, agree, near_agree = [], 0, 0
     for u in range(described.num_units):
         truth = dissected.unit_label(u)
         label = described.unit_label(u)
         same = truth is not None and truth == label
+        rank = None
+        if label in names:
+            rank = int((iou[u, 1:] > iou[u, names[label]]).sum())
         agree += same
-        pairs.append({"unit": u, "open": label, "dissect": truth, "agree": bool(same)})
+        near_agree += truth is not None and rank is not None and rank < near
+        pairs.append({"unit": u, "open": label, "dissect": truth, "agree": bool(same),
+                      "iou_rank": rank})
     labelled = int(np.asarray(dissected.labelled).sum())
     wins = sum(p["open"] in distractors for p in pairs)
     return {"labelled": labelled, "agree": int(agree),
             "rate": agree / labelled if labelled else float("nan"),
+            "near": near, "near_agree": int(near_agree),
+            "near_rate": near_agree / labelled if labelled else float("nan"),
             "units": described.num_units, "distractor_wins": int(wins),
             "distractor_rate": wins / described.num_units, "pairs": pairs}
-
-
-def describe_spec(spec, layer: str, source, model, concepts: Sequence[str], *,
-                  cache_dir: str | None = None, cache_key: Any = None, **kw) -> DescribeResult:
-    """``describe`` of ``layer`` of a :class:`~jaxdissect.spec.ModelSpec` (a classifier
-    reads the batch's images, a generator its ``z``; ``experiments.dissect.spec_forward``),
-    its weights an argument of the compiled step, the cache keyed by the spec's name,
-    the layer and ``cache_key``."""
-    from jaxdissect.experiments.dissect import spec_forward
-    key = {"model": spec.name, "layer": layer, "extra": cache_key}
-    return describe(spec_forward(spec, layer), source, model, concepts, params=spec.params,
-                    cache_dir=cache_dir, cache_key=key, **kw)

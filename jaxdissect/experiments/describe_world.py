@@ -84,6 +84,7 @@ def measure(spec, layer, source, imagetext, concepts, methods=None) -> dict:
         out["methods"][name] = {
             "method": method, "options": described.options, "agree": cmp["agree"],
             "agreement_rate": round(cmp["rate"], 4),
+            "near_agree": cmp["near_agree"], "near_rate": round(cmp["near_rate"], 4),
             "distractor_wins": cmp["distractor_wins"],
             "distractor_rate": round(cmp["distractor_rate"], 4),
             "distinct_open_labels": len({p["open"] for p in cmp["pairs"]}),

@@ -17,6 +17,11 @@ _EXTRA = """
 """
 
 
+def _options(options: dict) -> str:
+    return ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                     for k, v in options.items())
+
+
 def _card(rec: dict) -> str:
     e = html.escape
     img = (f'<img src="{e(rec["image"])}" alt="top images of unit {rec["unit"]}">'
@@ -45,14 +50,16 @@ def write_describe(outdir: str, summary: dict) -> str:
     e = html.escape
     head = (f'{e(summary["model"])} {e(summary["layer"])}: {len(summary["units"])} units '
             f'described with {len(summary["concepts"])} concepts by {e(summary["imagetext"])} '
-            f'({e(summary["method"])}, {summary["num_images"]} probe images of '
+            f'({e(summary["method"])}: {e(_options(summary.get("options", {})))}; '
+            f'{summary["num_images"]} probe images of '
             f'{e(summary["data"])})')
     cmp = summary.get("comparison")
     lines = [f"<p>{head}</p>"]
     if cmp:
         lines.append(f'<p>Open-vocabulary label equal to the mask-based dissection label on '
                      f'{cmp["agree"]} of the {cmp["labelled"]} units dissection labels '
-                     f'({100 * cmp["rate"]:.1f}%); a distractor word (a concept the data '
+                     f'({100 * cmp["rate"]:.1f}%), among its {cmp["near"]} highest-IoU '
+                     f'concepts on {cmp["near_agree"]}; a distractor word (a concept the data '
                      f'never shows) labels {cmp["distractor_wins"]} of {cmp["units"]} units. '
                      f'Green cards agree. The mask-based report: '
                      f'<a href="dissect/report.html">dissect/report.html</a>.</p>')
