@@ -251,3 +251,15 @@ def compare(described: DescribeResult, dissected, distractors: Sequence[str] = (
             "near_rate": near_agree / labelled if labelled else float("nan"),
             "units": described.num_units, "distractor_wins": int(wins),
             "distractor_rate": wins / described.num_units, "pairs": pairs}
+
+
+def describe_spec(spec, layer: str, source, model, concepts: Sequence[str], *,
+                  cache_dir: str | None = None, cache_key: Any = None, **kw) -> DescribeResult:
+    """``describe`` of ``layer`` of a :class:`~jaxdissect.spec.ModelSpec` (a classifier
+    reads the batch's images, a generator its ``z``; ``experiments.dissect.spec_forward``),
+    its weights an argument of the compiled step, the cache keyed by the spec's name,
+    the layer and ``cache_key``."""
+    from jaxdissect.experiments.dissect import spec_forward
+    key = {"model": spec.name, "layer": layer, "extra": cache_key}
+    return describe(spec_forward(spec, layer), source, model, concepts, params=spec.params,
+                    cache_dir=cache_dir, cache_key=key, **kw)
