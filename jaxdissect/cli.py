@@ -20,6 +20,7 @@ from jaxdissect.errors import UserError  # noqa: F401  (re-exported for the comm
 COMMANDS = {
     "demo": "jaxdissect.commands.demo",
     "dissect": "jaxdissect.commands.dissect",
+    "describe": "jaxdissect.commands.describe",
     "ablate": "jaxdissect.commands.ablate",
     "intervene": "jaxdissect.commands.intervene",
     "weights": "jaxdissect.commands.weights",
