@@ -156,8 +156,11 @@ def test_tables_identical_on_one_and_four_devices(probe):
 @pytest.mark.slow
 def test_describe_labels_planted_concepts_and_resumes(probe, tmp_path):
     source, params = probe
-    kw = dict(params=params, batch_size=8, progress=False, cache_dir=str(tmp_path),
-              cache_key={"test": "planted"}, top_k=10, checkpoint_every=1)
+    from jaxdissect.runtime.cache import run_cache
+    cache = run_cache(str(tmp_path), model="planted", layer="acts", data=source,
+                      segmenter=None)
+    kw = dict(params=params, batch_size=8, progress=False, cache=cache, top_k=10,
+              checkpoint_every=1)
     res = describe(_forward, source, OneHotText(), ["blue", "red", "green"], **kw)
     assert res.labels() == ["red", "green", "blue"] * 2
     again = describe(_forward, source, OneHotText(), ["blue", "red", "green"], **kw)

@@ -28,9 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdissect.runtime import cache, sweep
+from jaxdissect.runtime import cache as cache_files
 from jaxdissect.runtime import devices as sharding
-from jaxdissect.runtime.fingerprint import data_identity, fingerprint
+from jaxdissect.runtime import sweep
+from jaxdissect.runtime.cache import RunCache
+from jaxdissect.runtime.fingerprint import fingerprint
 from jaxdissect.stats import softwpmi
 from jaxdissect.stats.rows import Rows
 
@@ -85,7 +87,7 @@ class DescribeResult:
 
     def save(self, path: str) -> None:
         """All arrays and settings to ``path`` (.npz), atomically."""
-        cache.save_tree(path, {"label": self.label, "scores": self.scores,
+        cache_files.save_tree(path, {"label": self.label, "scores": self.scores,
                                "top_images": self.top_images},
                         concepts=list(self.concepts), method=self.method,
                         options=self.options, num_examples=self.num_examples, pool=self.pool)
@@ -122,7 +124,7 @@ def pool_map(acts, pool: str = "avg") -> jax.Array:
 
 
 def probe_tables(forward: Forward, source, model, *, params: Any = None, pool: str = "avg",
-                 batch_size: int = 32, cache_dir: str | None = None, cache_key: Any = None,
+                 batch_size: int = 32, cache: RunCache | None = None,
                  checkpoint_every: int = 20, progress: bool = True,
                  devices: Sequence[jax.Device] | None = None) -> ProbeTables:
     """The sweep of ``describe`` (see the module docstring): pooled activations and
@@ -141,11 +143,8 @@ def probe_tables(forward: Forward, source, model, *, params: Any = None, pool: s
     if emb_s.ndim != 2:
         raise ValueError(f"encode_images must return [b, D], got {emb_s.shape}")
     n, units, dim = source.num_examples, acts_s.shape[-1], emb_s.shape[-1]
-    key = None
-    if cache_dir is not None:
-        key = cache.content_key(cache_key, weights=None if params is None else fingerprint(params),
-                                imagetext=fingerprint(model.params), data=data_identity(source),
-                                pool=pool, units=units, dim=dim)
+    key = None if cache is None else cache.key(
+        "describe", imagetext=fingerprint(model.params), pool=pool, units=units, dim=dim)
 
     def step(stat, batch, p, mp):
         batch = dict(batch)
@@ -158,7 +157,8 @@ def probe_tables(forward: Forward, source, model, *, params: Any = None, pool: s
 
     state = sweep.sweep(step, sharding.Joint((Rows.empty(n, units), Rows.empty(n, dim))),
                         source, batch_size=batch_size, replicated=(params, model.params),
-                        name="describe", key=key, cache_dir=cache_dir,
+                        name="describe", key=key,
+                        cache_dir=None if cache is None else cache.folder,
                         checkpoint_every=checkpoint_every, progress=progress, devices=devices)
     acts, emb = state.parts
     return ProbeTables(acts.compute(), emb.compute())
@@ -196,7 +196,7 @@ def label_units(tables: ProbeTables, model, concepts: Sequence[str],
 
 def describe(forward: Forward, source, model, concepts: Sequence[str], *,
              method: str = "softwpmi", pool: str = "avg", params: Any = None,
-             batch_size: int = 32, cache_dir: str | None = None, cache_key: Any = None,
+             batch_size: int = 32, cache: RunCache | None = None,
              checkpoint_every: int = 20, progress: bool = True,
              devices: Sequence[jax.Device] | None = None, **options) -> DescribeResult:
     """Describes every unit of the layer ``forward`` returns; see the module docstring.
@@ -206,11 +206,11 @@ def describe(forward: Forward, source, model, concepts: Sequence[str], *,
     ``concepts``: the words; ``method``: ``"softwpmi"`` (default), ``"wpmi"`` or
     ``"cos3"``, ``options`` overriding its defaults (``stats.softwpmi``); ``pool``:
     how a unit's map becomes one number per image (the paper: ``"avg"``).
-    ``cache_dir``/``cache_key``: where and under what the sweep checkpoints
-    (``cache_key`` names the model's code and layer: what ``params`` does not show).
+    ``cache``: the run's ``runtime.cache.RunCache`` (its identity names the model,
+    layer, data and settings), where the sweep checkpoints.
     """
     tables = probe_tables(forward, source, model, params=params, pool=pool,
-                          batch_size=batch_size, cache_dir=cache_dir, cache_key=cache_key,
+                          batch_size=batch_size, cache=cache,
                           checkpoint_every=checkpoint_every, progress=progress,
                           devices=devices)
     return label_units(tables, model, concepts, method, pool, **options)
@@ -254,12 +254,10 @@ def compare(described: DescribeResult, dissected, distractors: Sequence[str] = (
 
 
 def describe_spec(spec, layer: str, source, model, concepts: Sequence[str], *,
-                  cache_dir: str | None = None, cache_key: Any = None, **kw) -> DescribeResult:
+                  cache: RunCache | None = None, **kw) -> DescribeResult:
     """``describe`` of ``layer`` of a :class:`~jaxdissect.spec.ModelSpec` (a classifier
     reads the batch's images, a generator its ``z``; ``experiments.dissect.spec_forward``),
-    its weights an argument of the compiled step, the cache keyed by the spec's name,
-    the layer and ``cache_key``."""
+    its weights an argument of the compiled step; ``cache`` as in :func:`describe`."""
     from jaxdissect.experiments.dissect import spec_forward
-    key = {"model": spec.name, "layer": layer, "extra": cache_key}
     return describe(spec_forward(spec, layer), source, model, concepts, params=spec.params,
-                    cache_dir=cache_dir, cache_key=key, **kw)
+                    cache=cache, **kw)

@@ -194,6 +194,30 @@ class DemoConfig:
                   "removal_samples", "insertion_samples")
 
 
+@dataclasses.dataclass(frozen=True)
+class DescribeConfig(Common):
+    data: str = "world"
+    num_images: int = 2000
+    seed: int | None = None
+    concepts: str | None = None       # a text file, one concept a line (None: the world's)
+    imagetext: str = "world"
+    method: str = "softwpmi"
+    top_k: int | None = None          # None: the method's default (100 / 28)
+    lam: float | None = None          # None: the method's default (1 / 0.6)
+    pool: str = "avg"
+    no_dissect: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive(self, "num_images", "top_k")
+        if self.method not in ("softwpmi", "wpmi", "cos3"):
+            raise UserError(f"--method must be softwpmi, wpmi or cos3, got {self.method!r}")
+        if self.pool not in ("avg", "max"):
+            raise UserError(f"--pool must be avg or max, got {self.pool!r}")
+        if self.method == "cos3" and (self.top_k is not None or self.lam is not None):
+            raise UserError("--top-k and --lam are options of softwpmi and wpmi, not cos3")
+
+
 def parse_ks(text: str) -> tuple[int, ...]:
     """``--ks``: comma-separated positive integers."""
     try:
