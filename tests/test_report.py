@@ -197,11 +197,13 @@ def test_experiment_pages_and_index(tmp_path):
         unit_ablation_delta=np.zeros((4, 4)), unit_ablation_samples=32,
         removal={"tree": RemovalCurve("tree", np.array([3, 1]), np.array([0, 1, 2]), 0.2,
                                       np.array([0, 0.3, 0.6]), np.array([0, 0.04, 0.02]),
-                                      64)},
+                                      64, boot_baseline=0.2 + rng.normal(0, 0.01, 200),
+                                      significant=np.array([True, False]))},
         insertion={"door": InsertionSummary(
             "door", np.array([0, 1]), np.array([1, 3]), ("tree", "sky"),
-            ("object", "object"), np.array([40, 40]), np.array([0.02, 0.001]),
-            np.array([0.002, 0.001]), np.array([[0, 1], [1, 0]]), 48)})
+            ("object", "object"), np.array([400, 400]), np.array([0.02, 0.001]),
+            np.array([0.002, 0.001]), np.array([[0, 1], [1, 0]]), 48,
+            significant=np.array([True, False]))})
     p = report.write_intervention(str(tmp_path / "intervene"), inter)
     text = open(p).read()
     assert "removes 60.0%" in text and "removal_tree.png" in text
@@ -212,8 +214,11 @@ def test_experiment_pages_and_index(tmp_path):
     assert f"the most removed is 60.0% with its 2 best units (99% CI {0.6 - z * 0.02:.1%} to " \
         f"{0.6 + z * 0.02:.1%}" in text
     assert "64 samples" in text and "insertion of door 48" in text
-    f_rm, f_ins = inter.findings()
+    f_rm, f_ctx, f_ins = inter.findings()
     assert f_rm.holds and f_ins.holds           # gap 0.019, se 0.00224: z 8.5 > 2.58
+    assert f_ins.kind == "exploratory" and f_rm.kind == f_ctx.kind == "pre-registered"
+    assert not f_ctx.applies and "without bootstrap" in f_ctx.reason
+    assert "[not applicable] (pre-registered)" in f_ctx.plain()
     parts = [{"title": "ablation", "href": "ablate/ablation.html"},
              {"title": "gen", "href": "intervene/intervention.html"}]
     idx = report.write_index(str(tmp_path), parts)

@@ -72,7 +72,7 @@ def default_concepts(dres, remove, insert):
 def experiment(loaded, layer, source, segmenter, seg_name, out, *, remove, insert,
                quantile, miniou, batch_size, chunk, sweep_samples, removal_samples,
                insertion_samples=None, max_remove, insert_units, progress, data_name,
-               index_link=None, seg_downsample=1, upsample=None, significance=False):
+               index_link=None, seg_downsample=1, upsample=None, significance=True):
     from jaxdissect import report
     from jaxdissect.experiments import intervene
     dres, dpath = C.run_dissection(
@@ -90,13 +90,24 @@ def experiment(loaded, layer, source, segmenter, seg_name, out, *, remove, inser
         insert_concepts=ins, max_remove=max_remove, insert_units=insert_units,
         sweep_samples=sweep_samples, removal_samples=removal_samples,
         insertion_samples=insertion_samples, batch_size=batch_size, chunk=chunk,
-        layer=layer, cache_dir=os.path.join(out, "intervene", "cache"), progress=progress)
+        layer=layer, cache_dir=os.path.join(out, "intervene", "cache"), progress=progress,
+        significant_labels=significant_labels(dres, significance))
     pictures = write_pictures(os.path.join(out, "intervene"), split, segmenter, source,
                               result, high)
     page = report.write_intervention(os.path.join(out, "intervene"), result,
                                      index_link=index_link and os.path.join("..", index_link),
                                      pictures=pictures)
     return result, dres, dpath, page
+
+
+def significant_labels(dres, tested: bool):
+    """``[units]``: each unit's label where it passed its significance test, else 0;
+    None when labels were not tested (with ``tested``, a dissection without labelled
+    units has none)."""
+    from jaxdissect.experiments.intervene import LABEL_FDR
+    if dres.significance is not None:
+        return dres.significance.significant_labels(dres.num_units, LABEL_FDR)
+    return np.zeros(dres.num_units, np.int64) if tested else None
 
 
 def write_pictures(outdir, split, segmenter, source, result, high) -> list[dict]:

@@ -77,6 +77,14 @@ class Significance:
         ``fdr`` over all tested pairs."""
         return benjamini_hochberg(self.p_value, fdr)
 
+    def significant_labels(self, num_units: int, fdr: float = 0.01) -> np.ndarray:
+        """``[num_units]`` int: each unit's tested label where it is a discovery at
+        false-discovery rate ``fdr``, else 0 (untested units too)."""
+        out = np.zeros(num_units, np.int64)
+        keep = self.discoveries(fdr)
+        out[self.units[keep]] = self.labels[keep]
+        return out
+
     def per_unit(self, num_units: int) -> dict[str, np.ndarray]:
         """``{"p_value", "iou_low", "iou_high", "null_iou"}``, each ``[num_units]``
         float64, NaN for untested units."""
