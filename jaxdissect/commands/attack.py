@@ -177,6 +177,7 @@ def run(args) -> int:
         raise C.UserError(f"no correctly classified {names[src]!r} image among the first "
                           f"{source.num_examples} ({seen} of that class); raise "
                           f"--search-images")
+    recognition = attack.recognition_counts(source, src, predict, args.batch_size)
     say(f"attacking {len(idx)} {names[src]} images towards {names[tgt]} ({args.steps} "
         f"Adam steps; the first chunk compiles)")
     res = attack.cw_attack(apply_fn, loaded.params, images, tgt, steps=args.steps,
@@ -211,7 +212,8 @@ def run(args) -> int:
         adversarial_class=tuple(names[p] if p < len(names) else str(p) for p in pred),
         first_success=np.asarray(res.first_success, np.int64), shift=shift,
         ranking=np.asarray(ranking, np.int64), ranking_from=ranking_from,
-        unit_labels=None if unit_labels is None else tuple(unit_labels), top=args.top)
+        unit_labels=None if unit_labels is None else tuple(unit_labels), top=args.top,
+        recognition=recognition)
     os.makedirs(out, exist_ok=True)
     np.save(os.path.join(out, "adversarial.npy"), adv)
     show = min(len(idx), 8)
