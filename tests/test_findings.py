@@ -61,3 +61,27 @@ def test_in_bounds_and_kinds():
     assert not past.in_bounds()
     open_ended = Finding("a ratio", False, 3.0, 1.0, math.inf, 5.0, 10, bounds=(0, math.inf))
     assert open_ended.in_bounds() and open_ended.to_json()["bounds"] == [0.0, None]
+
+
+def test_the_exploratory_pair_comes_from_contexts_with_enough_edits():
+    """Contexts with few edits (water 69, snow 23: the segmenter's rare labels in a
+    village) are never the extremes; the pair is corrected over the supported pairs."""
+    from jaxdissect.experiments.intervene import MIN_EDITS, InsertionSummary
+    names = ("water", "grass", "house", "snow")
+    ins = InsertionSummary(
+        "door", np.array([0, 1]), np.array([1, 2, 3, 4]), names, ("object",) * 4,
+        np.array([69, 500, 400, 23]), np.array([0.05, 0.004, 0.002, -0.01]),
+        np.array([0.01, 0.001, 0.001, 0.01]), np.zeros((2, 2)), 64,
+        significant=np.array([True, False]))
+    d = ins.differs_by_context()
+    assert (d["highest"], d["lowest"], d["pairs"]) == ("grass", "house", 1)
+    assert MIN_EDITS == 100
+    f = ins.finding()
+    assert f.kind == EXPLORATORY and f.applies and f.in_bounds()
+    assert "water" not in f.text and "snow" not in f.text
+    alone = InsertionSummary(
+        "door", np.array([0]), np.array([1, 4]), ("water", "snow"), ("object",) * 2,
+        np.array([69, 23]), np.array([0.05, -0.01]), np.array([0.01, 0.01]),
+        np.zeros((2, 2)), 64, significant=np.array([True]))
+    g = alone.finding()
+    assert not g.applies and not g.holds and "water 69, snow 23" in g.reason
