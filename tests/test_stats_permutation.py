@@ -100,7 +100,7 @@ def test_counts_and_p_values_equal_numpy_over_the_same_permutations(batch, n_dev
         empty, acts, seg, units, labels, thresholds, 6)
     assert np.array_equal(stat.all_inter.to_numpy(), all_inter)
     assert np.array_equal(stat.all_label_area.to_numpy(), label_area)
-    assert np.array_equal(stat.perm_inter.to_numpy(), perm_inter)
+    assert np.array_equal(stat.perm_inter.to_numpy(), perm_inter[..., 1:])  # labels 1..5
     assert np.array_equal(stat.inter.to_numpy(), all_inter[np.arange(4), labels])
     assert np.array_equal(stat.label_area.to_numpy(), label_area[labels])
     assert np.allclose(stat.best_iou(), observed)
@@ -114,6 +114,31 @@ def test_counts_and_p_values_equal_numpy_over_the_same_permutations(batch, n_dev
     assert np.allclose(high, np.quantile(reps, 0.95, axis=0))
     assert np.all((0 <= low) & (low <= high) & (high <= 1))
     assert stat.p_values()[0] < stat.p_values()[1]  # the planted preference shows
+
+
+def test_reading_only_labels_that_can_reach_the_best_gives_the_same_p_values():
+    """A label whose IoU bound min(|A|, |S|) / max(|A|, |S|) is below the unit's best
+    IoU never decides a permutation's exceedance: the candidates' p-values equal
+    every label's, on the same permutations."""
+    rng = np.random.default_rng(4)
+    acts = smooth_noise(rng, (24, 8, 8, 5), 2)
+    # labels 1..8 from common to rare
+    p = np.array([0.3, 0.25, 0.2, 0.1, 0.07, 0.04, 0.02, 0.02])
+    seg = np.kron(rng.choice(np.arange(1, 9), (24, 1, 4, 4), p=p), np.ones((1, 1, 2, 2), int))
+    seg = seg.astype(np.int32)
+    acts[..., 0] += 0.8 * (seg[:, 0] == 1)
+    units, thresholds = np.arange(5), np.full(5, 1.0, np.float32)
+    every = run(PermutationTally.empty(units, np.ones(5), thresholds, 9, permutations=80,
+                                       replicates=5, seed=2, block=4), acts, seg, 8)
+    cand = permutation.candidate_labels(every.unit_area.to_numpy(),
+                                        every.all_label_area.to_numpy(), every.best_iou())
+    assert len(set(cand[0])) == 1 and cand.shape[1] <= 8   # the planted unit: 1 label
+    some = run(PermutationTally.empty(units, np.ones(5), thresholds, 9, permutations=80,
+                                      replicates=5, seed=2, block=4, candidates=cand),
+               acts, seg, 8)
+    assert np.array_equal(some.p_values(), every.p_values())
+    best = 1 + np.argmax(every.all_iou()[:, 1:], axis=1)
+    assert all(b in row for b, row in zip(best, cand))
 
 
 @pytest.mark.slow
@@ -187,7 +212,7 @@ def test_null_is_calibrated_over_1000_noise_units():
     # testing the best label as if it had been chosen in advance is not calibrated
     best = 1 + np.argmax(stat.all_iou()[:, 1:], axis=1)
     area, label = stat.unit_area.to_numpy(), stat.all_label_area.to_numpy()
-    perm = stat.perm_inter.to_numpy()[:, np.arange(units), best]
+    perm = stat.perm_inter.to_numpy()[:, np.arange(units), best - 1]  # columns: labels 1..
     null = perm / (area + label[best] - perm)
     naive = (1 + np.sum(null >= stat.best_iou(), axis=0)) / 1001
     assert np.mean(naive < 0.01) > 3 * max(np.mean(p < 0.01), 0.01)
@@ -200,6 +225,8 @@ def test_bad_arguments():
         PermutationTally.empty([0], [1], [0.5], 3, permutations=0)
     with pytest.raises(ValueError, match="labels must be in 1..2"):
         PermutationTally.empty([0], [3], [0.5], 3)
+    with pytest.raises(ValueError, match="candidates must be"):
+        PermutationTally.empty([0], [1], [0.5], 3, candidates=[[0, 1]])
     stat = PermutationTally.empty([0], [1], [0.5], 3, block=2)
     with pytest.raises(ValueError, match="seg must be"):
         stat.update(np.zeros((2, 4, 4, 1), np.float32), np.zeros((2, 1, 3, 4), np.int32),

@@ -38,7 +38,12 @@ import numpy as np
 from jaxdissect.runtime import cache, sweep
 from jaxdissect.runtime.devices import pad_batch
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
-from jaxdissect.stats.permutation import BLOCK, PermutationTally, benjamini_hochberg
+from jaxdissect.stats.permutation import (
+    BLOCK,
+    PermutationTally,
+    benjamini_hochberg,
+    candidate_labels,
+)
 from jaxdissect.stats.upsample import Upsampler
 
 
@@ -144,8 +149,10 @@ def significance(compute: Callable, source, result, *,
         raise ValueError(f"level must be in (0, 1), got {level}")
     labels = np.asarray(result.best_label)[units]
     thresholds = np.asarray(result.thresholds, np.float32)[units]
+    candidates = candidate_labels(np.asarray(result.unit_area)[units], result.label_area,
+                                  np.asarray(result.best_iou)[units])
     empty = PermutationTally.empty(units, labels, thresholds, result.iou.shape[1],
-                                   permutations, replicates, seed, block)
+                                   permutations, replicates, seed, block, candidates)
 
     def call(batch, p):
         return compute(batch) if params is None else compute(batch, p)
@@ -169,7 +176,7 @@ def significance(compute: Callable, source, result, *,
             cache_key, weights=None if params is None else fingerprint(params),
             data=data_identity(source), units=units, labels=labels,
             thresholds=thresholds, permutations=permutations, replicates=replicates,
-            seed=seed, block=block, test="best of all labels",
+            seed=seed, block=block, test="best of all labels", candidates=candidates,
             upsample=None if upsample is None else fingerprint(upsample))
     tally = sweep.sweep(step, empty, BlockSource(source, block),
                         batch_size=-(-batch_size // block), replicated=(params,),

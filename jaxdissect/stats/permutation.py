@@ -42,6 +42,14 @@ weighted sums of the per-image ``|A_i ∧ S_i|``, ``|A_i|``, ``|S_i|``. Threshol
 and labels are held fixed (the interval is conditional on them); IoUs lie in [0, 1]
 and so do the percentile intervals.
 
+Only labels that can reach the observed maximum are read under permutation: since
+``I(c) <= min(|A|, |S^c|)`` and the union is at least ``max(|A|, |S^c|)``, no
+permutation gives label ``c`` an IoU above ``min(|A|, |S^c|) / max(|A|, |S^c|)``, so
+a label whose bound is below ``M`` never decides whether ``M_pi >= M``. Each unit's
+``candidates`` (``candidate_labels``, from the dissection's areas) are the labels
+whose bound reaches ``M``: the p-values are those of all labels, at a fraction of
+the memory (``[P, T, K]`` counts, ``K`` the most candidates of any unit).
+
 Every count is an exact integer: per-image counts come from float32 matmuls of 0/1
 values, and the permutations' sums from a full-precision float32 contraction, both
 exact below 2**24 pixels per step and device; they are added to ``Wide`` counters.
@@ -77,8 +85,9 @@ class PermutationTally:
     the bootstrap intervals) and ``thresholds`` ``[T]`` float32 (the unit's);
     ``inter`` / ``unit_area`` / ``label_area`` ``[T]`` the tested label's observed
     counts; ``all_inter`` ``[T, L]`` every label's observed intersection,
-    ``all_label_area`` ``[L]`` every label's area; ``perm_inter`` ``[P, T, L]`` each
-    permutation's intersections; ``boot_inter`` / ``boot_unit`` / ``boot_label``
+    ``all_label_area`` ``[L]`` every label's area; ``candidates`` ``[T, K]`` int32 the
+    labels read under permutation; ``perm_inter`` ``[P, T, K]`` each permutation's
+    intersections with them; ``boot_inter`` / ``boot_unit`` / ``boot_label``
     ``[R, T]`` each bootstrap replicate's weighted counts; ``seed`` the draws' seed,
     ``block`` the images per permutation block."""
 
@@ -90,6 +99,7 @@ class PermutationTally:
     label_area: Wide
     all_inter: Wide
     all_label_area: Wide
+    candidates: jnp.ndarray
     perm_inter: Wide
     boot_inter: Wide
     boot_unit: Wide
@@ -99,10 +109,12 @@ class PermutationTally:
 
     @classmethod
     def empty(cls, units, labels, thresholds, num_labels: int, permutations: int = 1000,
-              replicates: int = 1000, seed: int = 0, block: int = BLOCK
+              replicates: int = 1000, seed: int = 0, block: int = BLOCK, candidates=None
               ) -> "PermutationTally":
         """Tests unit ``units[t]`` (at ``thresholds[t]``) for its best of labels
-        ``1 .. num_labels - 1``, with the interval of label ``labels[t]``."""
+        ``1 .. num_labels - 1``, with the interval of label ``labels[t]``.
+        ``candidates`` ``[T, K]``: the labels that can reach each unit's best IoU
+        (``candidate_labels``; default every label)."""
         units = np.asarray(units, np.int32).reshape(-1)
         labels = np.asarray(labels, np.int32).reshape(-1)
         thresholds = np.asarray(thresholds, np.float32).reshape(-1)
@@ -116,10 +128,18 @@ class PermutationTally:
             raise ValueError(f"labels must be in 1..{num_labels - 1} (num_labels "
                              f"{num_labels}, label 0 is 'no label')")
         t, ell = len(units), int(num_labels)
+        if candidates is None:
+            candidates = np.tile(np.arange(1, ell), (t, 1))
+        candidates = np.asarray(candidates, np.int32)
+        if candidates.ndim != 2 or candidates.shape[0] != t or candidates.shape[1] < 1 or \
+                candidates.min() < 1 or candidates.max() >= ell:
+            raise ValueError(f"candidates must be [{t}, K >= 1] labels in 1..{ell - 1}, got "
+                             f"shape {candidates.shape}")
+        k = candidates.shape[1]
         return cls(jnp.asarray(units), jnp.asarray(labels), jnp.asarray(thresholds),
                    Wide.zeros((t,)), Wide.zeros((t,)), Wide.zeros((t,)),
-                   Wide.zeros((t, ell)), Wide.zeros((ell,)),
-                   Wide.zeros((permutations, t, ell)), Wide.zeros((replicates, t)),
+                   Wide.zeros((t, ell)), Wide.zeros((ell,)), jnp.asarray(candidates),
+                   Wide.zeros((permutations, t, k)), Wide.zeros((replicates, t)),
                    Wide.zeros((replicates, t)), Wide.zeros((replicates, t)),
                    seed=int(seed), block=int(block))
 
@@ -172,7 +192,7 @@ class PermutationTally:
         s_all = jax.nn.one_hot(ids, self.num_labels, dtype=jnp.float32).sum(2)
         inter_i, area_i, label_i, all_inter, permuted = _chunked_counts(
             acts.reshape(b, h * w, -1), s_all, valid, self.units, self.labels,
-            self.thresholds, onehot)
+            self.thresholds, self.candidates, onehot)
         boot = [jnp.einsum("rb,bt->rt", weights, x, preferred_element_type=jnp.int32)
                 for x in (inter_i, area_i, label_i)]
         return self.replace(
@@ -218,15 +238,16 @@ class PermutationTally:
         return self.all_iou()[:, 1:].max(axis=1)
 
     def null_iou(self) -> np.ndarray:
-        """``[P, T]``: each permutation's maximum IoU over labels 1..L-1 (the null
-        distribution of the best label's IoU)."""
+        """``[P, T]``: each permutation's maximum IoU over the candidate labels (the
+        null distribution of the best label's IoU wherever it can reach the observed
+        one; every label when the candidates are all labels)."""
         perm = self.perm_inter.to_numpy()
-        area, label = self.unit_area.to_numpy(), self.all_label_area.to_numpy()
+        area = self.unit_area.to_numpy()
+        label = self.all_label_area.to_numpy()[np.asarray(self.candidates)]  # [T, K]
         out = np.empty(perm.shape[:2])
         for lo in range(0, perm.shape[1], 256):  # bounds the float64 copy
             sl = slice(lo, lo + 256)
-            out[:, sl] = _iou(perm[:, sl, 1:], area[None, sl, None],
-                              label[None, None, 1:]).max(axis=2)
+            out[:, sl] = _iou(perm[:, sl], area[None, sl, None], label[None, sl]).max(axis=2)
         return out
 
     def p_values(self) -> np.ndarray:
@@ -300,17 +321,38 @@ def bootstrap_weights(key: jax.Array, index: jnp.ndarray, valid: jnp.ndarray,
     return jnp.where(valid[:, None], draw, 0).T
 
 
-def _chunked_counts(acts, s_all, valid, units, labels, thresholds, onehot):
+def candidate_labels(unit_area, label_area, best_iou) -> np.ndarray:
+    """``[T, K]`` int32: per unit, the labels ``c >= 1`` whose IoU bound ``min(|A|,
+    |S^c|) / max(|A|, |S^c|)`` reaches its best IoU (the only ones a permutation's
+    maximum can reach it with), padded by repeating the first; ``unit_area`` ``[T]``,
+    ``label_area`` ``[L]``, ``best_iou`` ``[T]``."""
+    a = np.asarray(unit_area, np.float64)[:, None]
+    s = np.asarray(label_area, np.float64)[None, 1:]
+    big = np.maximum(a, s)
+    bound = np.divide(np.minimum(a, s), big, out=np.zeros(np.broadcast_shapes(a.shape,
+                      s.shape)), where=big > 0)
+    # a relative margin: a label on the bound's edge is kept (ties count)
+    reach = bound >= np.asarray(best_iou, np.float64)[:, None] * (1 - 1e-9)
+    rows = [1 + np.flatnonzero(r) for r in reach]
+    rows = [r if len(r) else np.arange(1, s.shape[1] + 1) for r in rows]
+    k = max(len(r) for r in rows)
+    return np.stack([np.concatenate([r, np.repeat(r[:1], k - len(r))]) for r in rows]
+                    ).astype(np.int32)
+
+
+def _chunked_counts(acts, s_all, valid, units, labels, thresholds, candidates, onehot):
     """Per-image counts ``[b, T]`` of the tested labels (intersection, unit area,
     label area), every label's intersection ``[T, L]`` and the permutations'
-    intersections ``[P, T, L]``, in chunks of ``CHUNK`` tested units. ``acts`` ``[b,
-    q, units]``, ``s_all`` ``[b, q, L]`` 0/1, ``onehot`` ``[P, nb, block, block]``."""
+    intersections with the candidate labels ``[P, T, K]``, in chunks of ``CHUNK``
+    tested units. ``acts`` ``[b, q, units]``, ``s_all`` ``[b, q, L]`` 0/1,
+    ``candidates`` ``[T, K]``, ``onehot`` ``[P, nb, block, block]``."""
     t = units.shape[0]
     chunks = -(-t // CHUNK)
     pad = chunks * CHUNK - t
 
     def padded(x, fill):
-        return jnp.concatenate([x, jnp.full((pad,), fill, x.dtype)]).reshape(chunks, CHUNK)
+        return jnp.concatenate([x, jnp.full((pad,) + x.shape[1:], fill, x.dtype)]
+                               ).reshape((chunks, CHUNK) + x.shape[1:])
 
     b, q, _ = acts.shape
     nb, bl = onehot.shape[1], onehot.shape[2]
@@ -318,13 +360,14 @@ def _chunked_counts(acts, s_all, valid, units, labels, thresholds, onehot):
     s_blocks = s_all.reshape(nb, bl, q, -1)
 
     def one(args):
-        u, c, th = args  # [CHUNK] each
+        u, c, th, cand = args  # [CHUNK] each, cand [CHUNK, K]
         a = (acts[:, :, u] > th[None, None, :]) & valid[:, None, None]
         a = a.astype(jnp.float32)
         # pair[k, i, j, u, c] = |A_i ∧ S_j^c| for images i, j of block k (0/1 products)
         pair = jnp.einsum("kiqu,kjqc->kijuc", a.reshape(nb, bl, q, -1), s_blocks)
         own = pair[:, slots, slots].reshape(b, CHUNK, -1)  # [b, C, L]: i paired with i
-        permuted = jnp.einsum("pkij,kijuc->puc", onehot, pair,
+        read = jnp.take_along_axis(pair, cand[None, None, None], axis=4)  # [.., C, K]
+        permuted = jnp.einsum("pkij,kijuc->puc", onehot, read,
                               precision=jax.lax.Precision.HIGHEST)
         inter = jnp.take_along_axis(own, c[None, :, None], axis=2)[..., 0]
         label = jnp.take(s_all, c, axis=2).sum(1)
@@ -335,7 +378,8 @@ def _chunked_counts(acts, s_all, valid, units, labels, thresholds, onehot):
 
     # padding tests unit 0 at an infinite threshold (never fires: intersections 0)
     inter, area, label, own, permuted = jax.lax.map(
-        one, (padded(units, 0), padded(labels, 1), padded(thresholds, np.inf)))
+        one, (padded(units, 0), padded(labels, 1), padded(thresholds, np.inf),
+              padded(candidates, 1)))
 
     def flat(x):  # [chunks, n, CHUNK] -> [n, T]
         return jnp.moveaxis(x, 0, 1).reshape(x.shape[1], -1)[:, :t]
