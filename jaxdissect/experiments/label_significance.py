@@ -53,7 +53,9 @@ class Significance:
     ``iou`` ``[T]`` observed; ``p_value`` ``[T]`` image-permutation p-value of the
     best label's IoU against the permutations' best IoU over all labels;
     ``iou_low`` / ``iou_high`` ``[T]`` the bootstrap interval at ``level``;
-    ``null_iou`` ``[T]`` the mean best IoU under permutation (chance level);
+    ``null_iou`` ``[T]`` the mean best IoU under permutation (chance level) over the
+    labels that can reach the observed best (``stats.permutation.candidate_labels``;
+    at most the chance level over every label);
     ``permutations``, ``replicates``, ``seed`` as drawn."""
 
     units: np.ndarray
