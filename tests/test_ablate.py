@@ -132,15 +132,22 @@ def test_whole_experiment_matches_torch_loop(setup, tmp_path):
             np.testing.assert_allclose(res.bootstrap[:, i, 2], kp, atol=1e-12)
             if k == 4:
                 at4 = mb, rm, kp
-    # the findings hold only when the whole interval clears the criterion
+    # the findings apply only when the baseline's whole interval is above chance, and
+    # hold only when the whole interval clears the criterion
     s = res.summary(k=4)
     mb, rm, kp = at4
     toward = (mb - rm) / (mb - 0.5)
-    for f, (lo, hi), crit in zip(res.findings(k=4), (
-            np.quantile(toward, [0.005, 0.995]), np.quantile(kp / mb, [0.005, 0.995])),
-            (0.5, 0.8)):
-        assert (f.low, f.high) == pytest.approx((lo, hi))
-        assert f.holds == (lo >= crit) and f.samples == 30
+    margin = (kp - 0.5) / (mb - 0.5)
+    applies = np.quantile(mb, 0.005) > 0.5
+    assert s["mean_baseline_ba_ci99"] == pytest.approx(tuple(np.quantile(mb, [0.005, 0.995])))
+    for f, (lo, hi) in zip(res.findings(k=4), (np.quantile(toward, [0.005, 0.995]),
+                                              np.quantile(margin, [0.005, 0.995]))):
+        assert f.applies == applies and f.samples == 30
+        if applies:
+            assert (f.low, f.high) == pytest.approx((lo, hi))
+            assert f.holds == (lo >= 0.5)
+        else:
+            assert not f.holds and "not above chance" in f.reason
     assert s["k"] == 4
     # typed round trip; re-running reuses the caches and gives the same answer
     back = ablate.AblationResult.load(res.save(str(tmp_path / "ablation.npz")))

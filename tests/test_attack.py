@@ -189,7 +189,8 @@ def test_attack_result_round_trip_and_findings(tmp_path):
         image_index=np.arange(n), success=np.ones(n, bool), l2=np.full(n, 0.5),
         adversarial_class=("b",) * n, first_success=np.zeros(n, np.int64),
         shift=attack.UnitShift(np.ones(units), np.ones(units) + per.mean(0), per),
-        ranking=ranking, ranking_from="test", unit_labels=None, top=3)
+        ranking=ranking, ranking_from="test", unit_labels=None, top=3,
+        recognition=(9, 10, 3, 90))
     back = attack.AttackResult.load(res.save(str(tmp_path / "a.npz")))
     assert back.to_json() == res.to_json()
     assert back.shift.per_image.dtype == np.float64 and back.ranking.dtype == ranking.dtype
@@ -197,6 +198,14 @@ def test_attack_result_round_trip_and_findings(tmp_path):
     assert [x.holds for x in f][:2] == [True, True]   # success; source top units lowered
     assert f[3].holds and f[3].p_value == pytest.approx(1 / 220)
     assert "8 images" in f[1].text
+    assert all(x.applies and x.in_bounds() for x in f)
+    # a classifier that calls half the "a" images and a third of the others "a" does
+    # not know "a"
+    import dataclasses
+    for rec in ((5, 10, 30, 90), None):
+        g = dataclasses.replace(res, recognition=rec).findings()
+        assert len(g) == 5 and not any(x.holds or x.applies for x in g)
+        assert all(("does not recognise a" if rec else "not measured") in x.reason for x in g)
 
 
 def test_class_logit_drop_vs_torch_loop(setup):

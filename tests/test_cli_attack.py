@@ -85,7 +85,16 @@ def test_attack_matches_torch(run_attack):
     assert res["relation"] == results.jsonable(
         attack.relate_to_importance(typed.shift, ranking, source, target, k=3))
     assert [f["holds"] for f in res["findings"]] == [f.holds for f in typed.findings()]
-    assert res["findings"][1]["samples"] == 3 and "over 3 images" in res["findings"][1]["text"]
+    assert res["findings"][1]["samples"] == 3
+    # the findings apply only if the model tells the source class from the others
+    rec = res["recognition"]
+    assert rec[1] == int(np.sum(data["label"] == source)) and rec[1] + rec[3] == N
+    assert rec[0] == int(np.sum((data["label"] == source) & (pred == source)))
+    assert rec[2] == int(np.sum((data["label"] != source) & (pred == source)))
+    if res["findings"][1]["status"] == "not applicable":
+        assert all("does not recognise" in f["reason"] for f in res["findings"])
+    else:
+        assert "over 3 images" in res["findings"][1]["text"]
     for f in ("attack.html", "examples.png", "unit_shift.png", "importance_source.png",
               "dissect/report.html"):
         assert (out / f).is_file(), f

@@ -140,3 +140,23 @@ def test_changed_weights_at_the_same_path_give_new_results(tmp_path):
     again, fresh = np.load(tmp_path / "a" / "iou.npy"), np.load(tmp_path / "b" / "iou.npy")
     assert not np.array_equal(again, first)
     np.testing.assert_array_equal(again, fresh)
+
+
+@pytest.mark.slow
+def test_significance_is_the_same_at_any_batch_size(run_dissect, tmp_path):
+    """dissect --significance at batch sizes 8, 32 and 64: the same p-values,
+    intervals and chance levels (permutation blocks follow the global image index)."""
+    _, _, argv = run_dissect
+    reports = []
+    for b in (8, 32, 64):
+        out = tmp_path / f"b{b}"
+        assert cli.main(argv + ["--out", str(out), "--significance", "--permutations", "200",
+                                "--miniou", "0.005", "--batch-size", str(b)]) == 0
+        units = json.load(open(out / "report.json"))["units"]
+        reports.append([(u["unit"], u.get("p_value"), u.get("iou_low"), u.get("iou_high"))
+                        for u in units])
+    assert any(r[1] is not None for r in reports[0])
+    assert reports[0] == reports[1] == reports[2]
+    for _, p, lo, hi in reports[0]:
+        if p is not None:
+            assert 1 / 201 <= p <= 1 and 0 <= lo <= hi <= 1

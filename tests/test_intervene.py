@@ -57,42 +57,56 @@ def test_per_unit_and_removal_match_torch(setup, tmp_path):
             return torch_shares(g(z, f)) - base
 
         iou = np.random.default_rng(0).random((UNITS, L))
+        order = np.argsort(-iou[:, 2], kind="stable")
+        significant = np.zeros(UNITS, np.int64)
+        significant[order[1]] = 2           # the second best unit's label is significant
         res = intervene.run_experiment(split, TinySegmenter(), src, iou, SEG_LABELS,
                                        np.ones(UNITS), remove_concepts=(2,), max_remove=5,
-                                       batch_size=5, chunk=3, progress=False)
+                                       batch_size=5, chunk=3, progress=False,
+                                       significant_labels=significant, replicates=300)
         np.testing.assert_allclose(res.baseline_share, base.mean(0), atol=PIX)
         want = np.stack([zeroed([u]).mean(0) for u in range(UNITS)])
         np.testing.assert_allclose(res.unit_ablation_delta, want, atol=2 * PIX)
         assert res.unit_ablation_samples == N
         curve = res.removal["green"].to_json()
-        order = np.argsort(-iou[:, 2], kind="stable")
         assert curve["units"] == order[:5].tolist() and curve["samples"] == N
+        assert curve["significant"] == [False, True, False, False, False]
         b = base[:, 2].mean()
-        ses = []
+        # the bootstrap: samples resampled by the Poisson weights of their index
+        w = np.asarray(poisson_weights(np.arange(N), 300)).astype(np.float64)   # [N, B]
+        lows = []
         for n in range(6):
             d = zeroed(order[:n])[:, 2]
             removed = -d.mean() / b
-            # the ratio estimator's standard error by the delta method, from samples
-            se = (-d - removed * base[:, 2]).std(ddof=1) / np.sqrt(N) / b
             assert curve["removed_fraction"][n] == pytest.approx(removed, abs=4 * PIX / b)
             assert curve["remaining_share"][n] == pytest.approx(1 - removed, abs=4 * PIX / b)
-            assert curve["ci99_high"][n] - curve["removed_fraction"][n] == pytest.approx(
-                2.58 * se, abs=4 * PIX / b)
-            ses.append(se)
-        # the finding: a set size fixed in advance, its plain 99% interval
+            reps = np.minimum(-(w.T @ d) / (w.T @ base[:, 2]), 1.0)
+            lo, hi = np.quantile(reps, [0.005, 0.995])
+            assert curve["ci99_low"][n] == pytest.approx(lo, abs=8 * PIX / b)
+            assert curve["ci99_high"][n] == pytest.approx(hi, abs=8 * PIX / b)
+            assert curve["ci99_high"][n] <= 1.0
+            lows.append(lo)
+        b_lo, b_hi = curve["baseline_share_ci99"]
+        want = np.quantile(w.T @ base[:, 2] / w.sum(0), [0.005, 0.995])
+        assert (b_lo, b_hi) == pytest.approx(tuple(want), abs=PIX)
+        # the finding: a set size fixed in advance, its 99% interval
         r = np.asarray(curve["removed_fraction"])
         for at, n in ((3, 3), (20, 5)):      # 20 units asked, 5 measured: the largest
             f = res.removal["green"].finding(min_removed=0.1, at=at)
+            assert f.applies and f.bounds == (-np.inf, 1.0) and f.in_bounds()
             assert f.estimate == pytest.approx(r[n])
-            assert f.low == pytest.approx(r[n] - 2.58 * ses[n], abs=4 * PIX / b)
+            assert f.low == pytest.approx(lows[n], abs=8 * PIX / b)
             assert f.holds == (f.low >= 0.1) and f.samples == N
-            assert f"Zeroing the {n} best-IoU units" in f.text
+            assert f"Zeroing the {n} best-IoU units of <b>green</b> (1 of them" in f.text
+        # only the best unit removed: its label is not significant, nothing to test
+        f = res.removal["green"].finding(min_removed=0.1, at=1)
+        assert not f.applies and not f.holds and "none of the 1 units" in f.reason
         back = intervene.InterventionResult.load(res.save(str(tmp_path / "i.npz")))
         assert back.to_json() == res.to_json()
         assert isinstance(back.removal["green"], intervene.RemovalCurve)
 
 
-def test_insertion_by_context_matches_torch_loop(setup):
+def test_insertion_by_context_matches_torch_loop(setup, monkeypatch):
     params, src, split = setup
     g = torch_generator(params)
     z = src.arrays["z"]
@@ -124,7 +138,8 @@ def test_insertion_by_context_matches_torch_loop(setup):
     got_n = sums["ctx_n"].sum(0)
     np.testing.assert_array_equal(got_n, ctx_n)
     np.testing.assert_allclose(sums["ctx_sum"].sum(0), ctx_sum, atol=64 * N * PIX)
-    summary = intervene.summarize_insertion(sums, SEG_LABELS, min_count=1)
+    summary = intervene.summarize_insertion(sums, SEG_LABELS, min_count=1, units=units,
+                                            significant=np.ones(UNITS, bool))
     for row in summary.contexts():
         c = row["label"]
         assert row["count"] == ctx_n[c]
@@ -138,11 +153,22 @@ def test_insertion_by_context_matches_torch_loop(setup):
     hi_names, lo_names = ("blue", "bright"), ("red", "dark")
     intervene.PAPER_CONTEXTS["test-concept"] = (hi_names, lo_names)
     try:
-        summary = intervene.summarize_insertion(sums, SEG_LABELS, min_count=1,
-                                                concept="test-concept")
+        summary = intervene.summarize_insertion(sums, SEG_LABELS, min_count=1, units=units,
+                                                concept="test-concept",
+                                                significant=np.ones(UNITS, bool))
+        monkeypatch.setattr(intervene, "MIN_EDITS", 1)
         f = summary.context_finding(min_ratio=2.0)
+        # with too few edits in a group, or no significant unit, it does not apply
+        monkeypatch.setattr(intervene, "MIN_EDITS", 10 ** 6)
+        short = summary.context_finding(min_ratio=2.0)
+        unsupported = intervene.summarize_insertion(
+            sums, SEG_LABELS, min_count=1, units=units, concept="test-concept",
+            significant=np.zeros(UNITS, bool)).context_finding(min_ratio=2.0)
+        monkeypatch.setattr(intervene, "MIN_EDITS", 1)
     finally:
         del intervene.PAPER_CONTEXTS["test-concept"]
+    assert not short.applies and "fewer than 1000000" in short.reason
+    assert not unsupported.applies and "significant label" in unsupported.reason
     ids = lambda names: [SEG_LABELS.index(n) for n in names if ctx_n[SEG_LABELS.index(n)]]
     group = {}
     for key, names in (("hi", hi_names), ("lo", lo_names)):
@@ -155,12 +181,15 @@ def test_insertion_by_context_matches_torch_loop(setup):
         assert f.estimate == pytest.approx(mh / ml, rel=1e-3, abs=1e-4)
     assert f"{lh:.2%} to {hh:.2%}" in f.text and f"{ll:.2%} to {hl:.2%}" in f.text
     assert f.holds == bool(lh > hl and mh > 0 and (ml <= 0 or mh / ml >= 2.0))
+    assert f.applies and f.kind == "pre-registered" and f.in_bounds()
     d = summary.differs_by_context()
     if d is not None:   # the extremes of m contexts: Bonferroni over m(m-1)/2 pairs
         m = sum(r["category"] == "object" for r in summary.contexts())
         m = m if m >= 2 else len(summary.contexts())
         assert d["z_critical"] == pytest.approx(
             scipy.stats.norm.ppf(1 - 0.01 / (m * (m - 1))))
+        e = summary.finding()
+        assert e.kind == "exploratory" and e.applies and e.in_bounds()
 
 
 def test_pixel_shares_numpy():

@@ -157,15 +157,16 @@ def test_experiment_pages_and_index(tmp_path):
     metrics = ClassMetrics(np.array([0.9, 0.8, np.nan]), np.array([0.9, 0.7, 0.6]),
                            np.full(3, 0.8), np.full(3, 0.8), np.array([0.8, 0.8, 0.8]))
     rng = np.random.default_rng(0)
-    # replicates around 0.8 -> 0.5 (removed) and 0.8 -> 0.64 (kept: 80%, on the criterion)
+    # replicates around 0.8 -> 0.5 (removed) and 0.8 -> 0.65 (kept: half the margin over
+    # chance, on the criterion)
     boot = np.stack([0.8 + rng.normal(0, 0.01, (200, 3)), 0.5 + rng.normal(0, 0.01, (200, 3)),
-                     0.64 + rng.normal(0, 0.01, (200, 3))], -1)
+                     0.65 + rng.normal(0, 0.01, (200, 3))], -1)
     abl = AblationResult(
         layer="conv5_3", class_names=("a", "b", "c"), ks=ks, baseline_train=metrics,
         baseline_val=metrics, single_unit_ba_train=np.zeros((U, C)),
         single_unit_logp_train=np.zeros((U, C)), ranking=np.tile(np.arange(U), (C, 1)),
         removed_top_k_ba=np.tile([0.8, 0.7, 0.5], (C, 1)),
-        kept_top_k_ba=np.tile([0.6, 0.7, 0.64], (C, 1)),
+        kept_top_k_ba=np.tile([0.6, 0.7, 0.65], (C, 1)),
         curves={1: ClassCurve(np.arange(1, 5), np.array([.7, .6, .5, .5]),
                               np.array([.5, .6, .7, .8]))},
         importance_counts=np.array([3, 3, 3, 3, 0]), unit_iou=np.linspace(0, 0.2, U),
@@ -181,9 +182,9 @@ def test_experiment_pages_and_index(tmp_path):
     assert "100.0% of the way to chance" in text and "30 val images" in text
     removal, keep = abl.findings()
     assert removal.holds and removal.low > 0.5          # the whole interval clears 50%
-    # 80% of the baseline meets the criterion but its interval straddles it: no support
-    assert keep.estimate == pytest.approx(0.8) and keep.low < 0.8 < keep.high
-    assert not keep.holds
+    # half the margin meets the criterion but its interval straddles it: no support
+    assert keep.estimate == pytest.approx(0.5) and keep.low < 0.5 < keep.high
+    assert not keep.holds and keep.applies
     saved = json.load(open(tmp_path / "ablate" / "ablation.json"))
     assert saved["baseline_val"]["precision"][2] is None
     assert saved["findings"][0]["holds"] is True
@@ -196,11 +197,13 @@ def test_experiment_pages_and_index(tmp_path):
         unit_ablation_delta=np.zeros((4, 4)), unit_ablation_samples=32,
         removal={"tree": RemovalCurve("tree", np.array([3, 1]), np.array([0, 1, 2]), 0.2,
                                       np.array([0, 0.3, 0.6]), np.array([0, 0.04, 0.02]),
-                                      64)},
+                                      64, boot_baseline=0.2 + rng.normal(0, 0.01, 200),
+                                      significant=np.array([True, False]))},
         insertion={"door": InsertionSummary(
             "door", np.array([0, 1]), np.array([1, 3]), ("tree", "sky"),
-            ("object", "object"), np.array([40, 40]), np.array([0.02, 0.001]),
-            np.array([0.002, 0.001]), np.array([[0, 1], [1, 0]]), 48)})
+            ("object", "object"), np.array([400, 400]), np.array([0.02, 0.001]),
+            np.array([0.002, 0.001]), np.array([[0, 1], [1, 0]]), 48,
+            significant=np.array([True, False]))})
     p = report.write_intervention(str(tmp_path / "intervene"), inter)
     text = open(p).read()
     assert "removes 60.0%" in text and "removal_tree.png" in text
@@ -211,8 +214,11 @@ def test_experiment_pages_and_index(tmp_path):
     assert f"the most removed is 60.0% with its 2 best units (99% CI {0.6 - z * 0.02:.1%} to " \
         f"{0.6 + z * 0.02:.1%}" in text
     assert "64 samples" in text and "insertion of door 48" in text
-    f_rm, f_ins = inter.findings()
+    f_rm, f_ctx, f_ins = inter.findings()
     assert f_rm.holds and f_ins.holds           # gap 0.019, se 0.00224: z 8.5 > 2.58
+    assert f_ins.kind == "exploratory" and f_rm.kind == f_ctx.kind == "pre-registered"
+    assert not f_ctx.applies and "without bootstrap" in f_ctx.reason
+    assert "[not applicable] (pre-registered)" in f_ctx.plain()
     parts = [{"title": "ablation", "href": "ablate/ablation.html"},
              {"title": "gen", "href": "intervene/intervention.html"}]
     idx = report.write_index(str(tmp_path), parts)

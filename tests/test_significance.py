@@ -89,3 +89,23 @@ def test_benjamini_hochberg():
     assert np.array_equal(benjamini_hochberg([0.001, 0.9], 0.01), [1, 0])
     with pytest.raises(ValueError):
         benjamini_hochberg(p, 0)
+
+
+@pytest.mark.slow
+def test_p_values_are_the_same_at_any_batch_size_and_device_count():
+    """Blocks of images by global index: batch sizes 8, 32, 64 on one device and 32,
+    64 on four give identical p-values, intervals and chance levels (50 images: the
+    last block is partial)."""
+    import jax
+    src = planted_source(n=50, seed=2)
+    up = Upsampler.plain((4, 4), (8, 8))
+    res = dissect(compute, src, LABELS, upsample=up, quantile=0.1, miniou=0.01,
+                  batch_size=16, progress=False)
+    runs = [significance(compute, src, res, upsample=up, units=[0, 1, 2], batch_size=b,
+                         permutations=200, replicates=50, progress=False,
+                         devices=jax.local_devices()[:d])
+            for b, d in ((8, 1), (32, 1), (64, 1), (32, 4), (64, 4))]
+    for other in runs[1:]:
+        for f in ("p_value", "iou_low", "iou_high", "null_iou", "iou"):
+            assert np.array_equal(getattr(other, f), getattr(runs[0], f)), f
+    assert runs[0].p_value[0] < 0.01

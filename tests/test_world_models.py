@@ -250,3 +250,6 @@ def test_shipped_classifier_ablation_finding():
     assert s["mean_baseline_ba"] >= 0.95, s
     assert s["fraction_of_way_to_chance"] >= 0.5, s
     assert s["kept_fraction_of_baseline"] >= 0.8, s
+    assert s["kept_share_of_margin"] >= 0.5, s
+    for f in res.findings():    # above chance, so both apply; intervals within range
+        assert f.applies and f.in_bounds(), f.plain()

@@ -38,9 +38,11 @@ import optax
 from jaxdissect.experiments import results
 from jaxdissect.experiments.significance import (
     LEVEL,
+    UNIT_RANGE,
     Finding,
     overlap_p,
     t_interval,
+    wilson_interval,
 )
 
 #: ``apply_fn(params, images01 [b, H, W, 3]) -> logits [b, classes]``
@@ -393,6 +395,21 @@ def rank_with_tiebreak(damage: np.ndarray, drop: np.ndarray) -> np.ndarray:
     return np.stack([np.lexsort((np.arange(d.size), -g, d)) for d, g in zip(damage, drop)])
 
 
+def recognition_counts(source, label: int, predict: Callable, batch_size: int = 64
+                       ) -> tuple[int, int, int, int]:
+    """``(hits, positives, false_alarms, negatives)`` over every image of ``source``
+    (with ``"label"``): of the ``positives`` images of class ``label``, ``hits`` are
+    predicted as it; of the ``negatives`` others, ``false_alarms`` are.
+    ``predict(images) -> classes``."""
+    counts = np.zeros(4, np.int64)
+    for start in range(0, source.num_examples, batch_size):
+        b = source.batch(start, min(start + batch_size, source.num_examples))
+        truth = np.asarray(b["label"]) == label
+        said = np.asarray(predict(jnp.asarray(b["image"], jnp.float32))) == label
+        counts += [np.sum(said & truth), np.sum(truth), np.sum(said & ~truth), np.sum(~truth)]
+    return tuple(int(c) for c in counts)
+
+
 # ---------------------------------------------------------------- the typed result
 
 @results.typed
@@ -405,7 +422,9 @@ class AttackResult(results.Saved):
     image (``CWResult``); ``shift`` the layer's units on clean and adversarial
     images; ``ranking [C, u]`` the per-class unit importance it is related to,
     made as ``ranking_from`` says; ``unit_labels [u]`` (dissection labels or None);
-    ``top`` the k of the most moved / most important units."""
+    ``top`` the k of the most moved / most important units; ``recognition``: how well
+    the classifier tells the source class from the others before the attack
+    (``recognition_counts``), or None when not measured."""
 
     model: str
     layer: str
@@ -427,6 +446,7 @@ class AttackResult(results.Saved):
     ranking_from: str
     unit_labels: tuple | None
     top: int = 20
+    recognition: tuple | None = None
 
     @property
     def num_images(self) -> int:
@@ -436,21 +456,55 @@ class AttackResult(results.Saved):
         return relate_to_importance(self.shift, self.ranking, self.source_index,
                                     self.target_index, k=self.top)
 
+    def applicability(self) -> str:
+        """Why the attack's findings mean nothing here ("" when they do): the
+        classifier must recognise the source class, predicting it for its images
+        more often than for the others (99% Wilson intervals apart); turning the
+        images of a class a model does not know into another class shows nothing."""
+        s = self.source_class
+        if self.recognition is None:
+            return f"how well the classifier recognises {s} was not measured"
+        hits, pos, false, neg = self.recognition
+        p_lo, p_hi = wilson_interval(hits, pos)
+        f_lo, f_hi = wilson_interval(false, neg)
+        if pos and neg and p_lo > f_hi:
+            return ""
+        return (f"the classifier does not recognise {s}: it predicts {s} for {hits} of "
+                f"{pos} {s} images (99% interval {p_lo:.0%} to {p_hi:.0%}) and for {false} "
+                f"of {neg} other images ({f_lo:.0%} to {f_hi:.0%}); the intervals are not "
+                f"apart")
+
     def findings(self) -> list[Finding]:
         """Success with its Clopper-Pearson interval; the class-important units moved
         more than the average unit (paired interval over the images); the overlap of
-        the significantly moved units with the important ones (hypergeometric)."""
+        the significantly moved units with the important ones (hypergeometric). None
+        applies unless the classifier recognises the source class
+        (``applicability``)."""
         from scipy.stats import beta
         rel, s, t = self.relation(), self.source_class, self.target_class
         n, hits = self.num_images, int(np.sum(self.success))
         alpha = 1 - LEVEL
+        why = self.applicability()
+        if why:
+            k = rel["k"]
+            return [Finding.not_applicable(text, why, samples=n, bounds=bounds)
+                    for text, bounds in (
+                        (f"The attack turns <b>{s}</b> images into <b>{t}</b>.", UNIT_RANGE),
+                        (f"The attack lowers <b>{s}</b>'s {k} most important units more "
+                         f"than the average unit.", (-math.inf, math.inf)),
+                        (f"The attack raises <b>{t}</b>'s {k} most important units more "
+                         f"than the average unit.", (-math.inf, math.inf)),
+                        (f"The units the attack lowers significantly are among <b>{s}</b>'s "
+                         f"{k} most important.", (0, k)),
+                        (f"The units the attack raises significantly are among <b>{t}</b>'s "
+                         f"{k} most important.", (0, k)))]
         lo = float(beta.ppf(alpha / 2, hits, n - hits + 1)) if hits > 0 else 0.0
         hi = float(beta.ppf(1 - alpha / 2, hits + 1, n - hits)) if hits < n else 1.0
         out = [Finding(
             f"The attack turns {hits} of {n} <b>{s}</b> images into <b>{t}</b> (99% "
             f"interval of the success rate {lo:.0%} to {hi:.0%}; mean L2 "
             f"{float(np.mean(self.l2)):.3f}, pixel values in [0, 1]).",
-            hits > 0, hits / max(n, 1), lo, hi, 0.0, n)]
+            hits > 0, hits / max(n, 1), lo, hi, 0.0, n, bounds=UNIT_RANGE)]
         k = rel["k"]
         for key, cls, sign, word in (("source", s, -1, "lowers"), ("target", t, 1, "raises")):
             g = rel[f"{key}_gap"]
@@ -477,7 +531,7 @@ class AttackResult(results.Saved):
                 f"important units (chance {rel[f'chance_{key}']:.1f}, p = {p:.2g}); "
                 f"criterion: p < {alpha:g}.",
                 bool(p < alpha), float(overlap), float("nan"), float("nan"),
-                rel[f"chance_{key}"], n, p_value=p))
+                rel[f"chance_{key}"], n, p_value=p, bounds=(0, k)))
         return out
 
     def to_json(self) -> dict:
@@ -495,5 +549,6 @@ class AttackResult(results.Saved):
             "unit_shift": self.shift.to_json(), "relation": results.jsonable(self.relation()),
             "ranking": self.ranking.tolist(), "ranking_from": self.ranking_from,
             "unit_labels": None if self.unit_labels is None else list(self.unit_labels),
+            "recognition": None if self.recognition is None else list(self.recognition),
             "findings": [f.to_json() for f in self.findings()]}
 

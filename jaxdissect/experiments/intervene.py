@@ -8,18 +8,20 @@ notebook):
   every segmentation class when that unit alone is zeroed;
 * **removal**: zeroing a concept's n best-IoU units together, n = 0 .. 30; the
   fraction of the concept's pixels removed, ``R = -sum(d_i) / sum(b_i)`` over samples
-  i (``b_i`` the unedited share, ``d_i`` the change), with a 99% confidence interval
-  of that ratio (2.58 standard errors by the delta method: the standard error of
-  the mean of ``-d_i - R b_i``, over the mean of ``b_i``, so the pairing of each
-  sample's change with its own share counts);
+  i (``b_i`` the unedited share, ``d_i`` the change), with a 99% Poisson-bootstrap
+  percentile interval of that ratio (samples resampled, each sample's change
+  paired with its own share; at most 1 like ``R``, since no edit removes more
+  than is there);
 * **insertion**: setting a concept's top-20 units to their 99.5% quantile values at
   one feature-map location; the concept pixels added, broken down by the labels the
   unedited image has at the centre of that location (its context).
 
-The result is an ``InterventionResult`` whose ``findings()`` hold only with
-statistical support: the removal's interval (Bonferroni over the set sizes tried)
-above the criterion, the extreme contexts' gap beyond the 99% level with Bonferroni
-over the pairs of contexts.
+The result is an ``InterventionResult`` whose ``findings()`` first check that they
+mean something here (the concept present in the unedited images, its units' labels
+significant, contexts with at least ``MIN_EDITS`` edits) and hold only with
+statistical support: the removal's interval above the criterion, the paper's
+contexts (pre-registered) apart by the criterion's ratio, the extreme supported
+contexts' gap (exploratory) beyond the 99% level with Bonferroni over the pairs.
 
 A pixel "has" label l when any of the segmentation's K layers is l there; the pixel
 share of l is the fraction of the image's pixels that have it. Every edit runs
@@ -46,6 +48,7 @@ from jaxdissect.edits import Edit
 from jaxdissect.experiments import results
 from jaxdissect.experiments.ablate import Split
 from jaxdissect.experiments.significance import (
+    EXPLORATORY,
     LEVEL,
     Finding,
     bonferroni_z,
@@ -70,6 +73,12 @@ from jaxdissect.stats.fixed import (
 Segment = Callable[[jax.Array], jax.Array]     # images -> seg [b, K, Hs, Ws] int
 
 Z99 = 2.58  # two-sided 99% normal quantile, as the reference's notebook uses
+#: the fewest edits a context needs before an insertion comparison uses it: no
+#: single edit then carries more than 1% of the context's mean, and a context the
+#: segmenter assigns to a few generated pixels is not compared
+MIN_EDITS = 100
+#: the false-discovery rate at which a unit's label counts as significant
+LABEL_FDR = 0.01
 
 
 def split_generator(spec, layer: str) -> Split:
@@ -123,7 +132,9 @@ class ShareTally:
     """Sums over samples of each label's pixel share unedited (``base``, ``base_sq``
     ``[L]``) and of its change under each of ``E`` edits (``delta``, ``delta_sq``,
     ``delta_base`` (times the unedited share) ``[E, L]``), exact fixed-point sums;
-    ``n`` samples."""
+    ``n`` samples. With ``B`` bootstrap replicates (Poisson weights of each sample's
+    index), per replicate the weighted sums ``boot_base [B, L]``, ``boot_delta [B,
+    E, L]`` and the weights' total ``boot_n [B]``."""
 
     base: FixedSum
     base_sq: FixedSum
@@ -131,21 +142,36 @@ class ShareTally:
     delta_sq: FixedSum
     delta_base: FixedSum
     n: jnp.ndarray
+    boot_base: FixedSum
+    boot_delta: FixedSum
+    boot_n: jnp.ndarray
 
     @classmethod
-    def empty(cls, edits: int, labels: int) -> "ShareTally":
+    def empty(cls, edits: int, labels: int, replicates: int = 0) -> "ShareTally":
         f = lambda *shape: FixedSum.zeros(shape, SHARE_BITS)  # noqa: E731
         return cls(f(labels), f(labels), f(edits, labels), f(edits, labels), f(edits, labels),
-                   jnp.zeros((), jnp.int32))
+                   jnp.zeros((), jnp.int32), f(replicates, labels),
+                   f(replicates, edits, labels), jnp.zeros((replicates,), jnp.int32))
 
-    def update(self, base, edited, valid) -> "ShareTally":
-        """``base [b, L]`` unedited shares, ``edited [E, b, L]``, ``valid [b]``."""
+    def update(self, base, edited, valid, weights=None) -> "ShareTally":
+        """``base [b, L]`` unedited shares, ``edited [E, b, L]``, ``valid [b]``,
+        ``weights [b, B]`` int32 bootstrap weights (with replicates)."""
         v = valid[:, None]
         d = edited - base[None]
-        return ShareTally(
+        out = ShareTally(
             self.base.add(base, 0, v), self.base_sq.add(base * base, 0, v),
             self.delta.add(d, 1, v), self.delta_sq.add(d * d, 1, v),
-            self.delta_base.add(d * base[None], 1, v), self.n + valid.sum(dtype=jnp.int32))
+            self.delta_base.add(d * base[None], 1, v), self.n + valid.sum(dtype=jnp.int32),
+            self.boot_base, self.boot_delta, self.boot_n)
+        if self.boot_n.shape[0] == 0:
+            return out
+        w = weights * valid[:, None]
+        qb = quantize(jnp.where(v, base, 0.0), SHARE_BITS)                   # [b, L]
+        qd = quantize(jnp.where(v[None], d, 0.0), SHARE_BITS)                # [E, b, L]
+        return out.replace(
+            boot_base=self.boot_base.add_parts(*weighted_parts(qb, w)),
+            boot_delta=self.boot_delta.add_parts(*weighted_parts(jnp.moveaxis(qd, 1, 0), w)),
+            boot_n=self.boot_n + w.sum(0, dtype=jnp.int32))
 
     def merge(self, other: "ShareTally") -> "ShareTally":
         return merge_fields(self, other)
@@ -158,7 +184,8 @@ def ablation_share_deltas(split: Split, segment: Segment, source: ImageSource,
                           masks: np.ndarray, num_labels: int, *, batch_size: int = 16,
                           chunk: int = 16, cache: RunCache | None = None,
                           name: str = "ablate", progress: bool = True,
-                          devices=None, checkpoint_every: int = 20) -> dict:
+                          devices=None, checkpoint_every: int = 20,
+                          replicates: int = 0) -> dict:
     """Per-sample change in every label's pixel share with each row of ``masks`` zeroed.
 
     ``masks [E, units]`` (1 = unit zeroed). One ``runtime.sweep``: per batch the layer
@@ -166,8 +193,10 @@ def ablation_share_deltas(split: Split, segment: Segment, source: ImageSource,
     through the tail and the segmenter inside the step, ``chunk`` at a time
     (``lax.map``), into a ``ShareTally``. Returns its sums (``ShareTally.compute``):
     ``base [L]``, ``base_sq [L]``, ``delta [E, L]``, ``delta_sq [E, L]``,
-    ``delta_base [E, L]`` and ``n``. With ``cache`` (the run's ``RunCache``: model,
-    layer, segmenter, data, settings) it checkpoints under ``name``, content-keyed.
+    ``delta_base [E, L]`` and ``n``, and with ``replicates`` Poisson-bootstrap
+    replicates over samples ``boot_base [B, L]``, ``boot_delta [B, E, L]``, ``boot_n
+    [B]``. With ``cache`` (the run's ``RunCache``: model, layer, segmenter, data,
+    settings) it checkpoints under ``name``, content-keyed.
     """
     masks = np.asarray(masks, np.float32)
     if masks.ndim != 2:
@@ -185,11 +214,14 @@ def ablation_share_deltas(split: Split, segment: Segment, source: ImageSource,
             raise ValueError(f"layer has {acts.shape[-1]} units but masks have {n_units}")
         base = shares(params, acts, jnp.zeros((n_units,)))
         edited = jax.lax.map(lambda a: shares(params, acts, a), masks, batch_size=chunk)
-        return stat.update(base, edited, batch["valid"])
+        weights = poisson_weights(batch["index"], replicates) if replicates else None
+        return stat.update(base, edited, batch["valid"], weights)
 
     key = None if cache is None else _edit_key(split, source, cache, kind="shares",
-                                               masks=masks, labels=num_labels)
-    stat = sweep.sweep(step, ShareTally.empty(n_edits, num_labels), source,
+                                               masks=masks, labels=num_labels,
+                                               **({"replicates": replicates}
+                                                  if replicates else {}))
+    stat = sweep.sweep(step, ShareTally.empty(n_edits, num_labels, replicates), source,
                        batch_size=batch_size, replicated=(split.params, masks), name=name,
                        key=key, cache_dir=None if cache is None else cache.folder,
                        checkpoint_every=checkpoint_every,
@@ -218,7 +250,10 @@ class RemovalCurve:
     ``units [max n]`` best IoU first; ``n_units [m]`` the set sizes measured;
     ``removed_fraction [m]`` the ratio estimate ``R = -sum(d_i) / sum(b_i)`` and
     ``stderr [m]`` its standard error (delta method) over ``samples`` samples;
-    ``baseline_share`` the concept's mean pixel share unedited."""
+    ``baseline_share`` the concept's mean pixel share unedited. With the bootstrap:
+    ``boot_removed [B, m]`` each replicate's ``R`` and ``boot_baseline [B]`` its
+    baseline share. ``significant [max n]`` (or None when labels were not tested):
+    whether each of ``units`` has the concept as its significant label."""
 
     concept: str
     units: np.ndarray
@@ -227,50 +262,106 @@ class RemovalCurve:
     removed_fraction: np.ndarray
     stderr: np.ndarray
     samples: int
+    boot_removed: np.ndarray | None = None
+    boot_baseline: np.ndarray | None = None
+    significant: np.ndarray | None = None
 
-    def interval(self, z: float = Z99) -> tuple[np.ndarray, np.ndarray]:
-        """``(low [m], high [m])`` at ``z`` standard errors."""
-        return self.removed_fraction - z * self.stderr, self.removed_fraction + z * self.stderr
+    def interval(self, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+        """``(low [m], high [m])``: the bootstrap percentile interval at ``level``
+        (at most 1, like every replicate); without replicates, ``R`` plus or minus
+        the normal quantile's standard errors."""
+        if self.boot_removed is None:
+            z = bonferroni_z(level)
+            return self.removed_fraction - z * self.stderr, self.removed_fraction + z * self.stderr
+        pairs = [bootstrap_interval(self.boot_removed[:, j], level)
+                 for j in range(self.boot_removed.shape[1])]
+        return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+    def baseline_interval(self) -> tuple[float, float]:
+        """The 99% bootstrap interval of the concept's baseline share (within [0, 1])."""
+        if self.boot_baseline is None:
+            return -math.inf, math.inf
+        return bootstrap_interval(self.boot_baseline, LEVEL)
+
+    def _at(self, at: int) -> int:
+        measured = np.flatnonzero(self.n_units <= at)
+        return int(measured[-1]) if measured.size else len(self.n_units) - 1
+
+    def applicability(self, at: int = 20) -> str:
+        """Why removal means nothing here ("" when it does): the concept must be
+        present unedited (the 99% interval of its baseline share above zero) and the
+        units removed must include one whose label is significantly the concept."""
+        n = int(self.n_units[self._at(at)])
+        b_lo, b_hi = self.baseline_interval()
+        if not self.baseline_share > 0 or not b_lo > 0:
+            return (f"{self.concept} is not present in the unedited images: its baseline "
+                    f"share is {self.baseline_share:.2%} (99% interval {pct(b_lo)} to "
+                    f"{pct(b_hi)}, {self.samples} samples)")
+        if self.significant is None:
+            return (f"the labels of the {n} units removed were not tested for significance "
+                    f"(a dissection with --significance)")
+        if n == 0 or not self.significant[:n].any():
+            return (f"none of the {n} units removed has {self.concept} as a significant label "
+                    f"(image-permutation test of the best of all labels, {LABEL_FDR:.0%} "
+                    f"false-discovery rate)")
+        return ""
 
     def finding(self, min_removed: float = 0.4, at: int = 20) -> Finding:
         """Holds when zeroing the ``at`` best units (the paper's "about 20"; the largest
         set measured if fewer) removes at least ``min_removed`` of the concept's pixels,
         the whole 99% interval. The set size is fixed in advance, so no correction;
-        the most removed over all set sizes is reported beside it."""
+        the most removed over all set sizes is reported beside it. Does not apply
+        unless ``applicability`` is satisfied."""
         sizes = int(np.sum(self.n_units > 0))
-        measured = np.flatnonzero(self.n_units <= at)
-        i = int(measured[-1]) if measured.size else len(self.n_units) - 1
+        i = self._at(at)
         n = int(self.n_units[i])
-        lo99, hi99 = self.interval(Z99)
-        low, high = self.interval(bonferroni_z(LEVEL, sizes))
+        bounds = (-math.inf, 1.0)
+        why = self.applicability(at)
+        if why:
+            return Finding.not_applicable(
+                f"Zeroing the {n} best-IoU units of <b>{self.concept}</b> removes at least "
+                f"{min_removed:.0%} of its pixels. Paper: trees down 52% with 8 units.", why,
+                samples=self.samples, criterion=min_removed, bounds=bounds)
+        lo99, hi99 = self.interval(LEVEL)
+        low, high = self.interval(1 - (1 - LEVEL) / max(sizes, 1))
         r = np.where(self.n_units > 0, self.removed_fraction, np.nan)
         best = int(np.nanargmax(r)) if np.isfinite(r).any() else len(r) - 1
-        text = (f"Zeroing the {n} best-IoU units of <b>{self.concept}</b> removes "
+        b_lo, b_hi = self.baseline_interval()
+        supported = int(self.significant[:n].sum())
+        text = (f"Zeroing the {n} best-IoU units of <b>{self.concept}</b> ({supported} of them "
+                f"significantly labelled {self.concept}) removes "
                 f"{pct(self.removed_fraction[i])} (99% CI {pct(lo99[i])} to {pct(hi99[i])}) "
-                f"of its pixels (baseline share {self.baseline_share:.1%}, {self.samples} "
-                f"samples); the most removed is {pct(r[best])} with its "
-                f"{int(self.n_units[best])} best units (99% CI {pct(low[best])} to "
-                f"{pct(high[best])}, Bonferroni over {sizes} set sizes). Paper: trees "
-                f"down 52% with 8 units, 55% with 20-30; criterion: at least "
+                f"of its pixels (baseline share {self.baseline_share:.1%}, 99% CI "
+                f"{pct(b_lo)} to {pct(b_hi)}, {self.samples} samples); the most removed is "
+                f"{pct(r[best])} with its {int(self.n_units[best])} best units (99% CI "
+                f"{pct(low[best])} to {pct(high[best])}, Bonferroni over {sizes} set sizes). "
+                f"Paper: trees down 52% with 8 units, 55% with 20-30; criterion: at least "
                 f"{min_removed:.0%} with {at} units, the whole interval.")
         holds = bool(n > 0 and np.isfinite(lo99[i]) and lo99[i] >= min_removed)
         return Finding(text, holds, float(self.removed_fraction[i]), float(lo99[i]),
-                       float(hi99[i]), min_removed, self.samples)
+                       float(hi99[i]), min_removed, self.samples, bounds=bounds)
 
     def to_json(self) -> dict:
-        low, high = self.interval(Z99)
+        low, high = self.interval(LEVEL)
+        b_lo, b_hi = self.baseline_interval()
         return {"concept": self.concept, "units": self.units.tolist(),
                 "n_units": self.n_units.tolist(), "baseline_share": self.baseline_share,
+                "baseline_share_ci99": [b_lo, b_hi] if math.isfinite(b_lo) else None,
                 "removed_fraction": self.removed_fraction.tolist(),
                 "remaining_share": (1 - self.removed_fraction).tolist(),
                 "stderr": self.stderr.tolist(), "ci99_low": low.tolist(),
-                "ci99_high": high.tolist(), "samples": self.samples}
+                "ci99_high": high.tolist(), "samples": self.samples,
+                "significant": None if self.significant is None else
+                self.significant.tolist()}
 
 
 def removal_curve(deltas: dict, concept: int, ns: Sequence[int], name: str = "",
-                  units: np.ndarray = ()) -> RemovalCurve:
+                  units: np.ndarray = (), significant: np.ndarray | None = None
+                  ) -> RemovalCurve:
     """The concept's pixel share after removing its n best-IoU units, from the sums of
-    ``ablation_share_deltas`` run on masks ``[len(ns), units]`` (one per n)."""
+    ``ablation_share_deltas`` run on masks ``[len(ns), units]`` (one per n), with its
+    bootstrap replicates when the sums have them. ``significant [units]``: each
+    unit's label significantly the concept (None: not tested)."""
     n = max(int(deltas["n"]), 1)
     base = float(deltas["base"][concept]) / n
     base_sq = float(deltas["base_sq"][concept]) / n
@@ -284,8 +375,21 @@ def removal_curve(deltas: dict, concept: int, ns: Sequence[int], name: str = "",
         se = np.sqrt(var * n / max(n - 1, 1) / n) / base
     else:
         removed = se = np.full_like(d, np.nan)
-    return RemovalCurve(name, np.asarray(units, np.int64), np.asarray(ns, np.int64), base,
-                        removed, se, int(deltas["n"]))
+    boot_removed = boot_baseline = None
+    if len(deltas.get("boot_n", ())):
+        bb = np.asarray(deltas["boot_base"][:, concept], np.float64)           # [B]
+        bd = np.asarray(deltas["boot_delta"][:, :, concept], np.float64)       # [B, m]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # at most 1: no edit removes more than is there (rounding aside)
+            boot_removed = np.minimum(np.where(bb[:, None] > 0, -bd / bb[:, None], np.nan),
+                                      1.0)
+            total = np.asarray(deltas["boot_n"], np.float64)
+            boot_baseline = np.where(total > 0, bb / total, np.nan)
+    units = np.asarray(units, np.int64)
+    if significant is not None:
+        significant = np.asarray(significant, bool)[units]
+    return RemovalCurve(name, units, np.asarray(ns, np.int64), base, removed, se,
+                        int(deltas["n"]), boot_removed, boot_baseline, significant)
 
 
 # ---------------------------------------------------------------- insertion
@@ -433,6 +537,9 @@ class InsertionSummary:
     #: per bootstrap replicate and label: share added summed over edits, and edits
     boot_sum: np.ndarray | None = None
     boot_n: np.ndarray | None = None
+    #: ``[units]`` whether each unit inserted has the concept as its significant
+    #: label (None: labels not tested)
+    significant: np.ndarray | None = None
 
     def contexts(self) -> list[dict]:
         return [{"label": int(lab), "name": n, "category": c, "count": int(k),
@@ -440,12 +547,29 @@ class InsertionSummary:
                      self.labels, self.names, self.categories, self.counts, self.mean_added,
                      self.stderr)]
 
+    def supported(self) -> list[dict]:
+        """The contexts with at least ``MIN_EDITS`` edits (the only ones compared)."""
+        return [r for r in self.contexts() if r["count"] >= MIN_EDITS]
+
+    def unit_support(self) -> str:
+        """Why inserting these units means nothing ("" when it does): at least one
+        must have the concept as its significant label."""
+        if self.significant is None:
+            return (f"the labels of the {len(self.units)} units inserted were not tested for "
+                    f"significance (a dissection with --significance)")
+        if not np.any(self.significant):
+            return (f"none of the {len(self.units)} units inserted has {self.concept} as a "
+                    f"significant label (image-permutation test of the best of all labels, "
+                    f"{LABEL_FDR:.0%} false-discovery rate)")
+        return ""
+
     def differs_by_context(self) -> dict | None:
-        """The highest against the lowest object context (all contexts if fewer than
-        two objects): the gap, its z and whether it exceeds the 99% level with
-        Bonferroni over every pair of the contexts compared (they are picked as the
-        extremes)."""
-        rows = self.contexts()
+        """The highest against the lowest object context among those with at least
+        ``MIN_EDITS`` edits (all such contexts if fewer than two objects): the gap,
+        its z and whether it exceeds the 99% level with Bonferroni over every pair of
+        the contexts compared (they are picked as the extremes). None with fewer
+        than two such contexts."""
+        rows = self.supported()
         objs = [r for r in rows if r["category"] == "object"]
         pool = objs if len(objs) >= 2 else rows
         if len(pool) < 2:
@@ -459,10 +583,21 @@ class InsertionSummary:
                 "z": gap / se if se > 0 else float("inf"), "pairs": pairs,
                 "z_critical": z_crit, "significant_99": bool(gap > z_crit * se)}
 
-    def finding(self) -> Finding | None:
+    def finding(self) -> Finding:
+        """Exploratory: the most different pair of supported contexts, corrected for
+        having been picked among all pairs."""
+        what = (f"Inserting <b>{self.concept}</b> units adds more {self.concept} in some "
+                f"contexts than in others (the most different pair of contexts with at "
+                f"least {MIN_EDITS} edits each).")
+        why = self.unit_support()
         d = self.differs_by_context()
-        if d is None:
-            return None
+        if not why and d is None:
+            why = (f"fewer than two contexts have at least {MIN_EDITS} edits (no single edit "
+                   f"may carry more than 1% of a context's mean); seen: " + (", ".join(
+                       f"{r['name']} {r['count']}" for r in self.contexts()) or "none"))
+        if why:
+            return Finding.not_applicable(what, why, samples=self.samples, criterion=0.0,
+                                          bounds=(-1.0, 1.0), kind=EXPLORATORY)
         rows = {r["name"]: r for r in self.contexts()}
         hi, lo = rows[d["highest"]], rows[d["lowest"]]
         half = d["gap"] / d["z"] * d["z_critical"] if d["z"] not in (0, float("inf")) else 0.0
@@ -471,10 +606,12 @@ class InsertionSummary:
                 f"{hi['name']} ({hi['count']} edits) but {lo['mean_added']:.2%} where it is "
                 f"{lo['name']} ({lo['count']} edits; {self.samples} samples): a difference of "
                 f"{d['z']:.1f} standard errors, against {d['z_critical']:.1f} for 99% with "
-                f"Bonferroni over {d['pairs']} pairs of contexts. Paper: the effect depends "
-                f"on context (doors: windows/buildings vs sky/trees).")
-        return Finding(text, d["significant_99"], d["gap"], d["gap"] - half, d["gap"] + half,
-                       0.0, self.samples)
+                f"Bonferroni over {d['pairs']} pairs of contexts with at least {MIN_EDITS} "
+                f"edits. Paper: the effect depends on context (doors: windows/buildings vs "
+                f"sky/trees).")
+        return Finding(text, d["significant_99"], d["gap"], max(d["gap"] - half, -1.0),
+                       min(d["gap"] + half, 1.0), 0.0, self.samples, bounds=(-1.0, 1.0),
+                       kind=EXPLORATORY)
 
     def group_means(self, names) -> dict:
         """Mean share added over the edits whose context is one of the labels ``names``
@@ -492,16 +629,33 @@ class InsertionSummary:
                 "low": low, "high": high, "replicates": reps}
 
     def context_finding(self, min_ratio: float = 5.0) -> Finding | None:
-        """The paper's contexts for this concept (``PAPER_CONTEXTS``, e.g. doors: window
-        and house against sky and tree): holds when the favoured contexts' mean added is
-        at least ``min_ratio`` times the others' and their 99% bootstrap intervals do
-        not overlap. ``None`` for a concept without paper contexts or data."""
+        """Pre-registered: the paper's contexts for this concept (``PAPER_CONTEXTS``,
+        e.g. doors: window and house against sky and tree): holds when the favoured
+        contexts' mean added is at least ``min_ratio`` times the others' and their 99%
+        bootstrap intervals do not overlap. ``None`` for a concept without paper
+        contexts; not applicable when a group has fewer than ``MIN_EDITS`` edits or
+        the units' labels are not significant."""
         groups = PAPER_CONTEXTS.get(self.concept)
-        if groups is None or self.boot_sum is None:
+        if groups is None:
             return None
-        hi, lo = (self.group_means(g) for g in groups)
-        if not hi["count"] or not lo["count"]:
-            return None
+        bounds = (0.0, math.inf)
+        what = (f"Inserting <b>{self.concept}</b> units adds at least {min_ratio:g}x as much "
+                f"{self.concept} where the context is {' or '.join(groups[0])} as where it is "
+                f"{' or '.join(groups[1])}. Paper: doors add 18% where the object was a "
+                f"window, 8% on buildings, under 1% on sky or trees.")
+        why = self.unit_support()
+        if not why and self.boot_sum is None:
+            why = "the insertion was measured without bootstrap replicates"
+        if not why:
+            hi, lo = (self.group_means(g) for g in groups)
+            short = [(g, m["count"]) for g, m in zip(groups, (hi, lo)) if m["count"] < MIN_EDITS]
+            if short:
+                why = "; ".join(f"the contexts {' or '.join(g)} have {c} edits, fewer than "
+                                f"{MIN_EDITS} (no single edit may carry more than 1% of a "
+                                f"context's mean)" for g, c in short)
+        if why:
+            return Finding.not_applicable(what, why, samples=self.samples,
+                                          criterion=min_ratio, bounds=bounds)
         ratio = hi["mean_added"] / lo["mean_added"] if lo["mean_added"] > 0 else math.inf
         with np.errstate(divide="ignore", invalid="ignore"):
             reps = np.where(lo["replicates"] > 0, hi["replicates"] / lo["replicates"], np.inf)
@@ -518,8 +672,8 @@ class InsertionSummary:
                 f"bootstrap over {self.samples} samples). Paper: doors add 18% where the "
                 f"object was a window, 8% on buildings, under 1% on sky or trees; criterion: "
                 f"at least {min_ratio:g}x with intervals apart.")
-        return Finding(text, holds, ratio if math.isfinite(ratio) else 1e9, r_low,
-                       min(r_high, 1e9), min_ratio, self.samples)
+        return Finding(text, holds, ratio if math.isfinite(ratio) else 1e9, max(r_low, 0.0),
+                       min(r_high, 1e9), min_ratio, self.samples, bounds=bounds)
 
     def to_json(self) -> dict:
         out = {"concept": self.concept, "units": self.units.tolist(),
@@ -542,9 +696,12 @@ PAPER_CONTEXTS = {"door": (("window", "house"), ("sky", "tree"))}
 
 
 def summarize_insertion(sums: dict, labels, min_count: int = 20, concept: str = "",
-                        units: np.ndarray = ()) -> InsertionSummary:
+                        units: np.ndarray = (), significant: np.ndarray | None = None
+                        ) -> InsertionSummary:
     """Mean concept share added per context label (pooled over locations), with
-    standard errors; contexts seen fewer than ``min_count`` times are dropped."""
+    standard errors; contexts seen fewer than ``min_count`` times are dropped.
+    ``significant [all units]``: each unit's label significantly the concept (None:
+    not tested)."""
     s, q, n = sums["ctx_sum"].sum(0), sums["ctx_sq"].sum(0), sums["ctx_n"].sum(0)
     rows = []
     for label in range(1, len(n)):
@@ -561,7 +718,9 @@ def summarize_insertion(sums: dict, labels, min_count: int = 20, concept: str = 
         concept, np.asarray(units, np.int64), lab, tuple(labels.names[i] for i in lab),
         tuple(labels.categories[i] for i in lab), np.array([r[2] for r in rows], np.int64),
         np.array([r[0] for r in rows]), np.array([r[3] for r in rows]),
-        loc_mean.reshape(h, w), total, sums.get("boot_sum"), sums.get("boot_n"))
+        loc_mean.reshape(h, w), total, sums.get("boot_sum"), sums.get("boot_n"),
+        None if significant is None else np.asarray(significant, bool)[
+            np.asarray(units, np.int64)])
 
 
 @results.typed
@@ -585,9 +744,12 @@ class InterventionResult(results.Saved):
     insertion: dict
 
     def findings(self, min_removed: float = 0.4) -> list[Finding]:
+        """Removal per concept, then per inserted concept the paper's contexts
+        (pre-registered, where the paper has them) and the most different supported
+        pair (exploratory)."""
         out = [cv.finding(min_removed) for cv in self.removal.values()]
         for ins in self.insertion.values():
-            out += [f for f in (ins.finding(), ins.context_finding()) if f]
+            out += [f for f in (ins.context_finding(), ins.finding()) if f]
         return out
 
     def to_json(self) -> dict:
@@ -612,12 +774,16 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
                    removal_samples: int | None = None, insertion_samples: int | None = None,
                    batch_size: int = 16, chunk: int = 16,
                    layer: str = "", cache: RunCache | None = None,
-                   progress: bool = True, devices=None) -> "InterventionResult":
+                   progress: bool = True, devices=None, significant_labels=None,
+                   replicates: int = 1000) -> "InterventionResult":
     """The paper's generator experiments.
 
     ``iou [units, L]`` from dissection; ``high_values [units]`` each unit's 99.5%
     quantile level. ``sweep_samples`` limits the per-unit sweep to the first samples
     (the reference used 10,000 for insertion and fewer for sweeps).
+    ``significant_labels [units]``: each unit's label if it passed its significance
+    test, else 0 (``label_significance.Significance.significant_labels``); without
+    it, no finding applies. ``replicates``: the removal's bootstrap replicates.
     """
     iou = np.asarray(iou)
     n_units, n_labels = iou.shape
@@ -640,16 +806,25 @@ def run_experiment(split: Split, segment: Segment, source: ImageSource,
             masks[i, order[:k]] = 1
         removal_src = source if removal_samples is None else Prefix(source, removal_samples)
         d = ablation_share_deltas(split, segment, removal_src, masks, n_labels,
-                                  name=f"removal-{labels.names[c]}", **kw)
-        removal[labels.names[c]] = removal_curve(d, c, ns, labels.names[c], order)
+                                  name=f"removal-{labels.names[c]}", replicates=replicates,
+                                  **kw)
+        removal[labels.names[c]] = removal_curve(d, c, ns, labels.names[c], order,
+                                                 _significant(significant_labels, c))
     for c in insert_concepts:
         units = best_iou_units(iou, c, min(insert_units, n_units))
         ins_src = source if insertion_samples is None else Prefix(source, insertion_samples)
         sums = insertion_by_context(split, segment, ins_src, units,
                                     np.asarray(high_values)[units], c, n_labels,
                                     name=f"insertion-{labels.names[c]}", **kw)
-        insertion[labels.names[c]] = summarize_insertion(sums, labels, concept=labels.names[c],
-                                                         units=units)
+        insertion[labels.names[c]] = summarize_insertion(
+            sums, labels, concept=labels.names[c], units=units,
+            significant=_significant(significant_labels, c))
     return InterventionResult(layer, labels, n_units, base_mean, base_se,
                               np.asarray(per_unit["delta"], np.float64) / max(n, 1), n,
                               removal, insertion)
+
+
+def _significant(significant_labels, concept: int) -> np.ndarray | None:
+    """``[units]`` bool: the unit's significant label is ``concept`` (None: untested)."""
+    return None if significant_labels is None else \
+        np.asarray(significant_labels) == concept

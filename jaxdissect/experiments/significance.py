@@ -2,11 +2,19 @@
 finding holds on its own numbers, from an interval that excludes the criterion.
 
 A ``Finding`` is one sentence (HTML, as pages show it), whether it holds, the
-estimate with its two-sided interval (or a p-value), the criterion and the sample
-size it rests on. The intervals used:
+estimate with its two-sided interval (or a p-value), the range the estimate can
+take (``bounds``: every interval lies inside it), the criterion and the sample size
+it rests on. Before it is tested, a finding checks that it means something on this
+model (a classifier above chance, a concept that is present, units whose labels are
+significant, contexts with enough edits); when not, it ``applies`` not, holds not,
+and says why (``reason``). Each says whether its comparison is the paper's
+(``PREREGISTERED``) or chosen by looking at the data (``EXPLORATORY``, corrected
+for the choice). The intervals used:
 
 * ``t_interval``: the mean of paired per-sample values (Student's t);
-* ``bootstrap_interval``: percentiles of Poisson-bootstrap replicates
+* ``wilson_interval``: a proportion's score interval (Wilson), within [0, 1];
+* ``bootstrap_interval``: percentiles of Poisson-bootstrap replicates (within
+  the statistic's range, like every replicate)
   (``poisson_weights`` gives each example an integer weight per replicate,
   drawn from its global index, so every device, host and batch size weighs an
   example alike and the replicates' counts are exact sums);
@@ -25,13 +33,23 @@ import numpy as np
 
 #: the confidence level of every interval on the pages
 LEVEL = 0.99
+#: a finding's comparison is the paper's, fixed before looking at the data
+PREREGISTERED = "pre-registered"
+#: a finding's comparison was picked by looking at the data (corrected for it)
+EXPLORATORY = "exploratory"
+#: the range of a share, a proportion or an accuracy
+UNIT_RANGE = (0.0, 1.0)
+#: no bounds (a difference, a fraction of a way that can overshoot)
+ANY_RANGE = (-math.inf, math.inf)
 
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
     """One finding: ``text`` (HTML), ``holds``, ``estimate`` with ``[low, high]`` at
     ``level`` (or ``p_value``), the ``criterion`` it is tested against and the
-    number of ``samples`` it rests on."""
+    number of ``samples`` it rests on; ``bounds``: the range the estimate can take;
+    ``kind``: ``PREREGISTERED`` or ``EXPLORATORY``; ``applies`` False (then
+    ``holds`` is False) with ``reason`` when the finding means nothing here."""
 
     text: str
     holds: bool
@@ -42,16 +60,75 @@ class Finding:
     samples: int
     level: float = LEVEL
     p_value: float | None = None
+    bounds: tuple = ANY_RANGE
+    kind: str = PREREGISTERED
+    applies: bool = True
+    reason: str = ""
+
+    def __post_init__(self):
+        if self.kind not in (PREREGISTERED, EXPLORATORY):
+            raise ValueError(f"a finding is {PREREGISTERED} or {EXPLORATORY}, not "
+                             f"{self.kind!r}")
+        if not self.applies:
+            if not self.reason:
+                raise ValueError("a finding that does not apply needs its reason")
+            object.__setattr__(self, "holds", False)
+        object.__setattr__(self, "holds", bool(self.holds))
+        object.__setattr__(self, "bounds", tuple(float(b) for b in self.bounds))
+
+    @classmethod
+    def not_applicable(cls, text: str, reason: str, *, samples: int = 0,
+                       criterion: float = math.nan, bounds=ANY_RANGE,
+                       kind: str = PREREGISTERED) -> "Finding":
+        """A finding whose test means nothing on this model: ``text`` says what it
+        would test, ``reason`` why it cannot."""
+        return cls(text, False, math.nan, math.nan, math.nan, criterion, samples,
+                   bounds=bounds, kind=kind, applies=False, reason=reason)
+
+    @property
+    def status(self) -> str:
+        """"holds", "does not hold" or "not applicable"."""
+        if not self.applies:
+            return "not applicable"
+        return "holds" if self.holds else "does not hold"
+
+    def in_bounds(self) -> bool:
+        """Whether the estimate and its interval lie within ``bounds`` (NaN and
+        infinite ends of an open interval aside)."""
+        lo, hi = self.bounds
+        return all(not math.isfinite(v) or lo - 1e-12 <= v <= hi + 1e-12
+                   for v in (self.estimate, self.low, self.high))
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
+        d["bounds"] = [b if math.isfinite(b) else None for b in self.bounds]
+        d["status"] = self.status
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                 for k, v in d.items()}
 
+    def sentence(self) -> str:
+        """The HTML sentence as shown: kind, then the text, then why it does not
+        apply."""
+        why = f" <b>Not applicable:</b> {self.reason}" if not self.applies else ""
+        return f"<i>[{self.kind}]</i> {self.text}{why}"
+
     def plain(self) -> str:
-        """The sentence without markup, and whether it holds, for a terminal."""
+        """The sentence without markup, its status and kind, for a terminal."""
         text = self.text.replace("<b>", "").replace("</b>", "")
-        return ("[holds] " if self.holds else "[does not hold] ") + text
+        why = f" Not applicable: {self.reason}" if not self.applies else ""
+        return f"[{self.status}] ({self.kind}) {text}{why}"
+
+
+def wilson_interval(hits: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """``(low, high)``: the Wilson score interval of a proportion ``hits / n``
+    (within [0, 1]); ``(0, 1)`` when ``n`` is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    z = bonferroni_z(level)
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def bonferroni_z(level: float = LEVEL, comparisons: int = 1) -> float:

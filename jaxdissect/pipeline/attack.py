@@ -160,6 +160,7 @@ def run_attack(cfg: AttackConfig) -> AttackOutcome:
             raise UserError(f"no correctly classified {names[src]!r} image among the first "
                             f"{source.num_examples} ({seen} of that class); raise "
                             f"--search-images")
+        recognition = attack.recognition_counts(source, src, predict, cfg.batch_size)
         say(f"attacking {len(idx)} {names[src]} images towards {names[tgt]} ({cfg.steps} "
             f"Adam steps; the first chunk compiles)")
         res = attack.cw_attack(apply_fn, model.params, images, tgt, steps=cfg.steps,
@@ -194,7 +195,8 @@ def run_attack(cfg: AttackConfig) -> AttackOutcome:
             adversarial_class=tuple(names[p] if p < len(names) else str(p) for p in pred),
             first_success=np.asarray(res.first_success, np.int64), shift=shift,
             ranking=np.asarray(ranking, np.int64), ranking_from=ranking_from,
-            unit_labels=None if unit_labels is None else tuple(unit_labels), top=cfg.top)
+            unit_labels=None if unit_labels is None else tuple(unit_labels), top=cfg.top,
+            recognition=recognition)
         np.save(ws.path("adversarial.npy"), adv)
         show = min(len(idx), 8)
         pert = np.clip(0.5 + 10 * (adv[:show] - images[:show]), 0, 1)

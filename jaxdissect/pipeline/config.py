@@ -120,7 +120,7 @@ class InterveneConfig(Common):
     max_remove: int = 30
     insert_units: int = 20
     chunk: int = 16
-    significance: bool = False
+    significance: bool = True   # removal and insertion need significantly labelled units
 
     def __post_init__(self):
         super().__post_init__()

@@ -81,10 +81,23 @@ def intervene_into(d: Dissection, ws: Workspace, *, remove, insert, chunk, sweep
         insert_concepts=ins, max_remove=max_remove, insert_units=insert_units,
         sweep_samples=sweep_samples, removal_samples=removal_samples,
         insertion_samples=insertion_samples, batch_size=d.batch_size, chunk=chunk,
-        layer=d.layer, cache=cache, progress=d.progress)
+        layer=d.layer, cache=cache, progress=d.progress,
+        significant_labels=significant_labels(dres, d.significance))
     pictures = write_pictures(part.folder, split, d.segmenter, d.source, result, high)
     report.write_intervention(part.folder, result, index_link=up_link, pictures=pictures)
     return result, dres
+
+
+def significant_labels(dres, tested: bool):
+    """``[units]``: each unit's label where it passed its significance test, else 0;
+    None when labels were not tested (with ``tested``, a dissection without labelled
+    units has none)."""
+    import numpy as np
+
+    from jaxdissect.experiments.intervene import LABEL_FDR
+    if dres.significance is not None:
+        return dres.significance.significant_labels(dres.num_units, LABEL_FDR)
+    return np.zeros(dres.num_units, np.int64) if tested else None
 
 
 def write_pictures(outdir, split, segmenter, source, result, high) -> list[dict]:

@@ -101,8 +101,9 @@ def _pct(v):
 
 
 def findings_html(findings) -> list[str]:
-    """The findings of a typed result (``significance.Finding``), as the page shows them."""
-    return [finding_html(f.text, f.holds) for f in findings]
+    """The findings of a typed result (``significance.Finding``), as the page shows them
+    (with their kind; one that does not apply is unmarked and says why)."""
+    return [finding_html(f.sentence(), f.holds if f.applies else None) for f in findings]
 
 
 def write_ablation(outdir: str, result, unit_labels=None,

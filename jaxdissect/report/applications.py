@@ -115,7 +115,8 @@ def write_attack(outdir: str, result, examples: str, index_link: str | None = No
         body.append(f"<p>Unit labels: <a href=\"{dissect_link}\">dissection of "
                     f"{result.layer}</a>.</p>")
     body.append("<h2>Findings</h2>")
-    body += [finding_html(f.text, f.holds) for f in result.findings()]
+    body += [finding_html(f.sentence(), f.holds if f.applies else None)
+             for f in result.findings()]
     body.append("<h2>Images</h2><p>Rows: clean, adversarial, perturbation "
                 "(x10, grey = 0).</p>")
     body += plots_html([examples], outdir)
@@ -166,7 +167,7 @@ def write_paint(outdir: str, result, grid: dict, index_link: str | None = None,
     findings = result.findings()
     if findings:
         body.append("<h2>Findings</h2>")
-        body += [finding_html(f.text, f.holds) for f in findings]
+        body += [finding_html(f.sentence(), f.holds if f.applies else None) for f in findings]
     rows = []
     for e in result.edits:
         m = e.to_json().get("measured")
