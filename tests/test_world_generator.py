@@ -234,8 +234,8 @@ def test_shipped_generator_loads_runs_and_is_deterministic(shipped):
 
 
 def test_shipped_generator_reduced_measurement(shipped):
-    """A reduced version of issue #4's figures on 64 samples, against real images of
-    the scene classes the generator was trained on (can fail)."""
+    """A reduced version of the generator's quality figures on 64 samples, against real
+    images of the scene classes the generator was trained on (can fail)."""
     from jaxdissect.world.generator_quality import generated_object_counts, real_object_counts
     from jaxdissect.world.segmenter import load_segmenter
     from jaxdissect.world.weights import read_config
@@ -252,7 +252,7 @@ def test_shipped_generator_reduced_measurement(shipped):
     for i in np.argsort(-real)[:2]:
         ratio = figures["objects"][LABELS.names[i]]["ratio"]
         assert 1 / 3 <= ratio <= 3, (LABELS.names[i], figures)
-    # every object held to issue #4's target (>= 2% of real pixels) within 3x here
+    # every object held to the target (>= 2% of real pixels) within 3x here
     # (64 samples; windows, 1.7% of real pixels, are under-drawn, RESULTS.md)
     assert all(1 / 3 <= o["ratio"] <= 3 for o in figures["objects"].values()), figures
 
@@ -260,8 +260,8 @@ def test_shipped_generator_reduced_measurement(shipped):
 @pytest.mark.slow
 def test_shipped_generator_tree_and_door_units():
     """Layer4 of the shipped generator dissected as `jaxdissect dissect --model
-    world-generator` does (1,000 z of seed 1, world segmenter, quarter grid): issue 14's
-    at least 2 units labelled tree and 2 labelled door. Measured: 55 units labelled, 11
+    world-generator` does (1,000 z of seed 1, world segmenter, quarter grid): at least 2
+    units labelled tree and 2 labelled door. Measured: 55 units labelled, 11
     tree (best IoU 0.077), 5 door (best 0.111); 12 units with tree IoU > 0.04."""
     from jaxdissect.commands import _common as C
     from jaxdissect.experiments.dissect import dissect
