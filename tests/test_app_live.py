@@ -120,20 +120,24 @@ def test_no_link_to_a_report_page_that_is_not_there(tmp_path):
 @pytest.mark.slow
 def test_serve_logs_one_line_per_request(tmp_path):
     """Loading a model (here one that does not exist: the loaders still import absl)
-    gives the root logger a handler; each request is still logged once."""
+    gives the root logger a handler; each request is still logged once. The address
+    printed carries the token asked for."""
     fake_results(str(tmp_path / "results"))
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-m", "jaxdissect.cli", "serve",
-                             str(tmp_path / "results"), "--port", "0"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             str(tmp_path / "results"), "--port", "0", "--token", "tok123"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         line = proc.stdout.readline()
-        url = line.split(" at ")[1].split()[0].rstrip("/")
+        assert line.rstrip().endswith("/?token=tok123 (Ctrl-C stops)"), line
+        url = line.split(" at ")[1].split("/?")[0]
         paths = ["/", "/api/generate/0", "/api/units/0", "/api/generate/0", "/units/0"]
         codes = []
         for path in paths:
+            req = urllib.request.Request(url + path, headers={"Authorization": "token tok123"})
             try:
-                with urllib.request.urlopen(url + path, timeout=120) as r:
+                with urllib.request.urlopen(req, timeout=120) as r:
                     codes.append(r.status)
             except urllib.error.HTTPError as e:
                 codes.append(e.code)
