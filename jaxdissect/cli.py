@@ -57,6 +57,8 @@ def state_defaults(parser: argparse.ArgumentParser) -> None:
 
 def description() -> str:
     """The user-facing paragraphs of this module's docstring (``jaxdissect --help``)."""
+    if not __doc__:                          # python -OO drops docstrings
+        return "network dissection of vision models"
     first, body = __doc__.split("\n\n", 2)[:2]
     return first + "\n\n" + body.replace("``", "")
 
