@@ -55,6 +55,7 @@ def run_ablate(tmp_path_factory):
     return model, out
 
 
+@pytest.mark.slow
 def test_ablation_matches_torch_loop(run_ablate):
     model, out = run_ablate
     res = json.load(open(out / "ablate" / "ablation.json"))

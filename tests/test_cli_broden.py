@@ -26,6 +26,7 @@ def runs(tmp_path_factory):
     return d, outs
 
 
+@pytest.mark.slow
 def test_tally_csv_agrees_with_iou(runs):
     _, outs = runs
     for out in outs.values():

@@ -36,6 +36,7 @@ def run_intervene(tmp_path_factory):
     return model, out
 
 
+@pytest.mark.slow
 def test_matches_torch_loop(run_intervene):
     model, out = run_intervene
     res = json.load(open(out / "intervene" / "intervention.json"))

@@ -29,6 +29,7 @@ def snapshot(folder):
             for r, _, fs in os.walk(folder) for f in fs}
 
 
+@pytest.mark.slow
 def test_rerun_replaces_the_folder_whole(setup, capsys):
     d, argv, out = setup
     assert outdir.owner(str(out)) == "dissect"

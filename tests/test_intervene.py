@@ -42,6 +42,7 @@ def torch_shares(imgs):
     return pres.double().mean((1, 2)).numpy()
 
 
+@pytest.mark.slow
 def test_per_unit_and_removal_match_torch(setup, tmp_path):
     params, src, split = setup
     g = torch_generator(params)
@@ -92,6 +93,7 @@ def test_per_unit_and_removal_match_torch(setup, tmp_path):
         assert isinstance(back.removal["green"], intervene.RemovalCurve)
 
 
+@pytest.mark.slow
 def test_insertion_by_context_matches_torch_loop(setup):
     params, src, split = setup
     g = torch_generator(params)
@@ -181,6 +183,7 @@ def test_bad_input_is_named(setup):
                                         progress=False)
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_one_device_sums(setup):
     _, src, split = setup
     devices = jax.local_devices()

@@ -4,6 +4,8 @@ that exist, and what it states about the command line is what the command line d
 import pathlib
 import re
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
@@ -14,6 +16,7 @@ def block_after(marker: str) -> str:
     return re.search(r"```python\n(.*?)```", text[at:], re.S).group(1)
 
 
+@pytest.mark.slow
 def test_own_model_example_runs_as_written(capsys):
     code = block_after("<!-- own-model example")
     assert len(code.strip().splitlines()) <= 30

@@ -31,6 +31,7 @@ def cache(tmp_path_factory):
     return root, mods
 
 
+@pytest.mark.slow
 def test_netpqc_from_cache(cache):
     root, mods = cache
     seg = load_segmenter("netpqc", cache_dir=root)

@@ -87,6 +87,7 @@ def numpy_oracle(stat, acts, seg, units, labels, thresholds, batch, n_devices):
     return inter, area, lab, perm_inter, boot
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch,n_devices", [(8, 1), (8, 4)])
 def test_counts_and_p_values_equal_a_slow_numpy_loop(batch, n_devices):
     acts, seg = make_data()
@@ -156,6 +157,7 @@ def test_planted_unit_is_significant():
     assert iou[0] > np.max(stat.null_iou()[:, 0])
 
 
+@pytest.mark.slow
 def test_null_is_calibrated_over_1000_noise_units():
     """Pure-noise units (independent of the segmentation, but sharing its spatial
     prior: both favour the image's top rows) tested against fixed labels."""

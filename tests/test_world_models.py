@@ -162,6 +162,7 @@ def test_shipped_weights_size_and_config():
             assert key in cfg, (d, key)
 
 
+@pytest.mark.slow
 @needs_weights
 def test_shipped_classifier_heldout_accuracy():
     """Reduced version of the >= 90% figure: 220 images of a fresh world seed."""
