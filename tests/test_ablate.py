@@ -200,6 +200,7 @@ def test_four_devices_give_the_one_device_counts(setup):
         np.testing.assert_array_equal(one[k], four[k], err_msg=k)
 
 
+@pytest.mark.slow
 def test_bad_input_is_named(setup):
     model, params, train, _ = setup
     split = ablate.split_classifier(classifier_spec(params, model), "conv5_3")

@@ -43,6 +43,7 @@ def test_rerun_replaces_the_folder_whole(setup, capsys):
     assert not (d / "res.partial").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_write_loses_nothing(setup, capsys, monkeypatch):
     d, argv, out = setup
     before = snapshot(out)

@@ -73,6 +73,7 @@ def test_paint_matches_torch(run_paint):
         assert (out / f).is_file(), f
 
 
+@pytest.mark.slow
 def test_paint_errors(run_paint, capsys):
     _, out, d = run_paint
     base = ["paint", "--model", str(d / "g.pth"), "--segmenter",

@@ -173,6 +173,7 @@ def test_pixel_shares_numpy():
             assert got[b, lab] == pytest.approx(((seg[b] == lab).any(0)).mean())
 
 
+@pytest.mark.slow
 def test_bad_input_is_named(setup):
     _, src, split = setup
     with pytest.raises(ValueError, match="units"):

@@ -92,6 +92,7 @@ def test_edit_at_layer_vs_numpy_oracle(gen):
     np.testing.assert_allclose(got, x * (1 - a) + v * a, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_paint_stack_equals_full_forwards(gen):
     params, z = gen
     high = np.full(UNITS, 2.5, np.float32)

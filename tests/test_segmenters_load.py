@@ -53,6 +53,7 @@ def test_netpqc_from_cache(cache):
         1 for k in dec if not k.endswith("num_batches_tracked") and "scene_head" not in k)
 
 
+@pytest.mark.slow
 def test_net_without_colour_or_parts(cache, monkeypatch):
     root, _ = cache
     monkeypatch.setenv("JAXDISSECT_CACHE", str(root))  # where `weights fetch` puts files

@@ -191,6 +191,7 @@ def test_conversion_is_strict(colour):
         colour_params(model, bad, dsd)
 
 
+@pytest.mark.slow
 def test_colour_net_capture_and_edits(colour):
     _, dec, data, params = colour
     from jaxdissect.edits import Edit
