@@ -1,12 +1,19 @@
-"""The ``jaxdissect`` command: thin dispatch to ``jaxdissect.commands.<name>``.
+"""jaxdissect finds what each unit of a vision model's layer detects (network
+dissection) and what the model does when those units are switched off or on.
 
-Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``: it parses the arguments into a ``jaxdissect.pipeline``
-configuration, calls one run function and prints. Command modules import no JAX at
-module level, so ``jaxdissect --help`` and every ``jaxdissect COMMAND --help`` answer
-at once; ``tests/test_cli_help.py`` holds them to it. Every option's help states its
-default (argparse's ``ArgumentDefaultsHelpFormatter``; options whose default depends
-on the model have ``argparse.SUPPRESS`` and say it in words).
+Dissect a classifier or a generator (the shipped synthetic world's models, the
+reference's ResNets, VGG-16, AlexNet, ViT and Progressive GANs, a .pth file or your
+own Flax model as py:MODULE:FACTORY), remove or insert units and measure the effect,
+paint with a generator's units, and explore a results folder in the browser. Start
+with ``jaxdissect demo``; ``jaxdissect COMMAND --help`` tells each command's options.
+
+Each command is ``jaxdissect.commands.<name>``, a module that defines ``HELP`` (one
+line), ``add_arguments(parser)`` and ``run(args) -> int``: it parses the arguments into
+a ``jaxdissect.pipeline`` configuration, calls one run function and prints. Command
+modules import no JAX at module level, so ``jaxdissect --help`` and every ``jaxdissect
+COMMAND --help`` answer at once; ``tests/test_cli_help.py`` holds them to it. Every
+option's help states its default (argparse's ``ArgumentDefaultsHelpFormatter``; options
+whose default depends on the model have ``argparse.SUPPRESS`` and say it in words).
 """
 
 from __future__ import annotations
@@ -30,10 +37,24 @@ COMMANDS = {
 }
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The top-level help: the description's paragraphs as written, defaults stated."""
+
+
+def description() -> str:
+    """The user-facing paragraphs of this module's docstring (``jaxdissect --help``)."""
+    if not __doc__:                          # python -OO drops docstrings
+        return "network dissection of vision models"
+    first, body = __doc__.split("\n\n", 2)[:2]
+    return first + "\n\n" + body.replace("``", "")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     """The ``jaxdissect`` parser and ``{command: module}`` (no JAX imported)."""
-    parser = argparse.ArgumentParser(prog="jaxdissect", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from jaxdissect import __version__
+    parser = argparse.ArgumentParser(prog="jaxdissect", description=description(),
+                                     formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"jaxdissect {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     available = {}
     for name, modname in COMMANDS.items():

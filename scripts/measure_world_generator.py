@@ -1,4 +1,4 @@
-"""Measure the shipped world generator with the world segmenter (issue #4's figures).
+"""Measure the shipped world generator with the world segmenter (generator_quality's figures).
 
     python scripts/measure_world_generator.py                  # 1000 samples, prints json
     python scripts/measure_world_generator.py --write   # the recorded figures: writes
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
 
 
 def markdown(f: dict, config: dict) -> str:
-    """The figures as a results section (targets of issue #4 beside the measurements)."""
+    """The figures as a results section (the targets beside the measurements)."""
     gt, sg = f["vs_ground_truth"], f["vs_segmented_real"]
     framing = ""
     if f.get("closeup"):

@@ -10,7 +10,7 @@ The shipped weights come from two stages:
    afresh on that cache with an L1 penalty (--act-l1) on conv5_3's activations
    (jaxdissect.world.train.top; recorded under "retrained_top" in config.json, and
    retrain_top.log). Without the penalty conv5_3 is so redundant that removing a class's
-   20 most important units barely changes its accuracy (issue #5).
+   20 most important units barely changes its accuracy (the demo's ablation finding).
 
     python scripts/train_world_classifier.py --out /tmp/cls               # stage 1 (25 min)
     python scripts/train_world_classifier.py --retrain-top-from /tmp/cls  # stage 2 (2-3 min)

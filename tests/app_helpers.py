@@ -14,10 +14,11 @@ from jaxdissect.app import create_app
 
 
 @contextlib.contextmanager
-def serving(results_dir, models=None):
-    """``http://127.0.0.1:PORT`` of the app on ``results_dir`` in a thread (loopback)."""
+def serving(results_dir, models=None, **access):
+    """``http://127.0.0.1:PORT`` of the app on ``results_dir`` in a thread (loopback;
+    ``access``: ``create_app``'s ``host`` and ``token``, as if served there)."""
     from werkzeug.serving import make_server
-    app = create_app(str(results_dir), models=models)
+    app = create_app(str(results_dir), models=models, **access)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -28,7 +29,8 @@ def serving(results_dir, models=None):
         thread.join(10)
 
 
-def fake_results(root, model="no-such-model", units=6, labels=("-", "tree", "sky", "door")):
+def fake_results(root, model="no-such-model", units=6, labels=("-", "tree", "sky", "door"),
+                 layer="layer4"):
     """A results folder with one generator dissection's report.json and iou.npy
     (unit 5 silent); its model does not exist."""
     d = os.path.join(root, "gen", "dissect")
@@ -43,7 +45,7 @@ def fake_results(root, model="no-such-model", units=6, labels=("-", "tree", "sky
         recs.append({"unit": u, "label": labels[best], "category": "object",
                      "iou": float(iou[u, best]), "labelled": bool(iou[u, best] > 0.04),
                      "threshold": 0.0 if u == units - 1 else 1.0, "image": None})
-    report = {"model": model, "layer": "layer4", "quantile": 0.01, "miniou": 0.04,
+    report = {"model": model, "layer": layer, "quantile": 0.01, "miniou": 0.04,
               "num_images": 10, "data": "z@1", "units": recs,
               "dissection": {"labels": {"names": list(labels),
                                         "categories": ["-"] + ["object"] * (len(labels) - 1)},

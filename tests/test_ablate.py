@@ -49,6 +49,7 @@ def torch_pra(params, source, ablated):
             "ba": ((recall + tnr) / 2).numpy(), "logp": (lp / true).numpy()}
 
 
+@pytest.mark.slow
 def test_metrics_and_single_unit_sweep_match_torch(setup):
     model, params, train, _ = setup
     split = ablate.split_classifier(classifier_spec(params, model), "conv5_3")
@@ -63,6 +64,7 @@ def test_metrics_and_single_unit_sweep_match_torch(setup):
         np.testing.assert_allclose(m.precision[i], ref["precision"], atol=1e-12)
 
 
+@pytest.mark.slow
 def test_whole_experiment_matches_torch_loop(setup, tmp_path):
     model, params, train, val = setup
     split = ablate.split_classifier(classifier_spec(params, model), "conv5_3")
@@ -176,6 +178,7 @@ class _Dies(ArraySource):
         return super().batch(start, stop)
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_to_same_counts(setup, tmp_path):
     model, params, train, _ = setup
     split = ablate.split_classifier(classifier_spec(params, model), "conv5_3")
@@ -196,6 +199,7 @@ def test_killed_sweep_resumes_to_same_counts(setup, tmp_path):
         np.testing.assert_array_equal(fresh[k], resumed[k])
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_one_device_counts(setup):
     model, params, train, _ = setup
     devices = jax.local_devices()
@@ -211,6 +215,7 @@ def test_four_devices_give_the_one_device_counts(setup):
         np.testing.assert_array_equal(one[k], four[k], err_msg=k)
 
 
+@pytest.mark.slow
 def test_bad_input_is_named(setup):
     model, params, train, _ = setup
     split = ablate.split_classifier(classifier_spec(params, model), "conv5_3")
@@ -223,6 +228,7 @@ def test_bad_input_is_named(setup):
         ablate.measure(split, bad, np.zeros((1, UNITS)), CLASSES, progress=False)
 
 
+@pytest.mark.slow
 def test_vgg_single_unit_shortcut_equals_edited_tail():
     from jaxdissect.edits import zero_units
     from jaxdissect.models import vgg16

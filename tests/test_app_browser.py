@@ -132,3 +132,50 @@ def test_browse_paint_and_switch(world_results, browser):
                    for _, p in after[1:3])
         assert console_errors(d) == []
 
+
+
+def test_own_generator_pages_name_bad_input_and_ask_nothing_that_fails(tmp_path, browser):
+    """A user's generator (``py:`` spec) behind a results folder: every page loads with
+    no failed request, units typed wrong are named on the page and never sent, and
+    painting works."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from tests.app_helpers import fake_results
+    fake_results(str(tmp_path / "results"), model="py:tests.user_models:linen_generator",
+                 units=12, labels=("-", "tree", "sky", "door"), layer="block")
+    d = browser
+    d.get_log("browser")                                 # start from an empty console
+    with serving(tmp_path / "results") as (url, _):
+        for path in ("/", "/units/0", "/unit/0/1", "/unit/0/11"):
+            d.get(url + path)
+            wait(d, lambda d: d.execute_script("return document.readyState") == "complete",
+                 what=path)
+        wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "h1"), what="unit page")
+        d.get(f"{url}/paint/0")
+        wait(d, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"),
+             what="the generated image")
+        canvas = d.find_element(By.ID, "canvas")
+
+        def brush():
+            ActionChains(d).move_to_element_with_offset(canvas, -50, -50).click_and_hold() \
+                .move_to_element_with_offset(canvas, 50, 50).release().perform()
+        d.find_element(By.ID, "units").send_keys("3, abc")
+        brush()
+        status = d.find_element(By.ID, "status")
+        wait(d, lambda d: "abc" in status.text, what="the units error")
+        assert 'units: "abc" in "3, abc" is not a unit number' in status.text
+        assert not d.find_element(By.TAG_NAME, "body").get_attribute("data-painted")
+        d.find_element(By.ID, "units").clear()
+        d.find_element(By.ID, "units").send_keys("3 5")
+        brush()
+        wait(d, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-painted"),
+             what="the painted image")
+        assert "2 units on" in status.text
+        d.find_element(By.ID, "units").clear()
+        d.find_element(By.ID, "n").clear()
+        d.find_element(By.ID, "n").send_keys("99")
+        d.find_element(By.ID, "paint").click()
+        wait(d, lambda d: "99" in status.text, what="the best-units error")
+        assert 'best units must be a whole number from 1 to 12, got "99"' in status.text
+        assert console_errors(d) == []

@@ -51,6 +51,7 @@ def torch_loss(params, w, images, target, c, kappa):
     return (l2 + torch.tensor(c, dtype=torch.float64) * f).sum()
 
 
+@pytest.mark.slow
 def test_gradient_matches_torch(setup):
     params, images, pred = setup
     target = (pred + 1) % 5
@@ -208,6 +209,7 @@ def test_attack_result_round_trip_and_findings(tmp_path):
         assert all(("does not recognise a" if rec else "not measured") in x.reason for x in g)
 
 
+@pytest.mark.slow
 def test_class_logit_drop_vs_torch_loop(setup):
     from jaxdissect.experiments.ablate import split_classifier
     from tests.tiny_nets import ArraySource, torch_classifier

@@ -55,6 +55,7 @@ def test_label_outside_the_label_set_names_value_and_image_on_both_paths(label):
         in messages[0]
 
 
+@pytest.mark.slow
 def test_finite_data_still_dissects_alike_on_both_paths():
     a, b = (run(random_source(), budget) for budget in PATHS.values())
     np.testing.assert_array_equal(a.thresholds, b.thresholds)
@@ -110,6 +111,7 @@ def test_unreadable_image_named_or_skipped(tmp_path):
     assert skipping.identity()["skipped"] == 2
 
 
+@pytest.mark.slow
 def test_dissect_command_skips_and_reports_bad_images(tmp_path, capsys):
     make_folder(tmp_path / "places" / "val")
     tiny_vgg_pth(str(tmp_path / "m.pth"))

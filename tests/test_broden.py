@@ -123,6 +123,7 @@ def compute(batch):
     return features(jnp.asarray(batch["image"])), jnp.asarray(batch["seg"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["pnas", "netdissect"])
 def test_dissect_with_both_iou_rules_equals_numpy(broden, rule, tmp_path):
     root, images, seg, _ = broden

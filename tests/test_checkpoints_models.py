@@ -57,6 +57,7 @@ def no_edit(units=512):
     return Edit(alpha=jnp.zeros((units,)), value=jnp.zeros((units,)))
 
 
+@pytest.mark.slow
 def test_vgg_config_read_from_file(vgg):
     assert vgg["config"] == {"widths": [64, 128, 256, 512, 512], "fc_width": 4096,
                              "num_classes": 365}
@@ -93,6 +94,7 @@ def test_zeroing_conv5_3_units_equals_torch_channel_zeroing(vgg):
     assert rel_err(vgg["torch_out"][0], t_logits) > 1e-4  # the ablation mattered
 
 
+@pytest.mark.slow
 def test_vmap_over_16_single_unit_ablations_equals_16_calls(vgg):
     model, params = vgg["model"], vgg["params"]
     conv5_3 = jnp.asarray(vgg["torch_out"][1]["conv5_3"])
@@ -146,6 +148,7 @@ def progan(tmp_path_factory):
     return dict(torch=tm, paths=paths, z=z, torch_out=run_torch_proggan(tm, z))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["zip", "legacy", "old_names"])
 def test_full_proggan_256_matches_torch(progan, fmt):
     config, params = convert_state_dict(load_state_dict(progan["paths"][fmt]), "proggan")

@@ -56,6 +56,7 @@ def run_ablate(tmp_path_factory):
     return model, out
 
 
+@pytest.mark.slow
 def test_ablation_matches_torch_loop(run_ablate):
     model, out = run_ablate
     res = json.load(open(out / "ablate" / "ablation.json"))
@@ -91,6 +92,7 @@ def test_ablation_matches_torch_loop(run_ablate):
     assert len(res["curves"]["0"]["removed"]) == units - 1
 
 
+@pytest.mark.slow
 def test_pages_link_every_part(run_ablate):
     _, out = run_ablate
     index = open(out / "index.html").read()
@@ -101,6 +103,7 @@ def test_pages_link_every_part(run_ablate):
         assert os.path.getsize(out / "ablate" / img) > 1000
 
 
+@pytest.mark.slow
 def test_bad_input(run_ablate, tmp_path, capsys):
     assert cli.main(["ablate", "--ks", "0,x", "--out", str(tmp_path)]) == 2
     assert "--ks" in capsys.readouterr().err

@@ -56,6 +56,7 @@ def run_attack(tmp_path_factory):
     return model, data, pred, source, target, out
 
 
+@pytest.mark.slow
 def test_attack_matches_torch(run_attack):
     model, data, pred, source, target, out = run_attack
     res = json.load(open(out / "attack.json"))
@@ -108,6 +109,7 @@ def test_attack_matches_torch(run_attack):
             assert im.size == (int(w), int(h)), src
 
 
+@pytest.mark.slow
 def test_attack_ranking_file_and_errors(run_attack, tmp_path, capsys):
     model, data, pred, source, target, out = run_attack
     res = json.load(open(out / "attack.json"))

@@ -26,6 +26,7 @@ def runs(tmp_path_factory):
     return d, outs
 
 
+@pytest.mark.slow
 def test_tally_csv_agrees_with_iou(runs):
     _, outs = runs
     for out in outs.values():
@@ -48,6 +49,7 @@ def test_tally_csv_agrees_with_iou(runs):
     assert np.any(nd.columns["part"].activation < pnas.columns["part"].activation)
 
 
+@pytest.mark.slow
 def test_broden_segmenter_needs_broden_data(runs, tmp_path, capsys):
     d, _ = runs
     assert cli.main(["dissect", "--model", str(d / "tiny.pth"), "--data", "world",

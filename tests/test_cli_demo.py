@@ -15,6 +15,7 @@ import pytest
 WORLD = Path(__file__).resolve().parents[1] / "weights" / "world"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (WORLD / "classifier" / "config.json").is_file(),
                     reason="the shipped world weights (weights/world) are not present")
 def test_demo_small(tmp_path):

@@ -45,6 +45,7 @@ def run_dissect(tmp_path_factory):
     return torch_model, out, argv
 
 
+@pytest.mark.slow
 def test_iou_matches_torch_numpy(run_dissect):
     torch_model, out, _ = run_dissect
     # the command's val seed; the world renders at 128 and reaches the 224 VGG resized
@@ -102,6 +103,7 @@ def test_bad_input_exits_2(run_dissect, extra, msg, capsys, tmp_path):
     assert msg in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_significance_and_max_p(run_dissect, capsys, tmp_path):
     """--max-p tests every label and keeps those with p <= max_p; report.json and the
     cards carry p-values and intervals."""
@@ -123,6 +125,7 @@ def test_significance_and_max_p(run_dissect, capsys, tmp_path):
     assert "labels survive a 1% false-discovery rate" in (out / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_changed_weights_at_the_same_path_give_new_results(tmp_path):
     """Caches are keyed by the weights' bytes, not the model's name or path."""
     import torch

@@ -37,6 +37,7 @@ def test_folder_source_resize_and_crop(tmp_path):
         ImageFolderSource(str(tmp_path / "missing"))
 
 
+@pytest.mark.slow
 def test_dissect_on_a_folder(tmp_path):
     make_folder(tmp_path / "places" / "val")
     tiny_vgg_pth(str(tmp_path / "m.pth"))

@@ -52,8 +52,31 @@ def _options(parser):
         if isinstance(action, argparse._SubParsersAction):
             for sub in dict.fromkeys(action.choices.values()):
                 yield from _options(sub)
-        elif action.option_strings and not isinstance(action, argparse._HelpAction):
+        elif action.option_strings and not isinstance(
+                action, (argparse._HelpAction, argparse._VersionAction)):
             yield parser.prog, action
+
+
+def test_version_and_a_description_for_users():
+    from jaxdissect import __version__
+    r = _help()
+    assert r["text"].startswith("usage: jaxdissect [-h] [--version] COMMAND")
+    about = r["text"].split("\n\n")[1]
+    assert about.startswith("jaxdissect finds what each unit")
+    assert "jaxdissect demo" in r["text"] and "``" not in r["text"]
+    assert "dispatch" not in r["text"] and "jaxdissect.commands" not in r["text"]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "jaxdissect.cli", "--version"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == f"jaxdissect {__version__}\n"
+
+
+def test_layer_help_names_the_default_layers():
+    parser, _ = cli.build_parser()
+    text = parser._subparsers._group_actions[0].choices["dissect"].format_help()
+    text = " ".join(text.split())
+    for layer in ("conv5_3", "layer4", "conv5", "default_layer"):
+        assert layer in text.split("--layer LAYER layer to", 1)[1].split("--segmenter")[0], layer
 
 
 def test_every_option_states_its_default():

@@ -36,6 +36,7 @@ def run_intervene(tmp_path_factory):
     return model, out
 
 
+@pytest.mark.slow
 def test_matches_torch_loop(run_intervene):
     model, out = run_intervene
     res = json.load(open(out / "intervene" / "intervention.json"))
@@ -93,6 +94,7 @@ def test_matches_torch_loop(run_intervene):
             assert r["mean_added"] == pytest.approx(s[c] / n[c], abs=64 * PIX)
 
 
+@pytest.mark.slow
 def test_index_links_and_findings(run_intervene):
     _, out = run_intervene
     index = open(out / "index.html").read()
@@ -101,6 +103,7 @@ def test_index_links_and_findings(run_intervene):
     assert "Zeroing the 3 best-IoU units of <b>green</b>" in index
 
 
+@pytest.mark.slow
 def test_unknown_concept_is_named(run_intervene, capsys):
     model, out = run_intervene
     argv = ["intervene", "--model", str(out.parent / "g.pth"), "--segmenter",

@@ -29,6 +29,7 @@ def snapshot(folder):
             for r, _, fs in os.walk(folder) for f in fs}
 
 
+@pytest.mark.slow
 def test_rerun_replaces_the_folder_whole(setup, capsys):
     d, argv, out = setup
     assert outdir.owner(str(out)) == "dissect"
@@ -42,6 +43,7 @@ def test_rerun_replaces_the_folder_whole(setup, capsys):
     assert not (d / "res.partial").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_write_loses_nothing(setup, capsys, monkeypatch):
     d, argv, out = setup
     before = snapshot(out)

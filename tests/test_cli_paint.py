@@ -29,6 +29,7 @@ def run_paint(tmp_path_factory):
     return model, out, d
 
 
+@pytest.mark.slow
 def test_paint_matches_torch(run_paint):
     model, out, _ = run_paint
     res = json.load(open(out / "paint.json"))
@@ -72,6 +73,7 @@ def test_paint_matches_torch(run_paint):
         assert (out / f).is_file(), f
 
 
+@pytest.mark.slow
 def test_paint_errors(run_paint, capsys):
     _, out, d = run_paint
     base = ["paint", "--model", str(d / "g.pth"), "--segmenter",

@@ -107,6 +107,7 @@ def assert_same(a: DissectResult, b: DissectResult):
         np.testing.assert_array_equal(a.levels[q], b.levels[q])
 
 
+@pytest.mark.slow
 def test_dissect_equals_numpy_for_batch_sizes_and_devices():
     source = random_source()
     t, iou = numpy_dissection(source, 0.05, 0.04)
@@ -125,6 +126,7 @@ def test_dissect_equals_numpy_for_batch_sizes_and_devices():
         np.testing.assert_array_equal(r.topk_images[u], order)
 
 
+@pytest.mark.slow
 def test_radix_path_gives_the_same_exact_result():
     source = random_source(seed=1)
     fast = run(source, quantile=0.05, levels=(0.005,))
@@ -133,6 +135,7 @@ def test_radix_path_gives_the_same_exact_result():
     assert set(radix.levels) == {0.05, 0.005}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("budget,first,second", [(4096, "onepass", None),
                                                   (16, "quantile", "radix2")])
 def test_killed_run_resumes_with_identical_results(tmp_path, budget, first, second,
@@ -294,6 +297,7 @@ class CountingSource(ArraySource):
         return super().batch(start, stop)
 
 
+@pytest.mark.slow
 def test_cache_is_keyed_by_weights_data_and_settings(tmp_path):
     """The README's ``dissect(..., params=..., cache_key=...)``: the same inputs reuse
     the cache; changed weights, data or settings give new results, never the old."""

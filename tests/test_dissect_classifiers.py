@@ -60,6 +60,7 @@ def test_vit_token_grid_dissects_as_numpy():
     assert f.shape == (8, 4, 4, 768)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,layer", [
     ("resnet", "fc"), pytest.param("resnet", "layer4", marks=pytest.mark.slow),
     ("alexnet", "fc6")])

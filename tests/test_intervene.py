@@ -42,6 +42,7 @@ def torch_shares(imgs):
     return pres.double().mean((1, 2)).numpy()
 
 
+@pytest.mark.slow
 def test_per_unit_and_removal_match_torch(setup, tmp_path):
     params, src, split = setup
     g = torch_generator(params)
@@ -106,6 +107,7 @@ def test_per_unit_and_removal_match_torch(setup, tmp_path):
         assert isinstance(back.removal["green"], intervene.RemovalCurve)
 
 
+@pytest.mark.slow
 def test_insertion_by_context_matches_torch_loop(setup, monkeypatch):
     params, src, split = setup
     g = torch_generator(params)
@@ -200,6 +202,7 @@ def test_pixel_shares_numpy():
             assert got[b, lab] == pytest.approx(((seg[b] == lab).any(0)).mean())
 
 
+@pytest.mark.slow
 def test_bad_input_is_named(setup):
     _, src, split = setup
     with pytest.raises(ValueError, match="units"):
@@ -210,6 +213,7 @@ def test_bad_input_is_named(setup):
                                         progress=False)
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_one_device_sums(setup):
     _, src, split = setup
     devices = jax.local_devices()

@@ -54,6 +54,7 @@ def convert_and_compare(tm, tmp_path, size, hooks):
     return cfg, model, acts
 
 
+@pytest.mark.slow
 def test_reference_places365_alexnet_matches_torch(tmp_path):
     cfg, model, acts = convert_and_compare(torch_alexnet_reference(seed=1), tmp_path, 227,
                                            REFERENCE_HOOKS)

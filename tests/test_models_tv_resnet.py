@@ -58,6 +58,7 @@ def check_parity(tm, cfg, variables, torch_paths):
     return acts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block,depths,width", [
     ("basic", (2, 2, 2, 2), 512),
     pytest.param("bottleneck", (3, 4, 6, 3), 2048, marks=pytest.mark.slow)])
@@ -85,6 +86,7 @@ def test_resnet18_receptive_field_geometry_gives_the_map_sizes():
         layer_geometry(model, "layer5")
 
 
+@pytest.mark.slow
 def test_reference_resnet152_layout_small_depths_through_files(tmp_path):
     """The reference's numbered layout (``4.0.0.0.0.weight`` ...), at one block per
     stage so it runs fast; the full ResNet-152 is checked below."""
@@ -96,6 +98,7 @@ def test_reference_resnet152_layout_small_depths_through_files(tmp_path):
                                       "layer4": "7", "avgpool": "8", "fc": "10.1"})
 
 
+@pytest.mark.slow
 def test_reference_resnet152_keys_are_exactly_the_table():
     """Every key and shape of the reference ResNet-152 state dict is one table entry."""
     sd = torch_oldresnet(seed=0).state_dict()

@@ -23,6 +23,7 @@ def vit_b16(tmp_path_factory):
     return dict(torch=tm, paths=paths)
 
 
+@pytest.mark.slow
 def test_vit_b16_matches_torch_at_every_layer(vit_b16):
     cfg, var = convert_state_dict(load_state_dict(vit_b16["paths"]["zip"]), "vit")
     assert cfg == {"patch": 16, "hidden": 768, "depth": 12, "heads": 12, "mlp_dim": 3072,

@@ -156,6 +156,7 @@ def test_dissect_own_model_equals_numpy(factory):
     np.testing.assert_allclose(res.iou, iou, rtol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factory", [um.linen_classifier, um.nnx_classifier])
 def test_single_unit_ablation_sweep_equals_hand_edits(factory):
     spec = factory()
@@ -186,6 +187,7 @@ def generator_by_hand(params, z, block_edit=None):
     return jax.nn.sigmoid(nn.Conv(3, (3, 3)).apply({"params": params["out"]}, h))
 
 
+@pytest.mark.slow
 def test_generator_removal_and_insertion_edits_equal_hand_edits():
     spec = um.linen_generator()
     z = np.random.default_rng(3).normal(size=(4, 8)).astype(np.float32)

@@ -59,6 +59,7 @@ def layer4(params, z, edits=None):
                           capture=("layer4",))[1]["layer4"], np.float64)
 
 
+@pytest.mark.slow
 def test_edit_at_layer_vs_numpy_oracle(gen):
     params, z = gen
     rng = np.random.default_rng(2)
@@ -91,6 +92,7 @@ def test_edit_at_layer_vs_numpy_oracle(gen):
     np.testing.assert_allclose(got, x * (1 - a) + v * a, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_paint_stack_equals_full_forwards(gen):
     params, z = gen
     high = np.full(UNITS, 2.5, np.float32)
@@ -149,6 +151,7 @@ def test_concept_units_and_region_pixels():
         paint.region_pixels(jnp.asarray(seg), 2, np.ones((5, 6)))
 
 
+@pytest.mark.slow
 def test_paint_source_sweep_equals_paint_on_any_device_count(gen):
     """The sweep (batches of 2 then 1, on 1 and 4 devices) paints what ``paint``
     paints, and counts each edit's label pixels in its region as NumPy does."""

@@ -58,6 +58,7 @@ def test_intervals_and_overlap_vs_scipy():
     assert significance.overlap_p(0, 0, 5, 10) == 1.0
 
 
+@pytest.mark.slow
 def test_poisson_weights_depend_on_the_index_alone():
     idx = np.arange(40)
     w = np.asarray(significance.poisson_weights(idx, 300, seed=2))

@@ -41,6 +41,7 @@ def tally(devs, batch_size, acts, seg, t):
     return step.result(state)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [1, 7])
 def test_one_and_four_devices_agree(batch_size):
     rng = np.random.default_rng(0)

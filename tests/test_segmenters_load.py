@@ -31,6 +31,7 @@ def cache(tmp_path_factory):
     return root, mods
 
 
+@pytest.mark.slow
 def test_netpqc_from_cache(cache):
     root, mods = cache
     seg = load_segmenter("netpqc", cache_dir=root)
@@ -52,6 +53,7 @@ def test_netpqc_from_cache(cache):
         1 for k in dec if not k.endswith("num_batches_tracked") and "scene_head" not in k)
 
 
+@pytest.mark.slow
 def test_net_without_colour_or_parts(cache, monkeypatch):
     root, _ = cache
     monkeypatch.setenv("JAXDISSECT_CACHE", str(root))  # where `weights fetch` puts files

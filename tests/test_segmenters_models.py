@@ -94,6 +94,7 @@ def assert_same_except_ties(ours, ref, scores, tol=1e-5):
         assert np.all(gap[diff] <= tol), f"{diff.sum()} labels differ at untied pixels"
 
 
+@pytest.mark.slow
 def test_upernet_logits_match_pytorch(upp):
     enc, dec, _, model, params = upp
     x = np.random.RandomState(1).randn(1, 64, 64, 3).astype(np.float32) * 60
@@ -108,6 +109,7 @@ def test_upernet_logits_match_pytorch(upp):
     assert acts["layer4"].shape == (1, 2, 2, 2048) and acts["fusion"].shape == (1, 16, 16, 512)
 
 
+@pytest.mark.slow
 def test_colour_net_logits_match_pytorch(colour):
     enc, dec, data, params = colour
     x = np.random.RandomState(2).randn(1, 64, 64, 3).astype(np.float32)
@@ -118,6 +120,7 @@ def test_colour_net_logits_match_pytorch(colour):
     assert rel_err(np.asarray(out), ref) < 1e-4
 
 
+@pytest.mark.slow
 def test_unified_segmenter_matches_reference_pipeline(upp):
     """Two sizes (adaptive pooling up and down), downsampling, parts, quadrant split."""
     enc, dec, data, _, params = upp
@@ -152,6 +155,7 @@ def test_colour_segmenter_matches_reference_pipeline(colour):
     assert_same_except_ties(ours, ref, scores)
 
 
+@pytest.mark.slow
 def test_merged_segmenter_numbering(upp, colour):
     _, _, udata, _, uparams = upp
     _, _, cdata, cparams = colour
@@ -187,6 +191,7 @@ def test_conversion_is_strict(colour):
         colour_params(model, bad, dsd)
 
 
+@pytest.mark.slow
 def test_colour_net_capture_and_edits(colour):
     _, dec, data, params = colour
     from jaxdissect.edits import Edit

@@ -30,6 +30,7 @@ def compute(batch):
     return batch["acts"], batch["seg"]
 
 
+@pytest.mark.slow
 def test_significance_of_a_planted_unit_and_noise(tmp_path):
     src = planted_source()
     up = Upsampler.plain((4, 4), (8, 8))
@@ -70,6 +71,7 @@ def test_significance_of_a_planted_unit_and_noise(tmp_path):
         res.with_significance(sig, max_p=0)
 
 
+@pytest.mark.slow
 def test_a_different_compute_is_refused():
     src = planted_source(n=16)
     res = dissect(compute, src, LABELS, quantile=0.1, miniou=0.01, batch_size=16,

@@ -80,6 +80,7 @@ def check_edit(spec, tm, x01, layer, torch_path, units, n_units, last_axis=False
     assert rel_err(run_hooked(tm, normalised(x01), {})[0], t_logits) > 1e-3  # it mattered
 
 
+@pytest.mark.slow
 def test_resnet_spec_layers_edits_and_maps():
     tm = torch_resnet("bottleneck", (1, 1, 1, 1), num_classes=20, seed=1)
     spec = converted_spec(tm, "resnet", tv_resnet.spec, name="resnet-test")
@@ -114,6 +115,7 @@ def test_alexnet_spec_layers_edits_and_receptive_field_upsampling():
     assert spec.maps("fc6", acts["fc6"]).shape == (2, 1, 1, 16)
 
 
+@pytest.mark.slow
 def test_vit_spec_token_grid_and_edits():
     tm = torch_vit(seed=3, image_size=64, depth=2, mlp_dim=32, num_classes=7)
     spec = converted_spec(tm, "vit", vit.spec)

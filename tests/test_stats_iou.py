@@ -82,6 +82,7 @@ def test_counts_and_iou_equal_numpy(batch):
     assert np.all(got[:, 5] == 0) and np.all(got[1] == 0)  # absent label, silent unit
 
 
+@pytest.mark.slow
 def test_merge_matches_one_tally():
     acts, seg, t = data(2)
     parts = [IoUTally.empty(5, L).update(jnp.asarray(acts[i:i + 10]), jnp.asarray(t),
@@ -140,6 +141,7 @@ def category_data(seed=3, n=24, units=4):
     return acts, seg, np.array([3.0, 4.0, 5.0, 1.5], np.float32)
 
 
+@pytest.mark.slow
 def test_netdissect_rule_equals_numpy():
     acts, seg, t = category_data()
     stat = IoUTally.empty(acts.shape[-1], L, categories=CATEGORIES)

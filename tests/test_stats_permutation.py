@@ -88,6 +88,7 @@ def numpy_oracle(stat, acts, seg, units, labels, thresholds, num_labels):
     return all_inter, label_area, perm_inter, observed, null, p, boot
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch,n_devices", [(8, 1), (16, 1), (32, 4)])
 def test_counts_and_p_values_equal_numpy_over_the_same_permutations(batch, n_devices):
     acts, seg = make_data()

@@ -117,6 +117,7 @@ def kernels():
     return out
 
 
+@pytest.mark.slow
 def test_native_kernel_builds_where_a_compiler_exists(tmp_path, monkeypatch):
     if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("no C++ compiler: the NumPy host kernel is used")
@@ -205,6 +206,7 @@ def test_merge_top_composes_with_vmap_and_jit():
                                       np.asarray(values[i]))
 
 
+@pytest.mark.slow
 def test_netdissect_rule_equals_numpy():
     """Category areas from the buffer's image indices, merged across buffers,
     against NetDissect's per-image tally loop."""

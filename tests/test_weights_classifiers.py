@@ -84,6 +84,7 @@ def served(tmp_path_factory):
     thread.join()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SERVED))
 def test_fetch_converts_each_shipped_classifier(served, name, tmp_path, monkeypatch, capsys):
     registry = {"base_url": "http://127.0.0.1:9/", "checkpoints": served["entries"]}

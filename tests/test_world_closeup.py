@@ -82,7 +82,7 @@ def test_render_mixed_and_closeup_reference_counts():
     np.testing.assert_array_equal(mixed["seg"][~odd], whole["seg"][~odd])
     with pytest.raises(ValueError, match="period"):
         render_mixed(79, idx, 32, every=0)
-    # issue #4's real reference for a close-up generator: its training images' ground truth
+    # the real reference for a close-up generator: its training images' ground truth
     seg = lambda images: np.zeros((len(images), 4, 64, 64), np.int32)
     truth, _ = real_object_counts(seg, 10, 79, 32, batch=4, classes=["village"], closeup=1.5)
     np.testing.assert_array_equal(truth, label_counts(close["seg"][:, 0]))

@@ -30,6 +30,7 @@ def test_minibatch_stddev_matches_numpy():
         np.testing.assert_allclose(got[i, :, :, 5], want, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_discriminator_shapes_and_errors():
     params = jax.jit(TINY_D.init)(jax.random.key(0), jnp.zeros((4, 16, 16, 3)))["params"]
     logits = jax.jit(TINY_D.apply)({"params": params}, jnp.zeros((8, 16, 16, 3)))
@@ -59,6 +60,7 @@ def _fresh():
     return state, reals
 
 
+@pytest.mark.slow
 def test_gan_step_losses_and_ema_match_oracle(gan_step):
     state, reals = _fresh()
     old_g = jax.tree.map(np.array, state.g_params)
@@ -86,6 +88,7 @@ def test_gan_step_losses_and_ema_match_oracle(gan_step):
                zip(jax.tree.leaves(old_d), jax.tree.leaves(new.d_params)))
 
 
+@pytest.mark.slow
 def test_r1_penalty_matches_finite_differences(gan_step):
     state, reals = _fresh()
     d = jax.tree.map(np.array, state.d_params)
@@ -103,6 +106,7 @@ def test_r1_penalty_matches_finite_differences(gan_step):
     assert float(m["r1"]) > 0
 
 
+@pytest.mark.slow
 def test_gan_step_compiles_once(gan_step):
     state, _ = _fresh()
     for i in range(4):
@@ -127,6 +131,7 @@ def test_translate_images_matches_numpy():
     np.testing.assert_array_equal(np.asarray(same), x)
 
 
+@pytest.mark.slow
 def test_gan_step_translates_discriminator_inputs():
     hyper = gt.GanHyper(z_dim=8, r1_gamma=1.0, r1_every=2, translate=3)
     state = gt.init_state(TINY_G, NOSTD_D, hyper, jax.random.key(0), (16, 16, 3))
@@ -181,6 +186,7 @@ def test_label_counts_and_compare_shares():
     assert not compare_shares(gen, real)["ok"]
 
 
+@pytest.mark.slow
 def test_sparsity_penalty_numpy_and_training_step():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((2, 3, 3, 8)).astype(np.float32)
@@ -217,6 +223,7 @@ def shipped():
     return load_generator()
 
 
+@pytest.mark.slow
 def test_shipped_generator_loads_runs_and_is_deterministic(shipped):
     model, params = shipped
     assert model.resolution in (32, 64)
@@ -233,9 +240,10 @@ def test_shipped_generator_loads_runs_and_is_deterministic(shipped):
     assert np.abs(a[0] - a[1]).mean() > 0.02
 
 
+@pytest.mark.slow
 def test_shipped_generator_reduced_measurement(shipped):
-    """A reduced version of issue #4's figures on 64 samples, against real images of
-    the scene classes the generator was trained on (can fail)."""
+    """A reduced version of the generator's quality figures on 64 samples, against real
+    images of the scene classes the generator was trained on (can fail)."""
     from jaxdissect.world.generator_quality import generated_object_counts, real_object_counts
     from jaxdissect.world.segmenter import load_segmenter
     from jaxdissect.world.weights import read_config
@@ -252,7 +260,7 @@ def test_shipped_generator_reduced_measurement(shipped):
     for i in np.argsort(-real)[:2]:
         ratio = figures["objects"][LABELS.names[i]]["ratio"]
         assert 1 / 3 <= ratio <= 3, (LABELS.names[i], figures)
-    # every object held to issue #4's target (>= 2% of real pixels) within 3x here
+    # every object held to the target (>= 2% of real pixels) within 3x here
     # (64 samples; windows, 1.7% of real pixels, are under-drawn, RESULTS.md)
     assert all(1 / 3 <= o["ratio"] <= 3 for o in figures["objects"].values()), figures
 
@@ -260,8 +268,8 @@ def test_shipped_generator_reduced_measurement(shipped):
 @pytest.mark.slow
 def test_shipped_generator_tree_and_door_units():
     """Layer4 of the shipped generator dissected as `jaxdissect dissect --model
-    world-generator` does (1,000 z of seed 1, world segmenter, quarter grid): issue 14's
-    at least 2 units labelled tree and 2 labelled door. Measured: 55 units labelled, 11
+    world-generator` does (1,000 z of seed 1, world segmenter, quarter grid): at least 2
+    units labelled tree and 2 labelled door. Measured: 55 units labelled, 11
     tree (best IoU 0.077), 5 door (best 0.111); 12 units with tree IoU > 0.04."""
     from jaxdissect import pipeline as C
     from jaxdissect.experiments.dissect import dissect

@@ -162,6 +162,7 @@ def test_shipped_weights_size_and_config():
             assert key in cfg, (d, key)
 
 
+@pytest.mark.slow
 @needs_weights
 def test_shipped_classifier_heldout_accuracy():
     """Reduced version of the >= 90% figure: 220 images of a fresh world seed."""
@@ -235,7 +236,7 @@ def test_shipped_classifier_dissection_against_truth_and_segmenter():
 @pytest.mark.slow
 @needs_weights
 def test_shipped_classifier_ablation_finding():
-    """Reduced version of the demo's classifier-ablation finding (issue #5), on fresh
+    """Reduced version of the demo's classifier-ablation finding, on fresh
     seeds: ranked on 300 images of one, measured on 300 of another, removing each
     class's 20 most important conv5_3 units moves mean balanced accuracy at least
     halfway to chance, and keeping only them retains >= 80% of the baseline (measured

@@ -25,6 +25,7 @@ def _params(seed=0):
                         shapes)
 
 
+@pytest.mark.slow
 def test_cached_features_are_the_layer_output_of_images_and_mirrors():
     params = _params()
     src = WorldSource(5, seed=7)
@@ -60,6 +61,7 @@ def _torch_grads(p, feats, labels, act_l1):
     return {k: v.grad.numpy().astype(np.float64) for k, v in t.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act_l1", [0.0, 3.0])
 def test_one_step_matches_torch_gradient_and_freezes_lower_layers(act_l1):
     base = _params(1)
@@ -93,6 +95,7 @@ def test_one_step_matches_torch_gradient_and_freezes_lower_layers(act_l1):
         assert np.all(np.abs(step) <= 1 + 1e-3), key
 
 
+@pytest.mark.slow
 def test_l1_penalty_makes_conv5_3_sparser_and_training_learns():
     base = _params(4)
     rng = np.random.default_rng(5)

@@ -13,6 +13,9 @@ index=`` (PNG), ``POST /api/paint/K`` ``{seed, index, mask, mode, concept, n | u
 (``mask``: ``H*W`` characters "0"/"1", row-major, at the generated image's size),
 ``GET /api/image/K/I`` (PNG), ``POST /api/classify/K`` ``{index, off, on}``. A bad
 request gets a 4xx answer with ``{"error": message}``; the server goes on.
+
+The app answers only its user (``jaxdissect.app.access``): on loopback, only requests
+addressed to a loopback name; beyond it, only requests that carry its token.
 """
 
 from __future__ import annotations
@@ -25,17 +28,22 @@ from jaxdissect.app.results import Results
 __all__ = ["create_app", "Results"]
 
 
-def create_app(results_dir: str, models: dict[str, str] | None = None):
-    """The Flask app serving ``results_dir``; ``models`` as ``parse_model_overrides``."""
+def create_app(results_dir: str, models: dict[str, str] | None = None,
+               host: str = "127.0.0.1", token: str | None = None):
+    """The Flask app serving ``results_dir``; ``models`` as ``parse_model_overrides``;
+    ``host`` the address it is served on and ``token`` what it asks for there
+    (``jaxdissect.app.access``: needed beyond loopback)."""
     from flask import Flask
 
-    from jaxdissect.app import routes
+    from jaxdissect.app import access, routes
     here = os.path.dirname(os.path.abspath(__file__))
     app = Flask("jaxdissect.app", template_folder=os.path.join(here, "templates"),
                 static_folder=os.path.join(here, "static"), static_url_path="/static")
     app.config["RESULTS"] = Results(results_dir, models)
     app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024   # a mask is a few kB
     app.json.sort_keys = False
+    app.config["ACCESS"] = access.Access(host, token)
+    access.register(app, app.config["ACCESS"])
     routes.register(app)
     return app
 

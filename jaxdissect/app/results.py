@@ -75,8 +75,9 @@ class Dissection:
                                                    and u.get("iou", 0) <= 0)))
             if not rec["fires"]:
                 rec["labelled"], rec["image"] = False, None
-            if rec.get("image"):
-                rec["image"] = self.file_path(rec["image"])
+            if rec.get("image"):           # a strip that is not there is not shown
+                exists = os.path.isfile(os.path.join(self.folder, rec["image"]))
+                rec["image"] = self.file_path(rec["image"]) if exists else None
             out.append(rec)
         return out
 
@@ -113,7 +114,8 @@ class Dissection:
                 "silent": sum(not u["fires"] for u in units),
                 "num_images": self.report.get("num_images"),
                 "quantile": self.report.get("quantile"),
-                "report": self.file_path("report.html")}
+                "report": (self.file_path("report.html") if os.path.isfile(
+                    os.path.join(self.folder, "report.html")) else None)}
 
     def live(self):
         """The loaded model with its compiled functions (``app.live``), made once."""

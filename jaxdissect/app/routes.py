@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from flask import abort, current_app, jsonify, render_template, request, send_file
@@ -32,13 +33,22 @@ def _body() -> dict:
     return body
 
 
+def shown(value, limit: int = 40) -> str:
+    """``value`` as it was sent (JSON), cut to ``limit`` characters."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _int(value, name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        abort(400, f"{name} must be an integer, got {value!r}")
+        abort(400, f"{name} must be an integer, got {shown(value)}")
     try:
         v = int(value)
     except ValueError:
-        abort(400, f"{name} must be an integer, got {value!r}")
+        abort(400, f"{name} must be an integer, got {shown(value)}")
     if not low <= v <= high:
         abort(400, f"{name} must be in [{low}, {high}], got {v}")
     return v
@@ -48,7 +58,8 @@ def _units(value, name: str, num_units: int) -> list[int]:
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > num_units:
-        abort(400, f"{name} must be a list of at most {num_units} unit numbers")
+        abort(400, f"{name} must be a list of at most {num_units} unit numbers, got "
+                   f"{shown(value)}")
     return [_int(u, f"{name} entry", 0, num_units - 1) for u in value]
 
 
@@ -102,7 +113,8 @@ def register(app) -> None:
         d = dissection(key, "generator")
         concepts = _concepts(d)
         return render_template("paint.html", d=d.summary(), concepts=concepts,
-                               seed=d.data_seed if d.data_seed is not None else 1)
+                               seed=d.data_seed if d.data_seed is not None else 1,
+                               n=min(20, d.num_units))
 
     @app.get("/classify/<key>")
     def classify_page(key):
@@ -151,7 +163,7 @@ def register(app) -> None:
         index = _int(body.get("index", 0), "index", 0, MAX_INDEX)
         mode = body.get("mode")
         if mode not in ("on", "off"):
-            abort(400, f"mode must be 'on' or 'off', got {mode!r}")
+            abort(400, f"mode must be \"on\" or \"off\", got {shown(mode)}")
         if body.get("units") is not None:
             units = _units(body["units"], "units", d.num_units)
             if not units:
@@ -159,12 +171,14 @@ def register(app) -> None:
         else:
             concept = body.get("concept")
             if not isinstance(concept, str) or concept not in d.label_names[1:]:
-                abort(400, f"concept must be one of the dissection's labels, got {concept!r}")
-            n = _int(body.get("n", 20), "n", 1, d.num_units)
+                abort(400, f"concept must be one of the dissection's labels, got "
+                           f"{shown(concept)}")
+            n = _int(body.get("n", min(20, d.num_units)), "n", 1, d.num_units)
             units = d.concept_units(concept, n)
         mask = body.get("mask")
         if not isinstance(mask, str) or mask.strip("01"):
-            abort(400, "mask must be a string of '0' and '1' characters (row-major)")
+            abort(400, "mask must be a string of '0' and '1' characters (row-major), got "
+                       f"{shown(mask)}")
         painter = _live(d)
         h, w = painter.image_hw
         if len(mask) != h * w:

@@ -29,8 +29,11 @@ def add_common(p, config: str):
                    help="how a layer's map is brought to the segmentation grid (default: "
                         "the model's own; plain stretch for VGG-16 and generators, as "
                         "the reference)")
-    p.add_argument("--layer", default=argparse.SUPPRESS, help="layer to dissect/edit "
-                   "(default: conv5_3 for classifiers, layer4 for generators)")
+    p.add_argument("--layer", default=argparse.SUPPRESS,
+                   help="layer to dissect/edit (default: the model's default_layer: conv5_3 "
+                        "for the world classifier and VGG-16, layer4 for the world "
+                        "generator, ResNets and Progressive GANs, conv5 for AlexNet, the "
+                        "last encoder layer for ViT)")
     p.add_argument("--segmenter", default=argparse.SUPPRESS,
                    help="truth | world | netpqc (reference segmenters) | broden (the "
                         "annotation of --data broden:DIR); default: truth for world images, "

@@ -1,6 +1,6 @@
 """How world-like a generator's samples are, judged by the world segmenter.
 
-Issue #4's figures: the fraction of generated pixels the segmenter gives a
+The figures: the fraction of generated pixels the segmenter gives a
 non-background object label, and, for every object covering at least 2% of real
 pixels, the ratio of its pixel share in generated images to its share in real
 images (target: within a factor of 2). Real shares are reported two ways: the

@@ -4,14 +4,29 @@
   const body = document.body, key = body.dataset.key;
   const $ = (id) => document.getElementById(id);
 
+  // the server's error message, whatever the answer's type
+  async function failure(r) {
+    const type = r.headers.get('Content-Type') || '';
+    const text = type.includes('json') ? (await r.json()).error : '';
+    return new Error(text || r.status + ' ' + r.statusText);
+  }
+
   async function api(path, payload) {
     const opts = payload === undefined ? {} : {
       method: 'POST', headers: {'Content-Type': 'application/json'},
       body: JSON.stringify(payload)};
     const r = await fetch(path, opts);
-    const data = await r.json();
-    if (!r.ok) throw new Error(data.error || r.statusText);
-    return data;
+    if (!r.ok) throw await failure(r);
+    return r.json();
+  }
+
+  // a whole number typed in a field, checked here so that a typo is named, not sent
+  function whole(text, what, low, high) {
+    const t = String(text).trim();
+    if (!/^\d+$/.test(t) || +t < low || +t > high)
+      throw new Error(what + ' must be a whole number from ' + low + ' to ' + high +
+                      ', got "' + t + '"');
+    return +t;
   }
 
   // ------------------------------------------------------------------ units
@@ -95,15 +110,38 @@
       for (let y = 0; y < H; y++) for (let x = 0; x < W; x++)
         if (mask[y * W + x]) ctx.fillRect(x * sx, y * sy, sx, sy);
     }
+    const numUnits = +body.dataset.numUnits;
+    function seedIndex() {
+      return {seed: whole($('seed').value, 'z seed', 0, 2147483647),
+              index: whole($('index').value, 'sample', 0, 1000000)};
+    }
     function load() {
-      const seed = $('seed').value, index = $('index').value;
+      let si;
+      try { si = seedIndex(); } catch (e) { status.textContent = 'error: ' + e.message; return; }
       status.textContent = 'generating (the first time compiles the generator) ...';
-      fetch('/api/generate/' + key + '?seed=' + encodeURIComponent(seed) + '&index=' +
-            encodeURIComponent(index)).then(async r => {
-        if (!r.ok) throw new Error((await r.json()).error);
+      fetch('/api/generate/' + key + '?seed=' + si.seed + '&index=' + si.index).then(async r => {
+        if (!r.ok) throw await failure(r);
         return r.blob();
       }).then(b => { base.src = URL.createObjectURL(b); })
         .catch(e => { status.textContent = 'error: ' + e.message; });
+    }
+    // the request for the brushed region, or an Error naming what was typed wrong
+    function paintRequest() {
+      const mode = document.querySelector('input[name=mode]:checked').value;
+      const payload = {...seedIndex(), mode: mode, mask: Array.from(mask).join('')};
+      const typed = $('units').value.trim();
+      if (typed) {
+        payload.units = typed.split(/[\s,]+/).filter(t => t).map(t => {
+          if (!/^\d+$/.test(t) || +t >= numUnits)
+            throw new Error('units: "' + t + '" in "' + typed + '" is not a unit number ' +
+                            '(0 to ' + (numUnits - 1) + ', e.g. 3,17,40)');
+          return +t;
+        });
+      } else {
+        payload.concept = $('concept').value;
+        payload.n = whole($('n').value, 'best units', 1, numUnits);
+      }
+      return payload;
     }
     base.onload = () => {
       H = base.naturalHeight; W = base.naturalWidth;
@@ -127,13 +165,10 @@
       if (!H) return;
       if (!mask.some(v => v)) { status.textContent = 'brush a region first'; return; }
       if (busy) { again = true; return; }
+      let payload;
+      try { payload = paintRequest(); }
+      catch (e) { status.textContent = 'error: ' + e.message; return; }
       busy = true;
-      const mode = document.querySelector('input[name=mode]:checked').value;
-      const payload = {seed: +$('seed').value, index: +$('index').value, mode: mode,
-                       mask: Array.from(mask).join('')};
-      const typed = $('units').value.trim();
-      if (typed) payload.units = typed.split(/[ ,]+/).map(Number);
-      else { payload.concept = $('concept').value; payload.n = +$('n').value; }
       status.textContent = 'painting ...';
       const t0 = performance.now();
       try {
