@@ -90,8 +90,8 @@ def test_paint_errors(run_paint, capsys):
 def test_default_edits_pick_the_object_with_most_labelled_units():
     from types import SimpleNamespace
 
-    from jaxdissect.pipeline.paint import default_edits
     from jaxdissect.labels import LabelSet
+    from jaxdissect.pipeline.paint import default_edits
 
     labels = LabelSet.from_pairs([("tree", "object"), ("red", "color"), ("door", "object")])
     iou = np.zeros((5, 4))

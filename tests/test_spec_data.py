@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdissect.cli import UserError
 from jaxdissect import pipeline as C
+from jaxdissect.cli import UserError
 from jaxdissect.data.folder import ImageFolderSource
 from jaxdissect.world import WorldSource
 from jaxdissect.world.scenes import CLASS_NAMES

@@ -14,10 +14,10 @@ import torch
 from jaxdissect.checkpoints import convert_state_dict, model_from_config
 from jaxdissect.checkpoints.architectures import as_variables
 from jaxdissect.cli import UserError
-from jaxdissect.pipeline import load_model
 from jaxdissect.edits import Edit, zero_units
 from jaxdissect.models import alexnet, tv_resnet, vit
 from jaxdissect.models.vgg16 import IMAGENET_MEAN, IMAGENET_STD
+from jaxdissect.pipeline import load_model
 from tests.torch_classifiers import (
     rel_err,
     run_hooked,

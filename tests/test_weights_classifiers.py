@@ -20,8 +20,8 @@ from jaxdissect.checkpoints.architectures import as_variables
 from jaxdissect.checkpoints.registry import load_registry
 from jaxdissect.checkpoints.store import load_converted
 from jaxdissect.cli import main
-from jaxdissect.pipeline import load_model
 from jaxdissect.models.vgg16 import IMAGENET_MEAN, IMAGENET_STD
+from jaxdissect.pipeline import load_model
 from tests.torch_classifiers import (
     rel_err,
     run_hooked,
