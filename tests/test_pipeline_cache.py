@@ -2,13 +2,13 @@
 same width, another segmenter with the same labels, other data of the same size or
 another setting (through the library and the command line), finished or killed after
 its sweeps were saved, gives exactly a fresh run's results; a re-run of the same run
-computes no sweep."""
+computes no sweep. Each variant is compared both ways: the base run finished over the
+variant's folder, and the variant killed over the base run's folder, then resumed."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -51,19 +51,18 @@ def first(tmp_path_factory):
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_rerun_in_another_runs_folder_equals_a_fresh_run(first, variant, tmp_path,
-                                                        monkeypatch):
-    folder, base = first
+def test_runs_in_one_folder_equal_fresh_runs(first, variant, tmp_path, monkeypatch):
+    """The variant fresh; then the base run finished over its folder (equal to the
+    base run fresh); then the variant killed over that folder after its sweeps were
+    saved, and resumed (no sweep recomputed; equal to the variant fresh)."""
+    _, base = first
     other = dataclasses.replace(BASE, **VARIANTS[variant])
-    fresh = outcome(run_intervene(dataclasses.replace(other, out=str(tmp_path / "fresh"))))
+    folder = str(tmp_path / "out")
+    fresh = outcome(run_intervene(dataclasses.replace(other, out=folder)))
     assert fresh != base                     # the variant changes the numbers
-    shutil.copytree(folder, tmp_path / "finished")
-    shutil.copytree(folder, tmp_path / "killed")
-    # re-run over the base run's finished folder
     with counting_sweeps(monkeypatch) as ran:
-        again = run_intervene(dataclasses.replace(other, out=str(tmp_path / "finished")))
-    assert outcome(again) == fresh and ran   # its sweeps were computed, not reused
-    # re-run killed after its sweeps were saved, then run to the end
+        over = run_intervene(dataclasses.replace(BASE, out=folder))
+    assert outcome(over) == base and ran     # its sweeps computed, not the variant's reused
     from jaxdissect import report
 
     def killed(*a, **k):
@@ -71,10 +70,10 @@ def test_rerun_in_another_runs_folder_equals_a_fresh_run(first, variant, tmp_pat
     with monkeypatch.context() as m:
         m.setattr(report, "write_intervention", killed)
         with pytest.raises(RuntimeError, match="killed"):
-            run_intervene(dataclasses.replace(other, out=str(tmp_path / "killed")))
-    assert (tmp_path / "killed.partial").is_dir()
+            run_intervene(dataclasses.replace(other, out=folder))
+    assert (tmp_path / "out.partial").is_dir()
     with counting_sweeps(monkeypatch) as ran:
-        resumed = run_intervene(dataclasses.replace(other, out=str(tmp_path / "killed")))
+        resumed = run_intervene(dataclasses.replace(other, out=folder))
     assert outcome(resumed) == fresh
     assert ran == []                         # every sweep came from the killed run's caches
 

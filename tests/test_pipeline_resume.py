@@ -36,6 +36,9 @@ def test_demo_rerun_computes_nothing_and_a_killed_demo_resumes(tmp_path, monkeyp
         again = run_demo(cfg)
     assert ran == []
     assert [f.plain() for f in again.findings] == [f.plain() for f in first.findings]
+    for part, spec in (("classifier", "world-classifier"), ("generator", "world-generator")):
+        with open(tmp_path / "demo" / part / "dissect" / "report.json") as f:
+            assert json.load(f)["model_spec"] == spec     # what `serve` loads
     killed_cfg = dataclasses.replace(cfg, out=str(tmp_path / "killed"))
     with monkeypatch.context() as m:
         m.setattr(report, "write_index", killed)

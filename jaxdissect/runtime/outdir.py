@@ -24,7 +24,7 @@ written file by where it will be.
   write, unless ``force`` (``--force``): ``ablate --out`` pointed at a demo folder
   does not replace the demo's index.
 * A read-only location, a full disk or a path under a file: one line,
-  :class:`~jaxdissect.cli.UserError`.
+  :class:`~jaxdissect.errors.UserError`.
 
 Only the writing process (``runtime.hosts.is_writer``) swaps; others only stage.
 """
@@ -49,7 +49,7 @@ _WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota
 
 
 def _user_error(message: str) -> Exception:
-    from jaxdissect.cli import UserError
+    from jaxdissect.errors import UserError
     return UserError(message)
 
 
