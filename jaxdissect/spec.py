@@ -57,7 +57,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def normalize(x, mean, std):
     """``(x - mean) / std`` over the last (channel) axis."""
     import jax.numpy as jnp
-    return (x - jnp.asarray(mean, x.dtype)) / jnp.asarray(std, x.dtype)
+    shape = (1,) * (x.ndim - 1) + (-1,)
+    return ((x - jnp.asarray(mean, x.dtype).reshape(shape))
+            / jnp.asarray(std, x.dtype).reshape(shape))
 
 
 def nchw_images(out):

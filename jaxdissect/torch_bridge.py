@@ -25,6 +25,7 @@ import dataclasses
 import math
 from typing import Any, Callable, Mapping
 
+import jax
 import jax.numpy as jnp
 
 from jaxdissect.edits import Edit
@@ -226,7 +227,8 @@ def torch_call(module, aliases: Mapping[str, str] | None = None,
             try:
                 for p in sorted(wanted):
                     handles.append(module.get_submodule(p).register_forward_hook(hook_for(p)))
-                with env:
+                # torch broadcasts as NumPy does, whatever JAX's rank promotion setting
+                with env, jax.numpy_rank_promotion("allow"):
                     tparams, tx = interop.torch_view((dict(params), x))
                     out = torch.func.functional_call(module, tparams, (tx,))
                 out = interop.jax_view(out)

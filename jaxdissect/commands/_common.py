@@ -3,7 +3,9 @@ command-line specs, running a (cached) dissection and writing its report.
 
 Model specs (each loads a :class:`~jaxdissect.spec.ModelSpec`): ``world`` /
 ``world-classifier`` / ``world-generator`` (the shipped world weights),
-``py:module:factory`` (your own model: ``factory()`` returns a ``ModelSpec``), a
+``py:module:factory`` (your own model: ``factory()`` returns a ``ModelSpec``, or a
+torch image classifier), ``torchvision:NAME`` / ``timm:NAME`` (published weights,
+``--weights random`` or ``--weights FILE`` for a local state dict), a
 registry name (``vgg16_places365``, ``proggan_churchoutdoor`` ... fetched and converted
 on first use), a local ``.pth`` file (converted safely, without torch), or a directory
 (a converted checkpoint with ``model.json``, or a world-style checkpoint with
@@ -37,8 +39,17 @@ from jaxdissect.runtime import hosts
 WORLD_TRAIN_SEED, WORLD_VAL_SEED = 3, 4
 
 
-def load_model(spec: str):
-    """A :class:`~jaxdissect.spec.ModelSpec` from a model spec (see the module docstring)."""
+def load_model(spec: str, weights: str | None = None):
+    """A :class:`~jaxdissect.spec.ModelSpec` from a model spec (see the module docstring);
+    ``weights`` (``random`` or a state-dict file) for ``torchvision:`` / ``timm:`` models."""
+    from jaxdissect.models import torch_zoo
+    if torch_zoo.is_zoo_name(spec):
+        try:
+            return torch_zoo.load(spec, weights)
+        except (ValueError, ImportError) as e:
+            raise UserError(f"model {spec!r}: {e}") from None
+    if weights is not None:
+        raise UserError("--weights applies to torchvision:NAME and timm:NAME models")
     if spec in ("world", "world-classifier"):
         from jaxdissect.world import classifier
         return classifier.spec()
@@ -105,12 +116,21 @@ def _user_spec(text: str):
     except (ValueError, ImportError, AttributeError) as e:
         raise UserError(f"model {text!r}: cannot load ({e}); expected py:MODULE:FACTORY") \
             from None
-    if callable(obj) and not isinstance(obj, ModelSpec):
+    if callable(obj) and not isinstance(obj, ModelSpec) and not _is_torch_module(obj):
         obj = obj()
+    if _is_torch_module(obj):
+        from jaxdissect.models import torch_zoo
+        obj = torch_zoo.spec_for_module(obj, name=text)
     if not isinstance(obj, ModelSpec):
         raise UserError(f"model {text!r} gave a {type(obj).__name__}, not a "
                         "jaxdissect.spec.ModelSpec")
     return obj
+
+
+def _is_torch_module(obj) -> bool:
+    import sys
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
 
 
 def load_data(spec: str, model, num: int | None, seed: int, split: str = "val",
@@ -434,7 +454,12 @@ def add_common(p, kind_default_model="world"):
     p.add_argument("--model", default=kind_default_model,
                    help="world | world-classifier | world-generator | py:MODULE:FACTORY "
                         "(a function returning a jaxdissect.spec.ModelSpec) | registry "
-                        "name | FILE.pth | checkpoint DIR (default: %(default)s)")
+                        "name | FILE.pth | checkpoint DIR | torchvision:NAME | timm:NAME "
+                        "(default: %(default)s)")
+    p.add_argument("--weights", default=None,
+                   help="for torchvision:/timm: models: random (untrained) or a local "
+                        "FILE.safetensors / FILE.pth state dict (default: the library's "
+                        "published weights)")
     p.add_argument("--upsample", choices=("plain", "receptive-field"), default=None,
                    help="how a layer's map is brought to the segmentation grid (default: "
                         "the model's own; plain stretch for VGG-16 and generators, as "

@@ -89,7 +89,7 @@ def run(args) -> int:
     C.check_positive(num_images=args.num_images, train_images=args.train_images,
                      batch_size=args.batch_size, chunk=args.chunk)
     ks = parse_ks(args.ks)
-    loaded = C.load_model(args.model)
+    loaded = C.load_model(args.model, args.weights)
     if loaded.kind != "classifier":
         raise C.UserError(f"{args.model!r} is a generator; use jaxdissect intervene")
     layer = args.layer or loaded.default_layer

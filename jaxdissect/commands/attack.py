@@ -142,7 +142,7 @@ def run(args) -> int:
                      batch_size=args.batch_size)
     if args.c <= 0 or args.kappa < 0:
         raise C.UserError("--c must be positive and --kappa >= 0")
-    loaded = C.load_model(args.model)
+    loaded = C.load_model(args.model, args.weights)
     if loaded.kind != "classifier":
         raise C.UserError(f"{args.model!r} is a generator; the attack needs a classifier")
     layer = args.layer or loaded.default_layer

@@ -60,7 +60,7 @@ def resolve(args):
     if (args.significance or args.max_p is not None) and args.iou_rule != "pnas":
         raise C.UserError("--significance and --max-p test the pnas IoU rule; drop "
                           "--iou-rule netdissect")
-    loaded = C.load_model(args.model)
+    loaded = C.load_model(args.model, args.weights)
     layer = args.layer or loaded.default_layer
     data = args.data or ("z" if loaded.kind == "generator" else "world")
     args.data = data

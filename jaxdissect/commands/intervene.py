@@ -132,7 +132,7 @@ def run(args) -> int:
                           f"99.5% quantile level, got {args.quantile}")
     if not 0 < args.miniou < 1:
         raise C.UserError(f"--miniou must be in (0, 1), got {args.miniou}")
-    loaded = C.load_model(args.model)
+    loaded = C.load_model(args.model, args.weights)
     if loaded.kind != "generator":
         raise C.UserError(f"{args.model!r} is a classifier; use jaxdissect ablate")
     layer = args.layer or loaded.default_layer

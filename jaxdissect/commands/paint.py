@@ -75,7 +75,7 @@ def run(args) -> int:
         paint.box_mask((4, 4), box)                            # range check
     if args.quantile < 0.005 and (not edits_spec or any(m == "on" for _, m, _ in edits_spec)):
         raise C.UserError("turning units on needs their 99.5% levels; use --quantile >= 0.005")
-    loaded = C.load_model(args.model)
+    loaded = C.load_model(args.model, args.weights)
     if loaded.kind != "generator":
         raise C.UserError(f"{args.model!r} is a classifier; painting needs a generator")
     layer = args.layer or loaded.default_layer
