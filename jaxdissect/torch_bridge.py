@@ -212,7 +212,9 @@ def torch_call(module, aliases: Mapping[str, str] | None = None,
                                     "tap a module whose output is one tensor")
                 lay = layout_of(p, y, input_hw)
                 if p in feed_at:
-                    y = lay.from_map(jnp.asarray(feed_at[p]), y)
+                    # nothing of the module's own output survives a feed (its class
+                    # token would come from the placeholder input)
+                    y = lay.from_map(jnp.asarray(feed_at[p]), None)
                 if p in edit_at:
                     y = lay.from_map(_edit(edit_at[p], lay.to_map(y, aspect), p), y)
                 if p in capture_at:
