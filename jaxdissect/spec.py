@@ -8,6 +8,12 @@ dissectable, ablatable and editable by writing one::
                                 class_names=("cat", "dog"))
     logits, acts = spec.run(spec.params, images01, capture=("conv3",))
 
+A ``torch.nn.Module`` becomes a spec the same way, run as a JAX function
+(:mod:`jaxdissect.torch_bridge`; layers are torch module names)::
+
+    spec = ModelSpec.from_torch(torchvision.models.resnet18(), kind="classifier",
+                                input_size=(224, 224), layers={"layer4": "layer4"})
+
 * ``run(params, inputs, capture=, edits=, feed=)`` takes what the data gives:
   images ``[b, H, W, 3]`` in [0, 1] for a classifier (``preprocess`` is applied
   inside), latents ``[b, z_dim]`` for a generator; layers by research name
