@@ -34,14 +34,15 @@ def run(argv):
     assert cli.main(argv) == 0, argv
 
 
-def classifier_commands(model, extra, folder, out, classes):
+def classifier_commands(model, extra, folder, out, classes, units):
     run(["dissect", "--model", model, *extra, "--data", str(folder), "--num-images", "8",
          "--out", str(out / "dissect"), *COMMON])
-    res = json.load(open(out / "dissect" / "dissect.json"))
-    assert res
+    assert json.load(open(out / "dissect" / "report.json"))
+    assert units in np.load(out / "dissect" / "iou.npy").shape
     run(["ablate", "--model", model, *extra, "--data", str(folder), "--num-images", "8",
          "--train-images", "8", "--ks", "1,4", "--chunk", "2", "--out", str(out / "ablate"),
          *COMMON])
+    assert json.load(open(out / "ablate" / "ablate" / "ablation.json"))
     run(["attack", "--model", model, *extra, "--data", str(folder), "--source", classes[0],
          "--target", classes[1], "--num-images", "1", "--search-images", "8", "--steps", "2",
          "--top", "2", "--rank-images", "4", "--dissect-images", "4", "--out",
@@ -54,7 +55,7 @@ def test_torchvision_resnet18_random_weights(tmp_path):
     classes = ["tench", "goldfish"]
     folder = image_folder(tmp_path / "data", classes)
     classifier_commands("torchvision:resnet18", ["--weights", "random"], folder,
-                        tmp_path, classes)
+                        tmp_path, classes, 512)
 
 
 @pytest.mark.slow
@@ -80,7 +81,7 @@ def test_timm_vit_from_a_safetensors_file(tmp_path):
     classes = list(spec.class_names[:2])
     folder = image_folder(tmp_path / "data", classes)
     classifier_commands("timm:vit_tiny_patch16_224", ["--weights", path], folder,
-                        tmp_path, classes)
+                        tmp_path, classes, 192)
 
 
 @pytest.mark.slow

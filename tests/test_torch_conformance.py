@@ -93,7 +93,7 @@ def test_logits_and_layers_match_torch(name):
 @pytest.mark.parametrize("name", SWEEP_CASES)
 def test_single_unit_sweep_and_grad_match_torch(name):
     module, spec, x = spec_and_input(name, batch=1)
-    layer = CASES[name][4][0]
+    layer = CASES[name][4][1]
     xp = jnp.asarray(spec.preprocess(jnp.asarray(x)))
     n = spec.call(spec.params, xp, capture=(layer,))[1][layer].shape[-1]
     units = np.arange(16) * (n // 16)
