@@ -9,6 +9,11 @@ fingerprints work as for a Flax model. Taps are torch forward hooks at module na
 (``layer4``, ``blocks.5``, ``features.28``), registered for one call and removed; they
 fire while JAX traces, and what they capture is returned from the traced function.
 
+Captures are read when the forward pass ends, so a later in-place operation on the
+tapped output (``ReLU(inplace=True)`` after a convolution) shows in them, as in torch's
+own hooks (and the reference's, whose VGG and AlexNet activations are post-ReLU for that
+reason); edits and feeds apply where the module returns.
+
 Layouts. Experiments see a layer as ``[b, h, w, units]``; each tapped output is read
 through its :class:`Layout`: ``"nchw"`` (convolutions), ``"nhwc"`` (Swin's stages),
 ``"tokens"`` (``[b, prefix + h*w, units]``: the class / register tokens first are left
@@ -197,7 +202,7 @@ def torch_call(module, aliases: Mapping[str, str] | None = None,
                            f"name such as {sorted(n for n in names if n)[:8]}")
         input_hw = tuple(x.shape[1:3]) if image_input else None
         aspect = 1.0 if input_hw is None else input_hw[0] / input_hw[1]
-        mapped, hits = {}, {}
+        captured, hits = {}, {}
 
         def hook_for(p):
             def hook(mod, inputs, out):
@@ -217,9 +222,12 @@ def torch_call(module, aliases: Mapping[str, str] | None = None,
                     y = lay.from_map(jnp.asarray(feed_at[p]), None)
                 if p in edit_at:
                     y = lay.from_map(_edit(edit_at[p], lay.to_map(y, aspect), p), y)
+                t = interop.torch_view(y)
                 if p in capture_at:
-                    mapped[p] = lay.to_map(y, aspect)
-                return interop.torch_view(y)
+                    # read after the forward pass: a later in-place op (ReLU(inplace=True))
+                    # shows in the capture, as in torch's hooks and the reference's
+                    captured[p] = (t, lay)
+                return t
             return hook
 
         if image_input:
@@ -234,6 +242,8 @@ def torch_call(module, aliases: Mapping[str, str] | None = None,
                     tparams, tx = interop.torch_view((dict(params), x))
                     out = torch.func.functional_call(module, tparams, (tx,))
                 out = interop.jax_view(out)
+                mapped = {p: lay.to_map(interop.jax_view(t), aspect)
+                          for p, (t, lay) in captured.items()}
             finally:
                 for h in handles:
                     h.remove()

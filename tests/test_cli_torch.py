@@ -20,21 +20,28 @@ SEG = "py:tests.tiny_nets:TinySegmenter"
 COMMON = ["--segmenter", SEG, "--batch-size", "4", "--no-progress"]
 
 
-def image_folder(root, classes, per_class=4, size=224, seed=0):
+def image_folder(root, spec, num=8, size=224, seed=0):
+    """``num`` random images in class folders named after what ``spec`` predicts for them
+    (so the attack finds correctly classified images); returns the folder, the most
+    predicted class and another class as the attack's target."""
     rng = np.random.RandomState(seed)
-    for c in classes:
-        (root / c).mkdir(parents=True)
-        for i in range(per_class):
-            a = rng.randint(0, 256, (size // 8, size // 8, 3)).astype(np.uint8)
-            Image.fromarray(a).resize((size, size), Image.NEAREST).save(root / c / f"{i}.png")
-    return root
+    images = [np.asarray(Image.fromarray(rng.randint(0, 256, (size // 8, size // 8, 3))
+                                         .astype(np.uint8)).resize((size, size), Image.NEAREST))
+              for _ in range(num)]
+    x = np.stack(images).astype(np.float32) / 255
+    pred = np.asarray(spec.run(spec.params, x)[0]).argmax(1)
+    for i, (a, p) in enumerate(zip(images, pred)):
+        (root / spec.class_names[p]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(root / spec.class_names[p] / f"{i}.png")
+    source = int(np.bincount(pred).argmax())
+    return root, spec.class_names[source], spec.class_names[(source + 1) % len(spec.class_names)]
 
 
 def run(argv):
     assert cli.main(argv) == 0, argv
 
 
-def classifier_commands(model, extra, folder, out, classes, units):
+def classifier_commands(model, extra, folder, out, source, target, units):
     run(["dissect", "--model", model, *extra, "--data", str(folder), "--num-images", "8",
          "--out", str(out / "dissect"), *COMMON])
     assert json.load(open(out / "dissect" / "report.json"))
@@ -43,8 +50,8 @@ def classifier_commands(model, extra, folder, out, classes, units):
          "--train-images", "8", "--ks", "1,4", "--chunk", "2", "--out", str(out / "ablate"),
          *COMMON])
     assert json.load(open(out / "ablate" / "ablate" / "ablation.json"))
-    run(["attack", "--model", model, *extra, "--data", str(folder), "--source", classes[0],
-         "--target", classes[1], "--num-images", "1", "--search-images", "8", "--steps", "2",
+    run(["attack", "--model", model, *extra, "--data", str(folder), "--source", source,
+         "--target", target, "--num-images", "1", "--search-images", "8", "--steps", "2",
          "--top", "2", "--rank-images", "4", "--dissect-images", "4", "--out",
          str(out / "attack"), *COMMON])
     assert (out / "attack" / "attack.json").exists()
@@ -52,10 +59,12 @@ def classifier_commands(model, extra, folder, out, classes, units):
 
 @pytest.mark.slow
 def test_torchvision_resnet18_random_weights(tmp_path):
-    classes = ["tench", "goldfish"]
-    folder = image_folder(tmp_path / "data", classes)
+    from jaxdissect.models import torch_zoo
+    spec = torch_zoo.load("torchvision:resnet18", weights="random")
+    assert spec.fingerprint == torch_zoo.load("torchvision:resnet18", "random").fingerprint
+    folder, source, target = image_folder(tmp_path / "data", spec)
     classifier_commands("torchvision:resnet18", ["--weights", "random"], folder,
-                        tmp_path, classes, 512)
+                        tmp_path, source, target, 512)
 
 
 @pytest.mark.slow
@@ -78,10 +87,9 @@ def test_timm_vit_from_a_safetensors_file(tmp_path):
         ref = vit(torch.tensor(np.asarray(spec.preprocess(x)).transpose(0, 3, 1, 2))).numpy()
     np.testing.assert_allclose(spec.run(spec.params, x)[0], ref, rtol=1e-4, atol=1e-5)
     assert spec.default_layer == "blocks.11" and len(spec.class_names) == 1000
-    classes = list(spec.class_names[:2])
-    folder = image_folder(tmp_path / "data", classes)
+    folder, source, target = image_folder(tmp_path / "data", spec)
     classifier_commands("timm:vit_tiny_patch16_224", ["--weights", path], folder,
-                        tmp_path, classes, 192)
+                        tmp_path, source, target, 192)
 
 
 @pytest.mark.slow

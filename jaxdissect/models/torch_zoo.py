@@ -2,11 +2,12 @@
 
 ``load("torchvision:resnet18")`` / ``load("timm:vit_tiny_patch16_224")`` builds the model
 with the library's published weights (downloaded by the library on first use);
-``weights="random"`` builds it untrained; ``weights="FILE.safetensors"`` or
-``"FILE.pth"`` loads a local state dict through the project's bounded readers (no pickle
-code runs). Class names, input size and normalisation come from the library's metadata
-where it has them; the default layer is the last feature stage. Layers are torch module
-names (``layer4``, ``blocks.11``, ``features.28``).
+``weights="random"`` builds it untrained (torch seed 0: the same weights every time);
+``weights="FILE.safetensors"`` or ``"FILE.pth"`` loads a local state dict through the
+project's bounded readers (no pickle code runs). Class names, input size and
+normalisation come from the library's metadata where it has them; the default layer is
+the last feature stage. Layers are torch module names (``layer4``, ``blocks.11``,
+``features.28``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def load(text: str, weights: str | None = None):
             raise ValueError(f"weights {weights!r}: expected random, a .safetensors or a "
                              ".pth file")
     build = _torchvision if library == "torchvision" else _timm
-    module, fields = build(name, pretrained=weights is None)
+    import torch
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)      # "random" weights are the same on every load (and cache)
+        module, fields = build(name, pretrained=weights is None)
     if weights not in (None, "random"):
         load_weights(module, weights)
     return spec_for_module(module, name=text, **fields)
