@@ -13,8 +13,9 @@ Two more fixes, both applied here and nowhere else:
 * torchax's replacement of ``torch.nn.functional.linear`` names its arguments
   ``(self, weights, bias)``, so ``F.linear(x, weight=w)`` (timm's EVA) fails; it is
   re-registered with torch's own argument names.
-* importing torchax turns off torch's fused attention fast path globally; the setting
-  is restored after the import (the bridge turns it off only while it traces, where
+* importing torchax turns off torch's fused attention fast path globally and sets the
+  environment variable ``ENABLE_RUNTIME_UPTIME_TELEMETRY``; both are restored after the
+  import (the bridge turns it off only while it traces, where
   the fused kernel cannot run). torchax also renames torch's ``privateuse1`` backend to
   ``"jax"``, which torch allows once per process and cannot undo.
 """
@@ -88,14 +89,20 @@ def _fix_linear(torchax_module) -> None:
         env._ops[torch.nn.functional.linear].func = _linear
 
 
+_TELEMETRY = "ENABLE_RUNTIME_UPTIME_TELEMETRY"     # torchax's import sets it to "1"
+
+
 def torchax():
     """The ``torchax`` module, imported once with the fixes above."""
     import sys
 
     module = sys.modules.get("torchax")
     if module is None or not hasattr(module, "default_env"):
+        import os
+
         import torch
         fastpath = torch.backends.mha.get_fastpath_enabled()
+        telemetry = os.environ.get(_TELEMETRY)
         try:
             with _removed_overloads_as_placeholders():
                 import torchax as module
@@ -106,6 +113,8 @@ def torchax():
                               "pip install 'jaxdissect[torch]'") from e
         finally:
             torch.backends.mha.set_fastpath_enabled(fastpath)
+            if telemetry is None:
+                os.environ.pop(_TELEMETRY, None)
     _fix_linear(module)
     return module
 

@@ -3,6 +3,7 @@ captures, edits, feed, vmap, grad and eval mode on a small torch CNN and token m
 (torch itself is the oracle)."""
 
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -89,6 +90,7 @@ def test_torchax_imports_with_this_torch_and_linear_takes_keywords():
         packet = getattr(torch.ops.aten, op.split("::")[1])
         assert not hasattr(packet, overload), (op, overload)
     assert torch.backends.mha.get_fastpath_enabled()     # restored after the import
+    assert "ENABLE_RUNTIME_UPTIME_TELEMETRY" not in os.environ
     from torchax import interop
 
     def f(x, w):
