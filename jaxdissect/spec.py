@@ -168,6 +168,9 @@ class ModelSpec:
             fields.setdefault("to_images", nchw_images)
         call = torch_bridge.torch_call(module, aliases=fields.get("layers"), layouts=layouts,
                                        image_input=kind == "classifier", output=output)
+        fields.setdefault("to_map", torch_bridge.TorchMaps(
+            fields.get("input_size") if kind == "classifier" else None,
+            torch_bridge.prefix_tokens(module), layouts, fields.get("layers")))
         return cls(call=call, params=torch_bridge.torch_params(module), module=module,
                    **fields)
 

@@ -19,7 +19,9 @@ through its :class:`Layout`: ``"nchw"`` (convolutions), ``"nhwc"`` (Swin's stage
 ``"tokens"`` (``[b, prefix + h*w, units]``: the class / register tokens first are left
 out of the map and left unchanged by edits), ``"vector"`` (``[b, units]`` as a 1x1 map)
 or ``"raw"`` (anything else, as the module returns it). Captures come back in the
-layer's map layout, edits (``x*(1-a)+v*a``) apply in it, and ``feed`` takes it. A layout
+layer's map layout (a token sequence whole, ``[b, n, units]``, which
+:class:`TorchMaps` turns into the map, as for jaxdissect's Flax ViT), edits
+(``x*(1-a)+v*a``) apply in the map layout, and ``feed`` takes what a capture gives. A layout
 not given is inferred from the output's shape and the input's aspect ratio.
 """
 
@@ -60,6 +62,12 @@ class Layout:
             h, w = token_grid(y.shape[1] - self.prefix, aspect)
             return y[:, self.prefix:].reshape(y.shape[0], h, w, y.shape[2])
         return y
+
+    def capture(self, y, aspect: float = 1.0):
+        """What a capture returns: the map, except that a token sequence stays whole
+        (``[b, n, units]``, class tokens included, so a cached capture can be fed back);
+        :class:`TorchMaps` reads it as a map."""
+        return y if self.kind == "tokens" else self.to_map(y, aspect)
 
     def from_map(self, m, y):
         """``y`` with its mapped part replaced by ``m`` (``to_map``'s inverse)."""
@@ -129,6 +137,40 @@ def prefix_tokens(module) -> int:
     if isinstance(n, int):
         return n
     return 1 if getattr(module, "class_token", None) is not None else 0
+
+
+class TorchMaps(Mapping):
+    """``ModelSpec.to_map`` for a torch model: any layer's capture as ``[b, h, w, units]``
+    (token sequences by :func:`infer_layout`; maps as they are)."""
+
+    def __init__(self, input_hw=None, prefix: int = 0, layouts=None, aliases=None):
+        self.input_hw, self.prefix = input_hw, prefix
+        alias = dict(aliases or {})
+        self.layouts = {alias.get(k, k): (v if isinstance(v, Layout) else Layout(v))
+                        for k, v in (layouts or {}).items()}
+        self.alias = alias
+
+    def __contains__(self, layer):
+        return True
+
+    def __getitem__(self, layer):
+        given = self.layouts.get(self.alias.get(layer, layer))
+        if given is not None and given.kind == "tokens":
+            aspect = 1.0 if self.input_hw is None else self.input_hw[0] / self.input_hw[1]
+            return lambda acts: given.to_map(acts, aspect)
+        return self.convert
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self):
+        return 0
+
+    def convert(self, acts):
+        if acts.ndim != 3:
+            return acts if acts.ndim == 4 else Layout("vector").to_map(acts)
+        aspect = 1.0 if self.input_hw is None else self.input_hw[0] / self.input_hw[1]
+        return infer_layout(acts.shape, self.input_hw, self.prefix).to_map(acts, aspect)
 
 
 def torch_params(module) -> dict[str, Any]:
@@ -217,9 +259,12 @@ def torch_call(module, aliases: Mapping[str, str] | None = None,
                                     "tap a module whose output is one tensor")
                 lay = layout_of(p, y, input_hw)
                 if p in feed_at:
-                    # nothing of the module's own output survives a feed (its class
-                    # token would come from the placeholder input)
-                    y = lay.from_map(jnp.asarray(feed_at[p]), None)
+                    fed = jnp.asarray(feed_at[p])
+                    # a whole token sequence (a capture) is fed as it is; a patch grid
+                    # alone cannot be, where the module's class token would come from
+                    # the placeholder input
+                    y = fed if lay.kind == "tokens" and fed.ndim == 3 else \
+                        lay.from_map(fed, None)
                 if p in edit_at:
                     y = lay.from_map(_edit(edit_at[p], lay.to_map(y, aspect), p), y)
                 t = interop.torch_view(y)
@@ -242,7 +287,7 @@ def torch_call(module, aliases: Mapping[str, str] | None = None,
                     tparams, tx = interop.torch_view((dict(params), x))
                     out = torch.func.functional_call(module, tparams, (tx,))
                 out = interop.jax_view(out)
-                mapped = {p: lay.to_map(interop.jax_view(t), aspect)
+                mapped = {p: lay.capture(interop.jax_view(t), aspect)
                           for p, (t, lay) in captured.items()}
             finally:
                 for h in handles:

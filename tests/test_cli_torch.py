@@ -21,20 +21,24 @@ COMMON = ["--segmenter", SEG, "--batch-size", "4", "--no-progress"]
 
 
 def image_folder(root, spec, num=8, size=224, seed=0):
-    """``num`` random images in class folders named after what ``spec`` predicts for them
-    (so the attack finds correctly classified images); returns the folder, the most
-    predicted class and another class as the attack's target."""
+    """``num`` random images, half in the folder of the class ``spec`` predicts most
+    (correctly classified: the attack's source), half in another class's (the attack's
+    target; two classes give the ablation's per-class accuracies a meaning)."""
     rng = np.random.RandomState(seed)
     images = [np.asarray(Image.fromarray(rng.randint(0, 256, (size // 8, size // 8, 3))
                                          .astype(np.uint8)).resize((size, size), Image.NEAREST))
               for _ in range(num)]
     x = np.stack(images).astype(np.float32) / 255
     pred = np.asarray(spec.run(spec.params, x)[0]).argmax(1)
-    for i, (a, p) in enumerate(zip(images, pred)):
-        (root / spec.class_names[p]).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(a).save(root / spec.class_names[p] / f"{i}.png")
     source = int(np.bincount(pred).argmax())
-    return root, spec.class_names[source], spec.class_names[(source + 1) % len(spec.class_names)]
+    target = (source + 1) % len(spec.class_names)
+    order = np.argsort(pred != source, kind="stable")      # predicted as source first
+    for rank, i in enumerate(order):
+        c = spec.class_names[source if rank < num // 2 else target]
+        (root / c).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i]).save(root / c / f"{i}.png")
+    assert (pred == source).sum() >= 1
+    return root, spec.class_names[source], spec.class_names[target]
 
 
 def run(argv):

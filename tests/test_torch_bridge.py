@@ -191,8 +191,14 @@ def test_tokens_exclude_the_class_token():
     got = {}
     ref = torch_out(m, x, [("block", lambda mod, i, o: got.__setitem__("b", o))])
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
-    assert acts["block"].shape == (2, 2, 3, 6)
-    np.testing.assert_allclose(acts["block"].reshape(2, 6, 6), got["b"][:, 1:].numpy(),
+    assert acts["block"].shape == (2, 7, 6)            # whole, the class token first
+    np.testing.assert_allclose(acts["block"], got["b"].numpy(), rtol=1e-5, atol=1e-6)
+    grid = spec.maps("block", acts["block"])
+    assert grid.shape == (2, 2, 3, 6)
+    np.testing.assert_allclose(grid.reshape(2, 6, 6), got["b"][:, 1:].numpy(), rtol=1e-5,
+                               atol=1e-6)
+    # a capture is fed back whole; its grid alone cannot be
+    np.testing.assert_allclose(spec.resume(spec.params, "block", acts["block"]), out,
                                rtol=1e-5, atol=1e-6)
     # an edit changes patch tokens only: the class token passes unchanged
     out_e = spec.run(spec.params, x, edits={"block": zero_units(np.arange(6), 6)})[0]
@@ -202,7 +208,7 @@ def test_tokens_exclude_the_class_token():
     np.testing.assert_allclose(out_e, torch_out(m, x, [("block", hook)]), rtol=1e-5,
                                atol=1e-6)
     with pytest.raises(ValueError, match="class or register tokens"):
-        spec.resume(spec.params, "block", acts["block"])
+        spec.resume(spec.params, "block", grid)
 
 
 def test_bad_layers_are_named():
