@@ -73,12 +73,12 @@ def test_torchvision_resnet18_random_weights(tmp_path):
 
 @pytest.mark.slow
 def test_timm_vit_from_a_safetensors_file(tmp_path):
-    import timm
     from safetensors.torch import save_file
 
     from jaxdissect.models import torch_zoo
     from jaxdissect.torch_compat import torchvision
-    torchvision()
+    torchvision()                    # before timm, which imports torchvision
+    import timm
     torch.manual_seed(3)
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
     with torch.no_grad():
