@@ -8,6 +8,12 @@ dissectable, ablatable and editable by writing one::
                                 class_names=("cat", "dog"))
     logits, acts = spec.run(spec.params, images01, capture=("conv3",))
 
+A ``torch.nn.Module`` becomes a spec the same way, run as a JAX function
+(:mod:`jaxdissect.torch_bridge`; layers are torch module names)::
+
+    spec = ModelSpec.from_torch(torchvision.models.resnet18(), kind="classifier",
+                                input_size=(224, 224), layers={"layer4": "layer4"})
+
 * ``run(params, inputs, capture=, edits=, feed=)`` takes what the data gives:
   images ``[b, H, W, 3]`` in [0, 1] for a classifier (``preprocess`` is applied
   inside), latents ``[b, z_dim]`` for a generator; layers by research name
@@ -58,6 +64,24 @@ def progan_images(out):
     return (out + 1.0) * 0.5
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(x, mean, std):
+    """``(x - mean) / std`` over the last (channel) axis."""
+    import jax.numpy as jnp
+    shape = (1,) * (x.ndim - 1) + (-1,)
+    return ((x - jnp.asarray(mean, x.dtype).reshape(shape))
+            / jnp.asarray(std, x.dtype).reshape(shape))
+
+
+def nchw_images(out):
+    """A torch generator's NCHW output (about [-1, 1]) -> NHWC images, unclipped."""
+    import jax.numpy as jnp
+    return progan_images(jnp.transpose(out, (0, 2, 3, 1)))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ModelSpec:
     """A model and how experiments use it (see the module docstring)."""
@@ -78,7 +102,7 @@ class ModelSpec:
     upsample: str = "plain"
     to_images: Callable[[Any], Any] = progan_images
     to_map: Mapping[str, Callable[[Any], Any]] = dataclasses.field(default_factory=dict)
-    module: Any = None            # the Flax module (or NNX graphdef), for reference
+    module: Any = None            # the Flax module (NNX graphdef, torch module), for reference
     single_unit_tail: Callable[..., Any] | None = None  # (spec, layer) -> fast path or None
 
     def __post_init__(self):
@@ -144,6 +168,34 @@ class ModelSpec:
 
         return cls(call=call, params=state, module=graphdef, **fields)
 
+    @classmethod
+    def from_torch(cls, module, *, layouts=None, output=None, mean=IMAGENET_MEAN,
+                   std=IMAGENET_STD, **fields) -> "ModelSpec":
+        """A spec for a ``torch.nn.Module``, run as a JAX function in eval mode
+        (:mod:`jaxdissect.torch_bridge`); ``params`` are its parameters and buffers by
+        state-dict name. Layers are torch module names (``layer4``, ``blocks.5``) or
+        research names mapped to them in ``layers``; ``layouts``: a layer's layout where
+        the shape does not tell it (``"nchw"``, ``"nhwc"``, ``"tokens"``, ...);
+        ``output``: a key, index or function picking the logits from ``forward``'s return.
+        A classifier takes NHWC images in [0, 1], normalised by ``mean`` / ``std`` (or
+        ``preprocess=``) and given to the module as NCHW; a generator's NCHW output in
+        about [-1, 1] becomes NHWC images in [0, 1] (or ``to_images=``)."""
+        from jaxdissect import torch_bridge
+        kind = fields.get("kind")
+        fields.setdefault("name", type(module).__name__)
+        if kind == "classifier":
+            fields.setdefault("preprocess", functools.partial(normalize, mean=tuple(mean),
+                                                              std=tuple(std)))
+        else:
+            fields.setdefault("to_images", nchw_images)
+        call = torch_bridge.torch_call(module, aliases=fields.get("layers"), layouts=layouts,
+                                       image_input=kind == "classifier", output=output)
+        fields.setdefault("to_map", torch_bridge.TorchMaps(
+            fields.get("input_size") if kind == "classifier" else None,
+            torch_bridge.prefix_tokens(module), layouts, fields.get("layers")))
+        return cls(call=call, params=torch_bridge.torch_params(module), module=module,
+                   **fields)
+
     # ------------------------------------------------------------- running
 
     def check_layer(self, layer: str) -> None:
@@ -207,6 +259,8 @@ class ModelSpec:
         from flax import linen as nn
 
         from jaxdissect import taps
+        if hasattr(self.module, "named_modules"):       # a torch module
+            return [n for n, _ in self.module.named_modules() if n]
         from jaxdissect.model_call import nnx_module_paths
         if not isinstance(self.module, nn.Module):
             return nnx_module_paths(self.module, self.params) or list(self.layers.values())

@@ -9,8 +9,8 @@ import argparse
 from jaxdissect.runtime import hosts
 
 MODEL_HELP = ("world | world-classifier | world-generator | py:MODULE:FACTORY (a function "
-              "returning a jaxdissect.spec.ModelSpec) | registry name | FILE.pth | "
-              "checkpoint DIR")
+              "returning a jaxdissect.spec.ModelSpec or a torch module) | registry name | "
+              "FILE.pth | FILE.safetensors | checkpoint DIR | torchvision:NAME | timm:NAME")
 
 
 def default(config: str, name: str):
@@ -24,6 +24,10 @@ def add_common(p, config: str):
     """The model, layer, segmenter, threshold and output options of ``config``."""
     d = lambda name: default(config, name)  # noqa: E731
     p.add_argument("--model", default=d("model"), help=MODEL_HELP)
+    p.add_argument("--weights", default=argparse.SUPPRESS,
+                   help="for torchvision:/timm: models: random (untrained) or a local "
+                        "FILE.safetensors / FILE.pth state dict (default: the library's "
+                        "published weights)")
     p.add_argument("--upsample", choices=("plain", "receptive-field"),
                    default=argparse.SUPPRESS,
                    help="how a layer's map is brought to the segmentation grid (default: "

@@ -70,7 +70,7 @@ def ablate_into(d: Dissection, train, ws: Workspace, *, ks, curve_classes, chunk
 
 def resolve_ablate(cfg: AblateConfig) -> tuple[Dissection, Any, str]:
     """``(Dissection of the val split, train source, results folder)`` of ``cfg``."""
-    model = R.load_model(cfg.model)
+    model = R.load_model(cfg.model, cfg.weights)
     if model.kind != "classifier":
         raise UserError(f"{cfg.model!r} is a generator; use jaxdissect intervene")
     layer = cfg.layer or model.default_layer

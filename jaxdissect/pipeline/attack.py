@@ -124,7 +124,7 @@ def run_attack(cfg: AttackConfig) -> AttackOutcome:
     from jaxdissect.experiments import attack
     from jaxdissect.report import applications as A
     t0 = time.perf_counter()
-    model = R.load_model(cfg.model)
+    model = R.load_model(cfg.model, cfg.weights)
     if model.kind != "classifier":
         raise UserError(f"{cfg.model!r} is a generator; the attack needs a classifier")
     layer = cfg.layer or model.default_layer

@@ -36,6 +36,7 @@ def _fraction(name: str, value: float) -> None:
 class Common:
     """What every dissecting experiment shares (model, layer, segmenter, thresholds)."""
     model: str = "world"
+    weights: str | None = None        # torchvision:/timm: models: "random" or a file
     layer: str | None = None
     segmenter: str | None = None
     upsample: str | None = None

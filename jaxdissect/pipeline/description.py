@@ -48,7 +48,7 @@ def run_describe(cfg: DescribeConfig) -> DescribeOutcome:
     from jaxdissect.world.imagetext import default_concepts, distractors
 
     concepts = tuple(read_concepts(cfg.concepts) if cfg.concepts else default_concepts())
-    model = R.load_model(cfg.model)
+    model = R.load_model(cfg.model, cfg.weights)
     layer = cfg.layer or model.default_layer
     R.check_layer(model, layer)
     seed = R.WORLD_VAL_SEED if cfg.seed is None else cfg.seed

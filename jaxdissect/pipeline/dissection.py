@@ -64,7 +64,7 @@ class DissectOutcome:
 
 def resolve_dissect(cfg: DissectConfig) -> tuple[Dissection, str]:
     """``(Dissection, results folder)`` of ``cfg``, the model's defaults resolved."""
-    model = R.load_model(cfg.model)
+    model = R.load_model(cfg.model, cfg.weights)
     layer = cfg.layer or model.default_layer
     data = R.default_data(model, cfg.data)
     seed = R.default_seed(model, cfg.seed)

@@ -122,7 +122,7 @@ def index_figures(folder: str, records) -> list[dict]:
 def resolve_intervene(cfg: InterveneConfig) -> tuple[Dissection, str]:
     """``(Dissection over z samples, results folder)`` of ``cfg``; unknown concepts and
     layers fail here, before any work."""
-    model = R.load_model(cfg.model)
+    model = R.load_model(cfg.model, cfg.weights)
     if model.kind != "generator":
         raise UserError(f"{cfg.model!r} is a classifier; use jaxdissect ablate")
     layer = cfg.layer or model.default_layer

@@ -73,7 +73,7 @@ def run_paint(cfg: PaintConfig) -> PaintOutcome:
         paint.box_mask((4, 4), box)                  # range check
     if cfg.quantile < 0.005 and (not edits_spec or any(m == "on" for _, m, _ in edits_spec)):
         raise UserError("turning units on needs their 99.5% levels; use --quantile >= 0.005")
-    model = R.load_model(cfg.model)
+    model = R.load_model(cfg.model, cfg.weights)
     if model.kind != "generator":
         raise UserError(f"{cfg.model!r} is a classifier; painting needs a generator")
     layer = cfg.layer or model.default_layer

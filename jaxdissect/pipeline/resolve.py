@@ -3,7 +3,9 @@ defaults that depend on the model.
 
 Model specs (each loads a :class:`~jaxdissect.spec.ModelSpec`): ``world`` /
 ``world-classifier`` / ``world-generator`` (the shipped world weights),
-``py:module:factory`` (your own model: ``factory()`` returns a ``ModelSpec``), a
+``py:module:factory`` (your own model: ``factory()`` returns a ``ModelSpec``, or a
+torch image classifier), ``torchvision:NAME`` / ``timm:NAME`` (published weights,
+``--weights random`` or ``--weights FILE`` for a local state dict), a
 registry name (``vgg16_places365``, ``proggan_churchoutdoor`` ... fetched and converted
 on first use), a local ``.pth`` or ``.safetensors`` file (converted safely, without
 torch; its architecture read from its keys), or a directory
@@ -39,8 +41,17 @@ WORLD_TRAIN_SEED, WORLD_VAL_SEED = 3, 4
 Z_SEED = 1
 
 
-def load_model(spec: str):
-    """A :class:`~jaxdissect.spec.ModelSpec` from a model spec (see the module docstring)."""
+def load_model(spec: str, weights: str | None = None):
+    """A :class:`~jaxdissect.spec.ModelSpec` from a model spec (see the module docstring);
+    ``weights`` (``random`` or a state-dict file) for ``torchvision:`` / ``timm:`` models."""
+    from jaxdissect.models import torch_zoo
+    if torch_zoo.is_zoo_name(spec):
+        try:
+            return torch_zoo.load(spec, weights)
+        except (ValueError, ImportError) as e:
+            raise UserError(f"model {spec!r}: {e}") from None
+    if weights is not None:
+        raise UserError("--weights applies to torchvision:NAME and timm:NAME models")
     if spec in ("world", "world-classifier"):
         from jaxdissect.world import classifier
         return classifier.spec()
@@ -83,11 +94,21 @@ def _user_spec(text: str):
     """``py:module:factory``: ``factory()`` (or the object itself) must be a ModelSpec."""
     from jaxdissect.spec import ModelSpec
     from jaxdissect.user_models import load_object
-    obj = load_object(text, "model", call=lambda o: callable(o) and not isinstance(o, ModelSpec))
+    obj = load_object(text, "model", call=lambda o: callable(o) and not isinstance(
+        o, ModelSpec) and not _is_torch_module(o))
+    if _is_torch_module(obj):
+        from jaxdissect.models import torch_zoo
+        obj = torch_zoo.spec_for_module(obj, name=text)
     if not isinstance(obj, ModelSpec):
         raise UserError(f"model {text!r} gave a {type(obj).__name__}, not a "
                         "jaxdissect.spec.ModelSpec")
     return obj
+
+
+def _is_torch_module(obj) -> bool:
+    import sys
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
 
 
 def load_data(spec: str, model, num: int | None, seed: int, split: str = "val",
