@@ -4,6 +4,7 @@ that exist, and what it states about the command line is what the command line d
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -27,6 +28,26 @@ def test_own_model_example_runs_as_written(capsys):
     assert result.num_units == 32 and result.iou.shape == (32, len(LABELS))
     assert metrics.balanced_accuracy.shape == (32, 11)
     assert "[" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_torch_example_runs_as_written(capsys):
+    """The PyTorch example, checked against the torch module it wraps."""
+    torch = pytest.importorskip("torch")
+    code = block_after("<!-- torch example")
+    assert len(code.strip().splitlines()) <= 20
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    net, images, acts = namespace["net"], namespace["images"], namespace["acts"]
+    with torch.no_grad():
+        want = net[:2](torch.from_numpy(images).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        logits = net(torch.from_numpy(images).permute(0, 3, 1, 2))
+    np.testing.assert_allclose(np.asarray(acts["conv"]), want.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(namespace["logits"]), logits.numpy(), rtol=1e-4,
+                               atol=1e-5)
+    edited = np.asarray(namespace["edited"])
+    assert edited.shape == (4, 2) and not np.allclose(edited, np.asarray(namespace["logits"]))
+    assert "(4, 30, 30, 8)" in capsys.readouterr().out
 
 
 def test_readme_is_short_and_keeps_the_quickstart_commands():
