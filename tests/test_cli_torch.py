@@ -109,7 +109,7 @@ def test_torch_generator_through_intervene_and_paint(tmp_path):
 
 
 def test_py_factory_may_return_a_torch_module(tmp_path):
-    from jaxdissect.commands._common import load_model
+    from jaxdissect.pipeline.resolve import load_model
     spec = load_model("py:tests.torch_user_models:classifier")
     assert spec.kind == "classifier" and spec.default_layer == "features.3"
     assert spec.input_size == (224, 224)

@@ -39,9 +39,12 @@ def test_torch_example_runs_as_written(capsys):
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)
     net, images, acts = namespace["net"], namespace["images"], namespace["acts"]
+    from jaxdissect.spec import IMAGENET_MEAN, IMAGENET_STD
+    x = torch.from_numpy((images - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD))
+    x = x.permute(0, 3, 1, 2)                  # what the module sees: normalised, NCHW
     with torch.no_grad():
-        want = net[:2](torch.from_numpy(images).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        logits = net(torch.from_numpy(images).permute(0, 3, 1, 2))
+        want = net[:2](x).permute(0, 2, 3, 1)
+        logits = net(x)
     np.testing.assert_allclose(np.asarray(acts["conv"]), want.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(namespace["logits"]), logits.numpy(), rtol=1e-4,
                                atol=1e-5)

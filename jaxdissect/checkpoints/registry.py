@@ -254,3 +254,19 @@ def load_pretrained(name: str, **fetch_kwargs):
         raise ValueError(f"{name!r} has no jaxdissect converter; downloaded file is {path}")
     model, params, _ = load_converted(path)
     return model, params
+
+
+def listing() -> list[str]:
+    """``jaxdissect weights list``: the registry's checkpoints (``*`` where cached) and
+    the registered architectures, one line each."""
+    from jaxdissect.checkpoints.architectures import architectures
+    cache = cache_dir()
+    lines = [f"cache: {cache}"]
+    for name, e in load_registry()["checkpoints"].items():
+        done = (cache / "converted" / name / "model.json").is_file() or (
+            not e.get("arch") and (cache / "downloads" / e["file"]).is_file())
+        lines.append(f"{'*' if done else ' '} {name:26s} {e.get('arch') or '-':8s} "
+                     f"{e['what']}")
+    lines += ["(* = cached)", "architectures (--arch):"]
+    lines += [f"  {name:10s} {a.what}" for name, a in architectures().items()]
+    return lines

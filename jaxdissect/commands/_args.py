@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from jaxdissect.pipeline.config import parse_batch_size
 from jaxdissect.runtime import hosts
 
 MODEL_HELP = ("world | world-classifier | world-generator | py:MODULE:FACTORY (a function "
@@ -24,10 +25,8 @@ def add_common(p, config: str):
     """The model, layer, segmenter, threshold and output options of ``config``."""
     d = lambda name: default(config, name)  # noqa: E731
     p.add_argument("--model", default=d("model"), help=MODEL_HELP)
-    p.add_argument("--weights", default=argparse.SUPPRESS,
-                   help="for torchvision:/timm: models: random (untrained) or a local "
-                        "FILE.safetensors / FILE.pth state dict (default: the library's "
-                        "published weights)")
+    p.add_argument("--weights", default=argparse.SUPPRESS, help="torchvision:/timm: "
+                   "models: random or a FILE.safetensors / .pth (default: published)")
     p.add_argument("--upsample", choices=("plain", "receptive-field"),
                    default=argparse.SUPPRESS,
                    help="how a layer's map is brought to the segmentation grid (default: "
@@ -50,7 +49,7 @@ def add_common(p, config: str):
                    help="dissect on every d-th segmentation pixel (block centres); default 4 "
                         "for the world's full-size ground truth and world segmenter (the "
                         "reference dissects on a quarter-size grid), else 1")
-    p.add_argument("--batch-size", type=batch_size_arg, default=d("batch_size"),
+    p.add_argument("--batch-size", type=parse_batch_size, default=d("batch_size"),
                    help="inputs per compiled step; dissect also takes auto: the largest "
                         "that fits the device's memory")
     p.add_argument("--out", default=argparse.SUPPRESS, help="results folder (default: a "
@@ -62,17 +61,6 @@ def add_common(p, config: str):
 
 
 def add_force(p):
-    p.add_argument("--force", action="store_true",
-                   help="replace --out even if it holds another command's results or files "
-                        "jaxdissect did not write")
+    p.add_argument("--force", action="store_true", help="replace --out even if it holds "
+                   "another command's results or files jaxdissect did not write")
 
-
-def batch_size_arg(text: str):
-    """``--batch-size``: an integer, or ``auto``."""
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {text!r}") \
-            from None

@@ -41,48 +41,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    import os
-
-    from jaxdissect.app import create_app
-    from jaxdissect.app.results import parse_model_overrides
-    from jaxdissect.cli import UserError
-    if not os.path.isdir(args.results):
-        raise UserError(f"results folder {args.results!r} does not exist")
-    if not 0 <= args.port < 65536:
-        raise UserError(f"--port must be in [0, 65535], got {args.port}")
-    from jaxdissect.app.access import is_loopback, new_token
-    token = getattr(args, "token", None) or (None if is_loopback(args.host) else new_token())
-    app = create_app(args.results, models=parse_model_overrides(getattr(args, "model", None)
-                                                                or []),
-                     host=args.host, token=token)
-    if not app.config["RESULTS"].dissections:
-        raise UserError(f"{args.results!r} holds no dissection (no report.json below it); "
-                        "run jaxdissect demo or jaxdissect dissect first")
-    if args.warm:
-        app.config["RESULTS"].warm(log=print)
-    from werkzeug.serving import make_server
-    one_log_line_per_request()
-    server = make_server(args.host, args.port, app, threaded=True)
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"serving {os.path.abspath(args.results)} at "
-          f"http://{host}:{server.server_port}/{app.config['ACCESS'].url_suffix()} "
-          "(Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-def one_log_line_per_request() -> None:
-    """Werkzeug's request log goes to its own stderr handler only: libraries loaded
-    with a model (absl) give the root logger a handler too, which would repeat it."""
-    import logging
-    import sys
-    log = logging.getLogger("werkzeug")
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
+    from jaxdissect.app.serving import serve
+    return serve(args.results, host=args.host, port=args.port,
+                 token=getattr(args, "token", None), models=getattr(args, "model", None),
+                 warm=args.warm)

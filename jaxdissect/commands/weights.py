@@ -45,20 +45,10 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from jaxdissect.checkpoints.registry import cache_dir, convert_file, fetch, load_registry
+    from jaxdissect.checkpoints.registry import convert_file, fetch
     if args.action == "list":
-        cache = cache_dir()
-        print(f"cache: {cache}")
-        for name, e in load_registry()["checkpoints"].items():
-            done = (cache / "converted" / name / "model.json").is_file() or (
-                not e.get("arch") and (cache / "downloads" / e["file"]).is_file())
-            arch = e.get("arch") or "-"
-            print(f"{'*' if done else ' '} {name:26s} {arch:8s} {e['what']}")
-        print("(* = cached)")
-        from jaxdissect.checkpoints.architectures import architectures
-        print("architectures (--arch):")
-        for name, a in architectures().items():
-            print(f"  {name:10s} {a.what}")
+        from jaxdissect.checkpoints.registry import listing
+        print("\n".join(listing()))
         return 0
     if args.action == "fetch":
         for path in fetch(args.name, progress=not args.no_progress,

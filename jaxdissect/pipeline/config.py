@@ -9,6 +9,7 @@ resolved by ``pipeline.resolve`` when the model is known. A bad value raises
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from typing import Any
 
@@ -217,6 +218,17 @@ class DescribeConfig(Common):
             raise UserError(f"--pool must be avg or max, got {self.pool!r}")
         if self.method == "cos3" and (self.top_k is not None or self.lam is not None):
             raise UserError("--top-k and --lam are options of softwpmi and wpmi, not cos3")
+
+
+def parse_batch_size(text: str):
+    """``--batch-size``: a positive integer, or ``auto`` (dissect)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {text!r}") \
+            from None
 
 
 def parse_ks(text: str) -> tuple[int, ...]:
