@@ -2,10 +2,12 @@
 dissection) and what the model does when those units are switched off or on.
 
 Dissect a classifier or a generator (the shipped synthetic world's models, the
-reference's ResNets, VGG-16, AlexNet, ViT and Progressive GANs, a .pth file or your
-own Flax model as py:MODULE:FACTORY), remove or insert units and measure the effect,
-paint with a generator's units, and explore a results folder in the browser. Start
-with ``jaxdissect demo``; ``jaxdissect COMMAND --help`` tells each command's options.
+reference's ResNets, VGG-16, AlexNet, ViT and Progressive GANs, torchvision:NAME and
+timm:NAME models, a .pth or .safetensors file, or your own Flax or PyTorch model as
+py:MODULE:FACTORY), remove or insert units and measure the effect, label units with
+any words (describe), paint with a generator's units, and explore a results folder in
+the browser. Start with ``jaxdissect demo``; ``jaxdissect COMMAND --help`` tells each
+command's options.
 
 Each command is ``jaxdissect.commands.<name>``, a module that defines ``HELP`` (one
 line), ``add_arguments(parser)`` and ``run(args) -> int``: it parses the arguments into
