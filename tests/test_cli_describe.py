@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from jaxdissect import cli
-from jaxdissect.world import WorldSource
 from tests.cli_helpers import tiny_vgg_pth, vgg_forward
 from tests.test_describe import OneHotText, numpy_soft_wpmi
 
@@ -42,8 +41,10 @@ def test_labels_match_torch_numpy_and_report(run_describe, capsys):
     printed = capsys.readouterr().out
     assert "agreement with mask-based labels" in printed
     summary = json.loads((out / "describe.json").read_text())
-    # the command reads the world at 128 pixels for a .pth VGG (its input is larger)
-    images = WorldSource(N, seed=3, size=128).batch(0, N)["image"]
+    # the command reads the world at the VGG's input size (rendered at 128, resized)
+    from jaxdissect.pipeline.resolve import load_data, load_model
+    images = load_data("world", load_model(argv[2]), N, 3).batch(0, N)["image"]
+    assert images.shape[1:3] == (224, 224)
     acts = vgg_forward(torch_model, images, stop="conv5_3").astype(np.float64).mean((1, 2))
     emb = images.reshape(N, -1, 3).mean(1) + 0.01
     P = (emb / np.linalg.norm(emb, axis=1, keepdims=True))

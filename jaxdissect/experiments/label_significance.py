@@ -188,12 +188,22 @@ def significance(compute: Callable, source, result, *,
                         checkpoint_every=checkpoint_every, progress=progress,
                         devices=devices)
     sig = Significance.from_tally(tally, level)
-    expected = np.asarray(result.intersections)[units, labels]
-    if not np.array_equal(tally.inter.to_numpy(), expected):
+    # The test reads its own pass's counts (observed and permuted alike). A model's
+    # float arithmetic may differ with the per-device batch (XLA picks kernels by
+    # shape), so a pixel at a threshold can flip between this pass and the dissection's:
+    # a few pixels are allowed, a different compute, upsampling or weights is not.
+    expected = np.asarray(result.intersections)[units, labels].astype(np.int64)
+    got = tally.inter.to_numpy().astype(np.int64)
+    if np.any(np.abs(got - expected) > np.maximum(RECOUNT_PIXELS, RECOUNT_SHARE * expected)):
         raise ValueError("the significance pass counted different intersections than the "
-                         "dissection: pass the same compute, upsample, params and batch size")
+                         "dissection: pass the same compute, upsample and params")
     return sig
 
+
+
+#: how far the significance pass's intersections may differ from the dissection's
+#: (pixels at a threshold flipped by float rounding at another batch shape)
+RECOUNT_PIXELS, RECOUNT_SHARE = 4, 0.01
 
 
 class BlockSource:
