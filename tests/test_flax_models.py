@@ -16,6 +16,7 @@ from jaxdissect.runtime.fingerprint import fingerprint
 from jaxdissect.spec import ModelSpec
 from jaxdissect.world import WorldSource
 from tests import flax_models as fm
+from tests.user_models import attack_classes
 
 
 def images(n=6, seed=0):
@@ -193,14 +194,7 @@ def test_cli_every_classifier_command_on_flax_models_as_written(tmp_path):
                      "6"]) == 0
     res = json.load(open(out / "ablate" / "ablation.json"))
     assert "fc1" in json.dumps(res)
-    spec = fm.train_flag_classifier()
-    b = WorldSource(24, seed=4, size=32).batch(0, 24)
-    pred = np.asarray(spec.run(spec.params, b["image"])[0]).argmax(1)
-    right = pred == b["label"]
-    assert right.any(), "the random model classifies no world image correctly"
-    names = spec.class_names
-    source = names[int(np.bincount(b["label"][right]).argmax())]
-    target = names[(names.index(source) + 1) % 11]
+    source, target = attack_classes(fm.train_flag_classifier(), 24)
     out = tmp_path / "attack"
     assert cli.main(["attack", "--model", "py:tests.flax_models:train_flag_classifier",
                      "--layer", "fc1", "--source", source, "--target", target,

@@ -257,14 +257,7 @@ def test_cli_dissect_and_ablate_own_model(tmp_path, factory):
 
 @pytest.mark.slow
 def test_cli_attack_intervene_paint_own_models(tmp_path):
-    spec = um.linen_classifier()
-    b = WorldSource(44, seed=4, size=32).batch(0, 44)
-    pred = np.asarray(spec.run(spec.params, b["image"])[0]).argmax(1)
-    right = pred == b["label"]
-    assert right.any(), "the random model classifies no world image correctly"
-    names = spec.class_names
-    source = names[int(np.bincount(b["label"][right]).argmax())]
-    target = names[(names.index(source) + 1) % 11]
+    source, target = um.attack_classes(um.linen_classifier(), 44)
     out = tmp_path / "attack"
     assert cli.main(["attack", "--model", "py:tests.user_models:linen_classifier",
                      "--source", source, "--target", target, "--num-images", "1",

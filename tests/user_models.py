@@ -82,3 +82,18 @@ def linen_generator():
     return ModelSpec.from_linen(LinenGenerator(), generator_params(), kind="generator",
                                 name="user-generator", layers={"block": "block"},
                                 default_layer="block", z_dim=8, to_images=lambda x: x)
+
+
+def attack_classes(spec, n: int) -> tuple[str, str]:
+    """``(source, target)`` for an attack on ``spec`` over the first ``n`` world images
+    at 32 pixels (seed 4): the class it gets right most often, and the next class."""
+    import numpy as np
+
+    from jaxdissect.world import WorldSource
+    b = WorldSource(n, seed=4, size=32).batch(0, n)
+    pred = np.asarray(spec.run(spec.params, b["image"])[0]).argmax(1)
+    right = pred == b["label"]
+    assert right.any(), "the random model classifies no world image correctly"
+    names = spec.class_names
+    source = names[int(np.bincount(b["label"][right]).argmax())]
+    return source, names[(names.index(source) + 1) % len(names)]

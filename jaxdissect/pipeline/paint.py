@@ -23,6 +23,7 @@ from jaxdissect.errors import UserError
 from jaxdissect.pipeline import resolve as R
 from jaxdissect.pipeline.config import PaintConfig
 from jaxdissect.pipeline.dissection import Dissection, dissect_into
+from jaxdissect.pipeline.intervention import check_concepts
 from jaxdissect.pipeline.workspace import open_workspace
 
 
@@ -80,11 +81,7 @@ def run_paint(cfg: PaintConfig) -> PaintOutcome:
     source = R.load_data("z", model, cfg.num_samples, cfg.seed)
     seg_name = R.default_segmenter(model, "z", cfg.segmenter)
     segmenter = R.load_segmenter(seg_name, source, model)
-    names = list(segmenter.labels.names)
-    for concept, _, _ in edits_spec:
-        if concept not in names[1:]:
-            raise UserError(f"unknown concept {concept!r}; the segmenter's labels are "
-                            f"{names[1:]}")
+    check_concepts(segmenter.labels, [concept for concept, _, _ in edits_spec])
     out = cfg.out or os.path.join("results", f"paint-{os.path.basename(model.name)}-{layer}")
     d = Dissection(model, cfg.model, layer, source, segmenter, seg_name, f"z@{cfg.seed}",
                    1 if cfg.seg_downsample is None else cfg.seg_downsample, cfg.upsample,
