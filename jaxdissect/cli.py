@@ -80,10 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if getattr(args, "batch_size", None) == "auto" and args.command != "dissect":
-        print(f"jaxdissect {args.command}: error: --batch-size auto is for dissect only",
-              file=sys.stderr)
-        return 2
     try:
         if getattr(args, "distributed", False):  # commands with the --coordinator flags
             from jaxdissect.runtime import hosts

@@ -50,11 +50,12 @@ class Common:
     progress: bool = True
 
     def __post_init__(self):
-        if isinstance(self.batch_size, str) and (
-                self.batch_size != "auto" or not isinstance(self, DissectConfig)):
-            raise UserError(f"--batch-size must be a positive integer"
-                            f"{' (or auto, for dissect)' if self.batch_size == 'auto' else ''}"
-                            f", got {self.batch_size!r}")
+        if isinstance(self.batch_size, str):
+            if self.batch_size != "auto":
+                raise UserError(f"--batch-size must be a positive integer or auto, got "
+                                f"{self.batch_size!r}")
+            if not isinstance(self, DissectConfig):
+                raise UserError("--batch-size auto is for dissect only")
         _positive(self, "batch_size", "seg_downsample")
         _fraction("quantile", self.quantile)
         _fraction("miniou", self.miniou)
