@@ -26,42 +26,88 @@ def _save(fig, path):
 BLUE, GREEN, ORANGE = "#4B4CBF", "#55B05B", "#F0883B"
 
 
+def _nanmean(v, axis=None):
+    """The mean of the finite values (NaN where there are none), without a warning."""
+    v = np.asarray(v, float)
+    ok = np.isfinite(v)
+    n = ok.sum(axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.where(ok, v, 0.0).sum(axis) / np.maximum(n, 1), np.nan)
+
+
+def _fraction(v) -> str:
+    return f"{float(v):.1%}" if np.isfinite(v) else "n/a"
+
+
+#: why a balanced accuracy is missing, as the plots state it
+UNDEFINED = ("n/a: balanced accuracy undefined (no val images of the class, or none of "
+             "the others)")
+
+
+def _state_missing(ax, missing: int, total: int, what: str) -> None:
+    """Writes on ``ax`` how many of ``total`` ``what`` have no value (none: nothing)."""
+    if not missing:
+        return
+    text = (f"no {what} has a value\n{UNDEFINED}" if missing == total else
+            f"{missing} of {total} {what} n/a (not drawn)\n{UNDEFINED}")
+    ax.text(0.5, 0.5 if missing == total else 0.02, text, transform=ax.transAxes,
+            ha="center", va="center" if missing == total else "bottom", fontsize=8,
+            color="dimgray", bbox=dict(fc="white", ec="lightgray", alpha=0.9))
+
+
 def ablation_classes(path, class_names, base, removed, kept, k):
-    """Per-class balanced accuracy: baseline, k most important removed, only k kept."""
+    """Per-class balanced accuracy: baseline, k most important removed, only k kept.
+    A class without a value (NaN) is marked n/a on its row."""
     plt = _plt()
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(7, 0.28 * n + 1.2))
     y = np.arange(n)
-    for vals, c, lab in ((base, GREEN, "no units removed"),
-                         (removed, BLUE, f"{k} most important units removed"),
-                         (kept, ORANGE, f"only those {k} kept")):
-        v = np.asarray(vals, float)
-        ax.scatter(v, y, s=22, c=c, label=f"{lab} (mean {np.nanmean(v):.1%})", zorder=3)
-        ax.axvline(np.nanmean(v), color=c, lw=1, ls="--")
+    series = [np.asarray(v, float) for v in (base, removed, kept)]
+    for v, c, lab in zip(series, (GREEN, BLUE, ORANGE),
+                         ("no units removed", f"{k} most important units removed",
+                          f"only those {k} kept")):
+        mean = _nanmean(v)
+        ax.scatter(v, y, s=22, c=c, label=f"{lab} (mean {_fraction(mean)})", zorder=3)
+        if np.isfinite(mean):
+            ax.axvline(mean, color=c, lw=1, ls="--")
+    missing = ~np.all([np.isfinite(v) for v in series], axis=0)
+    for row in np.flatnonzero(missing):
+        ax.text(0.01, row, "n/a", va="center", fontsize=7, color="dimgray")
     ax.axvline(0.5, color="gray", lw=0.8)
+    ax.set_xlim(-0.02, 1.02)
     ax.set_yticks(y, class_names, fontsize=8)
     ax.set_ylabel("class")
     ax.set_xlabel("balanced single-class accuracy on val (fraction; chance 0.5)")
     ax.set_title(f"Per-class accuracy with each class's {k} most important units removed "
                  f"or kept", fontsize=9)
+    _state_missing(ax, int(missing.sum()), n, "class")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return _save(fig, path)
 
 
 def ablation_k(path, ks, removed, kept, base):
-    """Mean balanced accuracy over classes against the number of units in the set."""
+    """Mean balanced accuracy over classes against the number of units in the set
+    (the classes with a value; none: the plot says so)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3))
-    r, k = np.asarray(removed, float), np.asarray(kept, float)
-    ax.plot(ks, np.nanmean(r, 0), "o-", c=BLUE, label="k most important removed")
-    ax.plot(ks, np.nanmean(k, 0), "o-", c=ORANGE, label="only the k most important kept")
-    ax.axhline(np.nanmean(base), c=GREEN, lw=1, label="no units removed")
+    r, k = _nanmean(removed, 0), _nanmean(kept, 0)
+    b = float(_nanmean(base))
+    ax.plot(ks, r, "o-", c=BLUE, label="k most important removed")
+    ax.plot(ks, k, "o-", c=ORANGE, label="only the k most important kept")
+    if np.isfinite(b):
+        ax.axhline(b, c=GREEN, lw=1, label="no units removed")
     ax.axhline(0.5, c="gray", lw=0.8, ls=":", label="chance")
     ax.set_xscale("log")
+    ax.set_xlim(min(ks) / 1.5, max(ks) * 1.5)      # the set sizes, drawn or not
     ax.set_xticks(ks, [str(x) for x in ks])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_xlabel("k (units in each class's set, log scale)")
     ax.set_ylabel("mean balanced accuracy\n(val, fraction)")
+    if not np.isfinite(np.concatenate([r, k])).any():
+        ax.set_ylim(0, 1)
     ax.set_title("Mean balanced accuracy against the size of the unit set", fontsize=9)
+    undefined = ~np.isfinite(np.asarray(base, float))
+    _state_missing(ax, int(undefined.sum()), undefined.size, "class")
     ax.legend(fontsize=8, frameon=False)
     return _save(fig, path)
 
@@ -71,7 +117,13 @@ def ablation_curve(path, class_name, k, removed, kept, base):
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.plot(k, removed, c=BLUE, lw=1.2, label="removing the most important units together")
     ax.plot(k, kept, c=ORANGE, lw=1.2, label="removing all but the most important units")
-    ax.axhline(base, c=GREEN, lw=0.8, label="baseline")
+    if np.isfinite(base):
+        ax.axhline(base, c=GREEN, lw=0.8, label="baseline")
+    values = np.concatenate([np.ravel(removed), np.ravel(kept), [base]]).astype(float)
+    if not np.isfinite(values).any():
+        ax.set_ylim(0, 1)
+        ax.text(0.5, 0.5, f"{class_name}: no value\n{UNDEFINED}", transform=ax.transAxes,
+                ha="center", va="center", fontsize=8, color="dimgray")
     ax.set_xlabel("number of units removed / kept (units)")
     ax.set_ylabel("balanced accuracy (fraction)")
     ax.set_title(f"{class_name}: the most important units removed together, or kept alone",
