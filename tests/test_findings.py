@@ -1,6 +1,7 @@
 """Findings: what "not applicable" means, their kinds, the ranges their intervals
 respect, and the Wilson interval against SciPy."""
 
+import dataclasses
 import json
 import math
 
@@ -68,20 +69,34 @@ def test_the_exploratory_pair_comes_from_contexts_with_enough_edits():
     village) are never the extremes; the pair is corrected over the supported pairs."""
     from jaxdissect.experiments.intervene import MIN_EDITS, InsertionSummary
     names = ("water", "grass", "house", "snow")
+    rng = np.random.default_rng(0)
+    counts = np.array([0, 69, 500, 400, 23])
+    boot_n = rng.poisson(1.0, (300, 5)) * counts                      # [B, labels]
+    boot_sum = boot_n * np.array([0, 0.05, 0.004, 0.002, -0.01]) + rng.normal(
+        0, 0.05, (300, 5))
+    summary = dict(significant=np.array([True, False]), boot_sum=boot_sum, boot_n=boot_n)
     ins = InsertionSummary(
         "door", np.array([0, 1]), np.array([1, 2, 3, 4]), names, ("object",) * 4,
-        np.array([69, 500, 400, 23]), np.array([0.05, 0.004, 0.002, -0.01]),
-        np.array([0.01, 0.001, 0.001, 0.01]), np.zeros((2, 2)), 64,
-        significant=np.array([True, False]))
+        counts[1:], np.array([0.05, 0.004, 0.002, -0.01]),
+        np.array([0.01, 0.001, 0.001, 0.01]), np.zeros((2, 2)), 64, **summary)
     d = ins.differs_by_context()
     assert (d["highest"], d["lowest"], d["pairs"]) == ("grass", "house", 1)
     assert MIN_EDITS == 100
     f = ins.finding()
-    assert f.kind == EXPLORATORY and f.applies and f.in_bounds()
+    assert f.kind == EXPLORATORY and f.applies and f.in_bounds() and f.bounds == (-2, 2)
     assert "water" not in f.text and "snow" not in f.text
+    # the gap's bootstrap percentiles (one pair: no correction), against NumPy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = boot_sum[:, 2] / boot_n[:, 2] - boot_sum[:, 3] / boot_n[:, 3]
+    want = np.quantile(reps[np.isfinite(reps)], [0.005, 0.995])
+    assert (f.low, f.high) == pytest.approx(tuple(want))
+    assert f.holds == (want[0] > 0) and f.estimate == pytest.approx(0.002)
+    bare = dataclasses.replace(ins, boot_sum=None, boot_n=None).finding()
+    assert not bare.applies and "without bootstrap replicates" in bare.reason
     alone = InsertionSummary(
         "door", np.array([0]), np.array([1, 4]), ("water", "snow"), ("object",) * 2,
         np.array([69, 23]), np.array([0.05, -0.01]), np.array([0.01, 0.01]),
-        np.zeros((2, 2)), 64, significant=np.array([True]))
+        np.zeros((2, 2)), 64, significant=np.array([True]), boot_sum=boot_sum,
+        boot_n=boot_n)
     g = alone.finding()
     assert not g.applies and not g.holds and "water 69, snow 23" in g.reason

@@ -51,6 +51,7 @@ from jaxdissect.experiments.significance import (
     EXPLORATORY,
     LEVEL,
     Finding,
+    added_ratio,
     bonferroni_z,
     bootstrap_interval,
     pct,
@@ -565,10 +566,12 @@ class InsertionSummary:
 
     def differs_by_context(self) -> dict | None:
         """The highest against the lowest object context among those with at least
-        ``MIN_EDITS`` edits (all such contexts if fewer than two objects): the gap,
-        its z and whether it exceeds the 99% level with Bonferroni over every pair of
-        the contexts compared (they are picked as the extremes). None with fewer
-        than two such contexts."""
+        ``MIN_EDITS`` edits (all such contexts if fewer than two objects): the gap
+        (in [-2, 2], a difference of two shares added), its z, and with bootstrap
+        replicates the gap's percentile interval at 99% with Bonferroni over every
+        pair of the contexts compared (they are picked as the extremes; samples
+        resampled, each sample's edits together) and whether it excludes 0. None
+        with fewer than two such contexts."""
         rows = self.supported()
         objs = [r for r in rows if r["category"] == "object"]
         pool = objs if len(objs) >= 2 else rows
@@ -578,40 +581,47 @@ class InsertionSummary:
         gap = hi["mean_added"] - lo["mean_added"]
         se = math.sqrt(hi["stderr"] ** 2 + lo["stderr"] ** 2)
         pairs = len(pool) * (len(pool) - 1) // 2
-        z_crit = bonferroni_z(LEVEL, pairs)
-        return {"highest": hi["name"], "lowest": lo["name"], "gap": gap,
-                "z": gap / se if se > 0 else float("inf"), "pairs": pairs,
-                "z_critical": z_crit, "significant_99": bool(gap > z_crit * se)}
+        out = {"highest": hi["name"], "lowest": lo["name"], "gap": gap,
+               "z": gap / se if se > 0 else float("inf"), "pairs": pairs,
+               "z_critical": bonferroni_z(LEVEL, pairs), "level": 1 - (1 - LEVEL) / pairs}
+        if self.boot_sum is not None:
+            reps = (self.group_means([hi["name"]])["replicates"] -
+                    self.group_means([lo["name"]])["replicates"])
+            low, high = bootstrap_interval(reps, out["level"])
+            out.update(low=low, high=high, significant_99=bool(low > 0))
+        return out
 
     def finding(self) -> Finding:
         """Exploratory: the most different pair of supported contexts, corrected for
-        having been picked among all pairs."""
+        having been picked among all pairs (Bonferroni on the bootstrap interval)."""
         what = (f"Inserting <b>{self.concept}</b> units adds more {self.concept} in some "
                 f"contexts than in others (the most different pair of contexts with at "
                 f"least {MIN_EDITS} edits each).")
+        bounds = (-2.0, 2.0)
         why = self.unit_support()
         d = self.differs_by_context()
         if not why and d is None:
             why = (f"fewer than two contexts have at least {MIN_EDITS} edits (no single edit "
                    f"may carry more than 1% of a context's mean); seen: " + (", ".join(
                        f"{r['name']} {r['count']}" for r in self.contexts()) or "none"))
+        if not why and "low" not in d:
+            why = "the insertion was measured without bootstrap replicates"
         if why:
             return Finding.not_applicable(what, why, samples=self.samples, criterion=0.0,
-                                          bounds=(-1.0, 1.0), kind=EXPLORATORY)
+                                          bounds=bounds, kind=EXPLORATORY)
         rows = {r["name"]: r for r in self.contexts()}
         hi, lo = rows[d["highest"]], rows[d["lowest"]]
-        half = d["gap"] / d["z"] * d["z_critical"] if d["z"] not in (0, float("inf")) else 0.0
         text = (f"Inserting <b>{self.concept}</b> units at one location adds "
                 f"{hi['mean_added']:.2%} of the image as {self.concept} where the context is "
                 f"{hi['name']} ({hi['count']} edits) but {lo['mean_added']:.2%} where it is "
-                f"{lo['name']} ({lo['count']} edits; {self.samples} samples): a difference of "
-                f"{d['z']:.1f} standard errors, against {d['z_critical']:.1f} for 99% with "
-                f"Bonferroni over {d['pairs']} pairs of contexts with at least {MIN_EDITS} "
-                f"edits. Paper: the effect depends on context (doors: windows/buildings vs "
-                f"sky/trees).")
-        return Finding(text, d["significant_99"], d["gap"], max(d["gap"] - half, -1.0),
-                       min(d["gap"] + half, 1.0), 0.0, self.samples, bounds=(-1.0, 1.0),
-                       kind=EXPLORATORY)
+                f"{lo['name']} ({lo['count']} edits): a gap of {100 * d['gap']:.3f} points "
+                f"(99% CI {100 * d['low']:+.3f} to {100 * d['high']:+.3f} with Bonferroni "
+                f"over {d['pairs']} pairs of contexts with at least {MIN_EDITS} edits; "
+                f"bootstrap over {self.samples} samples). Paper: the effect depends on "
+                f"context (doors: windows/buildings vs sky/trees); criterion: the interval "
+                f"above 0.")
+        return Finding(text, d["significant_99"], d["gap"], d["low"], d["high"], 0.0,
+                       self.samples, bounds=bounds, kind=EXPLORATORY)
 
     def group_means(self, names) -> dict:
         """Mean share added over the edits whose context is one of the labels ``names``
@@ -656,9 +666,9 @@ class InsertionSummary:
         if why:
             return Finding.not_applicable(what, why, samples=self.samples,
                                           criterion=min_ratio, bounds=bounds)
-        ratio = hi["mean_added"] / lo["mean_added"] if lo["mean_added"] > 0 else math.inf
-        with np.errstate(divide="ignore", invalid="ignore"):
-            reps = np.where(lo["replicates"] > 0, hi["replicates"] / lo["replicates"], np.inf)
+        # a group whose mean added is negative adds nothing: the ratio lies in [0, inf]
+        ratio = added_ratio(hi["mean_added"], lo["mean_added"])
+        reps = added_ratio(hi["replicates"], lo["replicates"])
         r_low, r_high = bootstrap_interval(np.where(np.isinf(reps), 1e9, reps))
         apart = hi["low"] > lo["high"]
         holds = bool(apart and hi["mean_added"] > 0 and ratio >= min_ratio)
@@ -672,8 +682,8 @@ class InsertionSummary:
                 f"bootstrap over {self.samples} samples). Paper: doors add 18% where the "
                 f"object was a window, 8% on buildings, under 1% on sky or trees; criterion: "
                 f"at least {min_ratio:g}x with intervals apart.")
-        return Finding(text, holds, ratio if math.isfinite(ratio) else 1e9, max(r_low, 0.0),
-                       min(r_high, 1e9), min_ratio, self.samples, bounds=bounds)
+        return Finding(text, holds, ratio if math.isfinite(ratio) else 1e9, r_low, r_high,
+                       min_ratio, self.samples, bounds=bounds)
 
     def to_json(self) -> dict:
         out = {"concept": self.concept, "units": self.units.tolist(),

@@ -16,6 +16,15 @@ the region covers), and becomes the ``alpha`` of an ``Edit``
 ``paint`` runs a stack of ``E`` edits on a batch of ``b`` latents as one compiled
 program: the layer is computed once, and the rest of the generator (``spec.resume``
 from that layer) is ``jax.vmap``-ed over the stack of edits.
+
+A measured edit states its finding (``PaintEdit.finding``): the change in the
+concept's share of the box, per latent, with a Poisson-bootstrap percentile interval
+over latents (within [-1, 1]); it holds when the exact sign-flip test puts the change
+in the edit's direction (below 0 "off", above "on") at one-sided p < 0.005, the
+error rate of one end of a 99% interval. It applies only with ``MIN_LATENTS``
+latents, a painted unit whose label is significantly the concept, and the concept
+present in the box unedited ("off": something to remove) or not filling it ("on":
+room to add it).
 """
 
 from __future__ import annotations
@@ -31,11 +40,24 @@ from flax import struct
 
 from jaxdissect.edits import Edit, set_units
 from jaxdissect.experiments import results
-from jaxdissect.experiments.significance import LEVEL, Finding, t_interval
+from jaxdissect.experiments.intervene import LABEL_FDR
+from jaxdissect.experiments.significance import (
+    LEVEL,
+    Finding,
+    bootstrap_interval,
+    pct,
+    sign_flip_p,
+)
 from jaxdissect.runtime import devices as sharding
 from jaxdissect.runtime import sweep
 
 MODES = ("on", "off")
+#: the fewest latents a painting finding rests on: with fewer, not even every latent
+#: changing the same way reaches one-sided p < 0.005 (a sign-flip test's smallest
+#: p-value is 2 ** -n)
+MIN_LATENTS = 8
+#: bootstrap replicates of a painting finding's interval
+REPLICATES = 1000
 
 
 def region_to_grid(mask, grid_hw: tuple[int, int]) -> jax.Array:
@@ -173,6 +195,13 @@ def region_pixels(seg: jax.Array, label: int, region) -> jax.Array:
 
 # ---------------------------------------------------------------- the typed result
 
+def bootstrap_weights(n: int, seed: int = 0) -> np.ndarray:
+    """``[n, REPLICATES]`` float64 Poisson(1) weights of ``n`` latents, drawn in NumPy
+    row after row from ``seed``, so latent i's row does not depend on ``n`` (a few
+    latents measured on the host need no compiled draw)."""
+    return np.random.default_rng(seed).poisson(1.0, (n, REPLICATES)).astype(np.float64)
+
+
 @results.typed
 @dataclasses.dataclass(frozen=True, eq=False)
 class PaintEdit:
@@ -192,23 +221,83 @@ class PaintEdit:
     region_pixels: int = 0
     before: np.ndarray | None = None
     after: np.ndarray | None = None
+    #: ``[n]`` whether each unit's label is significantly the concept (None: the
+    #: labels were not tested)
+    significant: np.ndarray | None = None
+
+    def shares(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(before [z], after [z])``: the concept's share of the box per latent."""
+        region = max(int(self.region_pixels), 1)
+        return (np.asarray(self.before, np.float64) / region,
+                np.asarray(self.after, np.float64) / region)
+
+    def replicates(self, values) -> np.ndarray:
+        """``[REPLICATES]`` Poisson-bootstrap means of per-latent ``values [z]``: latent
+        i's weights are row i of ``bootstrap_weights`` (the same at any number of
+        latents)."""
+        w = bootstrap_weights(len(values))
+        total = w.sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, w.T @ np.asarray(values, np.float64) / total, np.nan)
+
+    def applicability(self) -> str:
+        """Why the painting finding means nothing here ("" when it does)."""
+        n, k = len(self.before), len(self.units)
+        if n < MIN_LATENTS:
+            return (f"{n} latents measured, fewer than {MIN_LATENTS}: with so few, not even "
+                    f"every latent changing the same way would reach one-sided p < 0.005 "
+                    f"(a sign-flip test's smallest p-value is 2^-{n})")
+        if self.significant is None:
+            return (f"the labels of the {k} units painted were not tested for significance "
+                    f"(a dissection with --significance)")
+        if not np.any(self.significant):
+            return (f"none of the {k} units painted has {self.concept} as a significant "
+                    f"label (image-permutation test of the best of all labels, "
+                    f"{LABEL_FDR:.0%} false-discovery rate)")
+        before, _ = self.shares()
+        lo, hi = bootstrap_interval(self.replicates(before), LEVEL)
+        share = (f"its share of the box unedited is {before.mean():.2%} (99% interval "
+                 f"{pct(lo)} to {pct(hi)}, {n} latents)")
+        if self.mode == "off" and not lo > 0:
+            return f"{self.concept} is not present in the box, so nothing can be removed: {share}"
+        if self.mode == "on" and not hi < 1:
+            return f"{self.concept} already fills the box, so nothing can be added: {share}"
+        return ""
 
     def finding(self) -> Finding | None:
-        """Turning units off removes the concept from the box, on adds it: the 99%
-        interval of the paired per-latent change excludes 0 in that direction."""
+        """Turning units off removes the concept from the box, on adds it: the change
+        in the concept's share of the box, its 99% bootstrap interval over latents
+        (within [-1, 1]), and the exact sign-flip test of its direction (holds at
+        one-sided p < 0.005). None when no segmenter measured the edit; not
+        applicable unless ``applicability`` is satisfied."""
         if self.before is None:
             return None
-        change = np.asarray(self.after, np.float64) - np.asarray(self.before, np.float64)
-        mean, lo, hi = t_interval(change, LEVEL)
-        holds = bool(hi < 0) if self.mode == "off" else bool(lo > 0)
-        word = "removes" if self.mode == "off" else "adds"
-        text = (f"Turning {len(self.units)} <b>{self.concept}</b> units {self.mode} in the "
-                f"box {list(self.box)} {word} {self.concept}: its pixels in the box "
-                f"({self.region_pixels} pixels) go from {float(np.mean(self.before)):.1f} to "
-                f"{float(np.mean(self.after)):.1f} per image, a change of {mean:+.1f} (99% "
-                f"interval {lo:+.1f} to {hi:+.1f} over {len(change)} latents); criterion: "
-                f"the interval excludes 0 ({'below' if self.mode == 'off' else 'above'}).")
-        return Finding(text, holds, mean, lo, hi, 0.0, len(change))
+        off = self.mode == "off"
+        word = "removes" if off else "adds"
+        box = [float(v) for v in self.box]
+        bounds, n = (-1.0, 1.0), len(self.before)
+        supported = "" if self.significant is None else \
+            f" ({int(np.sum(self.significant))} of them significantly labelled {self.concept})"
+        what = (f"Turning {len(self.units)} <b>{self.concept}</b> units{supported} {self.mode} "
+                f"in the box {box} {word} {self.concept} there. Paper (GANPaint): units "
+                f"switched off remove their object, switched on add it.")
+        why = self.applicability()
+        if why:
+            return Finding.not_applicable(what, why, samples=n, criterion=0.0, bounds=bounds)
+        before, after = self.shares()
+        change = after - before
+        lo, hi = bootstrap_interval(self.replicates(change), LEVEL)
+        p = sign_flip_p(change, "less" if off else "greater")
+        holds = bool(p < (1 - LEVEL) / 2)
+        text = (f"Turning {len(self.units)} <b>{self.concept}</b> units{supported} "
+                f"{self.mode} in the box {box} {word} {self.concept}: its share of the box "
+                f"({self.region_pixels} pixels) goes from {before.mean():.1%} to "
+                f"{after.mean():.1%} per image, a change of {100 * change.mean():+.1f} points "
+                f"(99% CI {100 * lo:+.1f} to {100 * hi:+.1f}, bootstrap over {n} latents; "
+                f"sign-flip p = {p:.2g}); criterion: the change "
+                f"{'below' if off else 'above'} 0 at one-sided p < 0.005.")
+        return Finding(text, holds, float(change.mean()), lo, hi, 0.0, n, p_value=p,
+                       bounds=bounds)
 
     def to_json(self) -> dict:
         out = {"concept": self.concept, "mode": self.mode, "box": list(self.box),
@@ -221,6 +310,8 @@ class PaintEdit:
                 "before": self.before.tolist(), "after": self.after.tolist(),
                 "before_mean": b, "after_mean": a,
                 "relative_change": (a - b) / b if b > 0 else None}
+        if self.significant is not None:
+            out["significant"] = np.asarray(self.significant, bool).tolist()
         return out
 
 

@@ -18,6 +18,11 @@ for the choice). The intervals used:
   (``poisson_weights`` gives each example an integer weight per replicate,
   drawn from its global index, so every device, host and batch size weighs an
   example alike and the replicates' counts are exact sums);
+* ``sign_flip_p``: the exact chance that a mean of paired per-sample changes
+  lies as far in one direction when each change's sign is flipped at random
+  (the changes are symmetric about 0 when the edit does nothing);
+* ``added_ratio``: how many times as much one amount added is as another (a
+  negative amount adds nothing), within [0, inf] like each replicate;
 * ``bonferroni_z``: the normal quantile when the reported case was picked
   among ``m`` (the best of several set sizes, the extreme pair of contexts);
 * ``overlap_p``: the hypergeometric chance of an overlap at least as large
@@ -158,6 +163,43 @@ def bootstrap_interval(replicates, level: float = LEVEL) -> tuple[float, float]:
         return -math.inf, math.inf
     lo, hi = np.quantile(r, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
+
+
+def added_ratio(numerator, denominator):
+    """How many times ``numerator`` is ``denominator`` as amounts added (arrays or
+    floats): ``max(n, 0) / max(d, 0)``, 0 where ``n <= 0`` (nothing added, whatever
+    the other), inf where only ``d <= 0``. Within [0, inf], so the percentile
+    interval of its replicates is too."""
+    n = np.asarray(numerator, np.float64)
+    d = np.asarray(denominator, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(n <= 0, 0.0, np.where(d <= 0, np.inf, n / np.where(d > 0, d, 1.0)))
+    return float(r) if r.ndim == 0 else r
+
+
+def sign_flip_p(values, alternative: str, resamples: int = 10_000, seed: int = 0) -> float:
+    """One-sided p-value that the mean of paired changes ``values [n]`` is below
+    (``alternative="less"``) or above (``"greater"``) 0: the share of the ``2 ** n``
+    sign patterns whose mean lies at least as far that way, the observed one
+    included (exact up to ``n = 16``; above, ``resamples`` random patterns drawn from
+    ``seed``, ``p = (1 + hits) / (1 + resamples)``). Exact under the null that each
+    change is symmetric about 0; the smallest p-value is ``2 ** -n``."""
+    if alternative not in ("less", "greater"):
+        raise ValueError(f"alternative must be 'less' or 'greater', got {alternative!r}")
+    v = np.asarray(values, np.float64).ravel()
+    if v.size == 0:
+        return 1.0
+    if alternative == "greater":
+        v = -v
+    if v.size <= 16:
+        signs = 1 - 2 * ((np.arange(2 ** v.size)[:, None] >> np.arange(v.size)) & 1)
+        extra = 0
+    else:
+        signs = np.random.default_rng(seed).choice([-1, 1], (resamples, v.size))
+        extra = 1
+    sums = signs @ v
+    tol = 1e-9 * max(float(np.abs(v).sum()), 1.0)
+    return float((extra + np.sum(sums <= v.sum() + tol)) / (extra + len(signs)))
 
 
 def poisson_weights(index, replicates: int, seed: int = 0):

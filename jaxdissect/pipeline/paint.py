@@ -1,7 +1,8 @@
 """The paint run: add or remove objects in generated images by turning a concept's
 units on or off in a region (GANPaint; the paper's "Applications").
 
-Dissects the generator layer over z samples (cached, as the intervention run does),
+Dissects the generator layer over z samples (cached, as the intervention run does;
+its labels tested for significance, which the painting findings need),
 takes each edited concept's ``units`` best-IoU units, and paints every
 ``CONCEPT:on|off:y0,x0,y1,x1`` edit (box as fractions of the image) on ``num_z``
 latents, all edits in one vmapped program (``experiments.paint``). "On" sets the units
@@ -23,7 +24,7 @@ from jaxdissect.errors import UserError
 from jaxdissect.pipeline import resolve as R
 from jaxdissect.pipeline.config import PaintConfig
 from jaxdissect.pipeline.dissection import Dissection, dissect_into
-from jaxdissect.pipeline.intervention import check_concepts
+from jaxdissect.pipeline.intervention import check_concepts, significant_labels
 from jaxdissect.pipeline.workspace import open_workspace
 
 
@@ -85,7 +86,8 @@ def run_paint(cfg: PaintConfig) -> PaintOutcome:
     out = cfg.out or os.path.join("results", f"paint-{os.path.basename(model.name)}-{layer}")
     d = Dissection(model, cfg.model, layer, source, segmenter, seg_name, f"z@{cfg.seed}",
                    1 if cfg.seg_downsample is None else cfg.seg_downsample, cfg.upsample,
-                   cfg.quantile, cfg.miniou, cfg.batch_size, progress=cfg.progress)
+                   cfg.quantile, cfg.miniou, cfg.batch_size, significance=True,
+                   progress=cfg.progress)   # a finding needs significantly labelled units
     with open_workspace(out, "paint", cfg.force) as ws:
         dres, _ = dissect_into(d, ws.part("dissect"), index_link=os.path.join("..",
                                                                               "paint.html"))
@@ -100,6 +102,7 @@ def run_paint(cfg: PaintConfig) -> PaintOutcome:
         image = np.asarray(model.images(model.run(model.params, jnp.asarray(z[:1]))[0]))
         image_hw = image.shape[1:3]
         stack, edits = [], []
+        tested = significant_labels(dres, True)
         for concept, mode, box in edits_spec:
             units = paint.concept_units(dres.iou, dres.labels.names, concept, cfg.units)
             grid = paint.region_to_grid(paint.box_mask(image_hw, box), acts_shape[1:3])
@@ -109,7 +112,8 @@ def run_paint(cfg: PaintConfig) -> PaintOutcome:
                               units=np.asarray(units, np.int64),
                               unit_iou=np.asarray(dres.iou[units, dres.labels.index(concept)],
                                                   np.float64),
-                              values=np.asarray(values, np.float64)))
+                              values=np.asarray(values, np.float64),
+                              significant=tested[units] == dres.labels.index(concept)))
         split = split_generator(model, layer)
         measure = not isinstance(segmenter, R.TruthSegmenter)
         regions = labels = None
