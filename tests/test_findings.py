@@ -100,3 +100,24 @@ def test_the_exploratory_pair_comes_from_contexts_with_enough_edits():
         boot_n=boot_n)
     g = alone.finding()
     assert not g.applies and not g.holds and "water 69, snow 23" in g.reason
+
+
+def test_each_context_has_its_bootstrap_interval_and_the_plot_draws_it(tmp_path):
+    """Each context's 99% interval is the percentile interval of its replicates (within
+    [-1, 1]); the context plot draws it, and a context without one gets no bar."""
+    from jaxdissect.experiments.intervene import InsertionSummary
+    from jaxdissect.report import plots
+    rng = np.random.default_rng(1)
+    boot_n = rng.poisson(1.0, (200, 3)) * np.array([0, 300, 0])
+    boot_sum = boot_n * 0.01 + rng.normal(0, 0.02, (200, 3))
+    ins = InsertionSummary(
+        "door", np.array([0]), np.array([1, 2]), ("grass", "sky"), ("object",) * 2,
+        np.array([300, 1]), np.array([0.01, 0.0]), np.array([0.001, 0.0]), np.zeros((2, 2)),
+        64, boot_sum=boot_sum, boot_n=boot_n)
+    grass, sky = ins.contexts()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = boot_sum[:, 1] / boot_n[:, 1]
+    assert grass["ci99"] == pytest.approx(np.quantile(reps[np.isfinite(reps)], [0.005, 0.995]))
+    assert sky["ci99"] == [-math.inf, math.inf]
+    assert plots.insertion_contexts(str(tmp_path / "c.png"), "door",
+                                    {"contexts": [grass, sky]}) == "c.png"

@@ -21,7 +21,8 @@ mean something here (the concept present in the unedited images, its units' labe
 significant, contexts with at least ``MIN_EDITS`` edits) and hold only with
 statistical support: the removal's interval above the criterion, the paper's
 contexts (pre-registered) apart by the criterion's ratio, the extreme supported
-contexts' gap (exploratory) beyond the 99% level with Bonferroni over the pairs.
+contexts' gap (exploratory) with its bootstrap interval above 0, Bonferroni over the
+pairs.
 
 A pixel "has" label l when any of the segmentation's K layers is l there; the pixel
 share of l is the fraction of the image's pixels that have it. Every edit runs
@@ -543,10 +544,18 @@ class InsertionSummary:
     significant: np.ndarray | None = None
 
     def contexts(self) -> list[dict]:
-        return [{"label": int(lab), "name": n, "category": c, "count": int(k),
+        """One row per context; with bootstrap replicates, ``ci99``: the 99% percentile
+        interval of its mean share added (samples resampled), within [-1, 1]."""
+        rows = [{"label": int(lab), "name": n, "category": c, "count": int(k),
                  "mean_added": float(m), "stderr": float(e)} for lab, n, c, k, m, e in zip(
                      self.labels, self.names, self.categories, self.counts, self.mean_added,
                      self.stderr)]
+        if self.boot_sum is not None:
+            for r in rows:
+                n = self.boot_n[:, r["label"]]
+                reps = np.where(n > 0, self.boot_sum[:, r["label"]] / np.maximum(n, 1), np.nan)
+                r["ci99"] = list(bootstrap_interval(reps))
+        return rows
 
     def supported(self) -> list[dict]:
         """The contexts with at least ``MIN_EDITS`` edits (the only ones compared)."""

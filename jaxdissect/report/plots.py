@@ -172,8 +172,14 @@ def insertion_contexts(path, concept, summary, top=15):
     rows = summary["contexts"][:top]
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(rows) + 1))
     y = np.arange(len(rows))
-    ax.barh(y, [r["mean_added"] for r in rows], xerr=[2.58 * r["stderr"] for r in rows],
-            color=BLUE, error_kw=dict(lw=1, capsize=2))
+    mean = np.array([r["mean_added"] for r in rows], float)
+    if rows and all("ci99" in r for r in rows):    # bootstrap over samples: within range
+        ci = np.array([[np.nan if v is None else v for v in r["ci99"]] for r in rows], float)
+        ci = np.where(np.isfinite(ci), ci, mean[:, None])       # no interval: no bar
+        err = np.abs(np.stack([mean - ci[:, 0], ci[:, 1] - mean]))
+    else:
+        err = [2.58 * r["stderr"] for r in rows]
+    ax.barh(y, mean, xerr=err, color=BLUE, error_kw=dict(lw=1, capsize=2))
     ax.set_yticks(y, [f"{r['name']} ({r['category']})" for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"{concept} pixels added (share of the image; bars: 99% interval)")
