@@ -191,6 +191,7 @@ def test_experiment_pages_and_index(tmp_path):
     assert AblationResult.load(str(tmp_path / "ablate" / "ablation.npz")).to_json() == \
         abl.to_json()
     labels = LabelSet.from_pairs([("tree", "object"), ("door", "object"), ("sky", "object")])
+    boot_n = rng.poisson(1.0, (200, 4)) * np.array([0, 400, 0, 400])    # replicates' edits
     inter = InterventionResult(
         layer="layer4", labels=labels, num_units=4,
         baseline_share=np.array([0.3, 0.2, 0.1, 0.4]), baseline_stderr=np.full(4, 0.01),
@@ -203,7 +204,8 @@ def test_experiment_pages_and_index(tmp_path):
             "door", np.array([0, 1]), np.array([1, 3]), ("tree", "sky"),
             ("object", "object"), np.array([400, 400]), np.array([0.02, 0.001]),
             np.array([0.002, 0.001]), np.array([[0, 1], [1, 0]]), 48,
-            significant=np.array([True, False]))})
+            significant=np.array([True, False]), boot_sum=boot_n * [0, 0.02, 0, 0.001],
+            boot_n=boot_n)})
     p = report.write_intervention(str(tmp_path / "intervene"), inter)
     text = open(p).read()
     assert "removes 60.0%" in text and "removal_tree.png" in text
@@ -215,9 +217,9 @@ def test_experiment_pages_and_index(tmp_path):
         f"{0.6 + z * 0.02:.1%}" in text
     assert "64 samples" in text and "insertion of door 48" in text
     f_rm, f_ctx, f_ins = inter.findings()
-    assert f_rm.holds and f_ins.holds           # gap 0.019, se 0.00224: z 8.5 > 2.58
+    assert f_rm.holds and f_ins.holds           # every replicate's gap is 0.019
     assert f_ins.kind == "exploratory" and f_rm.kind == f_ctx.kind == "pre-registered"
-    assert not f_ctx.applies and "without bootstrap" in f_ctx.reason
+    assert not f_ctx.applies and "window or house have 0 edits" in f_ctx.reason
     assert "[not applicable] (pre-registered)" in f_ctx.plain()
     parts = [{"title": "ablation", "href": "ablate/ablation.html"},
              {"title": "gen", "href": "intervene/intervention.html"}]
