@@ -16,7 +16,7 @@ def vgg_setup(classes: int = 365, seed: int = 0, size: int = 224):
 
     from jaxdissect.checkpoints import convert_state_dict, model_from_config
     from jaxdissect.models import vgg16
-    from tests.reference_torch import torch_vgg16
+    from tests.support.reference_torch import torch_vgg16
 
     tmodel = torch_vgg16(num_classes=classes, seed=seed)
     sd = {k: v.numpy() for k, v in tmodel.state_dict().items()}

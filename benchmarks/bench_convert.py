@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from jaxdissect.checkpoints import convert_state_dict  # noqa: E402
 from jaxdissect.checkpoints.pth import load_state_dict  # noqa: E402
-from tests.reference_torch import torch_vgg16  # noqa: E402
+from tests.support.reference_torch import torch_vgg16  # noqa: E402
 
 
 def best_time(fn, repeats):

@@ -106,7 +106,7 @@ def main():
         UnifiedLabelData,
         UnifiedParsingSegmenter,
     )
-    from tests.torch_segmodels import colour_modules, state_dict_numpy, upp_modules
+    from tests.support.torch_segmodels import colour_modules, state_dict_numpy, upp_modules
 
     upp, colour = vocabulary()
     nr = dict(object=len(upp["object"]), material=len(upp["material"]),

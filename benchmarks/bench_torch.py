@@ -43,7 +43,7 @@ def main():
 
     from jaxdissect.edits import Edit
     from jaxdissect.models import torch_zoo
-    from tests.torch_zoo_cases import randomize_norm_stats
+    from tests.support.torch_zoo_cases import randomize_norm_stats
 
     torch.manual_seed(0)
     spec = torch_zoo.load("torchvision:resnet18", weights="random")

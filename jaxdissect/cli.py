@@ -13,7 +13,7 @@ Each command is ``jaxdissect.commands.<name>``, a module that defines ``HELP`` (
 line), ``add_arguments(parser)`` and ``run(args) -> int``: it parses the arguments into
 a ``jaxdissect.pipeline`` configuration, calls one run function and prints. Command
 modules import no JAX at module level, so ``jaxdissect --help`` and every ``jaxdissect
-COMMAND --help`` answer at once; ``tests/test_cli_help.py`` holds them to it. Every
+COMMAND --help`` answer at once; ``tests/cli/test_help.py`` holds them to it. Every
 option's help states its default (argparse's ``ArgumentDefaultsHelpFormatter``; options
 whose default depends on the model have ``argparse.SUPPRESS`` and say it in words).
 """

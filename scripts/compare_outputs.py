@@ -1,5 +1,5 @@
 """Runs reduced ``demo``, ``dissect --significance``, ``ablate`` and ``intervene`` and
-compares their numbers with the reference values in ``tests/data/outputs/``.
+compares their numbers with the reference values in ``tests/fixtures/outputs/``.
 
 What is compared, exactly (floats by their JSON text, ``iou.npy`` by its bytes):
 every dissection's ``iou.npy`` (sha256), per-unit thresholds, labels and IoU, its
@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE = os.path.join(ROOT, "tests", "data", "outputs")
+REFERENCE = os.path.join(ROOT, "tests", "fixtures", "outputs")
 
 #: command lines (after ``jaxdissect``), reduced to run in about a minute each
 RUNS = {

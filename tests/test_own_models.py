@@ -1,4 +1,4 @@
-"""Bring your own model: plain linen and NNX models (tests/user_models.py, no jaxdissect
+"""Bring your own model: plain linen and NNX models (tests/support/user_models.py, no jaxdissect
 import inside them) dissected, ablated, edited and attacked through the Python API and
 the CLI's ``--model py:...``, against the same models run and edited by hand in plain
 JAX and NumPy."""
@@ -19,8 +19,8 @@ from jaxdissect.experiments.dissect import dissect, spec_compute
 from jaxdissect.stats.upsample import Upsampler
 from jaxdissect.world import WorldSource
 from jaxdissect.world.vocab import LABELS
-from tests import user_models as um
-from tests.test_dissect import numpy_thresholds_iou
+from tests.experiments.test_dissect import numpy_thresholds_iou
+from tests.support import user_models as um
 
 # ------------------------------------------------------------- hand-written oracles
 
@@ -238,7 +238,7 @@ def um_features(params, x):
 @pytest.mark.slow
 @pytest.mark.parametrize("factory", ["linen_classifier", "nnx_classifier"])
 def test_cli_dissect_and_ablate_own_model(tmp_path, factory):
-    model = f"py:tests.user_models:{factory}"
+    model = f"py:tests.support.user_models:{factory}"
     out = tmp_path / "d"
     assert cli.main(["dissect", "--model", model, "--num-images", "22", "--out", str(out),
                      "--no-progress", "--batch-size", "8", "--seg-downsample", "1"]) == 0
@@ -259,13 +259,13 @@ def test_cli_dissect_and_ablate_own_model(tmp_path, factory):
 def test_cli_attack_intervene_paint_own_models(tmp_path):
     source, target = um.attack_classes(um.linen_classifier(), 44)
     out = tmp_path / "attack"
-    assert cli.main(["attack", "--model", "py:tests.user_models:linen_classifier",
+    assert cli.main(["attack", "--model", "py:tests.support.user_models:linen_classifier",
                      "--source", source, "--target", target, "--num-images", "1",
                      "--search-images", "44", "--steps", "20", "--rank-images", "22",
                      "--dissect-images", "0", "--out", str(out), "--no-progress"]) == 0
     assert (out / "attack.html").is_file()
-    gen = "py:tests.user_models:linen_generator"
-    seg = "py:tests.tiny_nets:TinySegmenter"
+    gen = "py:tests.support.user_models:linen_generator"
+    seg = "py:tests.support.tiny_nets:TinySegmenter"
     out = tmp_path / "intervene"
     assert cli.main(["intervene", "--model", gen, "--segmenter", seg, "--num-samples", "12",
                      "--max-remove", "2", "--insert-units", "2", "--remove", "green",
@@ -281,10 +281,10 @@ def test_cli_attack_intervene_paint_own_models(tmp_path):
 
 
 def test_bad_user_model_specs_are_clear_errors(capsys):
-    assert cli.main(["dissect", "--model", "py:tests.user_models:nothing_here"]) == 2
+    assert cli.main(["dissect", "--model", "py:tests.support.user_models:nothing_here"]) == 2
     assert "has no 'nothing_here'" in capsys.readouterr().err
-    assert cli.main(["dissect", "--model", "py:tests.user_models:LinenCNN"]) == 2
+    assert cli.main(["dissect", "--model", "py:tests.support.user_models:LinenCNN"]) == 2
     assert "not a jaxdissect.spec.ModelSpec" in capsys.readouterr().err
-    assert cli.main(["dissect", "--model", "py:tests.user_models:linen_classifier",
+    assert cli.main(["dissect", "--model", "py:tests.support.user_models:linen_classifier",
                      "--layer", "conv9"]) == 2
     assert "no layer 'conv9'" in capsys.readouterr().err

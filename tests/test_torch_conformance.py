@@ -17,7 +17,7 @@ import jax.numpy as jnp  # noqa: E402
 from jaxdissect import torch_bridge  # noqa: E402
 from jaxdissect.edits import Edit  # noqa: E402
 from jaxdissect.spec import ModelSpec  # noqa: E402
-from tests.torch_zoo_cases import CASES, build  # noqa: E402
+from tests.support.torch_zoo_cases import CASES, build  # noqa: E402
 
 RTOL = 1e-4
 # each sweep at a layer whose units move the logits: a late one, except in DeiT, whose
