@@ -97,7 +97,7 @@ def test_unmeasured_edit_states_no_finding_and_the_result_keeps_significance(tmp
 
 @pytest.mark.slow
 def test_random_generator_painting():
-    """A random plain-Flax generator (``tests.test_findings_random``), dissected over
+    """A random plain-Flax generator (``tests.experiments.test_random_models``), dissected over
     64 z with its labels tested, its units painted over 16 latents. Green and blue:
     no painted unit is significantly labelled, so nothing applies, and it says why.
     Dark: a random generator's units do set its pixels' brightness, the dark units
@@ -106,8 +106,8 @@ def test_random_generator_painting():
     from jaxdissect.experiments import intervene
     from jaxdissect.experiments.dissect import dissect, spec_compute
     from jaxdissect.experiments.label_significance import significance
-    from tests.test_findings_random import UNITS, generator
-    from tests.tiny_nets import SEG_LABELS, ArraySource, TinySegmenter
+    from tests.experiments.test_random_models import UNITS, generator
+    from tests.support.tiny_nets import SEG_LABELS, ArraySource, TinySegmenter
 
     spec, seg = generator(), TinySegmenter()
     z = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
