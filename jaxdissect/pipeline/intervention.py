@@ -83,7 +83,7 @@ def intervene_into(d: Dissection, ws: Workspace, *, remove, insert, chunk, sweep
         insertion_samples=insertion_samples, batch_size=d.batch_size, chunk=chunk,
         layer=d.layer, cache=cache, progress=d.progress,
         significant_labels=significant_labels(dres, d.significance))
-    pictures = write_pictures(part.folder, split, d.segmenter, d.source, result, high)
+    pictures = write_pictures(part.folder, split, d.segmenter, d.source, result, high, cache)
     report.write_intervention(part.folder, result, index_link=up_link, pictures=pictures)
     return result, dres
 
@@ -100,14 +100,15 @@ def significant_labels(dres, tested: bool):
     return np.zeros(dres.num_units, np.int64) if tested else None
 
 
-def write_pictures(outdir, split, segmenter, source, result, high) -> list[dict]:
+def write_pictures(outdir, split, segmenter, source, result, high, cache=None) -> list[dict]:
     """The removal strips and insertion grids of ``result`` as PNGs under ``outdir``;
-    their records (``report.pictures``)."""
+    their records (``report.pictures``). ``cache``: the intervention's ``RunCache``,
+    where the edited images are kept for a re-run."""
     from jaxdissect.experiments.intervene_pictures import intervention_pictures
     from jaxdissect.report import pictures as P
     draw = {"removal": P.removal_strip, "insertion": P.insertion_grid}
     records = [draw[p.kind](outdir, p) for p in intervention_pictures(
-        split, segmenter, source, result, high)]
+        split, segmenter, source, result, high, cache=cache)]
     P.remove_others(outdir, records)
     return records
 
