@@ -61,9 +61,13 @@ def spread_locations(grid: tuple[int, int], k: int) -> np.ndarray:
     return np.array(cells[:k], np.int64).reshape(-1, 2)
 
 
-def _edited(split, segment, batch, alphas, value, concept: int, num_labels: int):
+def _edited(split, segment, batch, alphas, value, concept: int, num_labels: int,
+            cache=None):
     """``alphas [E, ...]`` per-unit or per-cell masks, ``value [units]`` -> ``(base
-    [b, H, W, 3], edited [E, b, H, W, 3], has_base [b, Hs, Ws], has [E, b, Hs, Ws])``."""
+    [b, H, W, 3], edited [E, b, H, W, 3], has_base [b, Hs, Ws], has [E, b, Hs, Ws])``.
+    With ``cache`` (the intervention's ``RunCache``), computed once per run and read
+    back by a re-run (``runtime.computed``)."""
+    from jaxdissect.runtime.computed import computed
     n_units = value.shape[0]
 
     @jax.jit
@@ -81,18 +85,20 @@ def _edited(split, segment, batch, alphas, value, concept: int, num_labels: int)
         images, present = jax.lax.map(one, alphas)
         return base, images, has(base), present
 
-    return [np.asarray(a) for a in run(split.params, batch, jnp.asarray(alphas),
-                                       jnp.asarray(value))]
+    args = (split.params, batch, jnp.asarray(alphas), jnp.asarray(value))
+    return list(computed(cache, "picture-edits", jax.eval_shape(run, *args),
+                         lambda: run(*args), batch=batch, alphas=np.asarray(alphas),
+                         value=np.asarray(value), concept=concept, num_labels=num_labels))
 
 
-def _choose(split, segment, source, concept, num_labels, count, pool):
+def _choose(split, segment, source, concept, num_labels, count, pool, cache=None):
     """The ``count`` samples among the first ``pool`` with the largest share of
     ``concept`` unedited (ties: the earlier), in index order."""
     pool = min(pool, source.num_examples)
     batch = source.batch(0, pool)
     n_units = _units_of(split, batch)
     _, _, has, _ = _edited(split, segment, batch, np.zeros((0, n_units), np.float32),
-                           np.zeros((n_units,), np.float32), concept, num_labels)
+                           np.zeros((n_units,), np.float32), concept, num_labels, cache)
     share = has.mean(axis=(1, 2))
     return np.sort(np.argsort(-share, kind="stable")[:min(count, pool)])
 
@@ -108,19 +114,20 @@ def _batch(source, samples):
 
 
 def removal_pictures(split, segment, source, curve, concept: int, num_labels: int, *,
-                     count: int = 8, pool: int = 64) -> EditPictures:
+                     count: int = 8, pool: int = 64, cache=None) -> EditPictures:
     """The removal curve's units zeroed on the ``count`` samples (of the first
     ``pool``) showing the most of the concept. ``curve`` an ``intervene.RemovalCurve``."""
     sizes = np.asarray(curve.n_units)
     n = REMOVAL_UNITS if REMOVAL_UNITS in sizes else int(sizes.max())
     units = np.asarray(curve.units)[:n]
-    samples = _choose(split, segment, source, concept, num_labels, count, pool)
+    samples = _choose(split, segment, source, concept, num_labels, count, pool, cache)
     batch = _batch(source, samples)
     n_units = _units_of(split, batch)
     alpha = np.zeros((1, n_units), np.float32)
     alpha[0, units] = 1
     base, edited, has0, has = _edited(split, segment, batch, alpha,
-                                      np.zeros((n_units,), np.float32), concept, num_labels)
+                                      np.zeros((n_units,), np.float32), concept, num_labels,
+                                      cache)
     edit = (f"the {n} best-IoU {curve.concept} units zeroed (n = {n}, measured on the "
             f"removal curve)" if n == REMOVAL_UNITS else
             f"the {n} best-IoU {curve.concept} units zeroed (the removal curve's largest "
@@ -133,8 +140,8 @@ def removal_pictures(split, segment, source, curve, concept: int, num_labels: in
 
 
 def insertion_pictures(split, segment, source, summary, high, concept: int,
-                       num_labels: int, *, count: int = 4, locations: int = 4
-                       ) -> EditPictures:
+                       num_labels: int, *, count: int = 4, locations: int = 4,
+                       cache=None) -> EditPictures:
     """The insertion's units (``summary.units``, an ``intervene.InsertionSummary``)
     set to ``high [units of the layer]`` at each of ``locations`` cells spread over
     the grid, on the first ``count`` samples."""
@@ -150,7 +157,7 @@ def insertion_pictures(split, segment, source, summary, high, concept: int,
     for e, (y, x) in enumerate(cells):
         alphas[e, y, x, units] = 1
     base, edited, has0, has = _edited(split, segment, batch, alphas, value, concept,
-                                      num_labels)
+                                      num_labels, cache)
     edit = (f"the {len(units)} inserted {summary.concept} units set to their 99.5% "
             f"quantile levels at one cell of the {h}x{w} layer grid")
     return EditPictures("insertion", summary.concept, units, samples, base,
@@ -159,13 +166,18 @@ def insertion_pictures(split, segment, source, summary, high, concept: int,
 
 
 def intervention_pictures(split, segment, source, result, high, *, removal_count: int = 8,
-                          insertion_count: int = 4, locations: int = 4) -> list[EditPictures]:
+                          insertion_count: int = 4, locations: int = 4,
+                          cache=None) -> list[EditPictures]:
     """One ``EditPictures`` per removal and per insertion concept of ``result`` (an
-    ``intervene.InterventionResult``); ``high [units]`` the 99.5% quantile levels."""
+    ``intervene.InterventionResult``); ``high [units]`` the 99.5% quantile levels.
+    ``cache``: the intervention's ``RunCache``, where the edited images are kept, so a
+    re-run of the same run draws its pictures without running the model."""
     labels = result.labels
     out = [removal_pictures(split, segment, source, cv, labels.index(name), len(labels),
-                            count=removal_count) for name, cv in result.removal.items()]
+                            count=removal_count, cache=cache)
+           for name, cv in result.removal.items()]
     out += [insertion_pictures(split, segment, source, ins, high, labels.index(name),
-                               len(labels), count=insertion_count, locations=locations)
+                               len(labels), count=insertion_count, locations=locations,
+                               cache=cache)
             for name, ins in result.insertion.items()]
     return out

@@ -160,7 +160,7 @@ def dissect_into(d: Dissection, ws: Workspace, index_link: str | None = None):
                                               cache, d)
     if not hosts.is_writer():  # the other processes tallied their slices; one writes
         return res, None
-    strips = unit_thumbnails(forward, up, source, res, d.topk)
+    strips = unit_thumbnails(forward, up, source, res, d.topk, cache)
     paths = report.write_unit_thumbnails(ws.folder, strips)
     units = []
     for rec in res.units():
@@ -201,15 +201,43 @@ def write_tally_csv(res, source, outdir: str) -> str:
     return write_csv(res, os.path.join(outdir, "tally.csv"), order)
 
 
-def unit_thumbnails(forward, up, source, res, topk):
-    """``{unit: (images [k,H,W,3], masks [k,H,W])}`` for each unit's top images."""
+def unit_thumbnails(forward, up, source, res, topk, cache=None):
+    """``{unit: (images [k,H,W,3], masks [k,H,W])}`` for each unit's top images. With
+    ``cache`` (the dissection's ``RunCache``), the images and masks are computed once
+    per run and read back by a re-run (``runtime.computed``)."""
     import jax
 
-    from jaxdissect.report.thumbs import resize_mask
+    from jaxdissect.runtime.computed import computed
     top = np.where(res.fires[:, None], res.topk_images[:, :topk], -1)
     wanted = sorted({int(i) for i in top.ravel() if i >= 0})
     if not wanted:
         return {}
+    images_s = jax.eval_shape(lambda b: forward(b)[1], source.batch(0, 1)).shape
+    image_hw = tuple(images_s[1:3])
+    template = {"images": jax.ShapeDtypeStruct((len(wanted),) + tuple(images_s[1:]),
+                                               np.float32),
+                "masks": jax.ShapeDtypeStruct(top.shape + image_hw, np.bool_)}
+    made = computed(cache, "unit-thumbnails", template,
+                    lambda: _thumbnail_arrays(forward, up, source, res, top, wanted,
+                                              image_hw),
+                    top=top, thresholds=res.thresholds)
+    row = {i: j for j, i in enumerate(wanted)}
+    out = {}
+    for u in range(top.shape[0]):
+        shown = [k for k in range(top.shape[1]) if top[u, k] >= 0]
+        if shown:             # a unit never above its threshold has no top images
+            out[u] = (made["images"][[row[int(top[u, k])] for k in shown]],
+                      made["masks"][u, shown])
+    return out
+
+
+def _thumbnail_arrays(forward, up, source, res, top, wanted, image_hw) -> dict:
+    """``images [len(wanted), H, W, 3]`` float32 (the images the model saw, or made)
+    and ``masks [units, k, H, W]`` (each unit's region over its threshold in its
+    ``k``-th top image; False where it has none): the model run on ``wanted``."""
+    import jax
+
+    from jaxdissect.report.thumbs import resize_mask
     fwd = jax.jit(lambda b: (lambda a, im: (up(a), im))(*forward(b)))
     acts_up, images = {}, {}
     for start in range(0, len(wanted), 32):
@@ -218,22 +246,12 @@ def unit_thumbnails(forward, up, source, res, topk):
         batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         a, im = fwd(batch)
         for j, i in enumerate(idx):
-            acts_up[i], images[i] = np.asarray(a[j]), np.asarray(im[j])
-    out = {}
-    for u in range(top.shape[0]):
-        if not res.fires[u]:        # never above its threshold: no top images to show
-            continue
-        imgs, masks = [], []
-        for i in top[u]:
-            if i < 0:
-                continue
-            img = images[int(i)]
-            imgs.append(img)
-            masks.append(resize_mask(acts_up[int(i)][..., u], float(res.thresholds[u]),
-                                     img.shape[:2]))
-        if imgs:
-            out[u] = (np.stack(imgs), np.stack(masks))
-    return out
+            acts_up[i], images[i] = np.asarray(a[j]), np.asarray(im[j], np.float32)
+    masks = np.zeros(top.shape + tuple(image_hw), bool)
+    for u, k in zip(*np.nonzero(top >= 0)):
+        i = int(top[u, k])
+        masks[u, k] = resize_mask(acts_up[i][..., u], float(res.thresholds[u]), image_hw)
+    return {"images": np.stack([images[i] for i in wanted]), "masks": masks}
 
 
 def unit_labels(res) -> list[tuple[str, str, float]]:

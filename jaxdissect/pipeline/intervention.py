@@ -83,7 +83,7 @@ def intervene_into(d: Dissection, ws: Workspace, *, remove, insert, chunk, sweep
         insertion_samples=insertion_samples, batch_size=d.batch_size, chunk=chunk,
         layer=d.layer, cache=cache, progress=d.progress,
         significant_labels=significant_labels(dres, d.significance))
-    pictures = write_pictures(part.folder, split, d.segmenter, d.source, result, high)
+    pictures = write_pictures(part.folder, split, d.segmenter, d.source, result, high, cache)
     report.write_intervention(part.folder, result, index_link=up_link, pictures=pictures)
     return result, dres
 
@@ -100,14 +100,15 @@ def significant_labels(dres, tested: bool):
     return np.zeros(dres.num_units, np.int64) if tested else None
 
 
-def write_pictures(outdir, split, segmenter, source, result, high) -> list[dict]:
+def write_pictures(outdir, split, segmenter, source, result, high, cache=None) -> list[dict]:
     """The removal strips and insertion grids of ``result`` as PNGs under ``outdir``;
-    their records (``report.pictures``)."""
+    their records (``report.pictures``). ``cache``: the intervention's ``RunCache``,
+    where the edited images are kept for a re-run."""
     from jaxdissect.experiments.intervene_pictures import intervention_pictures
     from jaxdissect.report import pictures as P
     draw = {"removal": P.removal_strip, "insertion": P.insertion_grid}
     records = [draw[p.kind](outdir, p) for p in intervention_pictures(
-        split, segmenter, source, result, high)]
+        split, segmenter, source, result, high, cache=cache)]
     P.remove_others(outdir, records)
     return records
 
@@ -119,24 +120,38 @@ def index_figures(folder: str, records) -> list[dict]:
     return [dict(r, src=f"{folder}/{r['src']}", caption=P.caption(r)) for r in records]
 
 
-def resolve_intervene(cfg: InterveneConfig) -> tuple[Dissection, str]:
-    """``(Dissection over z samples, results folder)`` of ``cfg``; unknown concepts and
-    layers fail here, before any work."""
+def generator_dissection(cfg, command: str, concepts=(), full_grid: bool = False
+                         ) -> Dissection:
+    """The dissection over z samples a generator run starts from (``cfg``: an
+    ``InterveneConfig`` or a ``PaintConfig``; ``command``: the run's name in errors):
+    the model (a classifier is refused), its layer, ``cfg.num_samples`` z samples, the
+    segmenter; ``concepts`` and the layer are checked before any work. ``full_grid``:
+    segment at full size unless ``cfg.seg_downsample`` says otherwise (else the
+    segmenter's default grid)."""
     model = R.load_model(cfg.model, cfg.weights)
     if model.kind != "generator":
-        raise UserError(f"{cfg.model!r} is a classifier; use jaxdissect ablate")
+        raise UserError(f"{cfg.model!r} is a classifier; jaxdissect {command} needs a "
+                        f"generator (a classifier's units: jaxdissect ablate)")
     layer = cfg.layer or model.default_layer
     source = R.load_data("z", model, cfg.num_samples, cfg.seed)
     seg_name = R.default_segmenter(model, "z", cfg.segmenter)
     segmenter = R.load_segmenter(seg_name, source, model)
-    check_concepts(segmenter.labels, cfg.remove, cfg.insert)
+    check_concepts(segmenter.labels, concepts)
     R.check_layer(model, layer)
+    grid = (1 if full_grid and cfg.seg_downsample is None else
+            R.default_seg_downsample(cfg.seg_downsample, seg_name))
+    return Dissection(model, cfg.model, layer, source, segmenter, seg_name, f"z@{cfg.seed}",
+                      grid, cfg.upsample, cfg.quantile, cfg.miniou, cfg.batch_size,
+                      significance=getattr(cfg, "significance", False),
+                      progress=cfg.progress)
+
+
+def resolve_intervene(cfg: InterveneConfig) -> tuple[Dissection, str]:
+    """``(Dissection over z samples, results folder)`` of ``cfg``; unknown concepts and
+    layers fail here, before any work."""
+    d = generator_dissection(cfg, "intervene", (*cfg.remove, *cfg.insert))
     out = cfg.out or os.path.join("results",
-                                  f"intervene-{os.path.basename(model.name)}-{layer}")
-    d = Dissection(model, cfg.model, layer, source, segmenter, seg_name, f"z@{cfg.seed}",
-                   R.default_seg_downsample(cfg.seg_downsample, seg_name), cfg.upsample,
-                   cfg.quantile, cfg.miniou, cfg.batch_size, significance=cfg.significance,
-                   progress=cfg.progress)
+                                  f"intervene-{os.path.basename(d.model.name)}-{d.layer}")
     return d, out
 
 

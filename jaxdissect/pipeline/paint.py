@@ -23,8 +23,8 @@ import numpy as np
 from jaxdissect.errors import UserError
 from jaxdissect.pipeline import resolve as R
 from jaxdissect.pipeline.config import PaintConfig
-from jaxdissect.pipeline.dissection import Dissection, dissect_into
-from jaxdissect.pipeline.intervention import check_concepts, significant_labels
+from jaxdissect.pipeline.dissection import dissect_into
+from jaxdissect.pipeline.intervention import generator_dissection, significant_labels
 from jaxdissect.pipeline.workspace import open_workspace
 
 
@@ -75,19 +75,11 @@ def run_paint(cfg: PaintConfig) -> PaintOutcome:
         paint.box_mask((4, 4), box)                  # range check
     if cfg.quantile < 0.005 and (not edits_spec or any(m == "on" for _, m, _ in edits_spec)):
         raise UserError("turning units on needs their 99.5% levels; use --quantile >= 0.005")
-    model = R.load_model(cfg.model, cfg.weights)
-    if model.kind != "generator":
-        raise UserError(f"{cfg.model!r} is a classifier; painting needs a generator")
-    layer = cfg.layer or model.default_layer
-    source = R.load_data("z", model, cfg.num_samples, cfg.seed)
-    seg_name = R.default_segmenter(model, "z", cfg.segmenter)
-    segmenter = R.load_segmenter(seg_name, source, model)
-    check_concepts(segmenter.labels, [concept for concept, _, _ in edits_spec])
+    d = generator_dissection(cfg, "paint", [concept for concept, _, _ in edits_spec],
+                             full_grid=True)
+    d = dataclasses.replace(d, significance=True)  # a finding needs significantly labelled units
+    model, layer, segmenter, seg_name = d.model, d.layer, d.segmenter, d.segmenter_name
     out = cfg.out or os.path.join("results", f"paint-{os.path.basename(model.name)}-{layer}")
-    d = Dissection(model, cfg.model, layer, source, segmenter, seg_name, f"z@{cfg.seed}",
-                   1 if cfg.seg_downsample is None else cfg.seg_downsample, cfg.upsample,
-                   cfg.quantile, cfg.miniou, cfg.batch_size, significance=True,
-                   progress=cfg.progress)   # a finding needs significantly labelled units
     with open_workspace(out, "paint", cfg.force) as ws:
         dres, _ = dissect_into(d, ws.part("dissect"), index_link=os.path.join("..",
                                                                               "paint.html"))
@@ -99,8 +91,8 @@ def run_paint(cfg: PaintConfig) -> PaintOutcome:
         z = ZSource(cfg.num_z, model.z_dim, cfg.z_seed).batch(0, cfg.num_z)["z"]
         acts_shape = jax.eval_shape(lambda p, zz: model.activations(p, zz, layer),
                                     model.params, jnp.asarray(z)).shape
-        image = np.asarray(model.images(model.run(model.params, jnp.asarray(z[:1]))[0]))
-        image_hw = image.shape[1:3]
+        image_hw = tuple(jax.eval_shape(lambda p, zz: model.images(model.run(p, zz)[0]),
+                                        model.params, jnp.asarray(z[:1])).shape[1:3])
         stack, edits = [], []
         tested = significant_labels(dres, True)
         for concept, mode, box in edits_spec:

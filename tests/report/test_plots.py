@@ -81,7 +81,8 @@ def test_ablate_on_a_one_class_folder_finishes(tmp_path):
     tiny_vgg_pth(str(tmp_path / "m.pth"))
     out = tmp_path / "res" / "ablate"
     assert cli.main(["ablate", "--model", str(tmp_path / "m.pth"), "--data",
-                     str(tmp_path / "val"), "--segmenter", "py:tests.support.tiny_nets:TinySegmenter",
+                     str(tmp_path / "val"), "--segmenter",
+                     "py:tests.support.tiny_nets:TinySegmenter",
                      "--ks", "1,2", "--batch-size", "4", "--chunk", "4", "--out",
                      str(tmp_path / "res"), "--no-progress"]) == 0
     text = (out / "ablation.json").read_text()
