@@ -11,6 +11,7 @@ import time
 from jaxdissect.world.imagetext import DEFAULT_DIR, IMAGETEXT_ARGS, WorldCLIP, WorldImageText
 from jaxdissect.world.train.imagetext import (
     CAPTION_WORDS,
+    FULL_SHARE,
     MIN_SHARE,
     RANDOM_WORDS,
     WORLD_WORDS,
@@ -45,7 +46,9 @@ def main():
               "steps": a.steps, "batch": a.batch,
               "optimizer": {"name": "adamw", "lr": a.lr, "weight_decay": 1e-4, "warmup": 50,
                             "schedule": "warmup, cosine to lr/50", "clip_global_norm": 1.0},
-              "words": list(WORLD_WORDS), "min_share": MIN_SHARE,
+              "words": list(WORLD_WORDS), "min_share": MIN_SHARE, "full_share": FULL_SHARE,
+              "word_targets": "min(1, pixel share / full_share); scene class 1",
+              "captions": "scene class and its caption_words largest present concepts",
               "caption_words": CAPTION_WORDS, "random_words_per_step": RANDOM_WORDS,
               "augmentation": "horizontal flip", **info, "heldout": heldout,
               "total_seconds": round(time.time() - t0, 1)}
