@@ -73,14 +73,18 @@ def word_targets(share: np.ndarray) -> np.ndarray:
     return np.minimum(1.0, share / FULL_SHARE).astype(np.float32)
 
 
-def captions(share: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> list[str]:
-    """One caption per image from its ground truth (see the module docstring)."""
+def captions(share: np.ndarray, label: np.ndarray, rng: np.random.Generator,
+             largest: bool = True) -> list[str]:
+    """One caption per image from its ground truth (see the module docstring; with
+    ``largest`` False, any ``CAPTION_WORDS`` of its present concepts)."""
     out = []
     has = present(share)
     for row, hit, c in zip(share[:, :len(LABELS) - 1], has, label):
         present_ids = np.flatnonzero(hit[:len(LABELS) - 1])
-        largest = present_ids[np.argsort(-row[present_ids], kind="stable")[:CAPTION_WORDS]]
-        words = [LABELS.names[1 + i] for i in largest]
+        order = np.argsort(-row[present_ids], kind="stable") if largest else \
+            rng.permutation(len(present_ids))
+        largest_ids = present_ids[order[:CAPTION_WORDS]]
+        words = [LABELS.names[1 + i] for i in largest_ids]
         rng.shuffle(words)
         out.append(f"{class_word(CLASS_NAMES[c])}: {', '.join(words)}")
     return out
@@ -133,11 +137,14 @@ def render_set(seed: int, n: int, size: int = 64) -> tuple[np.ndarray, np.ndarra
 
 
 def train(module: WorldCLIP, *, seed: int, data_seed: int, images: int, steps: int,
-          batch: int, lr: float, max_seconds: float, log_every: int = 50):
-    """Trains both encoders; returns ``(params, info)``."""
+          batch: int, lr: float, max_seconds: float, graded: bool = True,
+          log_every: int = 50):
+    """Trains both encoders; returns ``(params, info)``. ``graded``: the graded word
+    targets and captions of the largest concepts (False: present/absent targets and
+    captions of any present concepts)."""
     t0 = time.time()
     data, share, labels = render_set(data_seed, images)
-    targets_all = word_targets(share)
+    targets_all = word_targets(share) if graded else present(share).astype(np.float32)
     render_s = time.time() - t0
     rng = np.random.default_rng(seed)
     params = {"model": init_params(module, seed), "log_scale": jnp.asarray(np.log(10.0),
@@ -169,7 +176,7 @@ def train(module: WorldCLIP, *, seed: int, data_seed: int, images: int, steps: i
         ids = np.concatenate([word_ids, e_ids])
         mask = np.concatenate([word_mask, e_mask])
         targets = np.concatenate([targets_all[idx], np.zeros((batch, RANDOM_WORDS))], 1)
-        cap_ids, cap_mask = tokenize(captions(share[idx], labels[idx], rng), module.buckets,
+        cap_ids, cap_mask = tokenize(captions(share[idx], labels[idx], rng, graded), module.buckets,
                                      module.max_ngrams)
         params, state, loss, (wl, cl) = step(params, state, imgs, ids, mask,
                                              targets.astype(np.float32), cap_ids, cap_mask)
