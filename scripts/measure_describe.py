@@ -4,6 +4,7 @@ classifier's conv5_3, and on a randomly initialised classifier of the same shape
     python scripts/measure_describe.py                 # 2000 probe images (seed 4)
     python scripts/measure_describe.py --num-images 300 --json out.json
     python scripts/measure_describe.py --imagetext DIR  # another world image-text model
+    python scripts/measure_describe.py --no-scenes      # the list without the scene words
 
 For each net: both labellings of every unit (``experiments.describe`` with the
 shipped world image-text model and concept list; ``experiments.dissect`` with the
@@ -19,7 +20,13 @@ import json
 
 from jaxdissect.experiments.describe_world import measure, random_spec
 from jaxdissect.world import WorldSource, classifier
-from jaxdissect.world.imagetext import default_concepts, distractors, load_imagetext
+from jaxdissect.world.imagetext import (
+    WORLD_WORDS,
+    default_concepts,
+    distractors,
+    load_imagetext,
+)
+from jaxdissect.world.vocab import LABELS
 
 
 def main():
@@ -29,11 +36,18 @@ def main():
     p.add_argument("--layer", default="conv5_3")
     p.add_argument("--imagetext", default=None,
                    help="a world image-text model's folder (default: the shipped one)")
+    p.add_argument("--no-scenes", action="store_true",
+                   help="leave the 11 scene class words out of the concept list (mask "
+                        "dissection cannot name a scene)")
     p.add_argument("--json", default=None, help="write the measurements here")
     a = p.parse_args()
     source = WorldSource(a.num_images, seed=a.seed, size=64)
     imagetext, concepts = load_imagetext(a.imagetext), default_concepts()
+    if a.no_scenes:
+        scenes = set(WORLD_WORDS[len(LABELS) - 1:])
+        concepts = [c for c in concepts if c not in scenes]
     out = {"num_images": a.num_images, "world_seed": a.seed, "concepts": len(concepts),
+           "scene_words": not a.no_scenes,
            "distractors": len(distractors(concepts)),
            "trained": measure(classifier.spec(), a.layer, source, imagetext, concepts,
                               ceiling=True),
