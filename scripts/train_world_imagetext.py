@@ -35,6 +35,8 @@ def main():
     p.add_argument("--targets", choices=("graded", "presence"), default="graded",
                    help="word targets: min(1, share / full_share) with captions of the "
                         "largest concepts, or present/absent with any present concepts")
+    p.add_argument("--word-weight", type=float, default=10.0,
+                   help="weight of the word loss against the caption loss")
     p.add_argument("--max-minutes", type=float, default=30.0)
     p.add_argument("--out", default=str(DEFAULT_DIR))
     a = p.parse_args()
@@ -42,7 +44,7 @@ def main():
     t0 = time.time()
     params, info = train(module, seed=a.seed, data_seed=a.data_seed, images=a.images,
                          steps=a.steps, batch=a.batch, lr=a.lr, max_seconds=a.max_minutes * 60,
-                         graded=a.targets == "graded")
+                         graded=a.targets == "graded", word_weight=a.word_weight)
     heldout = zero_shot(WorldImageText(module, params), a.eval_seed, a.eval_n)
     config = {"arch": {k: list(v) if isinstance(v, tuple) else v
                        for k, v in IMAGETEXT_ARGS.items()},
@@ -57,6 +59,7 @@ def main():
               "captions": "scene class and its caption_words largest present concepts"
               if a.targets == "graded" else "scene class and caption_words present concepts",
               "caption_words": CAPTION_WORDS, "random_words_per_step": RANDOM_WORDS,
+              "word_weight": a.word_weight,
               "augmentation": "horizontal flip", **info, "heldout": heldout,
               "total_seconds": round(time.time() - t0, 1)}
     save_checkpoint(a.out, params, config)

@@ -105,7 +105,7 @@ def _normalise(x):
 
 
 def loss_fn(params, module: WorldCLIP, images, word_ids, word_mask, targets, cap_ids,
-            cap_mask):
+            cap_mask, word_weight: float = 10.0):
     """Word loss (multi-label sigmoid) + caption loss (symmetric InfoNCE)."""
     img = _normalise(module.apply({"params": params["model"]}, images,
                                   method=WorldCLIP.images))
@@ -120,7 +120,7 @@ def loss_fn(params, module: WorldCLIP, images, word_ids, word_mask, targets, cap
     labels = jnp.arange(img.shape[0])
     cap_loss = 0.5 * (optax.softmax_cross_entropy_with_integer_labels(sim, labels).mean()
                       + optax.softmax_cross_entropy_with_integer_labels(sim.T, labels).mean())
-    return word_loss * 10.0 + cap_loss, (word_loss, cap_loss)
+    return word_loss * word_weight + cap_loss, (word_loss, cap_loss)
 
 
 def render_set(seed: int, n: int, size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -138,7 +138,7 @@ def render_set(seed: int, n: int, size: int = 64) -> tuple[np.ndarray, np.ndarra
 
 def train(module: WorldCLIP, *, seed: int, data_seed: int, images: int, steps: int,
           batch: int, lr: float, max_seconds: float, graded: bool = True,
-          log_every: int = 50):
+          word_weight: float = 10.0, log_every: int = 50):
     """Trains both encoders; returns ``(params, info)``. ``graded``: the graded word
     targets and captions of the largest concepts (False: present/absent targets and
     captions of any present concepts)."""
@@ -159,7 +159,7 @@ def train(module: WorldCLIP, *, seed: int, data_seed: int, images: int, steps: i
     @jax.jit
     def step(params, state, images, ids, mask, targets, cap_ids, cap_mask):
         (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, module, images, ids, mask, targets, cap_ids, cap_mask)
+            params, module, images, ids, mask, targets, cap_ids, cap_mask, word_weight)
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss, parts
 
