@@ -11,8 +11,9 @@ An image-text model is any object with
 
 whose image and text embeddings share one space (cosine similarity compares them).
 ``load_imagetext("world")`` is the shipped world model (``world.imagetext``);
-``"py:MODULE:FACTORY"`` is your own (``FACTORY()`` returns such an object, or the
-attribute is one).
+``"hf:NAME"`` a Hugging Face ``transformers`` CLIP by hub name or folder
+(``imagetext_hf``); ``"py:MODULE:FACTORY"`` is your own (``FACTORY()`` returns such
+an object, or the attribute is one).
 """
 
 from __future__ import annotations
@@ -47,7 +48,14 @@ def check_model(obj, what: str = "image-text model") -> ImageTextModel:
 
 def load_imagetext(spec: str = "world") -> ImageTextModel:
     """``world`` (the shipped world model), a world-style checkpoint directory
-    (``config.json`` + ``params/``), or ``py:MODULE:FACTORY``."""
+    (``config.json`` + ``params/``), ``hf:NAME`` (a ``transformers`` CLIP) or
+    ``py:MODULE:FACTORY``."""
+    if spec.startswith("hf:"):
+        if not spec[3:]:
+            raise UserError("image-text model 'hf:' names no model: use hf:NAME (a hub "
+                            "name such as openai/clip-vit-base-patch32, or a folder)")
+        from jaxdissect.imagetext_hf import load_hf_clip
+        return load_hf_clip(spec[3:])
     if spec == "world":
         from jaxdissect.world.imagetext import load_imagetext as world
         return world()
@@ -65,8 +73,8 @@ def load_imagetext(spec: str = "world") -> ImageTextModel:
     if os.path.isdir(spec):
         from jaxdissect.world.imagetext import load_imagetext as world
         return world(spec)
-    raise UserError(f"unknown image-text model {spec!r}: use world, a checkpoint directory "
-                    "or py:MODULE:FACTORY")
+    raise UserError(f"unknown image-text model {spec!r}: use world, a checkpoint directory, "
+                    "hf:NAME or py:MODULE:FACTORY")
 
 
 def read_concepts(path: str) -> list[str]:

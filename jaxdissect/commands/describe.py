@@ -25,8 +25,9 @@ def add_arguments(p):
                         "shipped world list: the world's words and 50 words it never names)")
     p.add_argument("--imagetext", default=d("imagetext"),
                    help="image-text model: world (the shipped world model) | checkpoint DIR | "
-                        "py:MODULE:FACTORY (an object with params, encode_images(params, "
-                        "images01), encode_texts(texts))")
+                        "hf:NAME (a Hugging Face CLIPModel by hub name or folder, e.g. "
+                        "hf:openai/clip-vit-base-patch32) | py:MODULE:FACTORY (an object "
+                        "with params, encode_images(params, images01), encode_texts(texts))")
     p.add_argument("--data", default=d("data"), help="probe images: world | image folder")
     p.add_argument("--num-images", type=int, default=d("num_images"), help="probe images")
     p.add_argument("--seed", type=int, default=argparse.SUPPRESS,

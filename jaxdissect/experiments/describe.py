@@ -175,6 +175,18 @@ def label_units(tables: ProbeTables, model, concepts: Sequence[str],
         raise ValueError(f"encode_texts gave {text.shape}, expected ({len(concepts)}, "
                          f"{tables.embeddings.shape[1]})")
     sim = softwpmi.similarity(jnp.asarray(tables.embeddings), jnp.asarray(text))
+    return label_similarity(sim, tables.acts, concepts, method, pool, **options)
+
+
+def label_similarity(sim, acts, concepts: Sequence[str], method: str = "softwpmi",
+                     pool: str = "avg", **options) -> DescribeResult:
+    """Scores and labels from a similarity matrix ``sim [N, M]`` (image i, concept m)
+    and pooled activations ``acts [N, u]``: :func:`label_units` after the image-text
+    model, or any other image-concept score (the world's ground truth)."""
+    concepts = list(concepts)
+    if np.shape(sim) != (np.shape(acts)[0], len(concepts)):
+        raise ValueError(f"similarity {np.shape(sim)} does not fit {np.shape(acts)[0]} "
+                         f"images and {len(concepts)} concepts")
     settings = {"softwpmi": softwpmi.SOFT_WPMI_DEFAULTS, "wpmi": softwpmi.WPMI_DEFAULTS,
                 "cos3": {}}.get(method)
     if settings is None:
@@ -185,13 +197,13 @@ def label_units(tables: ProbeTables, model, concepts: Sequence[str],
         raise ValueError(f"method {method} has no options {sorted(unknown)}")
     settings = {**settings, **options}
     if "top_k" in settings:
-        settings["top_k"] = min(int(settings["top_k"]), tables.acts.shape[0])
-    scores = softwpmi.scores(sim, tables.acts, method, **settings)
-    k = settings.get("top_k", min(100, tables.acts.shape[0]))
-    top = np.asarray(softwpmi.top_images(tables.acts, k), np.int64)
+        settings["top_k"] = min(int(settings["top_k"]), acts.shape[0])
+    scores = softwpmi.scores(sim, acts, method, **settings)
+    k = settings.get("top_k", min(100, acts.shape[0]))
+    top = np.asarray(softwpmi.top_images(acts, k), np.int64)
     return DescribeResult(concepts=concepts, method=method, options=settings, scores=scores,
                           label=np.argmax(scores, axis=1).astype(np.int64), top_images=top,
-                          num_examples=tables.acts.shape[0], pool=pool)
+                          num_examples=acts.shape[0], pool=pool)
 
 
 def describe(forward: Forward, source, model, concepts: Sequence[str], *,

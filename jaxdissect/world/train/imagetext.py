@@ -1,16 +1,20 @@
 """Training and measuring the world image-text model (``world.imagetext``).
 
-The ground truth of each world image names what it shows: its scene class and the
-concepts (objects, parts, materials, colours) covering at least ``MIN_SHARE`` of
-its pixels (``present``). Two losses train the encoders together:
+The ground truth of each world image says what it shows and how much of it: its
+scene class and the share of its pixels each concept (object, part, material,
+colour) covers (``shares``); a concept is present when it covers at least
+``MIN_SHARE`` (``present``). Two losses train the encoders together:
 
 * words: every image against every world word (the 52 concept names and the 11
   scene classes) and a batch of random letter strings (words the world never
-  names): a sigmoid of ``scale * cos(image, word) + bias`` predicts that the word
-  is present (a multi-label, SigLIP-style loss); the random strings are never
-  present, so words made of unfamiliar n-grams learn to sit away from every image;
+  names): a sigmoid of ``scale * cos(image, word) + bias`` predicts the word's
+  graded target ``min(1, share / FULL_SHARE)`` (1 for the scene class; a
+  multi-label, SigLIP-style loss with soft targets), so the similarity grows with
+  how much of the image a concept covers, not only whether it is there; the random
+  strings never are, so words made of unfamiliar n-grams learn to sit away from
+  every image;
 * captions: a caption per image made from its ground truth ("beach: sand, water,
-  blue"; the class and up to ``CAPTION_WORDS`` of its present concepts in random
+  blue"; the class and its ``CAPTION_WORDS`` largest present concepts, in random
   order), contrasted with the other images of the batch both ways (CLIP's loss).
 """
 
@@ -30,6 +34,8 @@ from jaxdissect.world.vocab import LABELS, LAYERS
 
 #: a concept is present in an image when it covers at least this share of its pixels
 MIN_SHARE = {"object": 0.005, "part": 0.005, "material": 0.005, "color": 0.05}
+#: a concept covering this share of an image or more has word target 1
+FULL_SHARE = 0.1
 CAPTION_WORDS = 4
 RANDOM_WORDS = 32
 
@@ -38,29 +44,49 @@ def class_word(name: str) -> str:
     return name.replace("_", " ")
 
 
-def present(seg: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """``[n, len(WORLD_WORDS)]`` bool: each world word is present in each image
-    (``seg [n, 4, H, W]`` world ground truth, ``label [n]`` scene classes)."""
+def shares(seg: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """``[n, len(WORLD_WORDS)]`` float32: the share of each image's pixels each world
+    concept covers in its own layer, and 1 for the image's scene class (``seg [n, 4,
+    H, W]`` world ground truth, ``label [n]`` scene classes)."""
     n, _, h, w = seg.shape
-    out = np.zeros((n, len(WORLD_WORDS)), bool)
+    out = np.zeros((n, len(WORLD_WORDS)), np.float32)
     for k, layer in enumerate(LAYERS):
         flat = seg[:, k].reshape(n, -1).astype(np.int64)
         counts = np.zeros((n, len(LABELS)), np.int64)
         np.add.at(counts, (np.repeat(np.arange(n), flat.shape[1]), flat.ravel()), 1)
         in_layer = np.array([c == layer for c in LABELS.categories])
-        hit = (counts >= MIN_SHARE[layer] * h * w) & in_layer[None]
-        out[:, :len(LABELS) - 1] |= hit[:, 1:]
-    out[np.arange(n), len(LABELS) - 1 + label] = True
+        out[:, :len(LABELS) - 1] += (counts * in_layer[None])[:, 1:] / (h * w)
+    out[np.arange(n), len(LABELS) - 1 + label] = 1.0
     return out
 
 
-def captions(has: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> list[str]:
-    """One caption per image from its ground truth (see the module docstring)."""
+def present(share: np.ndarray) -> np.ndarray:
+    """``[n, W]`` bool: a concept is present where it covers at least its layer's
+    ``MIN_SHARE`` (``share`` from :func:`shares`; the scene class always is)."""
+    least = np.array([MIN_SHARE[c] for c in LABELS.categories[1:]]
+                     + [1.0] * (len(WORLD_WORDS) - len(LABELS) + 1), np.float32)
+    return share >= least[None]
+
+
+def word_targets(share: np.ndarray) -> np.ndarray:
+    """``[n, W]`` float32 in [0, 1]: ``min(1, share / FULL_SHARE)`` (scene class 1)."""
+    return np.minimum(1.0, share / FULL_SHARE).astype(np.float32)
+
+
+def captions(share: np.ndarray, label: np.ndarray, rng: np.random.Generator,
+             largest: bool = True) -> list[str]:
+    """One caption per image from its ground truth (see the module docstring; with
+    ``largest`` False, any ``CAPTION_WORDS`` of its present concepts)."""
     out = []
-    for row, c in zip(has[:, :len(LABELS) - 1], label):
-        words = [LABELS.names[1 + i] for i in np.flatnonzero(row)]
+    has = present(share)
+    for row, hit, c in zip(share[:, :len(LABELS) - 1], has, label):
+        present_ids = np.flatnonzero(hit[:len(LABELS) - 1])
+        order = np.argsort(-row[present_ids], kind="stable") if largest else \
+            rng.permutation(len(present_ids))
+        largest_ids = present_ids[order[:CAPTION_WORDS]]
+        words = [LABELS.names[1 + i] for i in largest_ids]
         rng.shuffle(words)
-        out.append(f"{class_word(CLASS_NAMES[c])}: {', '.join(words[:CAPTION_WORDS])}")
+        out.append(f"{class_word(CLASS_NAMES[c])}: {', '.join(words)}")
     return out
 
 
@@ -79,7 +105,7 @@ def _normalise(x):
 
 
 def loss_fn(params, module: WorldCLIP, images, word_ids, word_mask, targets, cap_ids,
-            cap_mask):
+            cap_mask, word_weight: float = 10.0):
     """Word loss (multi-label sigmoid) + caption loss (symmetric InfoNCE)."""
     img = _normalise(module.apply({"params": params["model"]}, images,
                                   method=WorldCLIP.images))
@@ -94,26 +120,31 @@ def loss_fn(params, module: WorldCLIP, images, word_ids, word_mask, targets, cap
     labels = jnp.arange(img.shape[0])
     cap_loss = 0.5 * (optax.softmax_cross_entropy_with_integer_labels(sim, labels).mean()
                       + optax.softmax_cross_entropy_with_integer_labels(sim.T, labels).mean())
-    return word_loss * 10.0 + cap_loss, (word_loss, cap_loss)
+    return word_loss * word_weight + cap_loss, (word_loss, cap_loss)
 
 
 def render_set(seed: int, n: int, size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(images uint8 [n, 64, 64, 3], present [n, W] bool, label [n])`` of world ``seed``."""
+    """``(images uint8 [n, 64, 64, 3], shares [n, W] float32, label [n])`` of world
+    ``seed`` (:func:`shares`)."""
     src = WorldSource(n, seed=seed, size=size)
-    images, has, labels = [], [], []
+    images, share, labels = [], [], []
     for a in range(0, n, 1024):
         out = src.render_u8(a, min(a + 1024, n))
         images.append(out["image"])
-        has.append(present(out["seg"], out["label"]))
+        share.append(shares(out["seg"], out["label"]))
         labels.append(out["label"])
-    return np.concatenate(images), np.concatenate(has), np.concatenate(labels)
+    return np.concatenate(images), np.concatenate(share), np.concatenate(labels)
 
 
 def train(module: WorldCLIP, *, seed: int, data_seed: int, images: int, steps: int,
-          batch: int, lr: float, max_seconds: float, log_every: int = 50):
-    """Trains both encoders; returns ``(params, info)``."""
+          batch: int, lr: float, max_seconds: float, graded: bool = True,
+          word_weight: float = 10.0, log_every: int = 50):
+    """Trains both encoders; returns ``(params, info)``. ``graded``: the graded word
+    targets and captions of the largest concepts (False: present/absent targets and
+    captions of any present concepts)."""
     t0 = time.time()
-    data, has, labels = render_set(data_seed, images)
+    data, share, labels = render_set(data_seed, images)
+    targets_all = word_targets(share) if graded else present(share).astype(np.float32)
     render_s = time.time() - t0
     rng = np.random.default_rng(seed)
     params = {"model": init_params(module, seed), "log_scale": jnp.asarray(np.log(10.0),
@@ -128,7 +159,7 @@ def train(module: WorldCLIP, *, seed: int, data_seed: int, images: int, steps: i
     @jax.jit
     def step(params, state, images, ids, mask, targets, cap_ids, cap_mask):
         (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, module, images, ids, mask, targets, cap_ids, cap_mask)
+            params, module, images, ids, mask, targets, cap_ids, cap_mask, word_weight)
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss, parts
 
@@ -144,8 +175,8 @@ def train(module: WorldCLIP, *, seed: int, data_seed: int, images: int, steps: i
         e_ids, e_mask = tokenize(extra, module.buckets, module.max_ngrams)
         ids = np.concatenate([word_ids, e_ids])
         mask = np.concatenate([word_mask, e_mask])
-        targets = np.concatenate([has[idx], np.zeros((batch, RANDOM_WORDS), bool)], 1)
-        cap_ids, cap_mask = tokenize(captions(has[idx], labels[idx], rng), module.buckets,
+        targets = np.concatenate([targets_all[idx], np.zeros((batch, RANDOM_WORDS))], 1)
+        cap_ids, cap_mask = tokenize(captions(share[idx], labels[idx], rng, graded), module.buckets,
                                      module.max_ngrams)
         params, state, loss, (wl, cl) = step(params, state, imgs, ids, mask,
                                              targets.astype(np.float32), cap_ids, cap_mask)
@@ -160,9 +191,12 @@ def train(module: WorldCLIP, *, seed: int, data_seed: int, images: int, steps: i
 
 def zero_shot(model, seed: int, n: int) -> dict:
     """Held-out zero-shot accuracy of an ``ImageTextModel`` on world ``seed``: scene
-    class by the nearest class name, and per-concept ranking quality (mean average
-    precision of cos(image, word) over the images, for words present in some image)."""
-    images, has, labels = render_set(seed, n)
+    class by the nearest class name, per-concept ranking quality (mean average
+    precision of cos(image, word) over the images, for words present in some image),
+    and how well cos(image, word) follows the concept's pixel share (Spearman's rank
+    correlation over the images, averaged over the concepts)."""
+    images, share, labels = render_set(seed, n)
+    has = present(share)
     emb = np.concatenate([np.asarray(model.encode_images(
         model.params, images[a:a + 256].astype(np.float32) / 255.0))
         for a in range(0, n, 256)])
@@ -172,9 +206,27 @@ def zero_shot(model, seed: int, n: int) -> dict:
     sim = emb @ words.T
     k = len(LABELS) - 1
     accuracy = float((sim[:, k:].argmax(1) == labels).mean())
-    aps = [_average_precision(sim[:, j], has[:, j]) for j in range(k) if has[:, j].any()]
+    scored = [j for j in range(k) if has[:, j].any()]
+    aps = [_average_precision(sim[:, j], has[:, j]) for j in scored]
+    rho = [_spearman(sim[:, j], share[:, j]) for j in scored]
     return {"world_seed": seed, "images": n, "scene_accuracy": round(accuracy, 4),
-            "concept_map": round(float(np.mean(aps)), 4), "concepts_scored": len(aps)}
+            "concept_map": round(float(np.mean(aps)), 4), "concepts_scored": len(aps),
+            "share_spearman": round(float(np.mean(rho)), 4)}
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank)."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x))
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, ranks)
+    return (sums / counts)[inverse]
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = _ranks(a) - (len(a) - 1) / 2, _ranks(b) - (len(b) - 1) / 2
+    return float((ra * rb).sum() / np.sqrt((ra ** 2).sum() * (rb ** 2).sum()))
 
 
 def _average_precision(score: np.ndarray, positive: np.ndarray) -> float:
