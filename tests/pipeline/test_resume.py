@@ -1,4 +1,5 @@
-"""A finished demo re-run into its folder computes no sweep; an ablate or a demo killed
+"""A finished demo re-run into its folder computes no sweep and runs no model (it writes
+the same files, byte for byte); an ablate or a demo killed
 after its sweeps were saved resumes without recomputing them and gives the results of
 an uninterrupted run (sweeps counted around the sweep driver)."""
 
@@ -6,14 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
+import jax
 import pytest
 
 from jaxdissect import report
 from jaxdissect.pipeline.ablation import run_ablate
 from jaxdissect.pipeline.config import AblateConfig, DemoConfig
 from jaxdissect.pipeline.demo import run_demo
-from tests.support.pipeline import counting_sweeps
+from tests.support.pipeline import assert_identical, counting_model_calls, counting_sweeps, written
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +35,15 @@ def test_demo_rerun_computes_nothing_and_a_killed_demo_resumes(tmp_path, monkeyp
     with counting_sweeps(monkeypatch) as ran:
         first = run_demo(cfg)
     assert len(ran) >= 8      # dissections, significance, ablation and intervention sweeps
-    with counting_sweeps(monkeypatch) as ran:
+    files = written(tmp_path / "demo")
+    assert any(p.endswith(".png") and "units" in p for p in files)          # thumbnails
+    assert any(p.startswith(os.path.join("generator", "intervene")) and p.endswith(".png")
+               for p in files)                                              # pictures
+    with counting_sweeps(monkeypatch) as ran, counting_model_calls(monkeypatch) as calls:
         again = run_demo(cfg)
-    assert ran == []
+        jax.effects_barrier()
+    assert ran == [] and calls == []          # no sweep, and no model pass at all
+    assert_identical(files, written(tmp_path / "demo"))
     assert [f.plain() for f in again.findings] == [f.plain() for f in first.findings]
     for part, spec in (("classifier", "world-classifier"), ("generator", "world-generator")):
         with open(tmp_path / "demo" / part / "dissect" / "report.json") as f:

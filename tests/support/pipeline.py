@@ -1,9 +1,13 @@
-"""Helpers of the pipeline tests: a second world segmenter with the same labels, and a
-counter of the sweeps that run (model passes over data)."""
+"""Helpers of the pipeline tests: a second world segmenter with the same labels, a
+counter of the sweeps that run (model passes over data), a counter of the model's
+executions, and the files a results folder holds."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+
+import jax
 
 
 def other_world_segmenter():
@@ -32,3 +36,49 @@ def counting_sweeps(monkeypatch):
 
     monkeypatch.setattr(sweep, "_run", counted)
     yield ran
+
+
+@contextlib.contextmanager
+def counting_model_calls(monkeypatch):
+    """Yields a list that grows by one each time a model (through ``taps.run``: the
+    world classifier and generator) or the world segmenter is applied, counted when
+    the compiled program runs. Compiled programs are cleared on entry and exit, so
+    none made without the counter is reused."""
+    from jaxdissect import taps
+    from jaxdissect.world.segmenter import WorldSegmenter
+    calls: list[str] = []
+    real_run, real_segment = taps.run, WorldSegmenter.__call__
+
+    def counted(name, real):
+        def call(*args, **kwargs):
+            out = real(*args, **kwargs)
+            jax.debug.callback(lambda: calls.append(name))
+            return out
+        return call
+
+    jax.clear_caches()
+    monkeypatch.setattr(taps, "run", counted("model", real_run))
+    monkeypatch.setattr(WorldSegmenter, "__call__", counted("segmenter", real_segment))
+    try:
+        yield calls
+    finally:
+        monkeypatch.setattr(taps, "run", real_run)
+        monkeypatch.setattr(WorldSegmenter, "__call__", real_segment)
+        jax.clear_caches()
+
+
+def written(folder) -> dict[str, bytes]:
+    """Every file of a results folder but its caches, by relative path."""
+    files = {}
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != "cache"]
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, folder)] = f.read()
+    return files
+
+
+def assert_identical(first: dict, again: dict) -> None:
+    assert sorted(again) == sorted(first)
+    assert [p for p in first if again[p] != first[p]] == []
