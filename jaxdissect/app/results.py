@@ -17,6 +17,8 @@ import threading
 
 import numpy as np
 
+from jaxdissect.runtime import treefile
+
 #: where a report's model name cannot be loaded as a model spec
 NO_MODEL = ("this dissection's report does not name a loadable model; start the app "
             "with --model {id}=SPEC")
@@ -49,7 +51,7 @@ class Dissection:
         self.label_names = list(labels.get("names", []))
         self.label_categories = list(labels.get("categories", []))
         iou_path = os.path.join(folder, "iou.npy")
-        self.iou = np.load(iou_path) if os.path.isfile(iou_path) else None
+        self.iou = treefile.read_npy(iou_path) if os.path.isfile(iou_path) else None
         self.levels = {float(q): np.asarray(v, np.float32)
                        for q, v in d.get("levels", {}).items()}
         self.layer = self.report.get("layer", "?")
