@@ -136,7 +136,7 @@ def resolve_intervene(cfg: InterveneConfig) -> tuple[Dissection, str]:
     d = Dissection(model, cfg.model, layer, source, segmenter, seg_name, f"z@{cfg.seed}",
                    R.default_seg_downsample(cfg.seg_downsample, seg_name), cfg.upsample,
                    cfg.quantile, cfg.miniou, cfg.batch_size, significance=cfg.significance,
-                   progress=cfg.progress)
+                   progress=cfg.progress, model_weights=cfg.weights)
     return d, out
 
 

@@ -85,7 +85,8 @@ def run_paint(cfg: PaintConfig) -> PaintOutcome:
     out = cfg.out or os.path.join("results", f"paint-{os.path.basename(model.name)}-{layer}")
     d = Dissection(model, cfg.model, layer, source, segmenter, seg_name, f"z@{cfg.seed}",
                    1 if cfg.seg_downsample is None else cfg.seg_downsample, cfg.upsample,
-                   cfg.quantile, cfg.miniou, cfg.batch_size, progress=cfg.progress)
+                   cfg.quantile, cfg.miniou, cfg.batch_size, progress=cfg.progress,
+                   model_weights=cfg.weights)
     with open_workspace(out, "paint", cfg.force) as ws:
         dres, _ = dissect_into(d, ws.part("dissect"), index_link=os.path.join("..",
                                                                               "paint.html"))
