@@ -38,8 +38,10 @@ def create_app(results_dir: str, models: dict[str, str] | None = None,
     from flask import Flask
 
     from jaxdissect.app import access, routes
+    from jaxdissect.report.html import TEMPLATES
     here = os.path.dirname(os.path.abspath(__file__))
-    app = Flask("jaxdissect.app", template_folder=os.path.join(here, "templates"),
+    # one templates folder for the app's pages and the static report's (templates/)
+    app = Flask("jaxdissect.app", template_folder=TEMPLATES,
                 static_folder=os.path.join(here, "static"), static_url_path="/static")
     app.config["RESULTS"] = Results(results_dir, models, weights)
     app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024   # a mask is a few kB
