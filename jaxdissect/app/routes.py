@@ -97,7 +97,8 @@ def register(app) -> None:
     @app.get("/units/<key>")
     def units_page(key):
         d = dissection(key)
-        return render_template("app/units.html", d=d.summary())
+        from jaxdissect.report.html import card_units
+        return render_template("app/units.html", d=d.summary(), units=card_units(d.units))
 
     @app.get("/unit/<key>/<int:unit>")
     def unit_page(key, unit):

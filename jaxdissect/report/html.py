@@ -47,10 +47,7 @@ def skipped_note(n: int) -> str:
 def dissection_page(result: dict, svg_name: str | None = "concepts.svg",
                     index_link: str | None = None) -> str:
     """``report.html`` from a dissection result (see ``jaxdissect.report.write``)."""
-    units = [dict(u, fires=u.get("fires", True)) for u in result["units"]]
-    for u in units:
-        if not u["fires"]:
-            u["labelled"], u["image"] = False, None
+    units = card_units(result["units"])
     sig = result.get("significance")
     if sig:
         sig = dict(sig, fdr=f"{sig['fdr']:.0%}", level=f"{sig['level']:.0%}",
@@ -65,6 +62,36 @@ def dissection_page(result: dict, svg_name: str | None = "concepts.svg",
         quantile=f"{result['quantile']:g}", num_images=result.get("num_images", "?"),
         skipped=skipped_note(result.get("skipped_images", 0)),
         segmenter=str(result.get("segmenter", "")), sig=sig, svg_name=svg_name, data=data)
+
+
+def card_units(units: list[dict]) -> list[dict]:
+    """A dissection's unit records as their cards show them (``templates/cards.html``):
+    a unit that never fires is not labelled and has no strip; ``sig``: the label's
+    p-value, IoU interval and chance level where it was tested."""
+    out = []
+    for u in units:
+        u = dict(u, fires=u.get("fires", True))
+        if not u["fires"]:
+            u["labelled"], u["image"] = False, None
+        u["sig"] = _sig_text(u)
+        out.append(u)
+    return out
+
+
+def _sig_text(u: dict) -> str:
+    p = u.get("p_value")
+    if p is None:
+        return ""
+    if p < 0.001:
+        mantissa, exponent = f"{p:.1e}".split("e")
+        text = f"p {mantissa}e{int(exponent)}"
+    else:
+        text = f"p {p:.3f}"
+    if u.get("iou_low") is not None:
+        text += f", IoU {u['iou_low']:.3f}-{u['iou_high']:.3f}"
+    if u.get("null_iou") is not None:
+        text += f", chance {u['null_iou']:.3f}"
+    return text
 
 
 def findings_context(findings) -> list[dict]:
