@@ -3,9 +3,10 @@
 ``report.html`` holds one card per unit: its top images (a PNG strip with the
 above-threshold region highlighted), unit number, label, category and IoU, and,
 when the labels were tested (``experiments.significance``), the label's
-permutation p-value and the IoU's bootstrap interval. Cards
-are rendered in the browser from the JSON embedded in the page; sorting and
-filtering by category and IoU work from the controls and from the URL hash, e.g.
+permutation p-value and the IoU's bootstrap interval: the card of
+``templates/cards.html``, the same as the app's (the units are also embedded as
+JSON). Sorting and filtering by category and IoU work from the controls and from
+the URL hash, e.g.
 ``report.html#cat=object&miniou=0.1&sort=iou`` (so a link, or a headless browser,
 can open a filtered view). Pages are self-contained apart from their image files.
 
