@@ -197,6 +197,7 @@ def test_hostile_files_run_no_code_and_allocate_nothing_large(tmp_path, monkeypa
     huge_header = io.BytesIO()
     np.lib.format.write_array_header_1_0(huge_header, huge)
     big_meta = b"[" + b"0," * (treefile.MAX_META_BYTES // 2) + b"0]"
+    deep = b"[" * 9000 + b"]" * 9000
     cases = {
         "pickled object": lambda n, d: (n, _npy(np.array([Boom()], object))
                                         if n == "iou.npy" else d, zipfile.ZIP_STORED),
@@ -212,6 +213,9 @@ def test_hostile_files_run_no_code_and_allocate_nothing_large(tmp_path, monkeypa
         "meta not JSON": lambda n, d: (n, _npy(np.frombuffer(b"\xff{", np.uint8))
                                        if n.startswith(treefile.META) else d,
                                        zipfile.ZIP_STORED),
+        "meta nested too deep": lambda n, d: (n, _npy(np.frombuffer(deep, np.uint8))
+                                              if n.startswith(treefile.META) else d,
+                                              zipfile.ZIP_STORED),
         "meta too large": lambda n, d: (n, _npy(np.frombuffer(big_meta, np.uint8))
                                         if n.startswith(treefile.META) else d,
                                         zipfile.ZIP_STORED),

@@ -101,7 +101,7 @@ def load(cls, path: str):
         raise ValueError(f"{path}: its arrays are not the ones its result refers to")
     try:
         return _decode(meta, arrays)
-    except (TypeError, KeyError, AttributeError) as e:
+    except (TypeError, KeyError, AttributeError, RecursionError) as e:
         raise ValueError(f"{path} does not hold a well-formed {cls.__name__} ({e})") from None
 
 

@@ -85,7 +85,7 @@ def _read(path, z: zipfile.ZipFile, kind):
     raw = _member(path, z, by_name.pop(META), ((-1,), np.dtype(np.uint8)), MAX_META_BYTES)
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ValueError(f"{path}: its {META} entry is not JSON") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise FormatError(f"{path} is not a jaxdissect results file in format {FORMAT}")
