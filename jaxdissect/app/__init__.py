@@ -29,17 +29,21 @@ __all__ = ["create_app", "Results"]
 
 
 def create_app(results_dir: str, models: dict[str, str] | None = None,
-               host: str = "127.0.0.1", token: str | None = None):
-    """The Flask app serving ``results_dir``; ``models`` as ``parse_model_overrides``;
+               host: str = "127.0.0.1", token: str | None = None,
+               weights: dict[str, str] | None = None):
+    """The Flask app serving ``results_dir``; ``models`` and ``weights`` (``--weights``
+    files) as ``parse_model_overrides``;
     ``host`` the address it is served on and ``token`` what it asks for there
     (``jaxdissect.app.access``: needed beyond loopback)."""
     from flask import Flask
 
     from jaxdissect.app import access, routes
+    from jaxdissect.report.html import TEMPLATES
     here = os.path.dirname(os.path.abspath(__file__))
-    app = Flask("jaxdissect.app", template_folder=os.path.join(here, "templates"),
+    # one templates folder for the app's pages and the static report's (templates/)
+    app = Flask("jaxdissect.app", template_folder=TEMPLATES,
                 static_folder=os.path.join(here, "static"), static_url_path="/static")
-    app.config["RESULTS"] = Results(results_dir, models)
+    app.config["RESULTS"] = Results(results_dir, models, weights)
     app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024   # a mask is a few kB
     app.json.sort_keys = False
     app.config["ACCESS"] = access.Access(host, token)

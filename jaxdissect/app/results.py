@@ -4,9 +4,11 @@ Every ``report.json`` below the folder (written by ``jaxdissect dissect`` and by
 commands that dissect on the way: ``demo``, ``ablate``, ``intervene``, ``paint``,
 ``attack``) is a dissection: its units (label, category, IoU, threshold, top-image
 strip), its label set, its quantile levels and, beside it, ``iou.npy`` ``[units,
-labels]``. The model that made it is the report's ``model_spec`` (or ``model``),
-unless ``--model DISSECTION=SPEC`` overrides it; it is loaded the first time a live
-page needs it (``Dissection.live()``) and kept, compiled, for later requests.
+labels]``. The model that made it is the report's ``model_spec`` (or ``model``) with
+its ``model_weights`` (``--weights``: a file's absolute path, or ``random``), unless
+``--model DISSECTION=SPEC`` / ``--weights DISSECTION=FILE`` override them; it is
+loaded the first time a live page needs it (``Dissection.live()``) and kept, compiled,
+for later requests.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ import threading
 
 import numpy as np
 
+from jaxdissect.runtime import treefile
+
 #: where a report's model name cannot be loaded as a model spec
 NO_MODEL = ("this dissection's report does not name a loadable model; start the app "
-            "with --model {id}=SPEC")
+            "with --model {id}=SPEC (and --weights {id}=FILE for its weights file)")
+#: where the recorded weights file is gone
+NO_WEIGHTS = ("the weights file {weights} recorded for dissection {id} is not there (moved "
+              "or deleted); start the app with --weights {id}=FILE, or --model {id}=SPEC "
+              "--weights {id}=FILE")
 
 
 def parse_model_overrides(items) -> dict[str, str]:
@@ -38,7 +46,8 @@ class Dissection:
     """One ``report.json``: ``id`` (its folder relative to the results folder, "/"
     separated, "." for the folder itself), ``report`` (the JSON), ``iou [u, L]``."""
 
-    def __init__(self, root: str, folder: str, model_spec: str | None = None):
+    def __init__(self, root: str, folder: str, model_spec: str | None = None,
+                 weights: str | None = None):
         self.root, self.folder = root, folder
         rel = os.path.relpath(folder, root)
         self.id = "." if rel == "." else rel.replace(os.sep, "/")
@@ -49,12 +58,16 @@ class Dissection:
         self.label_names = list(labels.get("names", []))
         self.label_categories = list(labels.get("categories", []))
         iou_path = os.path.join(folder, "iou.npy")
-        self.iou = np.load(iou_path) if os.path.isfile(iou_path) else None
+        self.iou = treefile.read_npy(iou_path) if os.path.isfile(iou_path) else None
         self.levels = {float(q): np.asarray(v, np.float32)
                        for q, v in d.get("levels", {}).items()}
         self.layer = self.report.get("layer", "?")
         self.model_name = self.report.get("model", "model")
-        self.model_spec = model_spec or self.report.get("model_spec") or self.model_name
+        if model_spec:      # another model: the recorded weights were the recorded model's
+            self.model_spec, self.model_weights = model_spec, weights
+        else:
+            self.model_spec = self.report.get("model_spec") or self.model_name
+            self.model_weights = weights or self.report.get("model_weights")
         data = str(self.report.get("data", ""))
         self.data_spec, _, seed = data.rpartition("@") if "@" in data else (data, "", "")
         self.data_seed = int(seed) if seed.lstrip("-").isdigit() else None
@@ -123,8 +136,11 @@ class Dissection:
             if self._live is None:
                 from jaxdissect.app import live
                 from jaxdissect.pipeline.resolve import load_model
+                w = self.model_weights
+                if w not in (None, "random") and not os.path.isfile(w):
+                    raise LookupError(NO_WEIGHTS.format(weights=w, id=self.id))
                 try:
-                    spec = load_model(self.model_spec)
+                    spec = load_model(self.model_spec, w)
                 except Exception as e:   # any failure to load is the user's to fix
                     raise LookupError(f"cannot load model {self.model_spec!r}: {e}; "
                                       + NO_MODEL.format(id=self.id)) from None
@@ -135,9 +151,10 @@ class Dissection:
 class Results:
     """Every dissection below ``root`` (sorted by folder)."""
 
-    def __init__(self, root: str, models: dict[str, str] | None = None):
+    def __init__(self, root: str, models: dict[str, str] | None = None,
+                 weights: dict[str, str] | None = None):
         self.root = os.path.realpath(root)
-        models = models or {}
+        models, weights = models or {}, weights or {}
         self.dissections: dict[str, Dissection] = {}
         for folder, dirs, files in sorted(os.walk(self.root)):
             dirs[:] = sorted(d for d in dirs if d not in ("cache", "units", "images"))
@@ -146,7 +163,8 @@ class Results:
             rel = os.path.relpath(folder, self.root).replace(os.sep, "/")
             key = "" if rel == "." else rel
             try:
-                d = Dissection(self.root, folder, models.get(key) or models.get(""))
+                d = Dissection(self.root, folder, models.get(key) or models.get(""),
+                               weights.get(key) or weights.get(""))
             except (OSError, ValueError) as e:
                 print(f"warning: skipping {folder}: {e}", flush=True)
                 continue
@@ -154,10 +172,11 @@ class Results:
                 d.key = str(len(self.dissections))      # the id in URLs
                 self.dissections[d.key] = d
         folders = {d.id for d in self.dissections.values()}
-        unknown = set(models) - {""} - folders
-        if unknown:
-            raise ValueError(f"--model names no dissection: {sorted(unknown)}; dissections: "
-                             f"{sorted(folders)}")
+        for option, given in (("--model", models), ("--weights", weights)):
+            unknown = set(given) - {""} - folders
+            if unknown:
+                raise ValueError(f"{option} names no dissection: {sorted(unknown)}; "
+                                 f"dissections: {sorted(folders)}")
 
     def get(self, key: str) -> Dissection:
         if key not in self.dissections:

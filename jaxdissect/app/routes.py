@@ -75,7 +75,7 @@ def register(app) -> None:
     def http_error(e):
         if request.path.startswith("/api/"):
             return jsonify(error=e.description, status=e.code), e.code
-        return render_template("error.html", code=e.code, message=e.description), e.code
+        return render_template("app/error.html", code=e.code, message=e.description), e.code
 
     @app.errorhandler(Exception)
     def other_error(e):          # the server answers and goes on
@@ -83,7 +83,7 @@ def register(app) -> None:
         msg = f"{type(e).__name__}: {e}"
         if request.path.startswith("/api/"):
             return jsonify(error=msg, status=500), 500
-        return render_template("error.html", code=500, message=msg), 500
+        return render_template("app/error.html", code=500, message=msg), 500
 
     # ------------------------------------------------------------------ pages
 
@@ -91,13 +91,14 @@ def register(app) -> None:
     def index():
         res = results()
         return render_template(
-            "index.html", dissections=[d.summary() for d in res.dissections.values()],
+            "app/index.html", dissections=[d.summary() for d in res.dissections.values()],
             root=res.root, has_index=os.path.isfile(os.path.join(res.root, "index.html")))
 
     @app.get("/units/<key>")
     def units_page(key):
         d = dissection(key)
-        return render_template("units.html", d=d.summary())
+        from jaxdissect.report.html import card_units
+        return render_template("app/units.html", d=d.summary(), units=card_units(d.units))
 
     @app.get("/unit/<key>/<int:unit>")
     def unit_page(key, unit):
@@ -105,14 +106,14 @@ def register(app) -> None:
         units = d.units
         if not 0 <= unit < len(units):
             abort(404, f"unit {unit} outside 0..{len(units) - 1}")
-        return render_template("unit.html", d=d.summary(), u=units[unit],
+        return render_template("app/unit.html", d=d.summary(), u=units[unit],
                                concepts=d.concept_ious(unit), num_units=len(units))
 
     @app.get("/paint/<key>")
     def paint_page(key):
         d = dissection(key, "generator")
         concepts = _concepts(d)
-        return render_template("paint.html", d=d.summary(), concepts=concepts,
+        return render_template("app/paint.html", d=d.summary(), concepts=concepts,
                                seed=d.data_seed if d.data_seed is not None else 1,
                                n=min(20, d.num_units))
 
@@ -120,7 +121,7 @@ def register(app) -> None:
     def classify_page(key):
         d = dissection(key, "classifier")
         units = sorted(d.units, key=lambda u: (not u.get("labelled"), -u.get("iou", 0)))
-        return render_template("classify.html", d=d.summary(), units=units)
+        return render_template("app/classify.html", d=d.summary(), units=units)
 
     @app.get("/files/<path:rel>")
     def files(rel):

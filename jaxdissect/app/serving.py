@@ -9,10 +9,11 @@ from jaxdissect.errors import UserError
 
 
 def serve(results: str, *, host: str = "127.0.0.1", port: int = 8000,
-          token: str | None = None, models=None, warm: bool = False) -> int:
+          token: str | None = None, models=None, weights=None, warm: bool = False) -> int:
     """Serves ``results`` until Ctrl-C. ``token``: asked of every request (default: a
     random one beyond loopback, none on loopback); ``models``: ``[DISSECTION=]SPEC``
-    overrides of the recorded model specs; ``warm``: load every model first."""
+    overrides of the recorded model specs; ``weights``: ``[DISSECTION=]FILE`` overrides
+    of their recorded weights; ``warm``: load every model first."""
     from werkzeug.serving import make_server
 
     from jaxdissect.app import create_app
@@ -24,7 +25,7 @@ def serve(results: str, *, host: str = "127.0.0.1", port: int = 8000,
         raise UserError(f"--port must be in [0, 65535], got {port}")
     token = token or (None if is_loopback(host) else new_token())
     app = create_app(results, models=parse_model_overrides(models or []), host=host,
-                     token=token)
+                     token=token, weights=parse_model_overrides(weights or []))
     if not app.config["RESULTS"].dissections:
         raise UserError(f"{results!r} holds no dissection (no report.json below it); "
                         "run jaxdissect demo or jaxdissect dissect first")

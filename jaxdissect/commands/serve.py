@@ -36,6 +36,11 @@ def add_arguments(p):
                         "loadable model (py:MODULE:FACTORY specs), e.g. "
                         "generator/dissect=py:mymod:spec; repeatable (default: as recorded "
                         "in each report.json)")
+    p.add_argument("--weights", action="append", default=argparse.SUPPRESS,
+                   metavar="[DISSECTION=]FILE",
+                   help="the weights file (or random) of a dissection's torchvision:/timm: "
+                        "model, where the recorded one has moved; repeatable (default: as "
+                        "recorded in each report.json)")
     p.add_argument("--warm", action="store_true",
                    help="load and compile every model before serving (else on first use)")
 
@@ -44,4 +49,4 @@ def run(args) -> int:
     from jaxdissect.app.serving import serve
     return serve(args.results, host=args.host, port=args.port,
                  token=getattr(args, "token", None), models=getattr(args, "model", None),
-                 warm=args.warm)
+                 weights=getattr(args, "weights", None), warm=args.warm)

@@ -21,14 +21,13 @@ method reuses the sweep.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdissect.runtime import cache as cache_files
+from jaxdissect.experiments import results
 from jaxdissect.runtime import devices as sharding
 from jaxdissect.runtime import sweep
 from jaxdissect.runtime.cache import RunCache
@@ -40,14 +39,16 @@ Forward = Callable[[dict, Any], tuple[jax.Array, jax.Array]]
 POOLS = ("avg", "max")
 
 
+@results.typed
 @dataclasses.dataclass
-class DescribeResult:
+class DescribeResult(results.Saved):
     """Each unit's open-vocabulary label. ``u`` units, ``M`` concepts.
 
     concepts: the concept list; method / options: the scoring (``stats.softwpmi``);
     scores ``[u, M]`` float32; label ``[u]`` int64 (index into ``concepts``);
     top_images ``[u, k]`` int64: each unit's probe images by pooled activation, best
     first (the images SoftWPMI reads); num_examples: probe images; pool: "avg"/"max".
+    ``save(path)`` / ``DescribeResult.load(path)``: every field, by name.
     """
 
     concepts: list[str]
@@ -84,24 +85,6 @@ class DescribeResult:
         return {"method": self.method, "options": self.options, "pool": self.pool,
                 "num_examples": self.num_examples, "num_units": self.num_units,
                 "concepts": list(self.concepts), "units": self.units()}
-
-    def save(self, path: str) -> None:
-        """All arrays and settings to ``path`` (.npz), atomically."""
-        cache_files.save_tree(path, {"label": self.label, "scores": self.scores,
-                               "top_images": self.top_images},
-                        concepts=list(self.concepts), method=self.method,
-                        options=self.options, num_examples=self.num_examples, pool=self.pool)
-
-    @classmethod
-    def load(cls, path: str) -> "DescribeResult":
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            # save_tree stores a dict's leaves in sorted key order
-            arrays = {n: data[f"leaf{i}"] for i, n in
-                      enumerate(sorted(("label", "scores", "top_images")))}
-        return cls(concepts=list(meta["concepts"]), method=meta["method"],
-                   options=dict(meta["options"]), num_examples=int(meta["num_examples"]),
-                   pool=meta["pool"], **arrays)
 
 
 @dataclasses.dataclass

@@ -51,7 +51,6 @@ Example (a classifier, the reference's conv5_3 setting)::
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Callable, Sequence
 
 import jax
@@ -59,9 +58,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdissect.data.source import ImageSource
+from jaxdissect.experiments import label_significance as _registers_significance  # noqa: F401
+from jaxdissect.experiments import results
 from jaxdissect.labels import LabelSet
 from jaxdissect.runtime import activations, memory, sweep
-from jaxdissect.runtime import cache as cache_files
 from jaxdissect.runtime import devices as sharding
 from jaxdissect.runtime.cache import RunCache, content_key
 from jaxdissect.runtime.fingerprint import data_identity, fingerprint
@@ -91,8 +91,9 @@ from jaxdissect.stats.upsample import Upsampler
 Compute = Callable[[dict[str, jax.Array]], tuple[jax.Array, jax.Array]]
 
 
+@results.typed
 @dataclasses.dataclass
-class DissectResult:
+class DissectResult(results.Saved):
     """Everything one dissection measured. ``u`` units, ``L`` labels (0 = none).
 
     thresholds ``[u]`` float32: the exact level ``quantile`` of each unit's
@@ -110,6 +111,9 @@ class DissectResult:
         (``experiments.label_significance.Significance``) or None; max_p: with it,
         a unit is labelled only if its label's p-value is at most ``max_p``;
     kernels: the statistics' kernels, ``"native"`` or ``"xla"`` (``stats.kernels``).
+
+    ``save(path)`` / ``DissectResult.load(path)``: every field, by name
+    (``experiments.results``).
     """
 
     labels: LabelSet
@@ -210,43 +214,6 @@ class DissectResult:
             **({} if self.significance is None else {
                 "significance": self.significance.to_json(), "max_p": self.max_p}),
         }
-
-    def save(self, path: str) -> None:
-        """Writes all arrays and settings to ``path`` (.npz), atomically."""
-        arrays = {f: getattr(self, f) for f in (
-            "thresholds", "iou", "best_label", "best_iou", "intersections", "unit_area",
-            "label_area", "topk_values", "topk_images")}
-        if self.category_area is not None:
-            arrays["category_area"] = self.category_area
-        meta = {"labels": self.labels.to_json(), "quantile": self.quantile,
-                "iou_rule": self.iou_rule, "kernels": self.kernels,
-                "miniou": self.miniou, "pixels": int(self.pixels),
-                "num_examples": self.num_examples,
-                "levels": {repr(q): [float(v) for v in t] for q, t in self.levels.items()}}
-        if self.significance is not None:
-            meta.update(significance=self.significance.to_json(), max_p=self.max_p)
-        cache_files.save_tree(path, arrays, **meta)
-
-    @classmethod
-    def load(cls, path: str) -> "DissectResult":
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            # save_tree stores a dict's leaves in sorted key order
-            names = sorted(("thresholds", "iou", "best_label", "best_iou", "intersections",
-                            "unit_area", "label_area", "topk_values", "topk_images") + (
-                ("category_area",) if "leaf9" in data.files else ()))
-            arrays = {n: data[f"leaf{i}"] for i, n in enumerate(names)}
-        sig = meta.get("significance")
-        if sig is not None:
-            from jaxdissect.experiments.label_significance import Significance
-            sig = Significance.from_json(sig)
-        return cls(labels=LabelSet.from_json(meta["labels"]), quantile=meta["quantile"],
-                   iou_rule=meta.get("iou_rule", "pnas"), significance=sig,
-                   max_p=meta.get("max_p"), kernels=meta.get("kernels", "native"),
-                   miniou=meta["miniou"], pixels=meta["pixels"],
-                   num_examples=meta["num_examples"],
-                   levels={float(q): np.asarray(v, np.float32)
-                           for q, v in meta["levels"].items()}, **arrays)
 
 
 #: the largest one-pass buffer ``dissect`` picks by itself, in bytes

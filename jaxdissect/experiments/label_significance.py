@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdissect.experiments import results
 from jaxdissect.runtime import sweep
 from jaxdissect.runtime.cache import RunCache
 from jaxdissect.runtime.devices import pad_batch
@@ -48,6 +49,7 @@ from jaxdissect.stats.permutation import (
 from jaxdissect.stats.upsample import Upsampler
 
 
+@results.typed
 @dataclasses.dataclass
 class Significance:
     """For ``T`` tested (unit, label) pairs: ``units``, ``labels`` ``[T]`` int;

@@ -1,22 +1,24 @@
-"""Saving and loading the experiments' typed results (``.npz``, atomic).
+"""Saving and loading the experiments' typed results (``runtime.treefile``, atomic).
 
-``save(path, result)`` writes a result dataclass: every NumPy array as an array of
-its own (exact dtype and shape), everything else (numbers, strings, lists, nested
-result dataclasses, a ``LabelSet``) as JSON metadata that refers to the arrays by
-name. ``load(cls, path)`` rebuilds the same dataclass. Result classes register
-themselves with ``@typed`` so that nested results come back as their class.
+``save(path, result)`` writes a result dataclass in the one file format of results
+and caches: every NumPy array as an array of its own (exact dtype and shape), named
+by its field path (``"thresholds"``, ``"levels/0.01"``, ``"by_class/3/values"``),
+everything else (numbers, strings, lists, nested result dataclasses, a ``LabelSet``)
+as JSON metadata that refers to the arrays by those names; the file's kind is the
+result's class name. ``load(cls, path)`` rebuilds the same dataclass, reading every
+array by its name. Result classes register themselves with ``@typed`` so that nested
+results come back as their class.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import numpy as np
 
 from jaxdissect.labels import LabelSet
-from jaxdissect.runtime import cache
+from jaxdissect.runtime import treefile
 
 _TYPES: dict[str, type] = {}
 
@@ -27,22 +29,26 @@ def typed(cls):
     return cls
 
 
-def _encode(obj, arrays: dict):
+def _encode(obj, arrays: dict, path: str):
+    def inner(name, value):
+        return _encode(value, arrays, f"{path}/{name}" if path else str(name))
+
     if isinstance(obj, np.ndarray):
-        name = f"a{len(arrays)}"
-        arrays[name] = obj
-        return {"__array__": name}
+        if path in arrays or not path:
+            raise ValueError(f"two arrays of a result share the name {path!r}")
+        arrays[path] = obj
+        return {"__array__": path}
     if isinstance(obj, LabelSet):
         return {"__labels__": obj.to_json()}
     if dataclasses.is_dataclass(obj):
         return {"__result__": type(obj).__name__,
-                **{f.name: _encode(getattr(obj, f.name), arrays)
+                **{f.name: inner(f.name, getattr(obj, f.name))
                    for f in dataclasses.fields(obj)}}
     if isinstance(obj, dict):
-        return {"__dict__": [[_encode(k, arrays), _encode(v, arrays)] for k, v in obj.items()]}
+        return {"__dict__": [[_encode(k, arrays, ""), inner(k, v)] for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):
         return {"__tuple__" if isinstance(obj, tuple) else "__list__":
-                [_encode(v, arrays) for v in obj]}
+                [inner(i, v) for i, v in enumerate(obj)]}
     if isinstance(obj, (np.integer, np.bool_)):
         return obj.item()
     if isinstance(obj, (float, np.floating)):
@@ -52,6 +58,8 @@ def _encode(obj, arrays: dict):
 
 
 def _decode(obj, arrays):
+    if isinstance(obj, list):
+        raise ValueError("a saved result holds a bare list")
     if not isinstance(obj, dict):
         return obj
     if "__array__" in obj:
@@ -66,34 +74,35 @@ def _decode(obj, arrays):
         return tuple(_decode(v, arrays) for v in obj["__tuple__"])
     if "__dict__" in obj:
         return {_decode(k, arrays): _decode(v, arrays) for k, v in obj["__dict__"]}
-    name = obj["__result__"]
+    name = obj.get("__result__")
     if name not in _TYPES:
         raise ValueError(f"unknown result type {name!r} in a saved result")
-    return _TYPES[name](**{k: _decode(v, arrays) for k, v in obj.items() if k != "__result__"})
+    fields = {f.name for f in dataclasses.fields(_TYPES[name])}
+    values = {k: v for k, v in obj.items() if k != "__result__"}
+    if not set(values) <= fields:
+        raise ValueError(f"a saved {name} has fields {sorted(set(values) - fields)} that a "
+                         f"{name} does not have")
+    return _TYPES[name](**{k: _decode(v, arrays) for k, v in values.items()})
 
 
 def save(path: str, result) -> str:
     """Writes ``result`` (a ``@typed`` dataclass) to ``path`` atomically; returns it."""
     arrays: dict[str, np.ndarray] = {}
-    meta = _encode(result, arrays)
-    # save_tree stores a dict's leaves in sorted key order, as load reads them
-    cache.save_tree(path, arrays, result=meta)
-    return path
+    meta = _encode(result, arrays, "")
+    return treefile.write(path, arrays, kind=type(result).__name__, meta=meta)
 
 
 def load(cls, path: str):
-    """The ``cls`` result saved at ``path``; a clear error if it holds another type."""
-    with np.load(path, allow_pickle=False) as data:
-        if "meta" not in data.files:
-            raise ValueError(f"{path} is not a saved jaxdissect result")
-        meta = json.loads(str(data["meta"])).get("result")
-        if not isinstance(meta, dict) or meta.get("__result__") != cls.__name__:
-            kind = meta.get("__result__") if isinstance(meta, dict) else None
-            raise ValueError(f"{path} holds a {kind or 'different file'}, not a "
-                             f"{cls.__name__}")
-        names = sorted(_array_names(meta))
-        arrays = {n: data[f"leaf{i}"] for i, n in enumerate(names)}
-    return _decode(meta, arrays)
+    """The ``cls`` result saved at ``path``; a clear ``ValueError`` if the file holds
+    another type, is in another format or is damaged."""
+    arrays, meta, _ = treefile.read(path, kind=cls.__name__)
+    names = set(_array_names(meta))
+    if names != set(arrays):
+        raise ValueError(f"{path}: its arrays are not the ones its result refers to")
+    try:
+        return _decode(meta, arrays)
+    except (TypeError, KeyError, AttributeError, RecursionError) as e:
+        raise ValueError(f"{path} does not hold a well-formed {cls.__name__} ({e})") from None
 
 
 def _array_names(obj):

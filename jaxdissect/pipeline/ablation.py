@@ -83,7 +83,7 @@ def resolve_ablate(cfg: AblateConfig) -> tuple[Dissection, Any, str]:
     d = Dissection(model, cfg.model, layer, val, segmenter, seg_name, cfg.data,
                    R.default_seg_downsample(cfg.seg_downsample, seg_name), cfg.upsample,
                    cfg.quantile, cfg.miniou, cfg.batch_size, significance=cfg.significance,
-                   progress=cfg.progress)
+                   progress=cfg.progress, model_weights=cfg.weights)
     return d, train, out
 
 

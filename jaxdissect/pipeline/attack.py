@@ -181,7 +181,7 @@ def run_attack(cfg: AttackConfig) -> AttackOutcome:
                            seg_name, f"{cfg.data}@train",
                            1 if cfg.seg_downsample is None else cfg.seg_downsample,
                            cfg.upsample, cfg.quantile, cfg.miniou, cfg.batch_size,
-                           progress=cfg.progress)
+                           progress=cfg.progress, model_weights=cfg.weights)
             dres, _ = dissect_into(d, ws.part("dissect"),
                                    index_link=os.path.join("..", "attack.html"))
             unit_labels = [dres.unit_label(u) for u in range(num_units)]

@@ -67,7 +67,7 @@ def run_describe(cfg: DescribeConfig) -> DescribeOutcome:
                            R.load_segmenter(seg_name, source, model), seg_name, data_name,
                            R.default_seg_downsample(cfg.seg_downsample, seg_name),
                            cfg.upsample, cfg.quantile, cfg.miniou, cfg.batch_size,
-                           progress=cfg.progress)
+                           progress=cfg.progress, model_weights=cfg.weights)
             dissected, _ = dissect_into(d, ws.part("dissect"))
         cache = ws.cache(model=model, layer=layer, data=source, segmenter=None,
                          imagetext=cfg.imagetext, concepts=concepts, method=cfg.method,
@@ -91,8 +91,8 @@ def run_describe(cfg: DescribeConfig) -> DescribeOutcome:
         for rec in units:
             rec["image"] = paths.get(rec["unit"])
         path = write_describe(ws.folder, {
-            "model": model.name, "model_spec": cfg.model, "layer": layer, "data": data_name,
-            "num_images": source.num_examples, "imagetext": cfg.imagetext,
+            "model": model.name, **R.model_record(cfg.model, cfg.weights), "layer": layer,
+            "data": data_name, "num_images": source.num_examples, "imagetext": cfg.imagetext,
             "method": res.method, "options": res.options, "concepts": res.concepts,
             "units": units, "comparison": comparison})
         final = ws.final_path(path)

@@ -44,10 +44,11 @@ class Dissection:
     max_p: float | None = None
     permutations: int = 1000
     progress: bool = True
+    model_weights: str | None = None   # --weights (identified by the fingerprint)
 
     def settings(self) -> dict:
         """Every setting (for the cache's identity; the objects are identified apart)."""
-        skip = {"model", "layer", "source", "segmenter", "progress"}
+        skip = {"model", "layer", "source", "segmenter", "progress", "model_weights"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name not in skip}
 
@@ -79,7 +80,7 @@ def resolve_dissect(cfg: DissectConfig) -> tuple[Dissection, str]:
         model, cfg.model, layer, source, segmenter, seg_name, f"{data}@{seed}",
         R.default_seg_downsample(cfg.seg_downsample, seg_name), cfg.upsample, cfg.quantile,
         cfg.miniou, cfg.batch_size, cfg.topk, cfg.iou_rule, cfg.significance, cfg.max_p,
-        cfg.permutations, cfg.progress), out
+        cfg.permutations, cfg.progress, cfg.weights), out
 
 
 def run_dissect(cfg: DissectConfig) -> DissectOutcome:
@@ -166,7 +167,7 @@ def dissect_into(d: Dissection, ws: Workspace, index_link: str | None = None):
     for rec in res.units():
         rec["image"] = paths.get(rec["unit"])
         units.append(rec)
-    summary = {"model": model.name, "model_spec": d.model_spec, "layer": layer,
+    summary = {"model": model.name, **R.model_record(d.model_spec, d.model_weights), "layer": layer,
                "quantile": d.quantile, "miniou": d.miniou,
                "num_images": source.num_examples, "segmenter": d.segmenter_name,
                "data": d.data_name, "skipped_images": R.skipped_images(source),

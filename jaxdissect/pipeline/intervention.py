@@ -143,7 +143,7 @@ def generator_dissection(cfg, command: str, concepts=(), full_grid: bool = False
     return Dissection(model, cfg.model, layer, source, segmenter, seg_name, f"z@{cfg.seed}",
                       grid, cfg.upsample, cfg.quantile, cfg.miniou, cfg.batch_size,
                       significance=getattr(cfg, "significance", False),
-                      progress=cfg.progress)
+                      progress=cfg.progress, model_weights=cfg.weights)
 
 
 def resolve_intervene(cfg: InterveneConfig) -> tuple[Dissection, str]:

@@ -90,6 +90,20 @@ def load_model(spec: str, weights: str | None = None):
     return spec_from_converted(names[spec]["arch"], model, params, spec)
 
 
+def model_record(spec: str, weights: str | None = None) -> dict:
+    """``{"model_spec": ..., "model_weights": ...}``: the model as a results folder
+    records it, so that ``load_model(model_spec, model_weights)`` loads the same model
+    from any folder (``jaxdissect serve``): a local file or folder, and a ``--weights``
+    file, as absolute paths; names, ``py:`` specs and ``random`` as given."""
+    from jaxdissect.models import torch_zoo
+    if not (torch_zoo.is_zoo_name(spec) or spec.startswith("py:") or spec in (
+            "world", "world-classifier", "world-generator")) and os.path.exists(spec):
+        spec = os.path.abspath(spec)
+    if weights not in (None, "random"):
+        weights = os.path.abspath(weights)
+    return {"model_spec": spec, "model_weights": weights}
+
+
 def _user_spec(text: str):
     """``py:module:factory``: ``factory()`` (or the object itself) must be a ModelSpec."""
     from jaxdissect.spec import ModelSpec

@@ -26,12 +26,10 @@ import numpy as np
 from jaxdissect.report import pictures as P
 from jaxdissect.report import plots
 from jaxdissect.report.html import (
-    back_link_html,
     dissection_page,
-    finding_html,
-    page,
-    plots_html,
-    table_html,
+    findings_context,
+    plot_records,
+    render,
     write_text,
 )
 from jaxdissect.report.svg import concept_bargraph
@@ -100,12 +98,6 @@ def _pct(v):
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
 
 
-def findings_html(findings) -> list[str]:
-    """The findings of a typed result (``significance.Finding``), as the page shows them
-    (with their kind; one that does not apply is unmarked and says why)."""
-    return [finding_html(f.sentence(), f.holds if f.applies else None) for f in findings]
-
-
 def write_ablation(outdir: str, result, unit_labels=None,
                    index_link: str | None = None) -> str:
     """``ablation.html``, plots, ``ablation.json`` and ``ablation.npz`` from an
@@ -146,22 +138,13 @@ def write_ablation(outdir: str, result, unit_labels=None,
                      _pct(float(bt.recall[c])), _pct(float(base[c])), _pct(float(rm[c, i])),
                      _pct(float(kp[c, i])),
                      ", ".join(ulabel(int(u)) for u in result.ranking[c][:4])])
-    body = ["<h1>Classifier unit ablation</h1>"]
-    body += back_link_html(index_link)
-    body.append(f"<p>Samples: {result.train_examples} train images (ranking), "
-                f"{result.val_examples} val images (measurements), "
-                f"{len(result.bootstrap)} bootstrap replicates of the val images "
-                f"(intervals).</p>")
-    body.append("<h2>Findings</h2>")
-    body += findings_html(result.findings())
-    body.append("<h2>Plots</h2>")
-    body += plots_html(figs, outdir)
-    body.append(f"<h2>Per class (val; set size k={s['k']})</h2>")
-    body.append(table_html(["class", "val images", "precision", "recall", "balanced acc.",
-                            f"top {s['k']} removed", f"only top {s['k']} kept",
-                            "most important units (train)"], rows))
-    return write_text(os.path.join(outdir, "ablation.html"), page("Classifier unit ablation",
-                                                                "\n".join(body)))
+    header = ["class", "val images", "precision", "recall", "balanced acc.",
+              f"top {s['k']} removed", f"only top {s['k']} kept", "most important units (train)"]
+    return write_text(os.path.join(outdir, "ablation.html"), render(
+        "report/ablation.html", index_link=index_link, train_examples=result.train_examples,
+        val_examples=result.val_examples, replicates=len(result.bootstrap),
+        findings=findings_context(result.findings()), figs=plot_records(figs, outdir),
+        k=s["k"], header=header, rows=rows))
 
 
 def write_intervention(outdir: str, result, index_link: str | None = None,
@@ -190,44 +173,26 @@ def write_intervention(outdir: str, result, index_link: str | None = None,
                                              concept, ins))
         figs.append(plots.insertion_map(os.path.join(outdir, f"insertion_map_{concept}.png"),
                                         concept, ins))
-    body = ["<h1>Generator interventions</h1>"]
-    body += back_link_html(index_link)
     sizes = [f"per-unit ablation {result.unit_ablation_samples} samples"]
     sizes += [f"removal of {c} {cv.samples}" for c, cv in result.removal.items()]
     sizes += [f"insertion of {c} {ins.samples}" for c, ins in result.insertion.items()]
-    body.append(f"<p>Samples: {', '.join(sizes)}.</p>")
-    body.append("<h2>Findings</h2>")
-    body += findings_html(result.findings())
-    if pictures:
-        body.append("<h2>Pictures</h2>")
-        body += [P.figure_html(pic, P.caption(pic)) for pic in pictures]
-    body.append("<h2>Plots</h2>")
-    body += plots_html(figs, outdir)
-    for concept, ins in data["insertion"].items():
-        body.append(f"<h2>Insertion of {concept} by context</h2>")
-        body.append(table_html(["context label", "category", "edits", "mean share added",
-                                "std. error"],
-                               [[r["name"], r["category"], r["count"], f"{r['mean_added']:.4f}",
-                                 f"{r['stderr']:.4f}"] for r in ins["contexts"]]))
-    return write_text(os.path.join(outdir, "intervention.html"),
-                      page("Generator interventions", "\n".join(body)))
+    tables = [(concept, ["context label", "category", "edits", "mean share added", "std. error"],
+               [[r["name"], r["category"], r["count"], f"{r['mean_added']:.4f}",
+                 f"{r['stderr']:.4f}"] for r in ins["contexts"]])
+              for concept, ins in data["insertion"].items()]
+    return write_text(os.path.join(outdir, "intervention.html"), render(
+        "report/intervention.html", index_link=index_link, sizes=sizes,
+        findings=findings_context(result.findings()),
+        pictures=[(pic, P.caption(pic)) for pic in pictures or ()],
+        figs=plot_records(figs, outdir), insertion_tables=tables))
 
 
 def write_index(outdir: str, parts: list[dict], title: str = "jaxdissect results",
                 findings=(), notes: str = "", figures=()) -> str:
     """``parts``: ``[{"title", "href" (relative), "text"}]``; ``findings``: the typed
     results' ``significance.Finding`` list; ``figures``: picture records (``src``
-    relative to ``outdir``, ``width``, ``height``, ``caption`` HTML), shown first."""
-    body = [f"<h1>{title}</h1>"]
-    if figures:
-        body += [P.figure_html(f, f["caption"]) for f in figures]
-    if notes:
-        body.append(f"<p>{notes}</p>")
-    if findings:
-        body.append("<h2>The paper's findings, measured here</h2>")
-        body += findings_html(findings)
-    body.append("<h2>Parts</h2><ul>")
-    body += [f"<li><a href=\"{p['href']}\">{p['title']}</a> &mdash; {p.get('text', '')}</li>"
-             for p in parts]
-    body.append("</ul>")
-    return write_text(os.path.join(outdir, "index.html"), page(title, "\n".join(body)))
+    relative to ``outdir``, ``width``, ``height``, ``caption`` HTML), shown first;
+    ``notes``: a paragraph (HTML)."""
+    return write_text(os.path.join(outdir, "index.html"), render(
+        "report/index.html", title=title, figures=list(figures), notes=notes,
+        findings=findings_context(findings), parts=parts))

@@ -4,22 +4,14 @@ attack seen through units (``attack.html``) and painting with units
 
 from __future__ import annotations
 
-import html
 import os
 
 import numpy as np
 from PIL import Image
 
 from jaxdissect.report import dump_json, plots
-from jaxdissect.report.html import (
-    back_link_html,
-    finding_html,
-    page,
-    plots_html,
-    table_html,
-    write_text,
-)
-from jaxdissect.report.pictures import figure_html, to_u8
+from jaxdissect.report.html import findings_context, plot_records, render, write_text
+from jaxdissect.report.pictures import to_u8
 
 
 def image_grid(rows, path: str, size: int = 96, gap: int = 2) -> str:
@@ -104,24 +96,6 @@ def write_attack(outdir: str, result, examples: str, index_link: str | None = No
         c = data[f"{key}_index"]
         figs.append(importance_scatter(os.path.join(outdir, f"importance_{key}.png"),
                                        delta, ranking[c], data[f"{key}_class"]))
-    s, t = html.escape(result.source_class), html.escape(result.target_class)
-    body = [f"<h1>Adversarial attack {s} &rarr; {t}, seen through {result.layer}</h1>"]
-    body += back_link_html(index_link)
-    body.append(f"<p>Carlini&ndash;Wagner L2, {result.steps} Adam steps, learning rate "
-                f"{result.learning_rate}, c = {result.c}, kappa = {result.kappa}; "
-                f"{result.num_images} images. Class importance: "
-                f"{html.escape(str(result.ranking_from))}.</p>")
-    if dissect_link:
-        body.append(f"<p>Unit labels: <a href=\"{dissect_link}\">dissection of "
-                    f"{result.layer}</a>.</p>")
-    body.append("<h2>Findings</h2>")
-    body += [finding_html(f.sentence(), f.holds if f.applies else None)
-             for f in result.findings()]
-    body.append("<h2>Images</h2><p>Rows: clean, adversarial, perturbation "
-                "(x10, grey = 0).</p>")
-    body += plots_html([examples], outdir)
-    body.append("<h2>Units</h2>")
-    body += plots_html(figs, outdir)
     rank_pos = {}
     for key in ("source", "target"):
         row = np.asarray(ranking[data[f"{key}_index"]])
@@ -133,14 +107,13 @@ def write_attack(outdir: str, result, examples: str, index_link: str | None = No
         for u in units:
             rows.append([direction, u, (unit_labels[u] or "") if unit_labels else "",
                          f"{delta[u]:+.4f}", rank_pos["source"][u], rank_pos["target"][u]])
-    body.append(f"<p>Units whose change is significant (99%, paired over the "
-                f"{result.num_images} images, Bonferroni over units), at most "
-                f"{result.top} each way:</p>")
-    body.append(table_html(["moved", "unit", "label", "change",
-                            f"rank for {result.source_class}",
-                            f"rank for {result.target_class}"], rows))
-    return write_text(os.path.join(outdir, "attack.html"), page(
-        f"Attack: {result.source_class} to {result.target_class}", "\n".join(body)))
+    header = ["moved", "unit", "label", "change", f"rank for {result.source_class}",
+              f"rank for {result.target_class}"]
+    return write_text(os.path.join(outdir, "attack.html"), render(
+        "report/attack.html", r=result, index_link=index_link, dissect_link=dissect_link,
+        findings=findings_context(result.findings()),
+        examples=plot_records([examples], outdir), figs=plot_records(figs, outdir),
+        header=header, rows=rows))
 
 
 def write_paint(outdir: str, result, grid: dict, index_link: str | None = None,
@@ -152,22 +125,7 @@ def write_paint(outdir: str, result, grid: dict, index_link: str | None = None,
     os.makedirs(outdir, exist_ok=True)
     dump_json(os.path.join(outdir, "paint.json"), result.to_json())
     result.save(os.path.join(outdir, "paint.npz"))
-    body = [f"<h1>Painting with units of {html.escape(result.model)} "
-            f"{html.escape(result.layer)}</h1>"]
-    body += back_link_html(index_link)
-    dissection = (f"<a href=\"{html.escape(dissection_link)}\">a dissection</a>"
-                  if dissection_link else "a dissection")
-    edits = "; ".join(f"{i + 2}: {html.escape(e.concept)} {e.mode}" for i, e in
-                      enumerate(result.edits))
-    body.append(figure_html(grid, (
-        f"Before and after: column 1 the unedited image, then one column per edit "
-        f"({edits}), the painted region outlined in yellow. Rows: {result.num_z} latents "
-        f"(seed {result.z_seed}); units from {dissection} of {result.dissection_samples} "
-        f"samples.")))
-    findings = result.findings()
-    if findings:
-        body.append("<h2>Findings</h2>")
-        body += [finding_html(f.sentence(), f.holds if f.applies else None) for f in findings]
+    edits = "; ".join(f"{i + 2}: {e.concept} {e.mode}" for i, e in enumerate(result.edits))
     rows = []
     for e in result.edits:
         m = e.to_json().get("measured")
@@ -177,9 +135,9 @@ def write_paint(outdir: str, result, grid: dict, index_link: str | None = None,
                      f"{m['before_mean']:.1f}" if m else "", f"{m['after_mean']:.1f}" if m
                      else "", f"{m['relative_change']:+.1%}" if m and
                      m["relative_change"] is not None else ""])
-    body.append("<h2>Edits</h2>")
-    body.append(table_html(["concept", "mode", "box (y0, x0, y1, x1)", "units",
-                            "best units", "concept pixels in box before", "after",
-                            "change"], rows))
-    return write_text(os.path.join(outdir, "paint.html"), page(
-        f"{result.model} {result.layer}: painting with units", "\n".join(body)))
+    header = ["concept", "mode", "box (y0, x0, y1, x1)", "units", "best units",
+              "concept pixels in box before", "after", "change"]
+    return write_text(os.path.join(outdir, "paint.html"), render(
+        "report/paint.html", r=result, index_link=index_link,
+        dissection_link=dissection_link, edits=edits, grid=grid,
+        findings=findings_context(result.findings()), header=header, rows=rows))

@@ -113,20 +113,6 @@ def save_png(outdir: str, name: str, pixels: np.ndarray, **info) -> dict:
     return {"src": name, "width": img.width, "height": img.height, **info}
 
 
-def img_html(pic: dict, alt: str, prefix: str = "") -> str:
-    """``<img>`` of a picture record at its natural size (``prefix`` joins ``src`` to
-    the page's folder)."""
-    src = html.escape(prefix + pic["src"])
-    return (f"<img class=\"pic\" src=\"{src}\" width=\"{int(pic['width'])}\" "
-            f"height=\"{int(pic['height'])}\" alt=\"{html.escape(alt)}\">")
-
-
-def figure_html(pic: dict, caption: str, prefix: str = "") -> str:
-    """A ``<figure>`` with the picture and its caption (``caption`` is HTML)."""
-    return (f"<figure>{img_html(pic, pic.get('alt', pic['src']), prefix)}"
-            f"<figcaption>{caption}</figcaption></figure>")
-
-
 def png_record(outdir: str, name: str, **info) -> dict:
     """The record of an existing image file (its size read from the file)."""
     with Image.open(os.path.join(outdir, name)) as img:

@@ -13,8 +13,9 @@ old file (or none), never a torn one. Its stale temporaries are removed the next
 time ``path`` is written or read (``clean_stale``); each file has one writer (one
 process, see ``runtime.sweep``), so a temporary seen then is a dead one.
 
-``save_tree`` / ``load_tree`` store a pytree's leaves plus JSON metadata as
-``.npz``; ``load_tree`` checks every shape and dtype against a template.
+``save_tree`` / ``load_tree`` store a pytree's leaves by their key paths plus JSON
+metadata in the one file format of results and caches (``runtime.treefile``);
+``load_tree`` checks every name, shape and dtype against a template.
 """
 
 from __future__ import annotations
@@ -107,33 +108,23 @@ def write_text(path: str, text: str) -> str:
 
 
 def save_tree(path: str, tree: Any, **meta: Any) -> None:
-    """Atomically writes ``tree``'s leaves and JSON metadata ``meta`` to ``path``."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    arrays = {f"leaf{i}": np.asarray(x) for i, x in enumerate(leaves)}
-    arrays["meta"] = np.array(json.dumps(meta, sort_keys=True, default=_jsonable))
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    """Atomically writes ``tree``'s leaves, named by their key paths, and JSON metadata
+    ``meta`` to ``path`` (``runtime.treefile``, kind ``"tree"``)."""
+    from jaxdissect.runtime import treefile
+    meta = json.loads(json.dumps(meta, sort_keys=True, default=_jsonable))
+    treefile.write(path, treefile.tree_arrays(tree), kind="tree", meta=meta)
 
 
 def load_tree(path: str, template: Any) -> tuple[Any, dict] | None:
     """``(tree, meta)`` from ``path`` shaped like ``template``, or None if absent.
-    Raises ValueError naming the file if its contents do not fit the template."""
+    Raises ``treefile.FormatError`` for a file in another format and ValueError
+    naming the file if its contents do not fit the template."""
+    from jaxdissect.runtime import treefile
     clean_stale(path)
     if not os.path.exists(path):
         return None
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    with np.load(path, allow_pickle=False) as data:
-        names = [f"leaf{i}" for i in range(len(leaves))]
-        if set(data.files) != set(names) | {"meta"}:
-            raise ValueError(f"cache file {path} holds a different structure; delete it or "
-                             "change the cache key")
-        loaded = [data[n] for n in names]
-        meta = json.loads(str(data["meta"]))
-    for want, got in zip(leaves, loaded):
-        if np.shape(want) != got.shape or np.asarray(want).dtype != got.dtype:
-            raise ValueError(f"cache file {path} holds {got.shape} {got.dtype} where "
-                             f"{np.shape(want)} {np.asarray(want).dtype} is expected; delete "
-                             "it or change the cache key")
-    return jax.tree_util.tree_unflatten(treedef, loaded), meta
+    arrays, meta, _ = treefile.read(path, kind="tree")
+    return treefile.tree_from_arrays(template, arrays, path), meta
 
 
 class RunCache:

@@ -48,9 +48,11 @@ Resume: with ``cache_dir`` and ``key``, each process saves its (device-merged)
 statistic and the position reached every ``checkpoint_every`` batches and at the
 end of its slice, atomically, to its own file (named by ``key``, the step's name and
 the batch/device/process layout); a re-run with the same arguments continues from
-there (a finished slice is not read again). ``key`` must hold everything the
-numbers depend on (``cache.content_key`` of the weights' fingerprint, the data's
-identity and every setting): the driver cannot see inside ``step``.
+there (a finished slice is not read again); a checkpoint in another format or of
+another structure is never read: the sweep is recomputed and the file replaced.
+``key`` must hold everything the numbers depend on (``cache.content_key`` of the
+weights' fingerprint, the data's identity and every setting): the driver cannot see
+inside ``step``.
 
 Exactness: for given per-example values, the statistic does not depend on the
 batch size, device count or process count (merges are exact and associative). A
@@ -62,6 +64,7 @@ why the layout is part of a checkpoint's name.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, Sequence
 
 import jax
@@ -161,7 +164,11 @@ def sweep(step: Step, empty: Any, source, *, batch_size: int, replicated: tuple 
                                                           len(devs))
     state, offset = empty, start
     if path is not None:
-        loaded = cache.load_tree(path, empty)
+        try:
+            loaded = cache.load_tree(path, empty)
+        except ValueError as e:   # another format or structure: never read, recomputed
+            print(f"warning: recomputing: {e}", file=sys.stderr, flush=True)
+            loaded = None
         if loaded is not None:
             state, meta = loaded
             if (meta.get("start"), meta.get("stop")) != (start, stop):

@@ -41,7 +41,7 @@ def test_round_trip_keeps_types_dtypes_and_nan(tmp_path):
     with pytest.raises(ValueError, match="holds a _Outer, not a _Inner"):
         results.load(_Inner, str(tmp_path / "r.npz"))
     np.savez(tmp_path / "other.npz", x=np.zeros(2))
-    with pytest.raises(ValueError, match="not a saved jaxdissect result"):
+    with pytest.raises(ValueError, match="not a jaxdissect results file"):
         _Outer.load(str(tmp_path / "other.npz"))
 
 

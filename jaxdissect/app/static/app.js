@@ -33,8 +33,10 @@
   function unitsPage() {
     const cards = $('cards'), catSel = $('cat'), labelIn = $('label'), iouIn = $('miniou');
     const silentIn = $('silent'), sortSel = $('sort'), shown = $('shown');
-    const unitUrl = body.dataset.unitUrl, files = body.dataset.files;
-    let units = [];
+    // the unit cards are in the page (templates/cards.html); this filters and sorts them
+    const units = [...cards.querySelectorAll('.card')].map(el => ({el: el,
+      unit: +el.dataset.unit, category: el.dataset.category, iou: +el.dataset.iou,
+      label: el.dataset.label, fires: el.dataset.fires === '1'}));
     function readHash() {
       const p = new URLSearchParams(location.hash.slice(1));
       if (p.has('cat')) catSel.value = p.get('cat');
@@ -59,39 +61,19 @@
       }[key];
       list.sort(cmp);
       cards.textContent = '';
-      for (const u of list) {
-        const d = document.createElement('a');
-        d.href = unitUrl + u.unit;
-        d.className = 'card' + (u.fires ? (u.labelled ? '' : ' unlabelled') : ' silent');
-        d.dataset.unit = u.unit; d.dataset.category = u.fires ? u.category : '';
-        d.dataset.iou = u.iou;
-        const info = document.createElement('div'); info.className = 'info';
-        const add = (cls, t) => { const s = document.createElement('span'); s.className = cls;
-          s.textContent = t; info.appendChild(s); info.appendChild(document.createTextNode(' ')); };
-        add('unit', 'unit ' + u.unit);
-        if (!u.fires) add('silent-mark', 'never fires');
-        else { add('label', u.labelled ? u.label : 'unlabelled (best: ' + u.label + ')');
-          add('cat', '(' + u.category + ')'); add('iou', 'IoU ' + u.iou.toFixed(3)); }
-        d.appendChild(info);
-        if (u.image) { const im = document.createElement('img'); im.src = files + u.image;
-          im.alt = 'top images of unit ' + u.unit; d.appendChild(im); }
-        cards.appendChild(d);
-      }
+      for (const u of list) cards.appendChild(u.el);
       shown.textContent = list.length;
       const p = new URLSearchParams({cat: catSel.value, label: labelIn.value,
         miniou: iouIn.value, sort: sortSel.value, silent: silentIn.checked ? '1' : '0'});
       history.replaceState(null, '', '#' + p.toString());
     }
-    api('/api/units/' + key).then(data => {
-      units = data.units;
-      const cats = [...new Set(units.filter(u => u.fires).map(u => u.category))].sort();
-      for (const c of cats) { const o = document.createElement('option'); o.value = c;
-        o.textContent = c; catSel.appendChild(o); }
-      readHash();
-      for (const el of [catSel, labelIn, iouIn, silentIn, sortSel])
-        el.addEventListener('input', render);
-      render();
-    });
+    const cats = [...new Set(units.filter(u => u.fires).map(u => u.category))].sort();
+    for (const c of cats) { const o = document.createElement('option'); o.value = c;
+      o.textContent = c; catSel.appendChild(o); }
+    readHash();
+    for (const el of [catSel, labelIn, iouIn, silentIn, sortSel])
+      el.addEventListener('input', render);
+    render();
   }
 
   // ------------------------------------------------------------------ paint
