@@ -91,10 +91,11 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = lambda msg: None) -> 
              "text": "per-class importance, sets of units removed / kept, importance vs IoU"},
             {"title": "Concept chart (classifier)", "href": "classifier/dissect/concepts.svg",
              "text": "labelled units per concept"}]
-        desc = None
+        desc, sections = None, []
         if cfg.describe:
             desc = _describe_part(cfg, clf, val, cdres, ws, step)
             parts.append(_describe_link(desc))
+            sections.append(_describe_section(desc))
         figures = _classifier_figures(ws, ares)
         ires = gdres = None
         if gen is not None:
@@ -107,7 +108,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = lambda msg: None) -> 
         index = report.write_index(ws.folder, parts,
                                    title="jaxdissect demo: the synthetic world",
                                    findings=findings, notes=_notes(cfg, gen),
-                                   figures=figures)
+                                   figures=figures, sections=sections)
         index = ws.final_path(index)
     return DemoOutcome(ares, cdres, ires, gdres, findings, index, desc)
 
@@ -123,7 +124,7 @@ def _describe_part(cfg: DemoConfig, clf, val, cdres, ws: Workspace, step) -> dic
     from jaxdissect.pipeline.description import describe_into
     step(f"classifier: describing conv5_3 with open-vocabulary labels on the same "
          f"{cfg.images} images (the world image-text model, SoftWPMI)")
-    desc = describe_into(clf, "conv5_3", val, cdres, ws.part("classifier"),
+    desc = describe_into(clf, CLASSIFIER, "conv5_3", val, cdres, ws.part("classifier"),
                          data_name=f"world@{R.WORLD_VAL_SEED}", rescore=RESCORE,
                          batch_size=cfg.batch_size, progress=cfg.progress)
     step(describe_summary(desc)[0])
@@ -134,42 +135,61 @@ def _rate(n: int, of: int) -> str:
     return f"{n}/{of} ({100 * n / of:.1f}%)" if of else f"{n}/0"
 
 
-def describe_summary(desc: dict, examples: int = 5) -> list[str]:
-    """The describe section's lines: agreement on the units dissection labels with
-    its chance level, what the scoring the docs advise for short lists gives, why
-    agreement is a minority, and a few units both ways (the highest-IoU agreeing
-    ones, up to half, then the highest-IoU others)."""
+def _statement(desc: dict) -> list[str]:
+    """Agreement on the units dissection labels with its chance level, the same for
+    the scoring the docs advise for short lists, and why agreement is a minority."""
     n, ch = desc["labelled"], desc["chance"]
-    lines = [f"open-vocabulary labels (SoftWPMI, the paper's defaults) equal the "
+    lines = [f"Open-vocabulary labels (SoftWPMI, the paper's defaults) equal the "
              f"dissection label on {_rate(desc['agree'], n)} of the units dissection "
              f"labels; chance {100 * ch['chance_rate']:.1f}% (labels shuffled over units, "
              f"p {ch['p_value']:.3g}); a distractor word labels {desc['distractor_wins']}/"
-             f"{desc['units']} units"]
+             f"{desc['units']} units."]
     for name, r in desc["rescored"].items():
-        lines.append(f"rescored with {name}: {_rate(r['agree'], n)}, chance "
+        lines.append(f"Rescored with {name}: {_rate(r['agree'], n)}, chance "
                      f"{100 * r['chance']['chance_rate']:.1f}% (p {r['chance']['p_value']:.3g})"
                      f"; a distractor word labels {r['distractor_wins']}/{desc['units']} "
-                     f"units")
-    lines.append(_why(desc))
+                     f"units.")
+    return lines + [_why(desc)]
+
+
+def _examples(desc: dict, examples: int = 5) -> list[dict]:
+    """A few labelled units: the highest-IoU agreeing ones, up to half, then the
+    highest-IoU others."""
     by_iou = sorted((p for p in desc["pairs"] if p["dissect"] is not None),
                     key=lambda p: (-p["iou"], p["unit"]))
     shown = [p for p in by_iou if p["agree"]][:examples // 2]
-    shown += [p for p in by_iou if not p["agree"]][:examples - len(shown)]
-    for p in shown:
-        lines.append(f"  unit {p['unit']:3d}: masks {p['dissect']} (IoU {p['iou']:.2f})"
-                     f", open vocabulary {p['open']}" + (" (agree)" if p["agree"] else ""))
-    return lines
+    return shown + [p for p in by_iou if not p["agree"]][:examples - len(shown)]
+
+
+def describe_summary(desc: dict, examples: int = 5) -> list[str]:
+    """The describe section's printed lines: :func:`_statement`, then a few units
+    both ways (:func:`_examples`)."""
+    return _statement(desc) + [
+        f"  unit {p['unit']:3d}: masks {p['dissect']} (IoU {p['iou']:.2f}), open "
+        f"vocabulary {p['open']}" + (" (agree)" if p["agree"] else "")
+        for p in _examples(desc, examples)]
 
 
 def _describe_link(desc: dict) -> dict:
     n, ch = desc["labelled"], desc["chance"]
+    return {"title": "Open-vocabulary labels (classifier, conv5_3)",
+            "href": "classifier/describe.html",
+            "text": f"each unit's card with its open-vocabulary and dissection labels; the "
+                    f"same word on {_rate(desc['agree'], n)} of the units dissection labels "
+                    f"(chance {100 * ch['chance_rate']:.1f}%)"}
+
+
+def _describe_section(desc: dict) -> dict:
+    """The index's section: the statement and a table of example units both ways."""
     return {"title": "Open-vocabulary labels beside the dissection labels (classifier, "
                      "conv5_3)",
+            "lines": _statement(desc),
+            "header": ("unit", "dissection label (ground-truth masks)", "IoU",
+                       "open-vocabulary label (world image-text model)", "same word"),
+            "rows": [(p["unit"], p["dissect"], f"{p['iou']:.3f}", p["open"],
+                      "yes" if p["agree"] else "no") for p in _examples(desc)],
             "href": "classifier/describe.html",
-            "text": f"each unit's card with both labels; the same word on "
-                    f"{_rate(desc['agree'], n)} of the units dissection labels (chance "
-                    f"{100 * ch['chance_rate']:.1f}%), a distractor word on "
-                    f"{desc['distractor_wins']}/{desc['units']} units. {_why(desc)}"}
+            "link": "every unit's card with both labels"}
 
 
 def _why(desc: dict) -> str:

@@ -99,22 +99,23 @@ def run_describe(cfg: DescribeConfig) -> DescribeOutcome:
     return DescribeOutcome(res, comparison, final, model, layer, concepts)
 
 
-def describe_into(model, layer: str, source, dissected, ws, *, data_name: str,
-                  imagetext: str = "world", concepts=None, rescore=None,
+def describe_into(model, model_spec: str, layer: str, source, dissected, ws, *,
+                  data_name: str, imagetext: str = "world", concepts=None, rescore=None,
                   batch_size: int = 32, progress: bool = True) -> dict:
-    """The open-vocabulary labels of ``layer``'s units beside their mask-based labels
-    (``dissected``, a ``DissectResult`` of the same units on the same ``source``),
-    written into ``ws``: ``describe.html`` (its link to the masks' report is
-    ``dissect/report.html``, so ``ws`` is the folder holding that dissection),
-    ``describe.json``, ``describe.npz``, ``top/`` and the sweep's ``cache/``.
+    """The open-vocabulary labels of ``layer``'s units (``model`` loaded from
+    ``model_spec``) beside their mask-based labels (``dissected``, a ``DissectResult``
+    of the same units on the same ``source``), written into ``ws``: ``describe.html``
+    (its link to the masks' report is ``dissect/report.html``, so ``ws`` is the folder
+    holding that dissection), ``describe.json``, ``describe.npz``, ``top/`` and the
+    sweep's ``cache/``.
 
     The describe command's defaults (the paper's SoftWPMI; ``concepts``: the shipped
     world list). ``rescore``: ``{name: (method, options)}`` further scorings of the
     same sweep, compared the same way. Returns ``experiments.describe.compare``'s
     dict (its ``pairs`` with the unit's best ``iou``) with ``chance``
     (``experiments.describe_world.chance``), ``result`` (the ``DescribeResult``),
-    ``rescored`` (``{name: {"agree", "chance", "distractor_wins"}}``) and ``report`` (the path of
-    ``describe.html``, None in the processes that do not write)."""
+    ``rescored`` (``{name: {"agree", "chance", "distractor_wins"}}``) and ``report``
+    (the path of ``describe.html``, None in the processes that do not write)."""
     from jaxdissect import report
     from jaxdissect.experiments.describe import compare, label_units, probe_tables
     from jaxdissect.experiments.describe_world import chance
@@ -153,7 +154,7 @@ def describe_into(model, layer: str, source, dissected, ws, *, data_name: str,
     comparison = {k: v for k, v in out.items()
                   if k not in ("pairs", "result", "report", "rescored")}
     out["report"] = write_describe(ws.folder, {
-        "model": model.name, "layer": layer, "data": data_name,
+        "model": model.name, **R.model_record(model_spec), "layer": layer, "data": data_name,
         "num_images": source.num_examples, "imagetext": imagetext, "method": res.method,
         "options": res.options, "concepts": res.concepts, "units": units,
         "comparison": comparison})

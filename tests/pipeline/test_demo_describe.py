@@ -42,9 +42,14 @@ def section(tmp_path_factory):
                    "truth", f"world@{R.WORLD_VAL_SEED}", 4, batch_size=8, progress=False)
     ws = Workspace(str(tmp_path_factory.mktemp("demo") / "classifier"))
     dissected, _ = dissect_into(d, ws.part("dissect"))
-    desc = describe_into(clf, "conv5_3", val, dissected, ws, data_name="world@4",
+    desc = describe_into(clf, CLASSIFIER, "conv5_3", val, dissected, ws, data_name="world@4",
                          rescore=RESCORE, batch_size=8, progress=False)
     return clf, val, dissected, desc, ws, _describe_link(desc)
+
+
+def _index_rows(page: str) -> list[list[str]]:
+    rows = re.findall(r"<tr>(.*?)</tr>", page)
+    return [[html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", r)] for r in rows[1:]]
 
 
 @pytest.mark.slow
@@ -96,6 +101,25 @@ def test_cards_show_both_labels_of_every_unit(section):
 
 
 @pytest.mark.slow
+def test_index_section_tables_example_units_both_ways(section, tmp_path):
+    from jaxdissect import report
+    from jaxdissect.pipeline.demo import _describe_section
+    _, _, _, desc, _, _ = section
+    page = Path(report.write_index(str(tmp_path), [], sections=[_describe_section(desc)])
+                ).read_text()
+    assert "Open-vocabulary labels beside the dissection labels" in page
+    assert f"{desc['agree']}/{desc['labelled']}" in page
+    assert 'href="classifier/describe.html"' in page
+    rows = _index_rows(page)
+    assert 0 < len(rows) <= 5
+    for unit, mask, iou, open_label, same in rows:
+        pair = desc["pairs"][int(unit)]
+        assert (mask, open_label, same) == (pair["dissect"], pair["open"],
+                                            "yes" if pair["agree"] else "no")
+        assert float(iou) == pytest.approx(pair["iou"], abs=5e-4)
+
+
+@pytest.mark.slow
 def test_printed_summary_states_agreement_chance_and_examples(section):
     from jaxdissect.pipeline.demo import describe_summary
     _, _, _, desc, _, _ = section
@@ -105,6 +129,7 @@ def test_printed_summary_states_agreement_chance_and_examples(section):
     assert f"{desc['rescored']['WPMI']['agree']}/{desc['labelled']}" in lines[1]
     minority = 2 * desc["agree"] < desc["labelled"]
     assert ("Agreement is a minority" in lines[2]) == minority
+    assert ("distractor words" in lines[2]) == (minority and desc["distractor_wins"] > 0)
     examples = [re.match(r"  unit +(\d+): masks (\S+) \(IoU [\d.]+\), open vocabulary (\S+)",
                          line) for line in lines[3:]]
     assert 0 < len(examples) <= 5 and all(examples)
@@ -125,3 +150,13 @@ def test_summary_says_minority_only_when_it_is():
     assert [int(re.match(r"  unit +(\d+)", x)[1]) for x in lines[2:]] == [2, 1, 3]
     desc = dict(desc, agree=1)
     assert "Agreement is a minority" in describe_summary(desc)[1]
+    assert "distractor words" in describe_summary(desc)[1]
+    assert "distractor words" not in describe_summary(dict(desc, distractor_wins=0))[1]
+
+
+def test_index_section_is_escaped(tmp_path):
+    from jaxdissect import report
+    section = {"title": "t", "lines": ["<b>x</b>"], "header": ("a",), "rows": [("<i>",)],
+               "href": "d.html", "link": "cards"}
+    page = Path(report.write_index(str(tmp_path), [], sections=[section])).read_text()
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<td>&lt;i&gt;</td>" in page
