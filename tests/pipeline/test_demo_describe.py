@@ -5,7 +5,6 @@ and chance level against direct counts over both labellings."""
 
 from __future__ import annotations
 
-import argparse
 import html
 import re
 from pathlib import Path
@@ -13,17 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxdissect.pipeline.config import DemoConfig, from_args
-
 WORLD = Path(__file__).resolve().parents[2] / "weights" / "world"
-
-
-def test_the_demo_describes_unless_told_not_to():
-    from jaxdissect.commands import demo
-    p = argparse.ArgumentParser()
-    demo.add_arguments(p)
-    assert from_args(DemoConfig, p.parse_args([])).describe is True
-    assert from_args(DemoConfig, p.parse_args(["--no-describe"])).describe is False
 
 
 @pytest.fixture(scope="module")
