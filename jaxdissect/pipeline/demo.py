@@ -126,7 +126,8 @@ def _describe_part(cfg: DemoConfig, clf, val, cdres, ws: Workspace, step) -> dic
          f"{cfg.images} images (the world image-text model, SoftWPMI)")
     desc = describe_into(clf, CLASSIFIER, "conv5_3", val, cdres, ws.part("classifier"),
                          data_name=f"world@{R.WORLD_VAL_SEED}", rescore=RESCORE,
-                         batch_size=cfg.batch_size, progress=cfg.progress)
+                         batch_size=cfg.batch_size, progress=cfg.progress,
+                         index_link="../index.html")
     step(describe_summary(desc)[0])
     return desc
 

@@ -101,7 +101,8 @@ def run_describe(cfg: DescribeConfig) -> DescribeOutcome:
 
 def describe_into(model, model_spec: str, layer: str, source, dissected, ws, *,
                   data_name: str, imagetext: str = "world", concepts=None, rescore=None,
-                  batch_size: int = 32, progress: bool = True) -> dict:
+                  batch_size: int = 32, progress: bool = True,
+                  index_link: str | None = None) -> dict:
     """The open-vocabulary labels of ``layer``'s units (``model`` loaded from
     ``model_spec``) beside their mask-based labels (``dissected``, a ``DissectResult``
     of the same units on the same ``source``), written into ``ws``: ``describe.html``
@@ -111,7 +112,8 @@ def describe_into(model, model_spec: str, layer: str, source, dissected, ws, *,
 
     The describe command's defaults (the paper's SoftWPMI; ``concepts``: the shipped
     world list). ``rescore``: ``{name: (method, options)}`` further scorings of the
-    same sweep, compared the same way. Returns ``experiments.describe.compare``'s
+    same sweep, compared the same way; ``index_link``: the page ``describe.html``
+    links back to. Returns ``experiments.describe.compare``'s
     dict (its ``pairs`` with the unit's best ``iou``) with ``chance``
     (``experiments.describe_world.chance``), ``result`` (the ``DescribeResult``),
     ``rescored`` (``{name: {"agree", "chance", "distractor_wins"}}``) and ``report``
@@ -157,5 +159,5 @@ def describe_into(model, model_spec: str, layer: str, source, dissected, ws, *,
         "model": model.name, **R.model_record(model_spec), "layer": layer, "data": data_name,
         "num_images": source.num_examples, "imagetext": imagetext, "method": res.method,
         "options": res.options, "concepts": res.concepts, "units": units,
-        "comparison": comparison})
+        "comparison": comparison}, index_link=index_link)
     return out

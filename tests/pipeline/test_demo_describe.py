@@ -32,7 +32,8 @@ def section(tmp_path_factory):
     ws = Workspace(str(tmp_path_factory.mktemp("demo") / "classifier"))
     dissected, _ = dissect_into(d, ws.part("dissect"))
     desc = describe_into(clf, CLASSIFIER, "conv5_3", val, dissected, ws, data_name="world@4",
-                         rescore=RESCORE, batch_size=8, progress=False)
+                         rescore=RESCORE, batch_size=8, progress=False,
+                         index_link="../index.html")
     return clf, val, dissected, desc, ws, _describe_link(desc)
 
 
@@ -82,7 +83,7 @@ def test_cards_show_both_labels_of_every_unit(section):
         assert mask.strip() == (pair["dissect"] or "no label")
         assert bool(agree) == pair["agree"]
     # the page's link to the masks' report resolves beside it, as in the demo's folder
-    assert 'href="dissect/report.html"' in page
+    assert 'href="dissect/report.html"' in page and 'href="../index.html"' in page
     assert (Path(ws.folder) / "dissect" / "report.html").is_file()
     assert (Path(ws.folder) / "describe.json").is_file()
     assert link["href"] == "classifier/describe.html"
