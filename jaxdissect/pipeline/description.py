@@ -113,11 +113,12 @@ def describe_into(model, model_spec: str, layer: str, source, dissected, ws, *,
     The describe command's defaults (the paper's SoftWPMI; ``concepts``: the shipped
     world list). ``rescore``: ``{name: (method, options)}`` further scorings of the
     same sweep, compared the same way; ``index_link``: the page ``describe.html``
-    links back to. Returns ``experiments.describe.compare``'s
-    dict (its ``pairs`` with the unit's best ``iou``) with ``chance``
-    (``experiments.describe_world.chance``), ``result`` (the ``DescribeResult``),
-    ``rescored`` (``{name: {"agree", "chance", "distractor_wins"}}``) and ``report``
-    (the path of ``describe.html``, None in the processes that do not write)."""
+    links back to. Returns ``experiments.describe.compare``'s dict (its ``pairs`` with
+    the unit's best ``iou``) with ``chance`` (``experiments.describe_world.chance``),
+    ``result`` (the ``DescribeResult``), ``rescored`` (``{name: {"agree", "chance",
+    "distractor_wins"}}``) and ``report`` (the path of ``describe.html``, None in the
+    processes that do not write); ``describe.json``'s ``comparison`` holds all but
+    ``pairs``, ``result`` and ``report``."""
     from jaxdissect import report
     from jaxdissect.experiments.describe import compare, label_units, probe_tables
     from jaxdissect.experiments.describe_world import chance
@@ -154,7 +155,7 @@ def describe_into(model, model_spec: str, layer: str, source, dissected, ws, *,
         rec.update(dissect_label=pair["dissect"], agree=pair["agree"],
                    dissect_iou=pair["iou"], image=paths.get(rec["unit"]))
     comparison = {k: v for k, v in out.items()
-                  if k not in ("pairs", "result", "report", "rescored")}
+                  if k not in ("pairs", "result", "report")}
     out["report"] = write_describe(ws.folder, {
         "model": model.name, **R.model_record(model_spec), "layer": layer, "data": data_name,
         "num_images": source.num_examples, "imagetext": imagetext, "method": res.method,

@@ -6,6 +6,7 @@ and chance level against direct counts over both labellings."""
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 
@@ -85,7 +86,9 @@ def test_cards_show_both_labels_of_every_unit(section):
     # the page's link to the masks' report resolves beside it, as in the demo's folder
     assert 'href="dissect/report.html"' in page and 'href="../index.html"' in page
     assert (Path(ws.folder) / "dissect" / "report.html").is_file()
-    assert (Path(ws.folder) / "describe.json").is_file()
+    recorded = json.loads((Path(ws.folder) / "describe.json").read_text())["comparison"]
+    assert recorded["agree"] == desc["agree"] and recorded["chance"] == desc["chance"]
+    assert recorded["rescored"] == desc["rescored"]
     assert link["href"] == "classifier/describe.html"
     assert f"{desc['agree']}/{desc['labelled']}" in link["text"]
 
