@@ -191,6 +191,7 @@ class DemoConfig:
     generator: str = "world-generator"
     batch_size: int = 32
     progress: bool = True
+    describe: bool = True             # open-vocabulary labels of conv5_3 beside dissection's
 
     def __post_init__(self):
         _positive(self, "images", "samples", "batch_size", "sweep_samples",

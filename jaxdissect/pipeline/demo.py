@@ -5,12 +5,15 @@
 3. dissect the world generator's layer4 over z samples (the world segmenter labels the
    generated images);
 4. intervene in the generator: per-unit ablation, removal of an object's best-IoU
-   units, insertion of units by context.
+   units, insertion of units by context;
+5. describe the classifier's conv5_3 units with open-vocabulary labels (the shipped
+   world image-text model and concept list, the ``describe`` command's defaults) on
+   the images of step 1, beside their dissection labels.
 
 Both dissections use a quarter-size segmentation grid, as the reference dissects at a
-quarter of the image size. Writes ``OUT/classifier/``, ``OUT/generator/`` and
-``OUT/index.html``. Every sweep is cached under OUT by the complete run's identity: a
-re-run reuses every cache and a killed run resumes.
+quarter of the image size. Writes ``OUT/classifier/`` (with ``describe.html``),
+``OUT/generator/`` and ``OUT/index.html``. Every sweep is cached under OUT by the
+complete run's identity: a re-run reuses every cache and a killed run resumes.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class DemoOutcome:
     generator: Any
     findings: list
     index: str | None
+    description: dict | None = None
 
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = lambda msg: None) -> DemoOutcome:
@@ -87,6 +91,11 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = lambda msg: None) -> 
              "text": "per-class importance, sets of units removed / kept, importance vs IoU"},
             {"title": "Concept chart (classifier)", "href": "classifier/dissect/concepts.svg",
              "text": "labelled units per concept"}]
+        desc, sections = None, []
+        if cfg.describe:
+            desc = _describe_part(cfg, clf, val, cdres, ws, step)
+            parts.append(_describe_link(desc))
+            sections.append(_describe_section(desc))
         figures = _classifier_figures(ws, ares)
         ires = gdres = None
         if gen is not None:
@@ -99,9 +108,105 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = lambda msg: None) -> 
         index = report.write_index(ws.folder, parts,
                                    title="jaxdissect demo: the synthetic world",
                                    findings=findings, notes=_notes(cfg, gen),
-                                   figures=figures)
+                                   figures=figures, sections=sections)
         index = ws.final_path(index)
-    return DemoOutcome(ares, cdres, ires, gdres, findings, index)
+    return DemoOutcome(ares, cdres, ires, gdres, findings, index, desc)
+
+
+#: the scoring the summary also states: the one docs/describe.md advises for a short
+#: concept list where many units share a concept (the same sweep, rescored)
+RESCORE = {"WPMI": ("wpmi", {})}
+
+
+def _describe_part(cfg: DemoConfig, clf, val, cdres, ws: Workspace, step) -> dict:
+    """Open-vocabulary labels of conv5_3 on the dissection's own images, written beside
+    its dissection (``OUT/classifier/describe.html``), summarised in the log."""
+    from jaxdissect.pipeline.description import describe_into
+    step(f"classifier: describing conv5_3 with open-vocabulary labels on the same "
+         f"{cfg.images} images (the world image-text model, SoftWPMI)")
+    desc = describe_into(clf, CLASSIFIER, "conv5_3", val, cdres, ws.part("classifier"),
+                         data_name=f"world@{R.WORLD_VAL_SEED}", rescore=RESCORE,
+                         batch_size=cfg.batch_size, progress=cfg.progress,
+                         index_link="../index.html")
+    step(describe_summary(desc)[0])
+    return desc
+
+
+def _rate(n: int, of: int) -> str:
+    return f"{n}/{of} ({100 * n / of:.1f}%)" if of else f"{n}/0"
+
+
+def _statement(desc: dict) -> list[str]:
+    """Agreement on the units dissection labels with its chance level, the same for
+    the scoring the docs advise for short lists, and why agreement is a minority."""
+    n, ch = desc["labelled"], desc["chance"]
+    lines = [f"Open-vocabulary labels (SoftWPMI, the paper's defaults) equal the "
+             f"dissection label on {_rate(desc['agree'], n)} of the units dissection "
+             f"labels; chance {100 * ch['chance_rate']:.1f}% (labels shuffled over units, "
+             f"p {ch['p_value']:.3g}); a distractor word labels {desc['distractor_wins']}/"
+             f"{desc['units']} units."]
+    for name, r in desc["rescored"].items():
+        lines.append(f"Rescored with {name}: {_rate(r['agree'], n)}, chance "
+                     f"{100 * r['chance']['chance_rate']:.1f}% (p {r['chance']['p_value']:.3g})"
+                     f"; a distractor word labels {r['distractor_wins']}/{desc['units']} "
+                     f"units.")
+    return lines + [_why(desc)]
+
+
+def _examples(desc: dict, examples: int = 5) -> list[dict]:
+    """A few labelled units: the highest-IoU agreeing ones, up to half, then the
+    highest-IoU others."""
+    by_iou = sorted((p for p in desc["pairs"] if p["dissect"] is not None),
+                    key=lambda p: (-p["iou"], p["unit"]))
+    shown = [p for p in by_iou if p["agree"]][:examples // 2]
+    return shown + [p for p in by_iou if not p["agree"]][:examples - len(shown)]
+
+
+def describe_summary(desc: dict, examples: int = 5) -> list[str]:
+    """The describe section's printed lines: :func:`_statement`, then a few units
+    both ways (:func:`_examples`)."""
+    return _statement(desc) + [
+        f"  unit {p['unit']:3d}: masks {p['dissect']} (IoU {p['iou']:.2f}), open "
+        f"vocabulary {p['open']}" + (" (agree)" if p["agree"] else "")
+        for p in _examples(desc, examples)]
+
+
+def _describe_link(desc: dict) -> dict:
+    n, ch = desc["labelled"], desc["chance"]
+    return {"title": "Open-vocabulary labels (classifier, conv5_3)",
+            "href": "classifier/describe.html",
+            "text": f"each unit's card with its open-vocabulary and dissection labels; the "
+                    f"same word on {_rate(desc['agree'], n)} of the units dissection labels "
+                    f"(chance {100 * ch['chance_rate']:.1f}%)"}
+
+
+def _describe_section(desc: dict) -> dict:
+    """The index's section: the statement and a table of example units both ways."""
+    return {"title": "Open-vocabulary labels beside the dissection labels (classifier, "
+                     "conv5_3)",
+            "lines": _statement(desc),
+            "header": ("unit", "dissection label (ground-truth masks)", "IoU",
+                       "open-vocabulary label (world image-text model)", "same word"),
+            "rows": [(p["unit"], p["dissect"], f"{p['iou']:.3f}", p["open"],
+                      "yes" if p["agree"] else "no") for p in _examples(desc)],
+            "href": "classifier/describe.html",
+            "link": "every unit's card with both labels"}
+
+
+def _why(desc: dict) -> str:
+    """Why the two labellings differ, said only where agreement is a minority (and
+    why distractor words win, where they do)."""
+    if 2 * desc["agree"] >= desc["labelled"]:
+        return "Here the two labels agree on at least half of the labelled units."
+    why = ("Agreement is a minority: the image-text method ranks whole images by a "
+           "unit's mean activation, so a unit's label is often what its images show "
+           "beside or over its concept (a colour, the scene), where dissection asks "
+           "which pixels it fires on")
+    if desc["distractor_wins"]:
+        why += ("; and distractor words (never in the world) win under the paper's "
+                "lam = 1, which penalises a concept probable for any unit, so where many "
+                "units share a concept a word improbable for all of them scores higher")
+    return why + " (docs/describe.md)."
 
 
 def _generator_half(cfg: DemoConfig, gen, ws: Workspace, step):

@@ -97,3 +97,68 @@ def run_describe(cfg: DescribeConfig) -> DescribeOutcome:
             "units": units, "comparison": comparison})
         final = ws.final_path(path)
     return DescribeOutcome(res, comparison, final, model, layer, concepts)
+
+
+def describe_into(model, model_spec: str, layer: str, source, dissected, ws, *,
+                  data_name: str, imagetext: str = "world", concepts=None, rescore=None,
+                  batch_size: int = 32, progress: bool = True,
+                  index_link: str | None = None) -> dict:
+    """The open-vocabulary labels of ``layer``'s units (``model`` loaded from
+    ``model_spec``) beside their mask-based labels (``dissected``, a ``DissectResult``
+    of the same units on the same ``source``), written into ``ws``: ``describe.html``
+    (its link to the masks' report is ``dissect/report.html``, so ``ws`` is the folder
+    holding that dissection), ``describe.json``, ``describe.npz``, ``top/`` and the
+    sweep's ``cache/``.
+
+    The describe command's defaults (the paper's SoftWPMI; ``concepts``: the shipped
+    world list). ``rescore``: ``{name: (method, options)}`` further scorings of the
+    same sweep, compared the same way; ``index_link``: the page ``describe.html``
+    links back to. Returns ``experiments.describe.compare``'s dict (its ``pairs`` with
+    the unit's best ``iou``) with ``chance`` (``experiments.describe_world.chance``),
+    ``result`` (the ``DescribeResult``), ``rescored`` (``{name: {"agree", "chance",
+    "distractor_wins"}}``) and ``report`` (the path of ``describe.html``, None in the
+    processes that do not write); ``describe.json``'s ``comparison`` holds all but
+    ``pairs``, ``result`` and ``report``."""
+    from jaxdissect import report
+    from jaxdissect.experiments.describe import compare, label_units, probe_tables
+    from jaxdissect.experiments.describe_world import chance
+    from jaxdissect.experiments.dissect import spec_forward
+    from jaxdissect.imagetext import load_imagetext
+    from jaxdissect.report.describe import write_describe
+    from jaxdissect.runtime import hosts
+    from jaxdissect.world.imagetext import default_concepts, distractors
+
+    concepts = tuple(concepts or default_concepts())
+    it = load_imagetext(imagetext)
+    cache = ws.cache(model=model, layer=layer, data=source, segmenter=None,
+                     imagetext=imagetext, concepts=concepts, method="softwpmi", pool="avg",
+                     batch_size=batch_size)
+    tables = probe_tables(spec_forward(model, layer), source, it, params=model.params,
+                          batch_size=batch_size, cache=cache, progress=progress)
+    res = label_units(tables, it, concepts)
+    far = distractors(concepts)
+    out = compare(res, dissected, far)
+    for pair in out["pairs"]:
+        pair["iou"] = float(dissected.best_iou[pair["unit"]])
+    out.update(result=res, chance=chance(res, dissected), report=None, rescored={})
+    for name, (method, options) in (rescore or {}).items():
+        other = label_units(tables, it, concepts, method, **options)
+        cmp = compare(other, dissected, far)
+        out["rescored"][name] = {"agree": cmp["agree"], "chance": chance(other, dissected),
+                                 "distractor_wins": cmp["distractor_wins"]}
+    if not hosts.is_writer():
+        return out
+    res.save(ws.path("describe.npz"))
+    paths = report.write_unit_thumbnails(ws.folder, _thumbnails(source, res), subdir="top")
+    units = res.units()
+    for rec, pair in zip(units, out["pairs"]):
+        rec.update(dissect_label=pair["dissect"], agree=pair["agree"],
+                   dissect_iou=pair["iou"], image=paths.get(rec["unit"]))
+    comparison = {k: v for k, v in out.items()
+                  if k not in ("pairs", "result", "report")}
+    out["report"] = write_describe(ws.folder, {
+        "model": model.name, **R.model_record(model_spec), "layer": layer, "data": data_name,
+        "num_images": source.num_examples, "imagetext": imagetext, "method": res.method,
+        "options": res.options, "concepts": res.concepts, "units": units,
+        "comparison": comparison}, index_link=index_link)
+    return out

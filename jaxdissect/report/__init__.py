@@ -188,11 +188,12 @@ def write_intervention(outdir: str, result, index_link: str | None = None,
 
 
 def write_index(outdir: str, parts: list[dict], title: str = "jaxdissect results",
-                findings=(), notes: str = "", figures=()) -> str:
+                findings=(), notes: str = "", figures=(), sections=()) -> str:
     """``parts``: ``[{"title", "href" (relative), "text"}]``; ``findings``: the typed
     results' ``significance.Finding`` list; ``figures``: picture records (``src``
     relative to ``outdir``, ``width``, ``height``, ``caption`` HTML), shown first;
-    ``notes``: a paragraph (HTML)."""
+    ``notes``: a paragraph (HTML); ``sections``: after the findings, ``[{"title",
+    "lines" (paragraphs of text), "header", "rows" (a table), "href", "link"}]``."""
     return write_text(os.path.join(outdir, "index.html"), render(
         "report/index.html", title=title, figures=list(figures), notes=notes,
-        findings=findings_context(findings), parts=parts))
+        findings=findings_context(findings), parts=parts, sections=list(sections)))

@@ -36,6 +36,8 @@ def test_demo_small(tmp_path):
     index = (out / "index.html").read_text()
     links = re.findall(r'href="([^"]+)"', index)
     assert "classifier/dissect/report.html" in links and "classifier/ablate/ablation.html" in links
+    assert "classifier/describe.html" in links      # open-vocabulary labels beside masks'
+    assert "Open-vocabulary labels beside the dissection labels" in run.stdout
     for link in links:
         assert (out / link).is_file(), link
     if (WORLD / "generator" / "config.json").is_file():
