@@ -99,7 +99,9 @@ def test_single_unit_sweep_and_grad_match_torch(name):
     module, spec, x = spec_and_input(name, batch=1)
     layer = SWEEP_CASES[name]
     xp = jnp.asarray(spec.preprocess(jnp.asarray(x)))
-    n = spec.call(spec.params, xp, capture=(layer,))[1][layer].shape[-1]
+    # the layer's width, from shapes alone (nothing compiled or run)
+    n = jax.eval_shape(lambda p, x: spec.call(p, x, capture=(layer,))[1][layer],
+                       spec.params, xp).shape[-1]
     units = np.arange(16) * (n // 16)
     prefix = torch_bridge.prefix_tokens(module)
 
