@@ -190,9 +190,8 @@ def test_killed_sweep_resumes_to_same_counts(setup, tmp_path):
                                      cache=_cache(tmp_path, split, train), checkpoint_every=1,
                                      **kw)
     [ckpt] = tmp_path.glob("ablate-*.npz")
-    import json
-    with np.load(ckpt) as f:
-        assert json.loads(str(f["meta"]))["offset"] == 24
+    from jaxdissect.runtime import treefile
+    assert treefile.read(str(ckpt))[1]["offset"] == 24
     resumed = ablate.ablation_masks_counts(split, _Dies(train, 40), masks, CLASSES,
                                            cache=_cache(tmp_path, split, train), **kw)
     for k in fresh:

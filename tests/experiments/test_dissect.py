@@ -11,7 +11,7 @@ import pytest
 
 from jaxdissect.experiments.dissect import DissectResult, dissect, spec_compute
 from jaxdissect.labels import LabelSet
-from jaxdissect.runtime import activations
+from jaxdissect.runtime import activations, treefile
 from jaxdissect.runtime.cache import run_cache
 from jaxdissect.runtime.fingerprint import fingerprint
 from jaxdissect.spec import ModelSpec
@@ -150,8 +150,7 @@ def test_killed_run_resumes_with_identical_results(tmp_path, budget, first, seco
         run(dying, quantile=0.05, cache=_cache(tmp_path, source), checkpoint_every=1,
             budget=budget)
     [ckpt] = tmp_path.glob(f"{first}-*.npz")
-    with np.load(ckpt) as data:
-        offset = json.loads(str(data["meta"]))["offset"]
+    offset = treefile.read(str(ckpt))[1]["offset"]
     assert 0 < offset < source.num_examples
     if second is not None:  # the radix path dies again, in a later pass
         dying = DyingSource(1, **source.arrays)
