@@ -115,13 +115,7 @@ def _member(path, z, info: zipfile.ZipInfo, want, limit: int) -> np.ndarray:
     if info.compress_type != zipfile.ZIP_STORED or info.file_size > limit:
         raise ValueError(f"{path}: entry {name} is compressed or too large")
     with z.open(info) as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(f)
-        except ValueError as e:
-            raise ValueError(f"{path}: entry {name} is not an array ({e})") from None
+        shape, fortran, dtype = _npy_header(f, f"{path}: entry {name} is not an array")
         want_shape, want_dtype = want
         if dtype.kind not in _DTYPE_KINDS or dtype.hasobject or dtype != want_dtype or (
                 want_shape != (-1,) and shape != want_shape) or len(shape) > 32:
@@ -133,6 +127,22 @@ def _member(path, z, info: zipfile.ZipInfo, want, limit: int) -> np.ndarray:
         data = bytearray(f.read(size))
     if len(data) != size:
         raise ValueError(f"{path}: entry {name} is truncated")
+    return _array(data, shape, fortran, dtype)
+
+
+def _npy_header(f, problem: str):
+    """``(shape, fortran, dtype)`` of the ``.npy`` header at ``f``'s position;
+    ``ValueError(problem (reason))`` if it is not one."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        return read_header(f)
+    except ValueError as e:
+        raise ValueError(f"{problem} ({e})") from None
+
+
+def _array(data: bytearray, shape, fortran: bool, dtype) -> np.ndarray:
     a = np.frombuffer(data, dtype)
     return a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
 
@@ -141,20 +151,14 @@ def read_npy(path: str) -> np.ndarray:
     """A plain ``.npy`` file (``iou.npy``) read as safely: a numeric dtype, no pickle,
     its size exactly that of its declared shape (so never more than the file)."""
     with open(path, "rb") as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(f)
-        except ValueError as e:
-            raise ValueError(f"{path} is not an .npy array ({e})") from None
+        shape, fortran, dtype = _npy_header(f, f"{path} is not an .npy array")
         size = math.prod(shape) * dtype.itemsize
         if dtype.kind not in _DTYPE_KINDS or dtype.hasobject or len(shape) > 32 or (
                 size != os.path.getsize(path) - f.tell()):
             raise ValueError(f"{path}: its {shape} {dtype} array is not a plain array of "
                              "the file's size")
-        a = np.frombuffer(bytearray(f.read(size)), dtype)
-    return a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
+        data = bytearray(f.read(size))
+    return _array(data, shape, fortran, dtype)
 
 
 def _key_name(key) -> str:
