@@ -79,6 +79,13 @@ EXCLUDED = [
      "the most different contexts are compared only among contexts with at least 100 edits, "
      "Bonferroni over those pairs (so fewer pairs and another critical z); the pair found "
      "and its numbers are compared"),
+    (("intervene", "demo"), r"^intervention\.json/insertion/[^/]+/differs_by_context/"
+     r"(significant_99|level|low|high)$",
+     "the most different pair redefined: decided by the gap's bootstrap interval over "
+     "samples with Bonferroni (its level and bounds added), not by a z over edits that "
+     "took a sample's edits as independent"),
+    (("intervene", "demo"), r"^intervention\.json/insertion/[^/]+/contexts/\d+/ci99/",
+     "added: each context's bootstrap interval over samples (the context plot draws it)"),
 ]
 
 def _leaves(obj, path=""):
