@@ -83,6 +83,21 @@ MIN_EDITS = 100
 LABEL_FDR = 0.01
 
 
+
+def labels_support(significant, n: int, concept: str, role: str) -> str:
+    """Why ``n`` units ``role`` (removed, inserted, painted) support no finding about
+    ``concept`` ("" when they do): their labels were not tested, or none of them
+    (``significant``: one flag per unit) has the concept as its significant label."""
+    if significant is None:
+        return (f"the labels of the {n} units {role} were not tested for significance "
+                f"(a dissection with --significance)")
+    if n == 0 or not np.any(significant):
+        return (f"none of the {n} units {role} has {concept} as a significant label "
+                f"(image-permutation test of the best of all labels, {LABEL_FDR:.0%} "
+                f"false-discovery rate)")
+    return ""
+
+
 def split_generator(spec, layer: str) -> Split:
     """Cut a generator (a :class:`~jaxdissect.spec.ModelSpec`) at ``layer``:
     ``head(params, batch) -> acts`` from ``batch["z"]``; ``tail(params, acts, edit)
@@ -299,14 +314,8 @@ class RemovalCurve:
             return (f"{self.concept} is not present in the unedited images: its baseline "
                     f"share is {self.baseline_share:.2%} (99% interval {pct(b_lo)} to "
                     f"{pct(b_hi)}, {self.samples} samples)")
-        if self.significant is None:
-            return (f"the labels of the {n} units removed were not tested for significance "
-                    f"(a dissection with --significance)")
-        if n == 0 or not self.significant[:n].any():
-            return (f"none of the {n} units removed has {self.concept} as a significant label "
-                    f"(image-permutation test of the best of all labels, {LABEL_FDR:.0%} "
-                    f"false-discovery rate)")
-        return ""
+        return labels_support(None if self.significant is None else self.significant[:n],
+                              n, self.concept, "removed")
 
     def finding(self, min_removed: float = 0.4, at: int = 20) -> Finding:
         """Holds when zeroing the ``at`` best units (the paper's "about 20"; the largest
@@ -564,14 +573,7 @@ class InsertionSummary:
     def unit_support(self) -> str:
         """Why inserting these units means nothing ("" when it does): at least one
         must have the concept as its significant label."""
-        if self.significant is None:
-            return (f"the labels of the {len(self.units)} units inserted were not tested for "
-                    f"significance (a dissection with --significance)")
-        if not np.any(self.significant):
-            return (f"none of the {len(self.units)} units inserted has {self.concept} as a "
-                    f"significant label (image-permutation test of the best of all labels, "
-                    f"{LABEL_FDR:.0%} false-discovery rate)")
-        return ""
+        return labels_support(self.significant, len(self.units), self.concept, "inserted")
 
     def differs_by_context(self) -> dict | None:
         """The highest against the lowest object context among those with at least

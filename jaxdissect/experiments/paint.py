@@ -40,7 +40,7 @@ from flax import struct
 
 from jaxdissect.edits import Edit, set_units
 from jaxdissect.experiments import results
-from jaxdissect.experiments.intervene import LABEL_FDR
+from jaxdissect.experiments.intervene import labels_support
 from jaxdissect.experiments.significance import (
     LEVEL,
     Finding,
@@ -247,13 +247,9 @@ class PaintEdit:
             return (f"{n} latents measured, fewer than {MIN_LATENTS}: with so few, not even "
                     f"every latent changing the same way would reach one-sided p < 0.005 "
                     f"(a sign-flip test's smallest p-value is 2^-{n})")
-        if self.significant is None:
-            return (f"the labels of the {k} units painted were not tested for significance "
-                    f"(a dissection with --significance)")
-        if not np.any(self.significant):
-            return (f"none of the {k} units painted has {self.concept} as a significant "
-                    f"label (image-permutation test of the best of all labels, "
-                    f"{LABEL_FDR:.0%} false-discovery rate)")
+        unsupported = labels_support(self.significant, k, self.concept, "painted")
+        if unsupported:
+            return unsupported
         before, _ = self.shares()
         lo, hi = bootstrap_interval(self.replicates(before), LEVEL)
         share = (f"its share of the box unedited is {before.mean():.2%} (99% interval "
