@@ -104,19 +104,10 @@ def test_random_generator_painting():
     pass their test, and turning them on darkens the box (checked on the images'
     pixels), so that finding holds."""
     from jaxdissect.experiments import intervene
-    from jaxdissect.experiments.dissect import dissect, spec_compute
-    from jaxdissect.experiments.label_significance import significance
-    from tests.experiments.test_random_models import UNITS, generator
-    from tests.support.tiny_nets import SEG_LABELS, ArraySource, TinySegmenter
+    from tests.experiments.test_random_models import UNITS, dissected_generator
+    from tests.support.tiny_nets import SEG_LABELS, ArraySource
 
-    spec, seg = generator(), TinySegmenter()
-    z = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
-    source = ArraySource(z=z)
-    compute = spec_compute(spec, "block", lambda batch, images: seg(images))
-    res = dissect(compute, source, SEG_LABELS, quantile=0.01, levels=(0.005,), miniou=0.01,
-                  batch_size=16, params=spec.params, progress=False)
-    sig = significance(compute, source, res, params=spec.params, permutations=200,
-                       replicates=50, batch_size=16, progress=False, units=np.arange(UNITS))
+    spec, seg, _, res, sig = dissected_generator()
     labels = sig.significant_labels(UNITS, intervene.LABEL_FDR)
     left, right = (0.0, 0.0, 1.0, 0.5), (0.0, 0.5, 1.0, 1.0)
     plan = [("green", "off", left), ("blue", "on", right), ("dark", "on", right)]

@@ -115,8 +115,9 @@ def test_random_classifier_ablation_and_attack_support_nothing():
     assert all("does not recognise" in f.reason for f in findings)
 
 
-@pytest.mark.slow
-def test_random_generator_removal_and_insertion_support_nothing(monkeypatch):
+def dissected_generator():
+    """The random generator, its segmenter and 64 z samples, dissected at ``block`` with
+    every unit's label tested: ``(spec, seg, source, dissection, significance)``."""
     spec, seg = generator(), TinySegmenter()
     z = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
     source = ArraySource(z=z)
@@ -126,6 +127,12 @@ def test_random_generator_removal_and_insertion_support_nothing(monkeypatch):
     sig = significance(compute, source, res, params=spec.params, permutations=200,
                        replicates=50, batch_size=16, progress=False,
                        units=np.arange(UNITS))
+    return spec, seg, source, res, sig
+
+
+@pytest.mark.slow
+def test_random_generator_removal_and_insertion_support_nothing(monkeypatch):
+    spec, seg, source, res, sig = dissected_generator()
     assert np.all((0 <= sig.iou_low) & (sig.iou_high <= 1))
     significant = sig.significant_labels(UNITS, intervene.LABEL_FDR)
     print("significant labels:", significant, "p:", sig.p_value)
