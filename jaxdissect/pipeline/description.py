@@ -39,11 +39,9 @@ def _thumbnails(source, res, k: int = 5) -> dict:
 def run_describe(cfg: DescribeConfig) -> DescribeOutcome:
     """Describe as ``jaxdissect describe`` does: ``OUT/describe.html``, ``describe.json``,
     ``describe.npz``, ``cache/`` and, on data with masks, ``OUT/dissect/``."""
-    from jaxdissect import report
     from jaxdissect.experiments.describe import compare, describe_spec
     from jaxdissect.imagetext import load_imagetext, read_concepts
     from jaxdissect.pipeline.dissection import Dissection, dissect_into
-    from jaxdissect.report.describe import write_describe
     from jaxdissect.runtime import hosts
     from jaxdissect.world.imagetext import default_concepts, distractors
 
@@ -77,24 +75,14 @@ def run_describe(cfg: DescribeConfig) -> DescribeOutcome:
                             cache=cache, progress=cfg.progress, **options)
         if not hosts.is_writer():
             return DescribeOutcome(res, None, None, model, layer, concepts)
-        res.save(ws.path("describe.npz"))
-        paths = report.write_unit_thumbnails(ws.folder, _thumbnails(source, res),
-                                             subdir="top")
-        units = res.units()
-        comparison = None
+        pairs = comparison = None
         if dissected is not None:
             comparison = compare(res, dissected, distractors(concepts))
-            for rec, pair in zip(units, comparison["pairs"]):
-                rec.update(dissect_label=pair["dissect"], agree=pair["agree"],
-                           dissect_iou=float(dissected.best_iou[rec["unit"]]))
-            comparison = {k: v for k, v in comparison.items() if k != "pairs"}
-        for rec in units:
-            rec["image"] = paths.get(rec["unit"])
-        path = write_describe(ws.folder, {
-            "model": model.name, **R.model_record(cfg.model, cfg.weights), "layer": layer,
-            "data": data_name, "num_images": source.num_examples, "imagetext": cfg.imagetext,
-            "method": res.method, "options": res.options, "concepts": res.concepts,
-            "units": units, "comparison": comparison})
+            pairs = _with_iou(comparison.pop("pairs"), dissected)
+        path = _write_report(ws, res, source, model=model.name,
+                             record=R.model_record(cfg.model, cfg.weights), layer=layer,
+                             data_name=data_name, imagetext=cfg.imagetext, pairs=pairs,
+                             comparison=comparison)
         final = ws.final_path(path)
     return DescribeOutcome(res, comparison, final, model, layer, concepts)
 
@@ -119,12 +107,10 @@ def describe_into(model, model_spec: str, layer: str, source, dissected, ws, *,
     "distractor_wins"}}``) and ``report`` (the path of ``describe.html``, None in the
     processes that do not write); ``describe.json``'s ``comparison`` holds all but
     ``pairs``, ``result`` and ``report``."""
-    from jaxdissect import report
     from jaxdissect.experiments.describe import compare, label_units, probe_tables
     from jaxdissect.experiments.describe_world import chance
     from jaxdissect.experiments.dissect import spec_forward
     from jaxdissect.imagetext import load_imagetext
-    from jaxdissect.report.describe import write_describe
     from jaxdissect.runtime import hosts
     from jaxdissect.world.imagetext import default_concepts, distractors
 
@@ -138,8 +124,7 @@ def describe_into(model, model_spec: str, layer: str, source, dissected, ws, *,
     res = label_units(tables, it, concepts)
     far = distractors(concepts)
     out = compare(res, dissected, far)
-    for pair in out["pairs"]:
-        pair["iou"] = float(dissected.best_iou[pair["unit"]])
+    _with_iou(out["pairs"], dissected)
     out.update(result=res, chance=chance(res, dissected), report=None, rescored={})
     for name, (method, options) in (rescore or {}).items():
         other = label_units(tables, it, concepts, method, **options)
@@ -148,17 +133,41 @@ def describe_into(model, model_spec: str, layer: str, source, dissected, ws, *,
                                  "distractor_wins": cmp["distractor_wins"]}
     if not hosts.is_writer():
         return out
+    comparison = {k: v for k, v in out.items()
+                  if k not in ("pairs", "result", "report")}
+    out["report"] = _write_report(ws, res, source, model=model.name,
+                                  record=R.model_record(model_spec), layer=layer,
+                                  data_name=data_name, imagetext=imagetext,
+                                  pairs=out["pairs"], comparison=comparison,
+                                  index_link=index_link)
+    return out
+
+
+def _with_iou(pairs: list[dict], dissected) -> list[dict]:
+    """``compare``'s pairs, each with its unit's best mask-based IoU as ``iou``."""
+    for pair in pairs:
+        pair["iou"] = float(dissected.best_iou[pair["unit"]])
+    return pairs
+
+
+def _write_report(ws, res, source, *, model: str, record: dict, layer: str,
+                  data_name: str, imagetext: str, pairs, comparison,
+                  index_link: str | None = None) -> str:
+    """``describe.npz``, the units' top images under ``top/``, ``describe.json`` and
+    ``describe.html`` (returns its path); ``pairs``: each unit's mask-based label
+    beside its open one (``_with_iou``), or None without a dissection."""
+    from jaxdissect import report
+    from jaxdissect.report.describe import write_describe
     res.save(ws.path("describe.npz"))
     paths = report.write_unit_thumbnails(ws.folder, _thumbnails(source, res), subdir="top")
     units = res.units()
-    for rec, pair in zip(units, out["pairs"]):
+    for rec, pair in zip(units, pairs or ()):
         rec.update(dissect_label=pair["dissect"], agree=pair["agree"],
-                   dissect_iou=pair["iou"], image=paths.get(rec["unit"]))
-    comparison = {k: v for k, v in out.items()
-                  if k not in ("pairs", "result", "report")}
-    out["report"] = write_describe(ws.folder, {
-        "model": model.name, **R.model_record(model_spec), "layer": layer, "data": data_name,
+                   dissect_iou=pair["iou"])
+    for rec in units:
+        rec["image"] = paths.get(rec["unit"])
+    return write_describe(ws.folder, {
+        "model": model, **record, "layer": layer, "data": data_name,
         "num_images": source.num_examples, "imagetext": imagetext, "method": res.method,
         "options": res.options, "concepts": res.concepts, "units": units,
         "comparison": comparison}, index_link=index_link)
-    return out
